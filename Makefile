@@ -1,0 +1,58 @@
+# TwinMQ: every target bootstraps .venv from a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+ARGS   ?=
+JOBS   ?= 2
+
+.PHONY: venv run test lint integration chaos bench bench-sim slow notebooks sweep figure16 clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Start one all-in-one node (single-member meta Raft, admin HTTP on 8080). Extra flags: ARGS="..."
+run: $(STAMP)
+	$(VENV)/bin/twinmq serve $(ARGS)
+
+## Fast suite plus a smoke slice of each slow suite (what .ci/run calls).
+test: $(STAMP)
+	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check real model scenarios tests
+
+integration: $(STAMP)
+	$(PY) -m pytest -q -m integration
+
+chaos: $(STAMP)
+	$(PY) -m pytest -q -m chaos
+
+slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+notebooks: $(STAMP)
+	$(PY) -m pytest -q -m notebooks
+
+## Benchmarks; results under reports/.
+bench: $(STAMP)
+	$(PY) -m pytest -q -m bench -p no:xdist
+
+bench-sim: $(STAMP)
+	$(PY) -m scenarios.bench_sim
+
+## 1000-seed sweep of the Raft election scenario.
+sweep: $(STAMP)
+	$(VENV)/bin/twinmq sim sweep scenarios/raft-election.toml --seeds 1-1000 --jobs $(JOBS)
+
+## Raft paper Figure 16 reproduction (reports/figure16.md + PNGs).
+figure16: $(STAMP)
+	$(PY) -m scenarios.figure16 --trials 1000 --jobs $(JOBS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

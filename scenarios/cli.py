@@ -1,0 +1,42 @@
+"""`twinmq`: one command for both worlds.
+
+    twinmq serve ...        run a real node            (real/__main__.py)
+    twinmq sim run|sweep    run the simulator          (model/__main__.py)
+
+This dispatcher lives in `scenarios/` because it is the one package allowed to import both `real`
+and `model` (`real` must never import `model`).
+"""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: twinmq <command> [args]
+
+commands:
+  serve              start a node (see: twinmq serve --help)
+  sim run FILE       run one simulated scenario (--seed N)
+  sim sweep FILE     run many seeds in parallel (--seeds 1-1000 --jobs 2)
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command == "sim":
+        from model.__main__ import main as sim_main
+
+        return sim_main(rest)
+    if command in ("serve",):
+        from real.__main__ import main as real_main
+
+        return real_main(args)
+    print(f"twinmq: unknown command {command!r}\n{USAGE}", end="", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
