@@ -1,0 +1,188 @@
+"""MetaReplica: one meta Raft member + its disk + the meta state machine, driven synchronously.
+
+No asyncio here: the shell (server.py) calls `tick`, `propose` and `process_ready`; results come
+back through callbacks. `process_ready` is the one implementation of the Raft loop in the real
+shell:
+
+    1. persist rd.snapshot, rd.entries, rd.hard_state (fsync if rd.must_sync)
+    2. send rd.messages
+    3. restore rd.snapshot, apply rd.committed_entries, serve rd.read_states once applied
+    4. advance(rd); then compact if the log grew past `compact_entries`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from real.meta import MetaResult, MetaStateMachine
+from real.raft.types import (
+    DurableState,
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    ProposalDropped,
+    ReadState,
+    Ready,
+    Snapshot,
+)
+
+PROPOSALS_PENDING_MAX = 1024
+READS_PENDING_MAX = 1024
+
+
+class ProposalLost(Exception):
+    """The proposal's log slot was taken by another leader's entry (or a snapshot): it did not
+    apply. The caller may retry."""
+
+
+class Storage(Protocol):
+    def durable(self) -> DurableState: ...
+    def save(self, *, snapshot: Snapshot | None = None, entries: tuple[Entry, ...] = (),
+             hard_state: HardState | None = None, sync: bool) -> None: ...
+    def rewrite(self, snapshot: Snapshot) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiter:
+    term: int
+    done: Callable[[MetaResult | Exception], None]
+
+
+def restore_sm(snapshot: Snapshot) -> MetaStateMachine:
+    """The state machine at `snapshot`. Empty data is the empty state (Raft's bootstrap snapshot
+    carries no application image)."""
+    if snapshot.data:
+        sm = MetaStateMachine.restore(snapshot.data)
+    else:
+        sm = MetaStateMachine()
+        if snapshot.meta.index > 0:
+            sm.apply(snapshot.meta.index, b"")
+    assert sm.applied_index == snapshot.meta.index, (sm.applied_index, snapshot.meta)
+    return sm
+
+
+class MetaReplica:
+    def __init__(self, raft: Any, storage: Storage, send: Callable[[Message], None],
+                 *, compact_entries: int) -> None:
+        """`raft` is a RaftNode built from `storage.durable()`."""
+        assert compact_entries >= 2, compact_entries
+        durable = storage.durable()
+        self.raft = raft
+        self.storage = storage
+        self.send = send
+        self.compact_entries = compact_entries
+        self.sm = restore_sm(durable.snapshot) if durable.snapshot else MetaStateMachine()
+        self.snapshot_index = durable.snapshot.meta.index if durable.snapshot else 0
+        assert self.sm.applied_index == self.snapshot_index, (self.sm.applied_index, durable)
+        assert raft.applied == self.snapshot_index, (raft.applied, self.snapshot_index)
+        self._proposals: dict[int, _Waiter] = {}
+        self._reads: dict[bytes, Callable[[int], None]] = {}
+        self._ready_reads: list[ReadState] = []
+        self.readies = 0
+
+    # ---- inputs --------------------------------------------------------------------------------
+
+    def tick(self, n: int = 1) -> None:
+        assert n >= 1, n
+        self.raft.tick(n)
+
+    def propose(self, data: bytes, done: Callable[[MetaResult | Exception], None]) -> int:
+        """Propose `data`; `done(result)` is called once it applies (or `done(ProposalLost)`).
+        Raises ProposalDropped if not accepted now. Returns the entry's index."""
+        if len(self._proposals) >= PROPOSALS_PENDING_MAX:
+            raise ProposalDropped(f"{PROPOSALS_PENDING_MAX} proposals already pending")
+        before = self.raft.last_index()
+        self.raft.propose(data)
+        index = self.raft.last_index()
+        if index != before + 1:
+            raise ProposalDropped(f"node {self.raft.id} is not the leader (leader "
+                                  f"{self.raft.leader}); forwarded proposals are not tracked")
+        assert index not in self._proposals, index
+        self._proposals[index] = _Waiter(self.raft.term_at(index), done)
+        return index
+
+    def read_index(self, context: bytes, done: Callable[[int], None]) -> None:
+        """Linearizable read: `done(index)` once the state machine has applied `index`."""
+        if len(self._reads) >= READS_PENDING_MAX:
+            raise ProposalDropped(f"{READS_PENDING_MAX} reads already pending")
+        assert context not in self._reads, context
+        self._reads[context] = done
+        self.raft.read_index(context)
+
+    # ---- the Ready loop ------------------------------------------------------------------------
+
+    def process_ready(self) -> int:
+        """Handle every pending Ready; return how many."""
+        handled = 0
+        while self.raft.has_ready():
+            rd = self.raft.ready()
+            self._persist(rd)
+            for msg in rd.messages:
+                self.send(msg)
+            self._apply(rd)
+            self.raft.advance(rd)
+            handled += 1
+            self.readies += 1
+            assert self.raft.applied == self.sm.applied_index, (self.raft.applied,
+                                                                self.sm.applied_index)
+        if handled:
+            self._maybe_compact()
+        return handled
+
+    def _persist(self, rd: Ready) -> None:
+        if rd.snapshot is None and not rd.entries and rd.hard_state is None:
+            return
+        self.storage.save(snapshot=rd.snapshot, entries=rd.entries, hard_state=rd.hard_state,
+                          sync=rd.must_sync)
+
+    def _apply(self, rd: Ready) -> None:
+        if rd.snapshot is not None:
+            self.sm = restore_sm(rd.snapshot)
+            self.snapshot_index = rd.snapshot.meta.index
+            assert self.sm.applied_index == rd.snapshot.meta.index
+            for index in sorted(i for i in self._proposals if i <= self.snapshot_index):
+                self._proposals.pop(index).done(ProposalLost(f"entry {index}: replaced by a "
+                                                             "snapshot"))
+        for entry in rd.committed_entries:
+            data = entry.data if entry.kind is EntryKind.NORMAL else b""
+            result = self.sm.apply(entry.index, data)
+            waiter = self._proposals.pop(entry.index, None)
+            if waiter is not None and waiter.term == entry.term:
+                waiter.done(result)
+            elif waiter is not None:
+                waiter.done(ProposalLost(f"entry {entry.index}: term {entry.term} replaced "
+                                         f"proposal of term {waiter.term}"))
+        self._ready_reads += rd.read_states
+        self._serve_reads()
+
+    def _serve_reads(self) -> None:
+        keep = []
+        for rs in self._ready_reads:
+            done = self._reads.get(rs.context)
+            if done is None:
+                continue
+            if rs.index <= self.sm.applied_index:
+                del self._reads[rs.context]
+                done(rs.index)
+            else:
+                keep.append(rs)
+        self._ready_reads = keep
+
+    def _maybe_compact(self) -> None:
+        applied = self.sm.applied_index
+        if applied - self.snapshot_index < self.compact_entries:
+            return
+        self.raft.compact(applied, self.sm.snapshot())
+        snap = self.raft.snapshot
+        assert snap is not None and snap.meta.index == applied, (snap, applied)
+        self.storage.rewrite(snap)
+        self.snapshot_index = applied
+
+    def fail_pending(self, why: str) -> None:
+        """Shutdown: resolve every waiter."""
+        for index in sorted(self._proposals):
+            self._proposals.pop(index).done(ProposalLost(f"entry {index}: {why}"))
+        self._reads.clear()

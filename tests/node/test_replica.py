@@ -1,0 +1,173 @@
+"""MetaReplica: the Ready loop order, proposals, compaction and restart on a real RaftDisk."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from real.meta import MetaResult, encode_command
+from real.node.disk import RaftDisk
+from real.node.replica import PROPOSALS_PENDING_MAX, MetaReplica, ProposalLost
+from real.raft import RaftConfig, RaftNode
+from real.raft.types import (
+    Entry,
+    HardState,
+    Message,
+    MsgType,
+    ProposalDropped,
+    Ready,
+    Role,
+)
+
+
+class Recorder:
+    """Fake storage + transport + raft that log every call into one shared trace."""
+
+    def __init__(self) -> None:
+        self.trace: list[str] = []
+        self.replica: MetaReplica | None = None
+        self.applied = 0
+        self.readies: list[Ready] = []
+
+    # storage
+    def durable(self):
+        from real.raft.types import DurableState
+
+        return DurableState()
+
+    def save(self, *, snapshot=None, entries=(), hard_state=None, sync) -> None:
+        self.trace.append(f"persist entries={len(entries)} sync={sync}")
+
+    def rewrite(self, snapshot) -> None:
+        self.trace.append("rewrite")
+
+    # transport
+    def send(self, msg: Message) -> None:
+        assert self.replica is not None
+        self.trace.append(f"send applied={self.replica.sm.applied_index}")
+
+    # raft
+    def has_ready(self) -> bool:
+        return bool(self.readies)
+
+    def ready(self) -> Ready:
+        self.trace.append("ready")
+        return self.readies[0]
+
+    def advance(self, rd: Ready) -> None:
+        assert self.replica is not None
+        self.trace.append(f"advance applied={self.replica.sm.applied_index}")
+        self.applied = rd.committed_entries[-1].index
+        self.readies.pop(0)
+
+    def compact(self, index: int, data: bytes) -> None:  # pragma: no cover - not reached
+        raise AssertionError
+
+
+def test_persist_then_send_then_apply_then_advance() -> None:
+    rec = Recorder()
+    rec.replica = MetaReplica(rec, rec, rec.send, compact_entries=100)
+    cmd = encode_command("config.put", key="k", value=1)
+    rec.readies.append(Ready(
+        soft_state=None, hard_state=HardState(1, 1, 2),
+        entries=(Entry(1, 1), Entry(1, 2, data=cmd)), snapshot=None,
+        committed_entries=(Entry(1, 1), Entry(1, 2, data=cmd)),
+        messages=(Message(MsgType.APPEND, 1, 2, 1),), read_states=(), must_sync=True))
+    assert rec.replica.process_ready() == 1
+    assert rec.trace == ["ready", "persist entries=2 sync=True", "send applied=0",
+                         "advance applied=2"]
+    assert rec.replica.sm.get_config("k") == 1
+
+
+def make(tmp_path: Path, compact_entries: int = 1000, lead: bool = True
+         ) -> tuple[MetaReplica, RaftDisk]:
+    disk = RaftDisk(tmp_path / "meta")
+    raft = RaftNode(1, RaftConfig(), random.Random(7), disk.durable(), peers=(1,))
+    sent: list[Message] = []
+    replica = MetaReplica(raft, disk, sent.append, compact_entries=compact_entries)
+    replica.process_ready()  # replays committed entries as a follower
+    if lead:
+        replica.raft.campaign()
+        replica.process_ready()
+    assert sent == [] and (replica.raft.role is Role.LEADER) == lead
+    return replica, disk
+
+
+def propose(replica: MetaReplica, op: str, **fields: object) -> MetaResult:
+    out: list[MetaResult | Exception] = []
+    replica.propose(encode_command(op, **fields), out.append)
+    replica.process_ready()
+    assert len(out) == 1, out
+    assert isinstance(out[0], MetaResult)
+    return out[0]
+
+
+def test_single_node_applies_and_survives_restart(tmp_path: Path) -> None:
+    replica, disk = make(tmp_path)
+    assert propose(replica, "node.register", node_id=1, addr="h:1").value == "created"
+    assert propose(replica, "config.put", key="a", value="b").ok
+    assert not propose(replica, "config.delete", key="zz").ok
+    digest, applied, term = replica.sm.digest(), replica.sm.applied_index, replica.raft.term
+    disk.close()
+    again, disk2 = make(tmp_path, lead=False)
+    assert again.sm.digest() == digest and again.sm.applied_index == applied
+    assert again.raft.term == term and again.sm.get_config("a") == "b"
+    again.raft.campaign()
+    again.process_ready()
+    assert again.raft.role is Role.LEADER and again.raft.term > term
+    assert again.sm.applied_index == applied + 1  # the new leader's no-op entry
+    disk2.close()
+
+
+def test_compaction_bounds_the_log_and_restart_restores(tmp_path: Path) -> None:
+    replica, disk = make(tmp_path, compact_entries=5)
+    for i in range(23):
+        assert propose(replica, "config.put", key=f"k{i}", value=i).ok
+        assert disk.entry_count <= 5, disk.entry_count
+    assert replica.snapshot_index >= 20 and disk.durable().snapshot is not None
+    digest = replica.sm.digest()
+    disk.close()
+    again, disk2 = make(tmp_path, compact_entries=5, lead=False)
+    assert again.sm.digest() == digest
+    assert again.sm.config()["k22"] == 22
+    disk2.close()
+
+
+def test_pending_proposals_are_bounded(tmp_path: Path) -> None:
+    replica, disk = make(tmp_path)
+    results: list[MetaResult | Exception] = []
+    for i in range(PROPOSALS_PENDING_MAX):
+        replica.propose(encode_command("config.put", key="k", value=i), results.append)
+    with pytest.raises(ProposalDropped, match="proposals already pending"):
+        replica.propose(encode_command("config.put", key="k", value=-1), results.append)
+    replica.process_ready()
+    assert len(results) == PROPOSALS_PENDING_MAX and all(r.ok for r in results)
+    assert replica.sm.get_config("k") == PROPOSALS_PENDING_MAX - 1
+    replica.propose(encode_command("config.put", key="k", value=-1), results.append)
+    replica.fail_pending("test")
+    assert isinstance(results[-1], ProposalLost)
+    disk.close()
+
+
+def test_follower_without_leader_drops_proposals(tmp_path: Path) -> None:
+    disk = RaftDisk(tmp_path / "meta")
+    raft = RaftNode(1, RaftConfig(), random.Random(1), disk.durable(), peers=(1, 2, 3))
+    replica = MetaReplica(raft, disk, lambda m: None, compact_entries=100)
+    with pytest.raises(ProposalDropped, match="no leader"):
+        replica.propose(b"", lambda r: None)
+    disk.close()
+
+
+def test_replica_is_free_of_io_so_the_simulator_can_host_it() -> None:
+    import ast
+
+    source = (Path(__file__).resolve().parents[2] / "real" / "node" / "replica.py").read_text()
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names.add((node.module or "").split(".")[0])
+    assert not names & {"asyncio", "socket", "os", "time", "threading", "random", "simpy"}, names
