@@ -1,0 +1,105 @@
+"""`python -m model run FILE --seed N` and `python -m model sweep FILE --seeds 1-1000 --jobs 2`.
+
+`main(argv)` returns the exit code (never calls sys.exit): run -> 0 ok, 1 safety, 2 liveness,
+3 crash; sweep -> 0 if every seed is ok, else the code of the worst outcome; 4 on a usage or
+scenario error. `twinmq sim ...` (scenarios/cli.py) calls `main(argv)` with argv starting at
+`run`/`sweep`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from model.checkers import OUTCOME_CODES
+from model.scenario import Scenario, ScenarioError, load, with_bugs
+
+USAGE_ERROR = 4
+SEEDS_MAX = 1_000_000
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="twinmq sim", description="TwinMQ deterministic simulator")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one seed")
+    run.add_argument("file")
+    run.add_argument("--seed", type=int, required=True)
+    run.add_argument("--trace", metavar="OUT.jsonl")
+    run.add_argument("--bug", action="append", default=[], metavar="NAME")
+    run.add_argument("--trace-messages", action="store_true", help="trace every message sent")
+    run.add_argument("--tick-by-tick", action="store_true", help="disable tick skipping")
+    sweep = sub.add_parser("sweep", help="run many seeds in parallel processes")
+    sweep.add_argument("file")
+    sweep.add_argument("--seeds", default="1-100", help="A-B (inclusive) or a comma list")
+    sweep.add_argument("--jobs", type=int, default=2)
+    sweep.add_argument("--bug", action="append", default=[], metavar="NAME")
+    sweep.add_argument("--out", metavar="results.jsonl")
+    sweep.add_argument("--stop-on-first", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _parser().parse_args(args_list)
+    except SystemExit as exc:  # argparse exits on --help and on errors
+        return 0 if exc.code == 0 else USAGE_ERROR
+    try:
+        scenario = with_bugs(load(args.file), args.bug)
+    except ScenarioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    if args.command == "run":
+        return _run(scenario, args)
+    from model.sweep import parse_seeds, sweep
+
+    try:
+        seeds = parse_seeds(args.seeds, SEEDS_MAX)
+    except ValueError as exc:
+        print(f"error: --seeds: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    return sweep(args.file, scenario, seeds, args.jobs, args.bug, args.out, args.stop_on_first)
+
+
+def reproduce_line(file: str, seed: int, bugs: list[str]) -> str:
+    extra = "".join(f" --bug {b}" for b in bugs)
+    return f"twinmq sim run {file} --seed {seed}{extra}"
+
+
+def _run(scenario: Scenario, args: Any) -> int:
+    import dataclasses
+
+    from model.world import World
+
+    if args.trace_messages:
+        scenario = dataclasses.replace(scenario, trace_messages=True)
+    if args.tick_by_tick:
+        cluster = dataclasses.replace(scenario.cluster, tick_skipping=False)
+        scenario = dataclasses.replace(scenario, cluster=cluster)
+    out = Path(args.trace).open("w") if args.trace else None
+    wall0 = time.perf_counter()
+    try:
+        result = World(scenario, args.seed, trace_out=out).run()
+    finally:
+        if out is not None:
+            out.close()
+    wall = time.perf_counter() - wall0
+    sim_s = result.sim_us / 1e6
+    print(f"scenario: {scenario.name} ({args.file}) seed {args.seed}"
+          f"{' bugs ' + ','.join(scenario.cluster.bugs) if scenario.cluster.bugs else ''}")
+    print(f"sim time: {sim_s:.3f} s, wall: {wall:.3f} s, ratio {sim_s / max(wall, 1e-9):.0f}x")
+    print("stats: " + json.dumps(result.stats, sort_keys=True))
+    if result.detail:
+        print(f"detail: {result.detail}")
+    print(f"trace-hash: {result.trace_hash}")
+    print(f"outcome: {result.outcome}")
+    print(f"reproduce: {reproduce_line(args.file, args.seed, args.bug)}")
+    return OUTCOME_CODES[result.outcome]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,169 @@
+"""The nemesis: a random schedule of faults, then a heal phase.
+
+From `start_ms` until `heal_ms` it waits a random gap (`interval_ms`) and injects one fault kind
+chosen by `weights`: crash the leader / a random node (restart after `downtime_ms`), pause a node
+(`pause_ms`), a symmetric or asymmetric partition (`partition_ms`), a message-loss window
+(`loss`, `loss_ms`), extra delay on one node's outgoing links (`delay_extra_ms`, `delay_ms`), or
+clock skew on one node (`skew_ppm`, `skew_ms`). Each fault undoes itself after its duration; at
+`heal_ms` the world undoes everything (`World.heal`) and no fault occurs afterwards.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+from model.scenario import FAULT_KINDS, FaultConfig
+
+if TYPE_CHECKING:
+    from model.world import World
+
+US_PER_MS = 1000
+
+
+class Nemesis:
+    def __init__(self, world: World, config: FaultConfig, rng: random.Random) -> None:
+        self.world = world
+        self.env = world.env
+        self.config = config
+        self.rng = rng
+        self.count = 0
+        self.healed = False
+        self.kinds = [k for k in FAULT_KINDS if config.weights.get(k, 0) > 0]
+        self.weights = [config.weights[k] for k in self.kinds]
+        self._actions: dict[str, Callable[[], None]] = {
+            "crash_leader": self._crash_leader, "crash_random": self._crash_random,
+            "pause": self._pause, "partition": self._partition,
+            "partition_asym": self._partition_asym, "loss": self._loss, "delay": self._delay,
+            "skew": self._skew,
+        }
+        assert sorted(self._actions) == sorted(FAULT_KINDS)
+
+    def start(self) -> None:
+        if not self.config.enabled:
+            return
+        self.env.process(self._run())
+        heal = self.env.timeout(self._us(self.config.heal_ms))
+        heal.callbacks.append(lambda _ev: self._heal())
+
+    def _heal(self) -> None:
+        self.healed = True
+        self.world.heal()
+
+    def _us(self, ms: float) -> int:
+        return max(1, round(ms * US_PER_MS))
+
+    def _draw_ms(self, bounds: tuple[float, float]) -> int:
+        return self._us(self.rng.uniform(bounds[0], bounds[1]))
+
+    def _run(self) -> Generator[Any, Any, None]:
+        cfg = self.config
+        yield self.env.timeout(self._us(cfg.start_ms))
+        heal_us = self._us(cfg.heal_ms)
+        while self.kinds:
+            gap = self._draw_ms(cfg.interval_ms)
+            if self.env.now + gap >= heal_us:
+                return
+            yield self.env.timeout(gap)
+            kind = self.rng.choices(self.kinds, self.weights)[0]
+            self.count += 1
+            self._actions[kind]()
+
+    def _after(self, duration_us: int, undo: Callable[[], None]) -> None:
+        timer = self.env.timeout(duration_us)
+        timer.callbacks.append(lambda _ev: None if self.healed else undo())
+
+    def _emit(self, kind: str, node: int = 0, **fields: Any) -> None:
+        self.world.trace.emit(self.env.now, node, "fault", fault=kind, **fields)
+
+    def _alive(self) -> list[int]:
+        w = self.world
+        return [n for n in w.node_ids if w.nodes[n].alive]
+
+    # -- fault kinds ----------------------------------------------------------------------------
+
+    def _crash(self, nid: int, why: str) -> None:
+        node = self.world.nodes[nid]
+        down = self._draw_ms(self.config.downtime_ms)
+        self._emit(why, nid, down_us=down)
+        node.crash()
+        self._after(down, lambda: None if node.alive else node.start())
+
+    def _crash_leader(self) -> None:
+        leader = self.world.find_leader()
+        if leader is None:
+            self._crash_random()
+            return
+        self._crash(leader, "crash_leader")
+
+    def _crash_random(self) -> None:
+        alive = self._alive()
+        if alive:
+            self._crash(self.rng.choice(alive), "crash_random")
+
+    def _pause(self) -> None:
+        w = self.world
+        candidates = [n for n in self._alive() if not w.nodes[n].paused]
+        if not candidates:
+            return
+        nid = self.rng.choice(candidates)
+        node = w.nodes[nid]
+        dur = self._draw_ms(self.config.pause_ms)
+        self._emit("pause", nid, dur_us=dur)
+        node.pause()
+        self._after(dur, node.resume)
+
+    def _partition(self) -> None:
+        ids = list(self.world.node_ids)
+        self.rng.shuffle(ids)
+        k = self.rng.randint(1, max(1, len(ids) // 2))
+        side_a, side_b = sorted(ids[:k]), sorted(ids[k:])
+        dur = self._draw_ms(self.config.partition_ms)
+        self._emit("partition", a=side_a, b=side_b, dur_us=dur)
+        net = self.world.net
+        net.partition(side_a, side_b)
+        self._after(dur, lambda: net.unpartition(side_a, side_b))
+
+    def _partition_asym(self) -> None:
+        ids = self.world.node_ids
+        nid = self.rng.choice(ids)
+        others = [n for n in ids if n != nid]
+        k = self.rng.randint(1, len(others))
+        cut = sorted(self.rng.sample(others, k))
+        outbound = self.rng.random() < 0.5
+        pairs = [(nid, o) if outbound else (o, nid) for o in cut]
+        dur = self._draw_ms(self.config.partition_ms)
+        self._emit("partition_asym", nid, pairs=[list(p) for p in pairs], dur_us=dur)
+        net = self.world.net
+        for src, dst in pairs:
+            net.block(src, dst)
+        self._after(dur, lambda: [net.unblock(s, d) for s, d in pairs])
+
+    def _loss(self) -> None:
+        p = round(self.rng.uniform(*self.config.loss), 4)
+        dur = self._draw_ms(self.config.loss_ms)
+        self._emit("loss", p=p, dur_us=dur)
+        self.world.net.set_loss(p)
+        self._after(dur, lambda: self.world.net.set_loss(0.0))
+
+    def _delay(self) -> None:
+        ids = self.world.node_ids
+        nid = self.rng.choice(ids)
+        extra = self._draw_ms(self.config.delay_extra_ms)
+        dur = self._draw_ms(self.config.delay_ms)
+        self._emit("delay", nid, extra_us=extra, dur_us=dur)
+        net = self.world.net
+        for dst in ids:
+            if dst != nid:
+                net.set_extra_delay(nid, dst, extra)
+        self._after(dur, lambda: [net.set_extra_delay(nid, d, 0) for d in ids if d != nid])
+
+    def _skew(self) -> None:
+        nid = self.rng.choice(self.world.node_ids)
+        ppm = round(self.rng.uniform(*self.config.skew_ppm), 1)
+        dur = self._draw_ms(self.config.skew_ms)
+        self._emit("skew", nid, ppm=ppm, dur_us=dur)
+        node = self.world.nodes[nid]
+        node.set_skew(ppm)
+        self._after(dur, lambda: node.set_skew(0.0))

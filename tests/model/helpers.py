@@ -1,0 +1,34 @@
+"""Small scenarios and spies shared by the model tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from model.scenario import Scenario, from_dict
+
+
+def small_scenario(**top: Any) -> Scenario:
+    """3 nodes, a few simulated seconds, every fault kind, heal at 3 s."""
+    raw: dict[str, Any] = {
+        "name": "small",
+        "duration_ms": 8_000,
+        "liveness_budget_ms": 4_000,
+        "cluster": {"nodes": 3, "tick_ms": 10, "election_tick_min": 10, "election_tick_max": 20,
+                    "heartbeat_tick": 2, "snapshot_every": 20},
+        "network": {"latency": {"dist": "uniform", "low_ms": 0.5, "high_ms": 3}, "loss": 0.01,
+                    "duplicate": 0.01, "reorder": 0.05},
+        "disk": {"fsync": {"dist": "uniform", "low_ms": 0.2, "high_ms": 2}},
+        "clock": {"drift_ppm": 300},
+        "workload": {"rate_per_s": 30, "proposal_timeout_ms": 400, "retry_ms": 30},
+        "faults": {"enabled": True, "start_ms": 300, "heal_ms": 3_000,
+                   "interval_ms": [100, 400],
+                   "weights": {"crash_leader": 2, "crash_random": 1, "pause": 2, "partition": 2,
+                               "partition_asym": 1, "loss": 1, "delay": 1, "skew": 2},
+                   "downtime_ms": [50, 800], "pause_ms": [50, 600], "skew_ms": [100, 800]},
+    }
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return from_dict(raw)
