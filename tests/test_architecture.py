@@ -69,4 +69,5 @@ def test_shell_may_use_io(tmp_path: Path) -> None:
     target.parent.mkdir(parents=True)
     target.write_text("import asyncio\nimport socket\nimport time\n")
     assert core_violations(tmp_path) == []
-    assert imported_roots("import a.b, c\nfrom d.e import f\n", "t") == [(1, "a"), (1, "c"), (2, "d")]
+    roots = imported_roots("import a.b, c\nfrom d.e import f\n", "t")
+    assert roots == [(1, "a"), (1, "c"), (2, "d")]

@@ -1,0 +1,53 @@
+"""Sans-I/O Raft: `RaftNode` plus the contract types (see real/raft/types.py and node.py)."""
+
+from real.raft.node import RaftNode, apply_conf_change
+from real.raft.progress import Progress, ProgressState
+from real.raft.types import (
+    NONE,
+    Bug,
+    ConfChange,
+    ConfChangeType,
+    ConfState,
+    DurableState,
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    MsgType,
+    NodeId,
+    ProposalDropped,
+    RaftConfig,
+    ReadState,
+    Ready,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+    SoftState,
+)
+
+__all__ = [
+    "NONE",
+    "Bug",
+    "ConfChange",
+    "ConfChangeType",
+    "ConfState",
+    "DurableState",
+    "Entry",
+    "EntryKind",
+    "HardState",
+    "Message",
+    "MsgType",
+    "NodeId",
+    "Progress",
+    "ProgressState",
+    "ProposalDropped",
+    "RaftConfig",
+    "RaftNode",
+    "ReadState",
+    "Ready",
+    "Role",
+    "Snapshot",
+    "SnapshotMeta",
+    "SoftState",
+    "apply_conf_change",
+]

@@ -184,7 +184,9 @@ class Ready:
     stored entry with index >= i first."""
     snapshot: Snapshot | None
     """A snapshot received from the leader: persist it (replacing the log up to its index) and restore
-    the state machine from it before applying `committed_entries`."""
+    the state machine from it before applying `committed_entries`. The node's in-memory log
+    restarts empty after the snapshot, so drop stored entries after its index too (they may
+    conflict with it); `entries` of the same Ready, if any, follow it."""
     committed_entries: tuple[Entry, ...]
     """Entries now committed and not yet handed out, in index order: apply them."""
     messages: tuple[Message, ...]
