@@ -4,7 +4,9 @@ From `start_ms` until `heal_ms` it waits a random gap (`interval_ms`) and inject
 chosen by `weights`: crash the leader / a random node (restart after `downtime_ms`), pause a node
 (`pause_ms`), a symmetric or asymmetric partition (`partition_ms`), a message-loss window
 (`loss`, `loss_ms`), extra delay on one node's outgoing links (`delay_extra_ms`, `delay_ms`), or
-clock skew on one node (`skew_ppm`, `skew_ms`). Each fault undoes itself after its duration; at
+clock skew on one node (`skew_ppm`, `skew_ms`), or cutting the current leader off from every
+other node in both directions (`isolate_leader`, `partition_ms`; a deposed leader that keeps
+its uncommitted tail is what Figure 8 style bugs need). Each fault undoes itself after its duration; at
 `heal_ms` the world undoes everything (`World.heal`) and no fault occurs afterwards.
 """
 
@@ -36,7 +38,7 @@ class Nemesis:
             "crash_leader": self._crash_leader, "crash_random": self._crash_random,
             "pause": self._pause, "partition": self._partition,
             "partition_asym": self._partition_asym, "loss": self._loss, "delay": self._delay,
-            "skew": self._skew,
+            "skew": self._skew, "isolate_leader": self._isolate_leader,
         }
         assert sorted(self._actions) == sorted(FAULT_KINDS)
 
@@ -167,3 +169,15 @@ class Nemesis:
         node = self.world.nodes[nid]
         node.set_skew(ppm)
         self._after(dur, lambda: node.set_skew(0.0))
+
+    def _isolate_leader(self) -> None:
+        leader = self.world.find_leader()
+        if leader is None:
+            self._partition()
+            return
+        others = [n for n in self.world.node_ids if n != leader]
+        dur = self._draw_ms(self.config.partition_ms)
+        self._emit("isolate_leader", leader, b=others, dur_us=dur)
+        net = self.world.net
+        net.partition([leader], others)
+        self._after(dur, lambda: net.unpartition([leader], others))

@@ -108,7 +108,7 @@ class SimNode:
         self.raft = world.raft_factory(self.id, self.config, core_rng, durable,
                                        tuple(world.node_ids))
         snap = durable.snapshot
-        self.sm = self._restore_sm(snap.data if snap is not None else b"")
+        self.sm = self.world.sm_restore(*((snap.meta.index, snap.data) if snap else (0, b"")))
         self.applied = self.last_compact = snap.meta.index if snap is not None else 0
         world.checkers.on_restart(self.id, snap, durable.entries)
         self.alive, self.paused, self._in_ready = True, False, False
@@ -345,7 +345,7 @@ class SimNode:
     def _apply(self, rd: Ready) -> None:
         world = self.world
         if rd.snapshot is not None:
-            self.sm = self._restore_sm(rd.snapshot.data)
+            self.sm = world.sm_restore(rd.snapshot.meta.index, rd.snapshot.data)
             self.applied = self.last_compact = rd.snapshot.meta.index
             world.trace.emit(self.env.now, self.id, "restore", index=rd.snapshot.meta.index)
         if not rd.committed_entries:
@@ -354,16 +354,17 @@ class SimNode:
         for entry in rd.committed_entries:
             assert entry.index == self.applied + 1, (self.id, entry.index, self.applied)
             checkers.on_apply(self.id, entry, term)
+            # Every entry moves the machine's applied index (no-ops and conf changes as b""),
+            # as in real/node, so both shells' digests agree for the same log.
             if entry.kind is EntryKind.NORMAL and entry.data:
                 sm.apply(entry.index, entry.data)
                 world.on_committed(self.id, entry)
+            else:
+                sm.apply(entry.index, b"")
             self.applied = entry.index
+        assert sm.applied_index == self.applied, (self.id, sm.applied_index, self.applied)
         world.trace.emit(self.env.now, self.id, "apply", lo=rd.committed_entries[0].index,
                          hi=self.applied)
-
-    def _restore_sm(self, data: bytes) -> Any:
-        """A state machine from snapshot data (b"": the bootstrap snapshot, an empty machine)."""
-        return self.world.sm_restore(data) if data else self.world.sm_new()
 
     def _compact(self) -> None:
         raft = self.raft

@@ -18,7 +18,7 @@ from model.net import NetConfig
 from real.raft.types import Bug
 
 FAULT_KINDS = ("crash_leader", "crash_random", "pause", "partition", "partition_asym",
-               "loss", "delay", "skew")
+               "loss", "delay", "skew", "isolate_leader")
 
 
 class ScenarioError(ValueError):
@@ -41,6 +41,10 @@ class ClusterConfig:
     tick_skipping: bool = True
     """Sleep across idle ticks (`ticks_until_due`); False ticks one by one (same trace)."""
     check_invariants: bool = True
+    max_size_per_msg: int = 1 << 20
+    """Bytes of entries per APPEND (RaftConfig; at least one entry is always sent)."""
+    max_inflight_msgs: int = 256
+    """Unacknowledged APPENDs per follower in replicate state (RaftConfig)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +213,9 @@ def _validate(s: Scenario, fname: str) -> None:
     if s.workload.leader_choice not in ("highest", "any"):
         raise ScenarioError(f"[workload] leader_choice in {fname} must be 'highest' or 'any', "
                             f"got {s.workload.leader_choice!r}")
+    if s.cluster.max_size_per_msg < 1 or s.cluster.max_inflight_msgs < 1:
+        raise ScenarioError(f"[cluster] max_size_per_msg and max_inflight_msgs in {fname} "
+                            "must be >= 1")
     if s.cluster.nodes < 1:
         raise ScenarioError(f"[cluster] nodes in {fname} must be >= 1")
     if s.duration_ms <= 0:

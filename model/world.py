@@ -71,7 +71,9 @@ def raft_config(s: Scenario) -> RaftConfig:
     c = s.cluster
     return RaftConfig(election_tick_min=c.election_tick_min, election_tick_max=c.election_tick_max,
                       heartbeat_tick=c.heartbeat_tick, pre_vote=c.pre_vote,
-                      check_quorum=c.check_quorum, bugs=frozenset(Bug(b) for b in c.bugs))
+                      check_quorum=c.check_quorum, max_size_per_msg=c.max_size_per_msg,
+                      max_inflight_msgs=c.max_inflight_msgs,
+                      bugs=frozenset(Bug(b) for b in c.bugs))
 
 
 class World:
@@ -85,8 +87,7 @@ class World:
         self.trace = Trace(trace_out, keep=keep_trace)
         self.checkers = Checkers()
         self.raft_factory = raft_factory or default_raft_factory()
-        self.sm_new: Callable[[], Any] = MetaStateMachine
-        self.sm_restore: Callable[[bytes], Any] = MetaStateMachine.restore
+        self.sm_restore: Callable[[int, bytes], Any] = MetaStateMachine.at_snapshot
         self.node_ids = list(range(1, scenario.cluster.nodes + 1))
         self.seeds = SeedTree(seed)
         self._build()

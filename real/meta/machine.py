@@ -235,6 +235,20 @@ class MetaStateMachine:
             raise MetaError("bad meta snapshot: not in canonical form")
         return sm
 
+    @staticmethod
+    def at_snapshot(index: int, data: bytes) -> MetaStateMachine:
+        """The machine a Raft snapshot at `index` stands for. Empty `data` is the empty state at
+        that index (Raft's bootstrap snapshot carries no application image). Both shells restore
+        through this, so their digests agree."""
+        if data:
+            sm = MetaStateMachine.restore(data)
+        else:
+            sm = MetaStateMachine()
+            if index > 0:
+                sm.apply(index, b"")
+        assert sm.applied_index == index, (sm.applied_index, index)
+        return sm
+
 
 def _node_json(n: NodeInfo) -> dict[str, Any]:
     return {"addr": n.addr, "admin_addr": n.admin_addr, "kafka_addr": n.kafka_addr,

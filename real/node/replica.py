@@ -52,16 +52,7 @@ class _Waiter:
 
 
 def restore_sm(snapshot: Snapshot) -> MetaStateMachine:
-    """The state machine at `snapshot`. Empty data is the empty state (Raft's bootstrap snapshot
-    carries no application image)."""
-    if snapshot.data:
-        sm = MetaStateMachine.restore(snapshot.data)
-    else:
-        sm = MetaStateMachine()
-        if snapshot.meta.index > 0:
-            sm.apply(snapshot.meta.index, b"")
-    assert sm.applied_index == snapshot.meta.index, (sm.applied_index, snapshot.meta)
-    return sm
+    return MetaStateMachine.at_snapshot(snapshot.meta.index, snapshot.data)
 
 
 class MetaReplica:

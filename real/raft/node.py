@@ -356,16 +356,18 @@ class RaftNode:
 
     # ---------------------------------------------------------------- role changes
 
-    def _reset(self, term: int) -> None:
+    def _reset(self, term: int, keep_timer: bool = False) -> None:
         if term != self.term:
             assert term > self.term, (term, self.term)
             self.term = term
             self.vote = NONE
             self._vote_hidden = False
         self.leader = NONE
-        self._elapsed = 0
         self._hb_elapsed = 0
-        self._timeout = self._rng.randint(self._cfg.election_tick_min, self._cfg.election_tick_max)
+        if not keep_timer:
+            self._elapsed = 0
+            self._timeout = self._rng.randint(self._cfg.election_tick_min,
+                                              self._cfg.election_tick_max)
         self._votes = {}
         self._prs = {}
         self._peer_ids = ()
@@ -374,8 +376,8 @@ class RaftNode:
         self._reads = {}
         self._deferred_reads = []
 
-    def _become_follower(self, term: int, leader: NodeId) -> None:
-        self._reset(term)
+    def _become_follower(self, term: int, leader: NodeId, keep_timer: bool = False) -> None:
+        self._reset(term, keep_timer)
         self.leader = leader
         self.role = Role.FOLLOWER
         self._step = self._step_follower
@@ -509,7 +511,13 @@ class RaftNode:
                 return False
         if t is MsgType.PRE_VOTE or (t is MsgType.PRE_VOTE_RESP and not m.reject):
             return True
-        self._become_follower(m.term, m.src if t in _LEADER_MSGS else NONE)
+        from_leader = t in _LEADER_MSGS
+        # Raft, Figure 2: the election timer restarts only on AppendEntries from the current leader
+        # or on granting a vote. Seeing a higher term in a vote request or a response does not
+        # restart it (as in LogCabin; etcd restarts it): otherwise every candidate that cannot win
+        # pushes the others back by a whole timeout. A deposed leader starts a fresh timer.
+        keep_timer = not from_leader and self.role is not Role.LEADER
+        self._become_follower(m.term, m.src if from_leader else NONE, keep_timer)
         return True
 
     def _step_lower_term(self, m: Message) -> None:
