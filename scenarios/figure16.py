@@ -79,7 +79,7 @@ class Line:
 
 
 LINES: tuple[Line, ...] = (
-    Line(150, 150, "top", trials_div=10), Line(150, 151, "top"), Line(150, 155, "top"),
+    Line(150, 150, "top"), Line(150, 151, "top"), Line(150, 155, "top"),
     Line(150, 175, "top"), Line(150, 200, "top"), Line(150, 300, "top"),
     Line(12, 24, "bottom"), Line(25, 50, "bottom"), Line(50, 100, "bottom"),
     Line(100, 200, "bottom"),
@@ -441,8 +441,8 @@ def write_report(study: dict[str, Any], out: Path, pngs: list[str], argv: list[s
         "Understandable Consensus Algorithm*, extended version, section 9.3, Figure 16), "
         "measured on our sans-I/O `RaftNode` driven by the SimPy world (`model/`).", "",
         "## Reproduce", "", "```", cmd, "```", "",
-        f"Seed {study['seed']}, {study['trials']} trials per line (150-150 lines: a tenth, as in "
-        f"the paper), {run['jobs']} worker processes, wall time **{run['wall_s']:.0f} s** "
+        f"Seed {study['seed']}, {study['trials']} trials per line (the extra low-jitter 150-150 "
+        f"line: a tenth), {run['jobs']} worker processes, wall time **{run['wall_s']:.0f} s** "
         f"({run['trials_total']} trials). The same seed gives identical per-trial numbers "
         "(`reports/figure16.json`, all downtimes per line).", "",
         *SETUP_MD.format(lat=lat, entries=study["entries"], cap_s=study["cap_ms"] / 1000,
@@ -490,7 +490,8 @@ our defaults |
 that broadcast |
 | measured | time to detect and replace the leader | sim time from the crash until some \
 node becomes leader; trials capped at {cap_s:g} s (censored) |
-| trials | 1000 per line (100 for 150-150) | same |
+| trials | 1000 per line (100 for 150-150) | 1000 per line, 150-150 included (the extra \
+low-jitter 150-150 line: 100) |
 
 The paper's raw CDFs are not available: only the figure and the few numbers quoted in the text
 (right-hand column of the tables), so the comparison is against those numbers and the shape of the
@@ -500,36 +501,32 @@ DISCUSSION_MD = """## Discussion (numbers quoted for the committed run: seed 1, 
 
 **Where we agree.** The shape of both graphs: every line starts at roughly half the minimum
 timeout plus a vote round trip (the paper's "smallest possible downtime is about half the minimum
-election timeout"; our minima are 95-103 ms for min 150 and 30 ms for 12-24); more randomness in
-the timeout shortens the tail (150-151 p99 2.8 s, 150-155 1.8 s, 150-200 1.1 s, 150-300 1.0 s);
-and the 150-150 line, on a network whose delay barely varies (7.4-7.6 ms, the extra series),
-reproduces the paper's pathology: 38 of 100 trials took over 10 s, 2 never elected a leader within
-60 s, ~61 terms per trial on average.
+election timeout"; our minima are 93-105 ms for min 150 and 29 ms for 12-24); more randomness in
+the timeout shortens the tail (p99: 150-151 2.7 s, 150-155 1.7 s, 150-175 658 ms, 150-200 528 ms,
+150-300 473 ms). With 50 ms of randomness (150-200) our p99 is 528 ms against the paper's
+worst case of 513 ms over 1000 trials; our worst case is 1.2 s. The 150-150 line, on a network
+whose delay barely varies (7.4-7.6 ms, the extra series), reproduces the paper's pathology: 37 of
+100 trials took over 10 s, 2 elected no leader within 60 s, 61 terms per trial on average.
 
 **Where we differ, and why.**
 
 1. *Network jitter is timeout randomness.* With latency uniform in 5-10 ms every heartbeat and
    vote request arrives with up to 5 ms of independent jitter, which desynchronises the followers'
    timers exactly as randomized timeouts do. So our plain 150-150 line (same 5-10 ms network as the
-   other lines) elects in 148 ms median and never over 10 s, unlike the paper's ">10 s
-   consistently"; only the low-jitter network reproduces it. The paper's 15 ms broadcast time was
-   presumably dominated by less variable costs (disk writes) than our per-message jitter.
-2. *Timeouts at or above 150 ms: our median is lower, our tail longer.* 150-155 median is 158 ms
-   vs the paper's 287 ms; 150-200 worst case is 1958 ms vs 513 ms (our p90 is 512 ms). Only 52-71%
-   of our trials are won by the first candidate. Two causes. (a) Our log-length setup makes
-   some first candidates ineligible (the paper does not say how different its logs were).
-   (b) Our `RaftNode` is etcd-style: any message with a higher term, including a vote
-   request that is *rejected* because the candidate's log is behind, makes the voter step down
-   with `_reset()`, which zeroes its election timer and draws a new timeout. LogCabin (the paper's
-   implementation) does not: `RaftConsensus::stepDown` keeps a follower's running election timer
-   and only a granted vote or a leader message resets it. So in our runs an ineligible candidate
-   postpones the eligible ones by a whole new timeout, which is a round of 150+ ms each time.
-3. *Short timeouts are slower than the paper's.* 12-24 averages 109 ms (max 476 ms) vs 35 ms
+   other lines) elects in 159 ms median and never takes over 10 s (max 5.0 s), unlike the paper's
+   ">10 s consistently"; only the low-jitter network reproduces it. The paper's 15 ms broadcast
+   time was presumably dominated by less variable costs (disk writes) than our per-message jitter.
+2. *150-155: our median is lower than the paper's 287 ms (157 ms), our tail longer.* Half of our
+   trials are won by the first candidate at ~half the minimum timeout plus a round trip; the
+   rest need one or more further rounds (2.4 terms on average). Our log-length setup makes some
+   first candidates ineligible, and the paper does not say how different its logs were, so the
+   split between "first candidate wins" and "another round" is where the two setups differ most.
+3. *Short timeouts are slower than the paper's.* 12-24 averages 83 ms (max 321 ms) vs 35 ms
    (max 152 ms). With a 5-10 ms one-way delay and only 12 ms of timeout spread, a second follower
-   usually times out before the first candidate's request reaches it: only 7% of trials are won
-   by the first candidate (5.2 terms on average). The paper's figure implies fewer split votes,
-   i.e. a broadcast time well below 15 ms in that test, or less jitter; it also notes 12-24
-   violates the timing requirement. 25-50 and 50-100 behave as expected (median 78 and 83 ms).
+   often times out before the first candidate's request reaches it (3.9 terms on average). The
+   paper's figure implies fewer split votes, i.e. a broadcast time well below 15 ms in that test,
+   or less jitter; it also notes 12-24 violates the timing requirement. 25-50 and 50-100 behave
+   as expected (median 61 and 83 ms).
 4. *Ticks.* Timeouts are whole 1-ms ticks, and a timer started mid-tick expires at a tick
    boundary (up to 1 ms early); the nodes' tick phases are independent. Negligible next to the
    5 ms of network jitter, but it is why 150-150 is not perfectly deterministic either.
@@ -538,16 +535,23 @@ reproduces the paper's pathology: 38 of 100 trials took over 10 s, 2 never elect
    the two are the same event. The paper says the broadcast approximates "the leader replicating a
    new entry before crashing"; we replicate the new entries earlier, during setup.
 
+**A bug this study found.** The first run of this study (before commit "Raft: restart the
+election timer only on leader contact or a granted vote") had staircase CDFs and a 150-300 worst
+case of 2.1 s: our `RaftNode` restarted a follower's election timer on *any* higher-term message,
+including a vote request it rejected because the candidate's log was behind. Figure 2 of the
+paper restarts the timer only on AppendEntries from the current leader or on granting a vote
+(LogCabin does the same; etcd restarts it). With the fix, 150-300's worst case fell from 2088 to
+709 ms, 150-200's p99 from 1107 to 528 ms and 12-24's mean from 109 to 83 ms.
+
 **Pre-vote and check-quorum (our defaults).** Pre-vote costs one extra round trip per election
-(~15 ms: 150-300 median 197 vs 187 ms, minimum 118 vs 99 ms), but it removes cause 2(b): an
-ineligible or late candidate fails its pre-vote without raising the term, so nobody's timer is
-reset. With 150-300, 96% of trials are won by the first real candidate (71% without), the mean
-drops from 272 to 208 ms and the worst case from 2088 to 870 ms. With 150-155 the gain is in the
-tail (p99 895 vs 1844 ms). Adding check-quorum changes little for 150-300 (median 200 ms, max
-628 ms) but hurts 150-155 (median 283 ms): the leader lease makes a follower ignore pre-votes
-until min timeout has passed since its own last heartbeat, and with only 5 ms of timeout spread
-the first pre-candidate often asks before the others' leases expire, so (we believe) it has
-to wait for another timeout.
+(150-300 minimum 119 vs 105 ms, median 200 vs 186 ms) and in exchange almost every election is
+won by the first real candidate (1.04 terms on average vs 1.37): an ineligible or early candidate
+fails its pre-vote without raising the term. The tail shrinks (150-300 max 553 vs 709 ms;
+150-155 p99 895 vs 1667 ms). Adding check-quorum changes little for 150-300 (median 198 ms, max
+558 ms) but hurts 150-155 (median 276 ms): the leader lease makes a follower ignore pre-votes
+until the minimum timeout has passed since its own last heartbeat, and with only 5 ms of timeout
+spread the first pre-candidate often asks before the others' leases expire, so it has to wait
+for another timeout.
 
 **Caveats.** One network model (uniform, independent, non-FIFO delays; no loss), one log-length
 scheme (2 entries, per-follower lag uniform in 0..2), fsync 0.2-1 ms, one seed. The paper's raw
@@ -560,7 +564,8 @@ data are not published; its numbers above are the only ones quoted in its text."
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m scenarios.figure16", description=__doc__.split(
         "\n")[0])
-    p.add_argument("--trials", type=int, default=1000, help="trials per line (150-150: a tenth)")
+    p.add_argument("--trials", type=int, default=1000,
+                   help="trials per line (the low-jitter 150-150 extra line: a tenth)")
     p.add_argument("--jobs", type=int, default=2, help="worker processes")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / "reports")
