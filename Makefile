@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 JOBS   ?= 2
 
-.PHONY: venv run test lint integration chaos bench bench-sim slow notebooks sweep figure16 clean
+.PHONY: venv run test lint integration chaos bench bench-sim bughunt slow notebooks sweep figure16 clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,12 +39,16 @@ slow: $(STAMP)
 notebooks: $(STAMP)
 	$(PY) -m pytest -q -m notebooks
 
-## Benchmarks; results under reports/.
-bench: $(STAMP)
+## Benchmarks; results under reports/ (bench-sim: one simulated hour, about 90 s).
+bench: bench-sim
 	$(PY) -m pytest -q -m bench -p no:xdist
 
 bench-sim: $(STAMP)
 	$(PY) -m scenarios.bench_sim
+
+## Plant each classic Raft bug and sweep until the checkers catch it (reports/bughunt.md).
+bughunt: $(STAMP)
+	$(PY) -m scenarios.bughunt --jobs $(JOBS)
 
 ## 1000-seed sweep of the Raft election scenario.
 sweep: $(STAMP)

@@ -65,3 +65,57 @@ def test_crashing_the_leader_elects_another() -> None:
     new = w.find_leader()
     assert new is not None and new != old
     assert w.nodes[new].raft.term > 1
+
+
+def test_ready_loop_persists_then_fsyncs_then_sends_then_advances() -> None:
+    """The etcd loop order in the model shell: every message of a Ready leaves only after all of
+    that Ready's writes, and after the fsync when must_sync; advance() comes once, last."""
+    log: list[tuple[str, int, int]] = []  # (what, node, ready number)
+    s = small_scenario(faults={"enabled": False}, duration_ms=3_000.0)
+    w = World(s, 3)
+    readies: dict[int, int] = {}
+
+    def instrument(node: object) -> None:
+        nid, disk, raft = node.id, node.disk, node.raft  # type: ignore[attr-defined]
+        real_ready, real_advance = raft.ready, raft.advance
+        real_write, real_sync = disk.write, disk.sync
+
+        def ready() -> object:
+            readies[nid] = readies.get(nid, 0) + 1
+            rd = real_ready()
+            log.append(("ready-sync" if rd.must_sync else "ready", nid, readies[nid]))
+            return rd
+
+        def advance(rd: object) -> None:
+            log.append(("advance", nid, readies[nid]))
+            real_advance(rd)
+
+        raft.ready, raft.advance = ready, advance
+        disk.write = lambda op: (log.append(("write", nid, readies[nid])), real_write(op))[1]
+        disk.sync = lambda: (log.append(("sync", nid, readies[nid])), real_sync())[1]
+
+    for nid in w.node_ids:
+        w.nodes[nid].start()
+        instrument(w.nodes[nid])
+    real_send = w.net.send
+    w.net.send = lambda src, dst, m: (log.append(("send", src, readies[src])),  # type: ignore
+                                      real_send(src, dst, m))[1]
+    w.env.process(w.client.run())
+    w.env.run(until=2_000 * MS)
+    assert w.find_leader() is not None
+    for nid in w.node_ids:
+        mine = [(what, n) for what, node, n in log if node == nid]
+        by_ready: dict[int, list[str]] = {}
+        for what, n in mine:
+            by_ready.setdefault(n, []).append(what)
+        checked = 0
+        for steps in by_ready.values():
+            if steps[-1] != "advance":
+                continue  # a Ready still in flight at the end of the run
+            first_send = steps.index("send") if "send" in steps else len(steps)
+            assert "write" not in steps[first_send:], steps
+            if steps[0] == "ready-sync" and "send" in steps:
+                assert "sync" in steps[:first_send], steps
+                checked += 1
+            assert steps.count("advance") == 1
+        assert checked > 0, f"node {nid}: no synced Ready with messages was observed"
