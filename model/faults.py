@@ -6,8 +6,8 @@ chosen by `weights`: crash the leader / a random node (restart after `downtime_m
 (`loss`, `loss_ms`), extra delay on one node's outgoing links (`delay_extra_ms`, `delay_ms`), or
 clock skew on one node (`skew_ppm`, `skew_ms`), or cutting the current leader off from every
 other node in both directions (`isolate_leader`, `partition_ms`; a deposed leader that keeps
-its uncommitted tail is what Figure 8 style bugs need). Each fault undoes itself after its duration; at
-`heal_ms` the world undoes everything (`World.heal`) and no fault occurs afterwards.
+its uncommitted tail is what Figure 8 style bugs need). Each fault undoes itself after its
+duration; at `heal_ms` the world undoes everything (`World.heal`) and no fault occurs afterwards.
 """
 
 from __future__ import annotations

@@ -144,6 +144,11 @@ class RaftNode:
         snap_index = snap.meta.index if snap else 0
         ents = tuple(e for e in durable.entries if e.index > snap_index)
         self._log = RaftLog(snap_index, snap.meta.term if snap else 0, ents)
+        if self._log.last_term() > hs.term:
+            # A crash can keep a Ready's entries and lose the HardState written after them (a torn
+            # write). Nothing of that Ready was sent, so adopt the stored entries' term, with no
+            # vote; the first Ready persists it.
+            hs = HardState(self._log.last_term(), NONE, hs.commit)
         self.term = hs.term
         self.vote = hs.vote
         self.commit = max(hs.commit, snap_index)
@@ -154,7 +159,7 @@ class RaftNode:
         self.conf = self._base_conf
         self._note_conf_entries(ents)
         persisted = self._pending_snapshot is None
-        self._prev_hs = HardState(hs.term, hs.vote, hs.commit) if persisted else HardState()
+        self._prev_hs = durable.hard_state if persisted else HardState()
 
     # ---------------------------------------------------------------- introspection
 
@@ -878,8 +883,13 @@ class RaftNode:
 
     def _bcast_heartbeat(self) -> None:
         ctx = next(reversed(self._reads)) if self._reads else b""
+        full = Bug.COMMIT_BEYOND_MATCH in self._bugs
         for pid in self._peer_ids:
-            commit = min(self._prs[pid].match, self.commit)
+            # Capped at the follower's match: a heartbeat verifies no log prefix, so a follower
+            # must not commit past what the leader knows it holds. (Bug.COMMIT_BEYOND_MATCH sends
+            # the full commit, as a paper-style empty AppendEntries would, and the follower then
+            # trusts it up to its own last index.)
+            commit = self.commit if full else min(self._prs[pid].match, self.commit)
             self._send(MsgType.HEARTBEAT, pid, commit=commit, context=ctx)
 
     # ---------------------------------------------------------------- read index

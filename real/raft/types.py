@@ -138,7 +138,8 @@ class Message:
     dst: NodeId
     term: int
     log_term: int = 0
-    """APPEND: term of the entry at `index` (prev). VOTE/PRE_VOTE: term of the candidate's last entry."""
+    """APPEND: term of the entry at `index` (prev). VOTE/PRE_VOTE: term of the candidate's last
+    entry."""
     index: int = 0
     """APPEND: index before `entries` (prev). VOTE: candidate's last index. *_RESP: see node.py."""
     entries: tuple[Entry, ...] = ()
@@ -180,11 +181,11 @@ class Ready:
     hard_state: HardState | None
     """Set when term, vote or commit changed: persist it."""
     entries: tuple[Entry, ...]
-    """Entries to append to stable storage. They may overwrite a suffix: persisting entry i drops every
-    stored entry with index >= i first."""
+    """Entries to append to stable storage. They may overwrite a suffix: persisting entry i drops
+    every stored entry with index >= i first."""
     snapshot: Snapshot | None
-    """A snapshot received from the leader: persist it (replacing the log up to its index) and restore
-    the state machine from it before applying `committed_entries`. The node's in-memory log
+    """A snapshot received from the leader: persist it (replacing the log up to its index) and
+    restore the state machine from it before applying `committed_entries`. The node's in-memory log
     restarts empty after the snapshot, so drop stored entries after its index too (they may
     conflict with it); `entries` of the same Ready, if any, follow it."""
     committed_entries: tuple[Entry, ...]
@@ -193,8 +194,8 @@ class Ready:
     """Send these only after everything above is durable."""
     read_states: tuple[ReadState, ...]
     must_sync: bool
-    """True if `hard_state` (term or vote) or `entries` or `snapshot` must be fsynced before sending.
-    False when only `commit` moved (losing it is safe)."""
+    """True if `hard_state` (term or vote) or `entries` or `snapshot` must be fsynced before
+    sending. False when only `commit` moved (losing it is safe)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +209,8 @@ class DurableState:
 
 
 class Bug(enum.Enum):
-    """Classic Raft bugs that can be planted for test-only bug-finding runs. Never enable in serve."""
+    """Classic Raft bugs that can be planted for test-only bug-finding runs. Never enable in
+    serve."""
 
     VOTE_WITHOUT_LOG_CHECK = "vote-without-log-check"
     """Grant votes without checking that the candidate's log is at least as up to date."""
@@ -221,7 +223,9 @@ class Bug(enum.Enum):
     NO_TRUNCATE_ON_CONFLICT = "no-truncate-on-conflict"
     """Overwrite conflicting entries in place and keep the stale suffix after them."""
     COMMIT_BEYOND_MATCH = "commit-beyond-match"
-    """Follower sets commit to the leader's commit without capping it at the last entry it verified."""
+    """Follower sets commit to the leader's commit capped only at its own last index, not at the
+    last entry the leader verified (on APPEND and on heartbeats, which then carry the leader's
+    full commit): a stale tail gets committed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +250,8 @@ class RaftConfig:
     bugs: frozenset[Bug] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
-        assert 1 <= self.heartbeat_tick < self.election_tick_min, "heartbeat_tick < election_tick_min"
+        assert 1 <= self.heartbeat_tick < self.election_tick_min, (
+            "heartbeat_tick < election_tick_min")
         assert self.election_tick_min <= self.election_tick_max
         assert self.max_inflight_msgs >= 1
         assert self.max_size_per_msg >= 1

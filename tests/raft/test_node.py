@@ -10,14 +10,19 @@ from real.raft import (
     NONE,
     ConfChange,
     ConfChangeType,
+    ConfState,
+    DurableState,
     Entry,
     EntryKind,
+    HardState,
     Message,
     MsgType,
     ProposalDropped,
     RaftNode,
     ReadState,
     Role,
+    Snapshot,
+    SnapshotMeta,
 )
 from real.raft.progress import ProgressState
 from tests.raft.harness import Network
@@ -349,6 +354,25 @@ def test_restart_from_snapshot_and_log() -> None:
     assert node.last_index() == 5
     net.stabilize()
     assert net.applied[2] == [b"v0", b"v1", b"v2"]
+
+
+def test_restart_after_torn_write_adopts_the_stored_entries_term() -> None:
+    """A crash kept a Ready's term-3 entries but lost the HardState(term=3, vote=2) written after
+    them. The node must come back in term 3 (no vote: that Ready's vote response was never sent)
+    and persist the term before sending anything."""
+    conf = ConfState((1, 2, 3))
+    snap = Snapshot(SnapshotMeta(1, 1, conf), b"")
+    entries = (Entry(2, 2), Entry(3, 3, data=b"x"))
+    durable = DurableState(HardState(term=2, vote=1, commit=1), snap, entries)
+    node = RaftNode(1, cfg(), random.Random(1), durable)
+    assert node.term == 3
+    assert node.vote == 0
+    assert node.has_ready()
+    rd = node.ready()
+    assert rd.hard_state == HardState(term=3, vote=0, commit=1)
+    assert rd.must_sync
+    node.advance(rd)
+    node.invariants()
 
 
 # ---------------------------------------------------------------- membership

@@ -1,0 +1,52 @@
+"""Plant-and-find: each planted Raft bug fails its bug-hunt scenario on a recorded seed, and the
+same seed without the bug is ok (so the checker caught the bug, not the scenario breaking Raft).
+The seeds come from `python -m scenarios.bughunt` (reports/bughunt.md); the chaos test repeats the
+hunt from seed 1. Recorded seeds depend on real/raft: re-run the hunt after changing it."""
+
+from __future__ import annotations
+
+import pytest
+
+from model.scenario import load, with_bugs
+from model.world import World
+from scenarios import bughunt
+
+# bug -> (first failing seed found by the hunt, expected outcome, a word of the checker detail)
+KNOWN: dict[str, tuple[int, str, str]] = {
+    "vote-without-log-check": (1, "safety", "leader-completeness"),
+    "commit-old-term-by-count": (5, "safety", "leader-completeness"),
+    "vote-not-persisted": (7, "safety", "election-safety"),
+    "accept-stale-term-append": (3, "safety", "state-machine-safety"),
+    "no-truncate-on-conflict": (1, "safety", "log-matching"),
+    "commit-beyond-match": (1, "safety", "state-machine-safety"),
+}
+
+
+def _run(bug: str, seed: int, planted: bool) -> object:
+    scenario = load(bughunt.ROOT / bughunt.HUNTS[bug])
+    if planted:
+        scenario = with_bugs(scenario, [bug])
+    return World(scenario, seed).run()
+
+
+def test_every_bug_has_a_hunt_and_a_verdict() -> None:
+    assert set(bughunt.HUNTS) == set(KNOWN)
+
+
+@pytest.mark.parametrize("bug", sorted(KNOWN))
+def test_recorded_seed_fails_with_the_bug_and_passes_without(bug: str) -> None:
+    seed, outcome, word = KNOWN[bug]
+    with_bug = _run(bug, seed, planted=True)
+    assert with_bug.outcome == outcome, (bug, seed, with_bug.outcome, with_bug.detail)
+    assert word in with_bug.detail
+    without = _run(bug, seed, planted=False)
+    assert without.outcome == "ok", (bug, seed, without.outcome, without.detail)
+
+
+@pytest.mark.chaos
+@pytest.mark.parametrize("bug", sorted(KNOWN))
+def test_hunt_from_seed_one_finds_the_bug(bug: str) -> None:
+    budget = max(300, 2 * KNOWN[bug][0])
+    h = bughunt.hunt(bug, budget, jobs=2)
+    assert h.found, f"{bug}: not found in {budget} seeds"
+    assert h.outcome == KNOWN[bug][1], h
