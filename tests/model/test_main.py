@@ -91,6 +91,17 @@ def test_twinmq_cli_dispatches_to_the_simulator(capsys: pytest.CaptureFixture[st
 
 
 @pytest.mark.chaos
+@pytest.mark.smoke
+def test_raft_election_sweep_smoke(tmp_path: Path) -> None:
+    """The default run's slice of the chaos suite: a few seeds through the parallel sweep."""
+    out = tmp_path / "results.jsonl"
+    assert main(["sweep", ELECTION, "--seeds", "1-4", "--jobs", "2", "--out", str(out)]) == 0
+    rows = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert [r["seed"] for r in rows] == [1, 2, 3, 4]
+    assert {r["outcome"] for r in rows} == {"ok"}
+
+
+@pytest.mark.chaos
 def test_raft_election_1000_seeds_all_ok(tmp_path: Path) -> None:
     out = tmp_path / "results.jsonl"
     assert main(["sweep", ELECTION, "--seeds", "1-1000", "--jobs", "2", "--out", str(out)]) == 0
