@@ -36,8 +36,9 @@ chaos: $(STAMP)
 slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
+## (No notebooks exist yet: pytest's exit 5, "no tests collected", is not a failure here.)
 notebooks: $(STAMP)
-	$(PY) -m pytest -q -m notebooks
+	$(PY) -m pytest -q -m notebooks || [ $$? -eq 5 ]
 
 ## Benchmarks; results under reports/ (bench-sim: one simulated hour, about 90 s).
 bench: bench-sim
