@@ -37,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", default="1-100", help="A-B (inclusive) or a comma list")
     sweep.add_argument("--jobs", type=int, default=2)
     sweep.add_argument("--bug", action="append", default=[], metavar="NAME")
-    sweep.add_argument("--out", metavar="results.jsonl")
+    sweep.add_argument("--out", metavar="results.jsonl",
+                       help="per-seed results (default: results/<scenario>-seeds-<spec>.jsonl)")
     sweep.add_argument("--stop-on-first", action="store_true")
     return p
 
@@ -62,7 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: --seeds: {exc}", file=sys.stderr)
         return USAGE_ERROR
-    return sweep(args.file, scenario, seeds, args.jobs, args.bug, args.out, args.stop_on_first)
+    out = args.out or default_results_path(args.file, args.seeds, args.bug)
+    return sweep(args.file, scenario, seeds, args.jobs, args.bug, out, args.stop_on_first)
+
+
+def default_results_path(file: str, seeds: str, bugs: list[str]) -> str:
+    """results/<scenario>-seeds-<spec>[-<bug>...].jsonl (results/ is git-ignored)."""
+    name = "-".join([Path(file).stem, "seeds", seeds.replace(",", "_"), *bugs])
+    return str(Path("results") / f"{name}.jsonl")
 
 
 def reproduce_line(file: str, seed: int, bugs: list[str]) -> str:

@@ -11,6 +11,7 @@ import multiprocessing
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 from model.checkers import OUTCOME_CODES
@@ -85,6 +86,8 @@ def sweep(file: str, scenario: Scenario, seeds: list[int], jobs: int, bugs: list
     assert jobs >= 1, "--jobs must be >= 1"
     started = time.perf_counter()
     results: list[SeedResult] = []
+    if out_path:
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     out = open(out_path, "w") if out_path else None  # noqa: SIM115 (closed below)
     try:
         for res in _results(scenario, seeds, jobs):
@@ -100,6 +103,8 @@ def sweep(file: str, scenario: Scenario, seeds: list[int], jobs: int, bugs: list
             out.close()
         sys.stderr.write("\n")
     wall = time.perf_counter() - started
+    if out_path:
+        print(f"results: {out_path}")
     return _summary(file, results, len(seeds), wall, bugs, reproduce_line)
 
 

@@ -108,3 +108,13 @@ def test_raft_election_1000_seeds_all_ok(tmp_path: Path) -> None:
     rows = [json.loads(ln) for ln in out.read_text().splitlines()]
     assert len(rows) == 1000
     assert {r["outcome"] for r in rows} == {"ok"}
+
+
+def test_sweep_writes_results_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", ELECTION, "--seeds", "3,5", "--jobs", "1"]) == 0
+    path = tmp_path / "results" / "raft-election-seeds-3_5.jsonl"
+    rows = [json.loads(ln) for ln in path.read_text().splitlines()]
+    assert [r["seed"] for r in rows] == [3, 5]
+    assert f"results: {Path('results') / path.name}" in capsys.readouterr().out
