@@ -1,0 +1,69 @@
+"""The one narrow port every shard engine implements (STYLE 14).
+
+Offsets are contiguous: a shard holds exactly the records with offsets in [start, end). `append`
+assigns the next offsets; `delete_before` (retention) advances start; `truncate` lowers end.
+Engines never read a clock: timestamps arrive inside records, and retention times are arguments.
+Engines that need disks will take a FileSystem port; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from real.storage.record import Record
+
+
+@runtime_checkable
+class ShardEngine(Protocol):
+    """A single append-only log of records.
+
+    - `append(records)`: assigns offsets end, end+1, ...; returns the base offset. Every record must
+      carry `timestamp_ms >= 0`. Rejects with `BatchTooLarge`/`StorageFull`, never drops.
+      An empty append stores nothing and returns `end_offset()`.
+    - `read(offset, records_max, bytes_max)`: records from `offset` in order, at most `records_max`,
+      stopping before `bytes_max` (by `Record.size()`) is exceeded, but always at least one record
+      if any exists at `offset` (Kafka style). `offset == end` gives []; outside [start, end]
+      raises `OffsetOutOfRange`.
+    - `offset_for_time(ts_ms)`: the first offset whose timestamp is >= ts_ms, or `end_offset()`.
+      Timestamps need not be monotonic.
+    - `truncate(offset)`: drops records >= offset; start <= offset <= end.
+    - `delete_before(offset)`: drops records < offset (start advances); offset <= end.
+      An offset at or below start is a no-op.
+    - `bytes_total()`: sum of `Record.size()` of the stored records.
+    - `sync()`: makes every accepted append durable. `close()`: later calls raise `EngineClosed`.
+    """
+
+    kind: str
+
+    def append(self, records: Sequence[Record]) -> int: ...
+
+    def read(self, offset: int, records_max: int, bytes_max: int) -> list[Record]: ...
+
+    def offset_for_time(self, ts_ms: int) -> int: ...
+
+    def start_offset(self) -> int: ...
+
+    def end_offset(self) -> int: ...
+
+    def bytes_total(self) -> int: ...
+
+    def truncate(self, offset: int) -> None: ...
+
+    def delete_before(self, offset: int) -> None: ...
+
+    def sync(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class ReopenableEngine(ShardEngine, Protocol):
+    """Test hook: `reopen()` after `close()` gives an engine over the same durable state.
+
+    Whatever was synced must survive; the memory engine returns itself.
+    """
+
+    def reopen(self) -> ShardEngine: ...
+
+    def invariants(self) -> None: ...

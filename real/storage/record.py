@@ -1,0 +1,255 @@
+"""`Record`, the unit every storage engine stores, and its compact, versioned batch codec.
+
+Batch layout (version 1, big-endian fixed fields; the body uses LEB128 varints, zigzag for signed):
+
+    magic "TMQB" (4) | version u8 | count u32 | base_offset i64 | base_timestamp_ms i64 |
+    body_length u32 | crc32c u32 | body (body_length bytes)
+
+The CRC-32C covers every header byte before it plus the body, so any changed byte is detected.
+Each record in the body:
+
+    offset delta (zigzag) | timestamp delta (zigzag) | key length + 1 (0 = None) | key |
+    payload length | payload | header count | (name length | name utf-8 | value length | value)* |
+    producer_id (zigzag) | producer_epoch (zigzag) | sequence (zigzag) |
+    meta count | (key length | key utf-8 | value length | value utf-8)*
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from real.storage.crc32c import crc32c
+from real.storage.errors import CorruptBatch, InvalidRecord
+
+MAGIC = b"TMQB"
+VERSION = 1
+HEADER = struct.Struct(">4sBIqqII")
+HEADER_BYTES = HEADER.size  # 33
+CRC_FIELD_AT = HEADER_BYTES - 4
+RECORD_OVERHEAD_BYTES = 24  # accounted per record by `Record.size()`: offsets, ids, lengths
+BATCH_RECORDS_MAX = 1 << 20
+I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One message. `offset` is -1 until an engine assigns it; producer fields are -1 if unset."""
+
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    payload: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+    producer_id: int = -1
+    producer_epoch: int = -1
+    sequence: int = -1
+    meta: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("offset", "timestamp_ms", "producer_id", "producer_epoch", "sequence"):
+            value = getattr(self, name)
+            if type(value) is not int or not I64_MIN <= value <= I64_MAX:
+                raise InvalidRecord(f"Record.{name} must be an int64, got {value!r}")
+        if self.offset < -1:
+            raise InvalidRecord(f"Record.offset must be >= -1, got {self.offset}")
+        if self.key is not None and type(self.key) is not bytes:
+            raise InvalidRecord(f"Record.key must be bytes or None, got {type(self.key).__name__}")
+        if type(self.payload) is not bytes:
+            raise InvalidRecord(f"Record.payload must be bytes, got {type(self.payload).__name__}")
+        _check_pairs("headers", self.headers, bytes)
+        _check_pairs("meta", self.meta, str)
+
+    def size(self) -> int:
+        """Bytes this record counts against limits: key, payload, headers, meta and overhead."""
+        total = RECORD_OVERHEAD_BYTES + len(self.payload) + len(self.key or b"")
+        total += sum(len(name.encode()) + len(value) for name, value in self.headers)
+        total += sum(len(name.encode()) + len(value.encode()) for name, value in self.meta)
+        assert total >= RECORD_OVERHEAD_BYTES
+        return total
+
+
+def _check_pairs(field: str, pairs: object, value_type: type) -> None:
+    if type(pairs) is not tuple:
+        raise InvalidRecord(f"Record.{field} must be a tuple of pairs, got {type(pairs).__name__}")
+    for index, pair in enumerate(pairs):
+        ok = type(pair) is tuple and len(pair) == 2
+        if not (ok and type(pair[0]) is str and type(pair[1]) is value_type):
+            raise InvalidRecord(
+                f"Record.{field}[{index}] must be (str, {value_type.__name__}), got {pair!r}"
+            )
+
+
+# ----------------------------------------------------------------------------------- encoding
+
+
+def _uvarint(out: bytearray, value: int) -> None:
+    assert value >= 0, value
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def _svarint(out: bytearray, value: int) -> None:
+    _uvarint(out, (value << 1) ^ (value >> 127) if value < 0 else value << 1)
+
+
+def _blob(out: bytearray, data: bytes) -> None:
+    _uvarint(out, len(data))
+    out += data
+
+
+def _encode_record(out: bytearray, rec: Record, base_offset: int, base_ts: int) -> None:
+    _svarint(out, rec.offset - base_offset)
+    _svarint(out, rec.timestamp_ms - base_ts)
+    _uvarint(out, 0 if rec.key is None else len(rec.key) + 1)
+    out += rec.key or b""
+    _blob(out, rec.payload)
+    _uvarint(out, len(rec.headers))
+    for name, value in rec.headers:
+        _blob(out, name.encode())
+        _blob(out, value)
+    _svarint(out, rec.producer_id)
+    _svarint(out, rec.producer_epoch)
+    _svarint(out, rec.sequence)
+    _uvarint(out, len(rec.meta))
+    for name, text in rec.meta:
+        _blob(out, name.encode())
+        _blob(out, text.encode())
+
+
+def encode_records(records: Sequence[Record]) -> bytes:
+    """One batch holding `records` in order (an empty batch is valid)."""
+    if len(records) > BATCH_RECORDS_MAX:
+        raise InvalidRecord(f"batch of {len(records)} records exceeds {BATCH_RECORDS_MAX}")
+    base_offset = records[0].offset if records else 0
+    base_ts = records[0].timestamp_ms if records else 0
+    body = bytearray()
+    for rec in records:
+        if not isinstance(rec, Record):
+            raise InvalidRecord(f"expected Record, got {type(rec).__name__}")
+        _encode_record(body, rec, base_offset, base_ts)
+    fields = (MAGIC, VERSION, len(records), base_offset, base_ts, len(body))
+    head = HEADER.pack(*fields, 0)[:CRC_FIELD_AT]
+    crc = crc32c(body, crc32c(head))
+    out = head + crc.to_bytes(4, "big") + bytes(body)
+    assert len(out) == HEADER_BYTES + len(body)
+    assert out[:4] == MAGIC
+    return out
+
+
+# ----------------------------------------------------------------------------------- decoding
+
+VARINT_BYTES_MAX = 10
+
+
+class _Reader:
+    """Cursor over one batch body; every failure names the absolute byte offset."""
+
+    __slots__ = ("buf", "end", "pos")
+
+    def __init__(self, buf: bytes, pos: int, end: int) -> None:
+        assert 0 <= pos <= end <= len(buf)
+        self.buf, self.pos, self.end = buf, pos, end
+
+    def uvarint(self, what: str) -> int:
+        start, value = self.pos, 0
+        for index in range(VARINT_BYTES_MAX):
+            if self.pos >= self.end:
+                raise CorruptBatch(self.pos, f"{what} (varint)", "body ended")
+            byte = self.buf[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << (7 * index)
+            if not byte & 0x80:
+                return value
+        raise CorruptBatch(start, f"{what} (varint of at most {VARINT_BYTES_MAX} bytes)")
+
+    def svarint(self, what: str) -> int:
+        raw = self.uvarint(what)
+        return (raw >> 1) ^ -(raw & 1)
+
+    def take(self, length: int, what: str) -> bytes:
+        if length > self.end - self.pos:
+            have = self.end - self.pos
+            raise CorruptBatch(self.pos, f"{length} bytes of {what}", f"only {have} left")
+        data = self.buf[self.pos : self.pos + length]
+        self.pos += length
+        return data
+
+    def blob(self, what: str) -> bytes:
+        return self.take(self.uvarint(f"{what} length"), what)
+
+    def text(self, what: str) -> str:
+        at = self.pos
+        raw = self.blob(what)
+        try:
+            return raw.decode()
+        except UnicodeDecodeError as exc:
+            raise CorruptBatch(at, f"{what} as UTF-8", str(exc)) from None
+
+
+def _decode_record(rd: _Reader, index: int, base_offset: int, base_ts: int) -> Record:
+    at = rd.pos
+    where = f"record {index}"
+    offset = base_offset + rd.svarint(f"{where} offset delta")
+    timestamp = base_ts + rd.svarint(f"{where} timestamp delta")
+    key_len = rd.uvarint(f"{where} key length")
+    key = None if key_len == 0 else rd.take(key_len - 1, f"{where} key")
+    payload = rd.blob(f"{where} payload")
+    headers = []
+    for h in range(rd.uvarint(f"{where} header count")):
+        headers.append((rd.text(f"{where} header {h} name"), rd.blob(f"{where} header {h} value")))
+    producer = [rd.svarint(f"{where} {name}") for name in ("producer_id", "epoch", "sequence")]
+    meta = []
+    for m in range(rd.uvarint(f"{where} meta count")):
+        meta.append((rd.text(f"{where} meta {m} key"), rd.text(f"{where} meta {m} value")))
+    try:
+        return Record(offset, timestamp, key, payload, tuple(headers), *producer, tuple(meta))
+    except InvalidRecord as exc:
+        raise CorruptBatch(at, f"a valid {where}", str(exc)) from None
+
+
+def _decode_header(buf: bytes, pos: int) -> tuple[int, int, int, int, int]:
+    """Checks magic, version, length and CRC; returns (count, base_offset, base_ts, body, end)."""
+    if len(buf) - pos < HEADER_BYTES:
+        raise CorruptBatch(pos, f"a {HEADER_BYTES}-byte batch header", f"{len(buf) - pos} left")
+    magic, version, count, base_offset, base_ts, body_len, crc = HEADER.unpack_from(buf, pos)
+    if magic != MAGIC:
+        raise CorruptBatch(pos, f"magic {MAGIC!r}", f"got {magic!r}")
+    if version != VERSION:
+        raise CorruptBatch(pos + 4, f"version {VERSION}", f"got {version}")
+    body = pos + HEADER_BYTES
+    if body_len > len(buf) - body:
+        raise CorruptBatch(body, f"a body of {body_len} bytes", f"{len(buf) - body} left")
+    end = body + body_len
+    actual = crc32c(buf[body:end], crc32c(buf[pos : pos + CRC_FIELD_AT]))
+    if actual != crc:
+        raise CorruptBatch(pos + CRC_FIELD_AT, f"crc32c {crc:#010x}", f"computed {actual:#010x}")
+    if count > min(BATCH_RECORDS_MAX, body_len):
+        raise CorruptBatch(pos + 5, f"a record count <= {min(BATCH_RECORDS_MAX, body_len)}")
+    return count, base_offset, base_ts, body, end
+
+
+def decode_batch_at(data: bytes | bytearray | memoryview, pos: int = 0) -> tuple[list[Record], int]:
+    """Decodes the batch starting at byte `pos`; returns its records and the byte after it."""
+    buf = bytes(data)
+    if not 0 <= pos <= len(buf):
+        raise CorruptBatch(pos, f"a batch start within 0..{len(buf)}")
+    count, base_offset, base_ts, body, end = _decode_header(buf, pos)
+    rd = _Reader(buf, body, end)
+    records = [_decode_record(rd, i, base_offset, base_ts) for i in range(count)]
+    if rd.pos != end:
+        raise CorruptBatch(rd.pos, f"end of body after {count} records", f"{end - rd.pos} extra")
+    assert len(records) == count
+    assert rd.pos == end
+    return records, end
+
+
+def decode_records(data: bytes | bytearray | memoryview) -> list[Record]:
+    """Decodes exactly one batch; trailing bytes are corruption."""
+    records, end = decode_batch_at(data, 0)
+    if end != len(data):
+        raise CorruptBatch(end, "end of input after one batch", f"{len(data) - end} extra bytes")
+    return records

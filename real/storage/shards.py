@@ -1,0 +1,170 @@
+"""`ShardStore`: named shards (an MQTT topic, a Kafka partition) each over its own engine.
+
+Engines come from factories keyed by kind (`"memory"` built in; the file journal, RocksDB and S3
+engines register theirs). Shard names are iterated sorted, never as a set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from real.storage.errors import (
+    InvalidArgument,
+    ShardExists,
+    StorageFull,
+    UnknownEngine,
+    UnknownShard,
+)
+from real.storage.memory import MemoryEngine
+from real.storage.port import ShardEngine
+from real.storage.record import Record
+
+EngineFactory = Callable[[str], ShardEngine]  # shard name -> a fresh engine
+SHARDS_MAX_DEFAULT = 100_000
+SHARD_NAME_BYTES_MAX = 1024
+RETENTION_SCAN_RECORDS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ShardInfo:
+    name: str
+    engine: str
+    start_offset: int
+    end_offset: int
+    records: int
+    bytes: int
+
+
+def default_factories() -> dict[str, EngineFactory]:
+    return {"memory": lambda _name: MemoryEngine()}
+
+
+class ShardStore:
+    def __init__(
+        self,
+        factories: Mapping[str, EngineFactory] | None = None,
+        default_engine: str = "memory",
+        shards_max: int = SHARDS_MAX_DEFAULT,
+    ) -> None:
+        self._factories = dict(default_factories() if factories is None else factories)
+        if default_engine not in self._factories:
+            raise UnknownEngine(default_engine, sorted(self._factories))
+        if type(shards_max) is not int or shards_max < 1:
+            raise InvalidArgument(f"shards_max must be an int >= 1, got {shards_max!r}")
+        self.default_engine = default_engine
+        self.shards_max = shards_max
+        self._shards: dict[str, tuple[str, ShardEngine]] = {}
+
+    # ------------------------------------------------------------------------------- catalogue
+
+    def create(self, name: str, engine: str | None = None) -> ShardInfo:
+        _check_name(name)
+        kind = self.default_engine if engine is None else engine
+        if kind not in self._factories:
+            raise UnknownEngine(kind, sorted(self._factories))
+        if name in self._shards:
+            raise ShardExists(name)
+        if len(self._shards) >= self.shards_max:
+            raise StorageFull("shards_max", len(self._shards) + 1, self.shards_max)
+        self._shards[name] = (kind, self._factories[kind](name))
+        info = self.describe(name)
+        assert info.records == 0, info
+        assert info.engine == kind
+        return info
+
+    def delete(self, name: str) -> None:
+        _kind, engine = self._lookup(name)
+        engine.close()
+        del self._shards[name]
+        assert name not in self._shards
+
+    def list(self) -> list[str]:
+        return sorted(self._shards)
+
+    def describe(self, name: str) -> ShardInfo:
+        kind, engine = self._lookup(name)
+        start, end = engine.start_offset(), engine.end_offset()
+        return ShardInfo(name, kind, start, end, end - start, engine.bytes_total())
+
+    def engine(self, name: str) -> ShardEngine:
+        return self._lookup(name)[1]
+
+    # ------------------------------------------------------------------------------- data path
+
+    def append(self, name: str, records: Sequence[Record]) -> int:
+        return self.engine(name).append(records)
+
+    def read(self, name: str, offset: int, records_max: int, bytes_max: int) -> list[Record]:
+        return self.engine(name).read(offset, records_max, bytes_max)
+
+    def offset_for_time(self, name: str, ts_ms: int) -> int:
+        return self.engine(name).offset_for_time(ts_ms)
+
+    def sync(self, name: str) -> None:
+        self.engine(name).sync()
+
+    def close(self) -> None:
+        """Closes every engine (in name order); the catalogue stays readable."""
+        for name in self.list():
+            self._shards[name][1].close()
+
+    # ------------------------------------------------------------------------------- retention
+
+    def apply_retention(
+        self,
+        name: str,
+        before_offset: int | None = None,
+        before_time_ms: int | None = None,
+        max_bytes: int | None = None,
+    ) -> int:
+        """Drops records by any of the three rules (the strictest wins); returns the new start.
+
+        `before_offset` drops offsets below it (clamped to end); `before_time_ms` drops the prefix
+        before the first record with timestamp >= it; `max_bytes` drops the oldest records until the
+        rest total at most `max_bytes`.
+        """
+        engine = self.engine(name)
+        start, end = engine.start_offset(), engine.end_offset()
+        cut = start
+        if before_offset is not None:
+            cut = max(cut, min(before_offset, end))
+        if before_time_ms is not None:
+            cut = max(cut, engine.offset_for_time(before_time_ms))
+        if max_bytes is not None:
+            if type(max_bytes) is not int or max_bytes < 0:
+                raise InvalidArgument(f"max_bytes must be an int >= 0, got {max_bytes!r}")
+            cut = max(cut, _offset_for_bytes(engine, max_bytes))
+        if cut > start:
+            engine.delete_before(cut)
+        assert engine.start_offset() == cut, (engine.start_offset(), cut)
+        assert engine.end_offset() == end
+        return cut
+
+    def _lookup(self, name: str) -> tuple[str, ShardEngine]:
+        try:
+            return self._shards[name]
+        except KeyError:
+            raise UnknownShard(name) from None
+
+
+def _offset_for_bytes(engine: ShardEngine, max_bytes: int) -> int:
+    """The lowest offset from which the rest of the log totals at most `max_bytes`."""
+    excess = engine.bytes_total() - max_bytes
+    offset, end = engine.start_offset(), engine.end_offset()
+    while excess > 0 and offset < end:
+        for rec in engine.read(offset, RETENTION_SCAN_RECORDS, max(excess, 1)):
+            if excess <= 0:
+                break
+            excess -= rec.size()
+            offset = rec.offset + 1
+    assert excess <= 0, excess
+    assert offset <= end
+    return offset
+
+
+def _check_name(name: str) -> None:
+    if type(name) is not str or not name:
+        raise InvalidArgument(f"shard name must be a non-empty str, got {name!r}")
+    if len(name.encode()) > SHARD_NAME_BYTES_MAX:
+        raise InvalidArgument(f"shard name {name[:40]!r}... exceeds {SHARD_NAME_BYTES_MAX} bytes")

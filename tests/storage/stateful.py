@@ -1,0 +1,170 @@
+"""A reusable model-based test for every `ShardEngine` (STYLE 15, zarr `testing/stateful.py`).
+
+`make_engine_machine(factory)` returns a `unittest.TestCase` class that drives a fresh engine from
+`factory()` beside a trivial reference (a start offset and a list of records) through appends,
+bounded reads, time lookups, truncation, retention, sync and close+reopen, comparing after every
+step. Later engines (file journal, RocksDB, S3) plug in with one line:
+
+    TestJournal = make_engine_machine(lambda: JournalEngine(fs=MemFs(), ...))
+
+The engine must satisfy `real.storage.ReopenableEngine` (`reopen()` after a clean `close()` returns
+an engine over the same records; `invariants()` checks internal consistency). If it exposes
+`records_max_per_append` / `bytes_max_total`, rejections are predicted from them.
+"""
+
+from __future__ import annotations
+
+import unittest
+from collections.abc import Callable
+from dataclasses import replace
+
+from hypothesis import HealthCheck, note, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from real.storage import (
+    BatchTooLarge,
+    EngineClosed,
+    OffsetOutOfRange,
+    Record,
+    ReopenableEngine,
+    StorageFull,
+)
+from tests.storage.strategies import fresh_records
+
+EngineMaker = Callable[[], ReopenableEngine]
+BATCHES = st.lists(fresh_records(), max_size=6)
+NO_LIMIT = 1 << 62
+
+
+def make_engine_machine(
+    factory: EngineMaker, max_examples: int = 60, steps: int = 40
+) -> type[unittest.TestCase]:
+    """A TestCase class running `EngineVsReference` over engines from `factory`."""
+
+    class EngineVsReference(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.engine = factory()
+            self.start = self.engine.start_offset()
+            self.log: list[Record] = []  # the reference: offsets start, start+1, ...
+            note(f"engine {self.engine.kind}, start {self.start}")
+
+        @property
+        def end(self) -> int:
+            return self.start + len(self.log)
+
+        def offsets(self, slack: int) -> st.SearchStrategy[int]:
+            return st.integers(max(0, self.start - slack), self.end + slack)
+
+        @rule(batch=BATCHES)
+        def append(self, batch: list[Record]) -> None:
+            expected = self.expected_rejection(batch)
+            note(f"append {len(batch)} records, expect {expected.__name__ if expected else 'ok'}")
+            if expected is not None:
+                try:
+                    self.engine.append(batch)
+                except expected:
+                    return
+                raise AssertionError(f"append of {len(batch)} should raise {expected.__name__}")
+            base = self.engine.append(batch)
+            assert base == self.end, (base, self.end)
+            self.log.extend(replace(rec, offset=base + i) for i, rec in enumerate(batch))
+
+        def expected_rejection(self, batch: list[Record]) -> type[Exception] | None:
+            per_append = getattr(self.engine, "records_max_per_append", NO_LIMIT)
+            bytes_max = getattr(self.engine, "bytes_max_total", NO_LIMIT)
+            if len(batch) > per_append:
+                return BatchTooLarge
+            if sum(r.size() for r in self.log + batch) > bytes_max:
+                return StorageFull
+            return None
+
+        @rule(data=st.data(), records_max=st.integers(1, 5), bytes_max=st.integers(0, 200))
+        def read(self, data: st.DataObject, records_max: int, bytes_max: int) -> None:
+            offset = data.draw(self.offsets(slack=2), label="offset")
+            if not self.start <= offset <= self.end:
+                self.expect_out_of_range(lambda: self.engine.read(offset, records_max, bytes_max))
+                return
+            got = self.engine.read(offset, records_max, bytes_max)
+            assert got == self.expected_read(offset, records_max, bytes_max), (offset, got)
+
+        def expected_read(self, offset: int, records_max: int, bytes_max: int) -> list[Record]:
+            out: list[Record] = []
+            used = 0
+            for rec in self.log[offset - self.start :]:
+                if len(out) == records_max or (out and used + rec.size() > bytes_max):
+                    break
+                out.append(rec)
+                used += rec.size()
+            return out
+
+        @rule(ts=st.integers(-1, 60))
+        def offset_for_time(self, ts: int) -> None:
+            hits = [rec.offset for rec in self.log if rec.timestamp_ms >= ts]
+            expected = hits[0] if hits else self.end
+            assert self.engine.offset_for_time(ts) == expected, (ts, expected)
+
+        @rule(data=st.data())
+        def truncate(self, data: st.DataObject) -> None:
+            offset = data.draw(self.offsets(slack=1), label="truncate to")
+            note(f"truncate {offset}")
+            if not self.start <= offset <= self.end:
+                self.expect_out_of_range(lambda: self.engine.truncate(offset))
+                return
+            self.engine.truncate(offset)
+            del self.log[offset - self.start :]
+
+        @rule(data=st.data())
+        def delete_before(self, data: st.DataObject) -> None:
+            offset = data.draw(self.offsets(slack=1), label="delete before")
+            note(f"delete_before {offset}")
+            if offset > self.end:
+                self.expect_out_of_range(lambda: self.engine.delete_before(offset))
+                return
+            self.engine.delete_before(offset)
+            if offset > self.start:
+                del self.log[: offset - self.start]
+                self.start = offset
+
+        @rule()
+        def sync(self) -> None:
+            self.engine.sync()
+
+        @rule()
+        def close_and_reopen(self) -> None:
+            self.engine.close()
+            try:
+                self.engine.append([])
+            except EngineClosed:
+                pass
+            else:
+                raise AssertionError("append after close should raise EngineClosed")
+            self.engine = self.engine.reopen()
+
+        def expect_out_of_range(self, call: Callable[[], object]) -> None:
+            try:
+                call()
+            except OffsetOutOfRange as exc:
+                assert (exc.start, exc.end) == (self.start, self.end), str(exc)
+                return
+            raise AssertionError(f"expected OffsetOutOfRange with start {self.start}")
+
+        @invariant()
+        def matches_reference(self) -> None:
+            self.engine.invariants()
+            start, end = self.engine.start_offset(), self.engine.end_offset()
+            assert start == self.start, (start, self.start)
+            assert end == self.end, (end, self.end)
+            assert self.engine.bytes_total() == sum(r.size() for r in self.log)
+
+        def teardown(self) -> None:
+            self.engine.close()
+
+    EngineVsReference.TestCase.settings = settings(
+        max_examples=max_examples,
+        stateful_step_count=steps,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    return EngineVsReference.TestCase
