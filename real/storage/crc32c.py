@@ -1,7 +1,9 @@
-"""CRC-32C (Castagnoli), pure Python, table driven (reflected polynomial 0x82F63B78).
+"""CRC-32C (Castagnoli): native through `google-crc32c` (GB/s), pure Python as the reference.
 
-This is the checksum Kafka record batches carry. Pure Python costs roughly a microsecond per
-byte-ish loop step; a native implementation can replace `crc32c` later behind the same signature.
+This is the checksum Kafka record batches carry. `crc32c` uses the native extension when it is
+importable (a declared dependency; its C build is checked at import) and falls back to
+`crc32c_py`, the table-driven reference (reflected polynomial 0x82F63B78, ~5 MB/s). Both agree on
+every input (tests/storage/test_codec.py).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def _make_table() -> tuple[int, ...]:
 TABLE = _make_table()
 
 
-def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
+def crc32c_py(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
     """CRC-32C of `data`; pass a previous result as `crc` to continue over concatenated data."""
     assert 0 <= crc <= 0xFFFFFFFF, crc
     table = TABLE
@@ -34,3 +36,26 @@ def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
     result = value ^ 0xFFFFFFFF
     assert 0 <= result <= 0xFFFFFFFF
     return result
+
+
+def _native() -> object | None:
+    try:
+        import google_crc32c
+    except ImportError:  # pragma: no cover - the dependency is declared
+        return None
+    if google_crc32c.implementation != "c" or google_crc32c.extend(0, b"123456789") != 0xE3069283:
+        return None  # its own pure-Python fallback is slower than ours
+    return google_crc32c.extend
+
+
+_EXTEND = _native()
+
+
+def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
+    """CRC-32C of `data`; pass a previous result as `crc` to continue over concatenated data."""
+    if _EXTEND is None:
+        return crc32c_py(data, crc)
+    return _EXTEND(crc, bytes(data) if type(data) is not bytes else data)  # type: ignore[operator]
+
+
+NATIVE = _EXTEND is not None

@@ -135,6 +135,17 @@ class MemoryEngine:
     def sync(self) -> None:
         self._check_open("sync")
 
+    # The `Durable` protocol: memory's durability point is `append` returning (a process crash
+    # loses everything; the engine promises nothing beyond the process).
+    def durable_end(self) -> int:
+        return self.end_offset()
+
+    def next_flush_ms(self) -> int | None:
+        return None
+
+    def poll(self, now_ms: int) -> None:
+        self._check_open("poll")
+
     def close(self) -> None:
         self._closed = True
 

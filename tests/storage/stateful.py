@@ -10,6 +10,15 @@ step. Later engines (file journal, RocksDB, S3) plug in with one line:
 The engine must satisfy `real.storage.ReopenableEngine` (`reopen()` after a clean `close()` returns
 an engine over the same records; `invariants()` checks internal consistency). If it exposes
 `records_max_per_append` / `bytes_max_total`, rejections are predicted from them.
+
+Two optional hooks widen the machine:
+
+- `crash(engine) -> engine`: simulate a machine crash of the engine's devices and return a freshly
+  recovered engine (the old object is abandoned, not closed). Checked: the start offset survives
+  (`truncate`/`delete_before` are durable on return), `durable_end() before <= end after <= end
+  before`, and the survivors equal the reference's prefix. Engines implement `durable_end()`.
+- `clock`: a `FakeClock` the factory also handed the engine; a rule advances it and calls
+  `engine.poll(now)`, so group-commit and linger deadlines fire inside the run.
 """
 
 from __future__ import annotations
@@ -33,12 +42,33 @@ from real.storage import (
 from tests.storage.strategies import fresh_records
 
 EngineMaker = Callable[[], ReopenableEngine]
+Crash = Callable[[ReopenableEngine], ReopenableEngine]
+
+
+class FakeClock:
+    """A monotonic millisecond clock the test moves by hand (engines take it as their `Clock`)."""
+
+    def __init__(self, now_ms: int = 0) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+    def advance(self, ms: int) -> int:
+        assert ms >= 0, ms
+        self.now_ms += ms
+        return self.now_ms
 BATCHES = st.lists(fresh_records(), max_size=6)
 NO_LIMIT = 1 << 62
+NO_LIMIT_RECORDS = 1 << 30
 
 
 def make_engine_machine(
-    factory: EngineMaker, max_examples: int = 60, steps: int = 40
+    factory: EngineMaker,
+    max_examples: int = 60,
+    steps: int = 40,
+    crash: Crash | None = None,
+    clock: FakeClock | None = None,
 ) -> type[unittest.TestCase]:
     """A TestCase class running `EngineVsReference` over engines from `factory`."""
 
@@ -131,6 +161,30 @@ def make_engine_machine(
         def sync(self) -> None:
             self.engine.sync()
 
+        @rule(ms=st.sampled_from([0, 1, 3, 10, 1000]))
+        def advance_clock_and_poll(self, ms: int) -> None:
+            if clock is None:
+                return
+            now = clock.advance(ms)
+            poll = getattr(self.engine, "poll", None)
+            if poll is not None:
+                poll(now)
+
+        @rule()
+        def crash_and_recover(self) -> None:
+            if crash is None:
+                return
+            durable = self.engine.durable_end()  # type: ignore[attr-defined]
+            note(f"crash: durable_end {durable}, end {self.end}")
+            assert self.start <= durable <= self.end, (self.start, durable, self.end)
+            self.engine = crash(self.engine)
+            start, end = self.engine.start_offset(), self.engine.end_offset()
+            assert start == self.start, f"start {start} after crash, expected {self.start}"
+            assert durable <= end <= self.end, f"end {end} after crash, durable {durable}"
+            del self.log[end - self.start :]
+            survivors = self.engine.read(start, NO_LIMIT_RECORDS, NO_LIMIT) if end > start else []
+            assert survivors == self.log, "records after crash differ from the reference prefix"
+
         @rule()
         def close_and_reopen(self) -> None:
             self.engine.close()
@@ -157,6 +211,9 @@ def make_engine_machine(
             assert start == self.start, (start, self.start)
             assert end == self.end, (end, self.end)
             assert self.engine.bytes_total() == sum(r.size() for r in self.log)
+            durable_end = getattr(self.engine, "durable_end", None)
+            if durable_end is not None:
+                assert start <= durable_end() <= end, (start, durable_end(), end)
 
         def teardown(self) -> None:
             self.engine.close()

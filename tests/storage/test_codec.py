@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from real.storage import CorruptBatch, InvalidRecord, Record, crc32c
+from real.storage.crc32c import NATIVE, crc32c_py
 from real.storage.record import HEADER_BYTES, decode_batch_at, decode_records, encode_records
 from tests.storage.strategies import records
 
@@ -28,6 +29,16 @@ BATCHES = st.lists(records(), max_size=5)
 def test_crc32c_known_vectors(data: bytes, expected: int) -> None:
     assert crc32c(data) == expected
     assert crc32c(memoryview(data)) == expected
+    assert crc32c_py(data) == expected
+
+
+def test_crc32c_is_native() -> None:
+    assert NATIVE, "google-crc32c's C extension should be installed (a declared dependency)"
+
+
+@given(st.binary(max_size=300), st.integers(0, 0xFFFFFFFF))
+def test_native_agrees_with_reference(data: bytes, crc: int) -> None:
+    assert crc32c(data, crc) == crc32c_py(data, crc)
 
 
 @given(st.binary(max_size=64), st.binary(max_size=64))

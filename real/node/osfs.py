@@ -1,0 +1,148 @@
+"""`OsFileSystem`: the `FileSystem` port over a real directory (the real shell's disk).
+
+Paths are relative to `root`. Append handles are cached (one fd per open file, `O_APPEND`), so a
+journal's active segment costs one `write` per append; `close(path)` releases a handle. Every OS
+error surfaces as `DeviceError`/`NotFound` naming the operation and path. Synchronous on purpose:
+callers that must not block an event loop run it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from real.storage.devices import DeviceError, NotFound
+
+HANDLES_MAX_DEFAULT = 256
+
+
+class OsFileSystem:
+    def __init__(self, root: str, handles_max: int = HANDLES_MAX_DEFAULT) -> None:
+        if handles_max < 1:
+            raise ValueError(f"handles_max must be >= 1, got {handles_max}")
+        self.root = os.path.abspath(root)
+        os.makedirs(self.root, exist_ok=True)
+        self.handles_max = handles_max
+        self._fds: dict[str, int] = {}  # path -> O_APPEND|O_RDWR fd, insertion order = LRU order
+
+    def _abs(self, path: str) -> str:
+        if path.startswith("/") or ".." in path.split("/"):
+            raise DeviceError("resolve", path, "paths must be relative, without '..'")
+        return os.path.join(self.root, path) if path else self.root
+
+    def _fd(self, path: str, create: bool) -> int:
+        fd = self._fds.pop(path, None)
+        if fd is None:
+            flags = os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0)
+            try:
+                fd = os.open(self._abs(path), flags, 0o644)
+            except FileNotFoundError:
+                raise NotFound("open", path) from None
+            except OSError as exc:
+                raise DeviceError("open", path, _describe(exc)) from None
+            while len(self._fds) >= self.handles_max:
+                os.close(self._fds.pop(next(iter(self._fds))))
+        self._fds[path] = fd  # most recently used last
+        return fd
+
+    # ------------------------------------------------------------------------------ the port
+
+    def make_dirs(self, path: str) -> None:
+        try:
+            os.makedirs(self._abs(path), exist_ok=True)
+        except OSError as exc:
+            raise DeviceError("make_dirs", path, _describe(exc)) from None
+
+    def list_dir(self, path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self._abs(path)))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise DeviceError("list_dir", path, _describe(exc)) from None
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(self._abs(path))
+
+    def size(self, path: str) -> int:
+        try:
+            return os.stat(self._abs(path)).st_size
+        except FileNotFoundError:
+            raise NotFound("size", path) from None
+        except OSError as exc:
+            raise DeviceError("size", path, _describe(exc)) from None
+
+    def read(self, path: str, offset: int, length: int) -> bytes:
+        fd = self._fd(path, create=False)
+        try:
+            return os.pread(fd, length, offset)
+        except OSError as exc:
+            raise DeviceError("read", path, _describe(exc)) from None
+
+    def append(self, path: str, data: bytes) -> int:
+        fd = self._fd(path, create=True)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            return os.lseek(fd, 0, os.SEEK_END)
+        except OSError as exc:
+            raise DeviceError("append", path, _describe(exc)) from None
+
+    def truncate(self, path: str, size: int) -> None:
+        fd = self._fd(path, create=False)
+        try:
+            os.ftruncate(fd, size)
+        except OSError as exc:
+            raise DeviceError("truncate", path, _describe(exc)) from None
+
+    def sync(self, path: str) -> None:
+        fd = self._fd(path, create=False)
+        try:
+            os.fdatasync(fd)
+        except OSError as exc:
+            raise DeviceError("sync", path, _describe(exc)) from None
+
+    def sync_dir(self, path: str) -> None:
+        try:
+            fd = os.open(self._abs(path), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise DeviceError("sync_dir", path, _describe(exc)) from None
+
+    def rename(self, src: str, dst: str) -> None:
+        self.close(src)
+        self.close(dst)
+        try:
+            os.replace(self._abs(src), self._abs(dst))
+        except FileNotFoundError:
+            raise NotFound("rename", src) from None
+        except OSError as exc:
+            raise DeviceError("rename", src, _describe(exc)) from None
+
+    def remove(self, path: str) -> None:
+        self.close(path)
+        try:
+            os.remove(self._abs(path))
+        except FileNotFoundError:
+            raise NotFound("remove", path) from None
+        except OSError as exc:
+            raise DeviceError("remove", path, _describe(exc)) from None
+
+    def close(self, path: str) -> None:
+        fd = self._fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    def close_all(self) -> None:
+        for path in list(self._fds):
+            self.close(path)
+
+
+def _describe(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0, "E?")
+    return f"{name}: {exc.strerror}"
