@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 JOBS   ?= 2
 
-.PHONY: venv run test lint integration chaos bench bench-sim bughunt slow notebooks sweep figure16 clean
+.PHONY: venv run test lint integration chaos bench bench-sim bench-storage crash-storage bughunt slow notebooks sweep figure16 clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,17 @@ notebooks: $(STAMP)
 	$(PY) -m pytest -q -m notebooks || [ $$? -eq 5 ]
 
 ## Benchmarks; results under reports/ (bench-sim: one simulated hour, about 90 s).
-bench: bench-sim
+bench: bench-sim bench-storage
 	$(PY) -m pytest -q -m bench -p no:xdist
+
+## Storage engines x fsync policy x batch size, real and simulated (reports/bench-storage.md).
+bench-storage: $(STAMP)
+	$(PY) -m scenarios.bench_storage
+
+## SIGKILL an appending process repeatedly per engine x fsync policy (reports/storage-crash.json).
+crash-storage: $(STAMP)
+	$(PY) -m scenarios.storage_crash --engines file,rocksdb,s3 --kills 10 \
+		--out reports/storage-crash.json
 
 bench-sim: $(STAMP)
 	$(PY) -m scenarios.bench_sim

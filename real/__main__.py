@@ -26,6 +26,8 @@ SERVE_FLAGS = {
     "--kafka-port": ("kafka_port", int),
     "--admin-port": ("admin_port", int),
     "--storage": ("storage_engine", str),
+    "--fsync": ("storage_fsync", str),
+    "--s3-endpoint": ("storage_s3_endpoint", str),
 }
 
 

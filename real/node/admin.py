@@ -32,6 +32,7 @@ class AdminView(Protocol):
     def health(self) -> dict[str, Any]: ...
     def meta_nodes(self) -> list[dict[str, Any]]: ...
     def meta_config(self) -> dict[str, Any]: ...
+    def storage(self) -> dict[str, Any]: ...
 
 
 class HttpError(Exception):
@@ -95,7 +96,7 @@ def parse_head(head: bytes) -> Request:
 def route(view: AdminView, req: Request) -> tuple[int, Any]:
     """(status, JSON body) for a parsed request. Pure apart from reading `view`."""
     routes = {"/health": view.health, "/meta/nodes": view.meta_nodes,
-              "/meta/config": view.meta_config}
+              "/meta/config": view.meta_config, "/storage": view.storage}
     handler = routes.get(req.path)
     if handler is None:
         return 404, {"error": f"no such path {req.path!r}", "paths": sorted(routes)}

@@ -11,7 +11,13 @@ An unknown key or a bad value raises ConfigError naming the file (or flag) and t
     kafka_port = 9092
     admin_port = 8080
     [storage]
-    engine = "file"            # memory | file | rocksdb | s3
+    engine = "file"            # memory | file | rocksdb | s3 (the default; topics may choose)
+    fsync = "group"            # always | group | never (file and rocksdb engines)
+    group_commit_ms = 2        # group: fsync at most this long after the oldest unsynced append
+    segment_bytes = 67108864   # file journal segment size
+    s3_endpoint = ""           # empty: start an embedded SeaweedFS S3 server on loopback
+    s3_bucket = "twinmq"
+    s3_linger_ms = 0           # 0: one PUT per append (durable on return); > 0: batch into objects
     [raft]
     tick_ms = 10
     election_tick_min = 10
@@ -33,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 STORAGE_ENGINES = ("memory", "file", "rocksdb", "s3")
+FSYNC_POLICIES = ("always", "group", "never")
 
 
 class ConfigError(Exception):
@@ -48,6 +55,12 @@ class NodeConfig:
     kafka_port: int = 9092
     admin_port: int = 8080
     storage_engine: str = "file"
+    storage_fsync: str = "group"
+    storage_group_commit_ms: int = 2
+    storage_segment_bytes: int = 64 << 20
+    storage_s3_endpoint: str = ""
+    storage_s3_bucket: str = "twinmq"
+    storage_s3_linger_ms: int = 0
     tick_ms: int = 10
     election_tick_min: int = 10
     election_tick_max: int = 19
@@ -85,6 +98,21 @@ def _engine(v: Any) -> str | None:
     return None if ok else f"must be one of {', '.join(STORAGE_ENGINES)}, got {v!r}"
 
 
+def _fsync(v: Any) -> str | None:
+    ok = v in FSYNC_POLICIES
+    return None if ok else f"must be one of {', '.join(FSYNC_POLICIES)}, got {v!r}"
+
+
+def _bucket(v: Any) -> str | None:
+    ok = 3 <= len(v) <= 63 and all(c.islower() or c.isdigit() or c in "-." for c in v)
+    return None if ok else f"must be an S3 bucket name (3-63 of a-z 0-9 - .), got {v!r}"
+
+
+def _endpoint(v: Any) -> str | None:
+    ok = v == "" or v.startswith(("http://", "https://"))
+    return None if ok else f"must be empty or an http(s):// URL, got {v!r}"
+
+
 _PORT = _range(0, 65535)
 KEYS: tuple[Key, ...] = (
     Key("node_id", "node_id", int, _range(1, 2**31 - 1)),
@@ -94,6 +122,12 @@ KEYS: tuple[Key, ...] = (
     Key("listeners.kafka_port", "kafka_port", int, _PORT),
     Key("listeners.admin_port", "admin_port", int, _PORT),
     Key("storage.engine", "storage_engine", str, _engine),
+    Key("storage.fsync", "storage_fsync", str, _fsync),
+    Key("storage.group_commit_ms", "storage_group_commit_ms", int, _range(1, 60_000)),
+    Key("storage.segment_bytes", "storage_segment_bytes", int, _range(4096, 1 << 40)),
+    Key("storage.s3_endpoint", "storage_s3_endpoint", str, _endpoint),
+    Key("storage.s3_bucket", "storage_s3_bucket", str, _bucket),
+    Key("storage.s3_linger_ms", "storage_s3_linger_ms", int, _range(0, 60_000)),
     Key("raft.tick_ms", "tick_ms", int, _range(1, 60_000)),
     Key("raft.election_tick_min", "election_tick_min", int, _range(2, 10_000)),
     Key("raft.election_tick_max", "election_tick_max", int, _range(2, 10_000)),

@@ -8,6 +8,7 @@ exception propagates through the TaskGroup instead of the loop's exception handl
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import signal
 import sys
@@ -18,8 +19,10 @@ from real.meta import MetaResult, encode_command, node_json
 from real.node.admin import AdminServer
 from real.node.config import NodeConfig
 from real.node.disk import RaftDisk
+from real.node.engines import Devices, settings_from_config
 from real.node.replica import MetaReplica, ProposalLost
 from real.raft.types import Message, ProposalDropped, RaftConfig
+from real.storage import ShardStore
 
 REGISTER_SECONDS_MAX = 30.0
 TICKS_PER_WAKE_MAX = 64
@@ -39,6 +42,8 @@ class MetaService:
         self._handle: asyncio.TimerHandle | None = None
         self._next = 0.0
         self._seen: tuple[str, int, int] = ("", 0, 0)
+        self.devices: Devices | None = None
+        self.shards: ShardStore | None = None
 
     # ---- clock ---------------------------------------------------------------------------------
 
@@ -135,6 +140,12 @@ class MetaService:
     def meta_config(self) -> dict[str, Any]:
         return self.replica.sm.config()
 
+    def storage(self) -> dict[str, Any]:
+        if self.shards is None or self.devices is None:
+            return {"status": "not open"}
+        shards = [dataclasses.asdict(self.shards.describe(n)) for n in self.shards.list()]
+        return {**self.devices.describe(), "shards": shards}
+
 
 def raft_config(cfg: NodeConfig) -> RaftConfig:
     return RaftConfig(election_tick_min=cfg.election_tick_min,
@@ -157,13 +168,16 @@ async def serve(cfg: NodeConfig, out: TextIO | None = None) -> int:
         print(line, file=out or sys.stdout, flush=True)
 
     disk = RaftDisk(cfg.data_dir / "meta")
+    devices = Devices(cfg.data_dir / "storage", settings_from_config(cfg))
     try:
-        return await _serve_with(cfg, disk, log)
+        return await _serve_with(cfg, disk, devices, log)
     finally:
+        devices.close()
         disk.close()
 
 
-async def _serve_with(cfg: NodeConfig, disk: RaftDisk, log: Callable[[str], None]) -> int:
+async def _serve_with(cfg: NodeConfig, disk: RaftDisk, devices: Devices,
+                      log: Callable[[str], None]) -> int:
     rec = disk.recovery
     durable = rec.durable
     log(f"meta: recovered term {durable.hard_state.term} commit {durable.hard_state.commit} "
@@ -172,11 +186,14 @@ async def _serve_with(cfg: NodeConfig, disk: RaftDisk, log: Callable[[str], None
         f"(torn tail dropped: {rec.truncated_bytes} bytes)")
     replica = open_replica(cfg, disk, _no_peers)
     service = MetaService(cfg, replica, log)
+    if cfg.storage_engine == "s3":
+        await asyncio.to_thread(devices.store)  # starts the embedded SeaweedFS unless configured
+    service.devices, service.shards = devices, devices.shard_store()
     admin = AdminServer(service, cfg.bind, cfg.admin_port,
                         request_bytes_max=cfg.admin_request_bytes_max,
                         connections_max=cfg.admin_connections_max)
     port = await admin.start()  # bind errors surface here, before anything else starts
-    _startup_lines(cfg, port, log)
+    _startup_lines(cfg, port, log, devices)
     if replica.raft.conf.voters == (cfg.node_id,):
         replica.raft.campaign()  # the only voter: no need to wait an election timeout
     loop = asyncio.get_running_loop()
@@ -211,9 +228,12 @@ def _stopper(service: MetaService, log: Callable[[str], None], sig: int) -> Call
     return stop
 
 
-def _startup_lines(cfg: NodeConfig, admin_port: int, log: Callable[[str], None]) -> None:
+def _startup_lines(cfg: NodeConfig, admin_port: int, log: Callable[[str], None],
+                   devices: Devices) -> None:
     log(f"twinmq serving: admin http://{cfg.bind}:{admin_port} data-dir {cfg.data_dir}")
     log(f"node {cfg.node_id}: mqtt port {cfg.mqtt_port} and kafka port {cfg.kafka_port} "
         f"configured; MQTT and Kafka listeners are not implemented yet")
-    log(f"node {cfg.node_id}: storage engine {cfg.storage_engine!r} configured; topic storage "
-        f"is not implemented yet")
+    if cfg.storage_engine == "s3":
+        log(f"node {cfg.node_id}: S3 endpoint {devices.describe()['s3_endpoint']}")
+    log(f"node {cfg.node_id}: storage engine {cfg.storage_engine!r} (fsync {cfg.storage_fsync}); "
+        f"shards are created by the MQTT and Kafka layers (not implemented yet)")

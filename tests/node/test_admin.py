@@ -21,6 +21,9 @@ class View:
     def meta_config(self) -> dict[str, Any]:
         return {"k": 1}
 
+    def storage(self) -> dict[str, Any]:
+        return {"default_engine": "file", "shards": []}
+
 
 def test_parse_head() -> None:
     req = parse_head(b"GET /health?x=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
@@ -53,6 +56,8 @@ def test_route() -> None:
     get = parse_head(b"GET /meta/nodes HTTP/1.1\r\n\r\n")
     assert route(View(), get) == (200, [{"node_id": 1}])
     assert route(View(), parse_head(b"GET /meta/config HTTP/1.1\r\n\r\n")) == (200, {"k": 1})
+    status, body = route(View(), parse_head(b"GET /storage HTTP/1.1\r\n\r\n"))
+    assert status == 200 and body["default_engine"] == "file"
     status, body = route(View(), parse_head(b"GET /x HTTP/1.1\r\n\r\n"))
     assert status == 404 and "'/x'" in body["error"]
     status, body = route(View(), parse_head(b"DELETE /health HTTP/1.1\r\n\r\n"))
