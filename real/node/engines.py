@@ -1,0 +1,165 @@
+"""Real devices and engines for a node: one place that turns storage settings into a `ShardStore`.
+
+`StorageSettings` is the protocol-neutral slice of the node config (`[storage]` in TOML). `Devices`
+opens the real devices lazily (a directory tree for the file journal, one RocksDB for every
+`rocksdb` shard, one S3 bucket — an embedded SeaweedFS on loopback unless an endpoint is given) and
+`Devices.factories()` gives `ShardStore` one factory per engine kind, so a topic can pick its
+engine and the node default applies otherwise (the hybrid storage of the design).
+
+Shard names become directory names and key prefixes through `shard_key`, a reversible escape that
+keeps them filesystem- and S3-safe ("a/b" -> "a%2Fb").
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from real.storage import EngineFactory, MemoryEngine, ShardEngine, ShardStore
+from real.storage.devices import Clock
+
+FSYNC_POLICIES = ("always", "group", "never")
+SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    engine: str = "file"
+    fsync: str = "group"
+    group_commit_ms: int = 2
+    group_commit_bytes: int = 1 << 20
+    segment_bytes: int = 64 << 20
+    s3_endpoint: str = ""  # empty: start an embedded SeaweedFS on loopback
+    s3_bucket: str = "twinmq"
+    s3_linger_ms: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def settings_from_config(cfg: Any) -> StorageSettings:
+    """The `[storage]` slice of a `NodeConfig`."""
+    return StorageSettings(
+        engine=cfg.storage_engine, fsync=cfg.storage_fsync,
+        group_commit_ms=cfg.storage_group_commit_ms, segment_bytes=cfg.storage_segment_bytes,
+        s3_endpoint=cfg.storage_s3_endpoint, s3_bucket=cfg.storage_s3_bucket,
+        s3_linger_ms=cfg.storage_s3_linger_ms,
+    )
+
+
+def shard_key(name: str) -> str:
+    """A reversible, filesystem- and S3-safe spelling of a shard name (percent-escapes)."""
+    out = []
+    for ch in name:
+        if ch in SAFE and not (ch == "." and not out):
+            out.append(ch)
+        else:
+            out.extend(f"%{b:02X}" for b in ch.encode())
+    return "".join(out)
+
+
+def monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+class Devices:
+    """The node's real storage devices, opened on first use and closed together."""
+
+    def __init__(self, root: Path, settings: StorageSettings, clock: Clock = monotonic_ms) -> None:
+        self.root = Path(root)
+        self.settings = settings
+        self.clock = clock
+        self._fs: Any = None
+        self._kv: Any = None
+        self._store: Any = None
+        self._seaweed: Any = None
+
+    # ----------------------------------------------------------------------------- devices
+
+    def fs(self) -> Any:
+        if self._fs is None:
+            from real.node.osfs import OsFileSystem
+
+            self._fs = OsFileSystem(str(self.root / "journal"))
+        return self._fs
+
+    def kv(self) -> Any:
+        if self._kv is None:
+            from real.node.rocks import RocksKeyValue
+
+            os.makedirs(self.root, exist_ok=True)
+            self._kv = RocksKeyValue(str(self.root / "rocksdb"))
+        return self._kv
+
+    def store(self) -> Any:
+        if self._store is None:
+            from real.node.s3 import S3ObjectStore
+
+            endpoint = self.settings.s3_endpoint
+            if not endpoint:
+                from real.node.seaweed import SeaweedServer
+
+                self._seaweed = SeaweedServer(data_dir=str(self.root / "seaweedfs"))
+                self._seaweed.start()
+                endpoint = self._seaweed.endpoint_url
+            self._store = S3ObjectStore(self.settings.s3_bucket, endpoint)
+        return self._store
+
+    @property
+    def s3_endpoint(self) -> str | None:
+        return None if self._seaweed is None else self._seaweed.endpoint_url
+
+    # ----------------------------------------------------------------------------- engines
+
+    def open(self, kind: str, shard: str) -> ShardEngine:
+        s = self.settings
+        key = shard_key(shard)
+        if kind == "memory":
+            return MemoryEngine()
+        if kind == "file":
+            from real.storage.journal import JournalConfig, JournalEngine
+
+            config = JournalConfig(
+                fsync=s.fsync, group_commit_ms=s.group_commit_ms,
+                group_commit_bytes=s.group_commit_bytes, segment_bytes=s.segment_bytes,
+                **s.extra.get("file", {}),
+            )
+            return JournalEngine(self.fs(), key, self.clock, config)
+        if kind == "rocksdb":
+            from real.storage.kvengine import KvEngine, KvEngineConfig
+
+            config = KvEngineConfig(
+                fsync=s.fsync, group_commit_ms=s.group_commit_ms,
+                group_commit_bytes=s.group_commit_bytes, **s.extra.get("rocksdb", {}),
+            )
+            return KvEngine(self.kv(), shard, self.clock, config)
+        if kind == "s3":
+            from real.storage.s3engine import S3Engine, S3EngineConfig
+
+            config = S3EngineConfig(linger_ms=s.s3_linger_ms, **s.extra.get("s3", {}))
+            return S3Engine(self.store(), key, self.clock, config)
+        raise ValueError(f"unknown engine kind {kind!r}")
+
+    def factories(self) -> dict[str, EngineFactory]:
+        kinds = ("memory", "file", "rocksdb", "s3")
+        return {kind: (lambda name, kind=kind: self.open(kind, name)) for kind in kinds}
+
+    def shard_store(self) -> ShardStore:
+        return ShardStore(self.factories(), default_engine=self.settings.engine)
+
+    def describe(self) -> dict[str, Any]:
+        s = self.settings
+        return {"default_engine": s.engine, "fsync": s.fsync, "group_commit_ms": s.group_commit_ms,
+                "segment_bytes": s.segment_bytes, "s3_bucket": s.s3_bucket,
+                "s3_endpoint": s.s3_endpoint or self.s3_endpoint, "root": str(self.root)}
+
+    def close(self) -> None:
+        if self._fs is not None:
+            self._fs.close_all()
+        if self._kv is not None:
+            self._kv.close()
+            self._kv = None
+        if self._seaweed is not None:
+            self._seaweed.stop()
+            self._seaweed = None
