@@ -12,6 +12,7 @@ import errno
 import os
 
 from real.storage.devices import DeviceError, NotFound
+from real.storage.errors import InvalidArgument
 
 HANDLES_MAX_DEFAULT = 256
 
@@ -30,16 +31,16 @@ class OsFileSystem:
             raise DeviceError("resolve", path, "paths must be relative, without '..'")
         return os.path.join(self.root, path) if path else self.root
 
-    def _fd(self, path: str, create: bool) -> int:
+    def _fd(self, path: str, create: bool, op: str) -> int:
         fd = self._fds.pop(path, None)
         if fd is None:
             flags = os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0)
             try:
                 fd = os.open(self._abs(path), flags, 0o644)
             except FileNotFoundError:
-                raise NotFound("open", path) from None
+                raise NotFound(op, path) from None
             except OSError as exc:
-                raise DeviceError("open", path, _describe(exc)) from None
+                raise DeviceError(op, path, _describe(exc)) from None
             while len(self._fds) >= self.handles_max:
                 os.close(self._fds.pop(next(iter(self._fds))))
         self._fds[path] = fd  # most recently used last
@@ -73,14 +74,16 @@ class OsFileSystem:
             raise DeviceError("size", path, _describe(exc)) from None
 
     def read(self, path: str, offset: int, length: int) -> bytes:
-        fd = self._fd(path, create=False)
+        _non_negative("offset", offset)
+        _non_negative("length", length)
+        fd = self._fd(path, create=False, op="read")
         try:
             return os.pread(fd, length, offset)
         except OSError as exc:
             raise DeviceError("read", path, _describe(exc)) from None
 
     def append(self, path: str, data: bytes) -> int:
-        fd = self._fd(path, create=True)
+        fd = self._fd(path, create=True, op="append")
         try:
             view = memoryview(data)
             while view:
@@ -91,14 +94,15 @@ class OsFileSystem:
             raise DeviceError("append", path, _describe(exc)) from None
 
     def truncate(self, path: str, size: int) -> None:
-        fd = self._fd(path, create=False)
+        _non_negative("size", size)
+        fd = self._fd(path, create=False, op="truncate")
         try:
             os.ftruncate(fd, size)
         except OSError as exc:
             raise DeviceError("truncate", path, _describe(exc)) from None
 
     def sync(self, path: str) -> None:
-        fd = self._fd(path, create=False)
+        fd = self._fd(path, create=False, op="sync")
         try:
             os.fdatasync(fd)
         except OSError as exc:
@@ -111,6 +115,8 @@ class OsFileSystem:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        except FileNotFoundError:
+            raise NotFound("sync_dir", path) from None
         except OSError as exc:
             raise DeviceError("sync_dir", path, _describe(exc)) from None
 
@@ -141,6 +147,11 @@ class OsFileSystem:
     def close_all(self) -> None:
         for path in list(self._fds):
             self.close(path)
+
+
+def _non_negative(name: str, value: int) -> None:
+    if type(value) is not int or value < 0:
+        raise InvalidArgument(f"{name} must be an int >= 0, got {value!r}")
 
 
 def _describe(exc: OSError) -> str:

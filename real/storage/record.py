@@ -33,7 +33,7 @@ BATCH_RECORDS_MAX = 1 << 20
 I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Record:
     """One message. `offset` is -1 until an engine assigns it; producer fields are -1 if unset."""
 
@@ -47,7 +47,46 @@ class Record:
     sequence: int = -1
     meta: tuple[tuple[str, str], ...] = ()
 
+    def __init__(
+        self,
+        offset: int,
+        timestamp_ms: int,
+        key: bytes | None,
+        payload: bytes,
+        headers: tuple[tuple[str, bytes], ...] = (),
+        producer_id: int = -1,
+        producer_epoch: int = -1,
+        sequence: int = -1,
+        meta: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        # Frozen, yet built through the slot descriptors directly: a frozen dataclass's generated
+        # __init__ goes through object.__setattr__ per field, twice as slow on the hot path.
+        _SET_OFFSET(self, offset)
+        _SET_TS(self, timestamp_ms)
+        _SET_KEY(self, key)
+        _SET_PAYLOAD(self, payload)
+        _SET_HEADERS(self, headers)
+        _SET_PID(self, producer_id)
+        _SET_EPOCH(self, producer_epoch)
+        _SET_SEQ(self, sequence)
+        _SET_META(self, meta)
+        self.__post_init__()
+
     def __post_init__(self) -> None:
+        # Fast path (the common record: int fields in range, bytes key/payload, no pairs); any
+        # miss falls through to the full check, which names the offending field.
+        o, t = self.offset, self.timestamp_ms
+        if (
+            type(o) is int and type(t) is int and -1 <= o <= I64_MAX and I64_MIN <= t <= I64_MAX
+            and type(self.payload) is bytes and (self.key is None or type(self.key) is bytes)
+            and self.headers == () and self.meta == ()
+            and self.producer_id == -1 and self.producer_epoch == -1 and self.sequence == -1
+            and type(self.producer_id) is int
+        ):
+            return
+        self._validate()
+
+    def _validate(self) -> None:
         for name in ("offset", "timestamp_ms", "producer_id", "producer_epoch", "sequence"):
             value = getattr(self, name)
             if type(value) is not int or not I64_MIN <= value <= I64_MAX:
@@ -61,6 +100,13 @@ class Record:
         _check_pairs("headers", self.headers, bytes)
         _check_pairs("meta", self.meta, str)
 
+    def at(self, offset: int) -> Record:
+        """This record with `offset` (what engines store); cheaper than `dataclasses.replace`."""
+        if offset == self.offset:
+            return self
+        return Record(offset, self.timestamp_ms, self.key, self.payload, self.headers,
+                      self.producer_id, self.producer_epoch, self.sequence, self.meta)
+
     def size(self) -> int:
         """Bytes this record counts against limits: key, payload, headers, meta and overhead."""
         total = RECORD_OVERHEAD_BYTES + len(self.payload) + len(self.key or b"")
@@ -68,6 +114,13 @@ class Record:
         total += sum(len(name.encode()) + len(value.encode()) for name, value in self.meta)
         assert total >= RECORD_OVERHEAD_BYTES
         return total
+
+
+_SET_OFFSET, _SET_TS, _SET_KEY, _SET_PAYLOAD, _SET_HEADERS, _SET_PID, _SET_EPOCH, _SET_SEQ, _SET_META = (
+    Record.__dict__[name].__set__
+    for name in ("offset", "timestamp_ms", "key", "payload", "headers", "producer_id",
+                 "producer_epoch", "sequence", "meta")
+)
 
 
 def _check_pairs(field: str, pairs: object, value_type: type) -> None:
@@ -120,17 +173,63 @@ def _encode_record(out: bytearray, rec: Record, base_offset: int, base_ts: int) 
         _blob(out, text.encode())
 
 
-def encode_records(records: Sequence[Record]) -> bytes:
-    """One batch holding `records` in order (an empty batch is valid)."""
+_PLAIN_TAIL = b"\x00\x01\x01\x01\x00"  # no headers, producer id/epoch/sequence -1, no meta
+
+
+def _encode_plain(out: bytearray, rec: Record, offset_delta: int, ts_delta: int) -> None:
+    """`_encode_record` for a record without headers, producer fields or meta (the hot path)."""
+    if 0 <= offset_delta < 64:
+        out.append(offset_delta << 1)
+    else:
+        _svarint(out, offset_delta)
+    if 0 <= ts_delta < 64:
+        out.append(ts_delta << 1)
+    else:
+        _svarint(out, ts_delta)
+    key = rec.key
+    if key is None:
+        out.append(0)
+    else:
+        _uvarint(out, len(key) + 1)
+        out += key
+    payload = rec.payload
+    n = len(payload)
+    if n < 0x80:
+        out.append(n)
+    else:
+        _uvarint(out, n)
+    out += payload
+    out += _PLAIN_TAIL
+
+
+def encode_records(records: Sequence[Record], base_offset: int | None = None) -> bytes:
+    """One batch holding `records` in order (an empty batch is valid).
+
+    With `base_offset`, record i is stored at offset `base_offset + i` whatever its own `offset`
+    (engines assign offsets this way without building new `Record`s).
+    """
     if len(records) > BATCH_RECORDS_MAX:
         raise InvalidRecord(f"batch of {len(records)} records exceeds {BATCH_RECORDS_MAX}")
-    base_offset = records[0].offset if records else 0
+    if base_offset is None:
+        base_offset = records[0].offset if records else 0
+        assigned = False
+    else:
+        if type(base_offset) is not int or not 0 <= base_offset <= I64_MAX - len(records):
+            raise InvalidRecord(f"base_offset must be an int64 >= 0, got {base_offset!r}")
+        assigned = True
     base_ts = records[0].timestamp_ms if records else 0
     body = bytearray()
-    for rec in records:
-        if not isinstance(rec, Record):
+    for i, rec in enumerate(records):
+        if type(rec) is not Record:
             raise InvalidRecord(f"expected Record, got {type(rec).__name__}")
-        _encode_record(body, rec, base_offset, base_ts)
+        if assigned and rec.offset != base_offset + i:
+            rec = rec.at(base_offset + i)
+        if rec.headers == () and rec.meta == () and rec.producer_id == -1 and (
+            rec.producer_epoch == -1 and rec.sequence == -1
+        ):
+            _encode_plain(body, rec, rec.offset - base_offset, rec.timestamp_ms - base_ts)
+        else:
+            _encode_record(body, rec, base_offset, base_ts)
     fields = (MAGIC, VERSION, len(records), base_offset, base_ts, len(body))
     head = HEADER.pack(*fields, 0)[:CRC_FIELD_AT]
     crc = crc32c(body, crc32c(head))
@@ -232,12 +331,79 @@ def _decode_header(buf: bytes, pos: int) -> tuple[int, int, int, int, int]:
     return count, base_offset, base_ts, body, end
 
 
+class _Slow(Exception):
+    """The fast decoder met something unusual; the checked decoder takes over (and names it)."""
+
+
+def _fast_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift >= 7 * VARINT_BYTES_MAX:
+            raise _Slow
+
+
+def _decode_fast(buf: bytes, pos: int, end: int, count: int, base_offset: int,
+                 base_ts: int) -> list[Record]:
+    """Decodes plain records (no headers/producer/meta) without per-field bookkeeping."""
+    out = []
+    new = Record
+    for _ in range(count):
+        if pos >= end:
+            raise _Slow
+        raw = buf[pos]
+        if raw < 0x80:
+            pos += 1
+        else:
+            raw, pos = _fast_varint(buf, pos)
+        offset = base_offset + ((raw >> 1) ^ -(raw & 1))
+        raw = buf[pos]
+        if raw < 0x80:
+            pos += 1
+        else:
+            raw, pos = _fast_varint(buf, pos)
+        ts = base_ts + ((raw >> 1) ^ -(raw & 1))
+        klen = buf[pos]
+        if klen < 0x80:
+            pos += 1
+        else:
+            klen, pos = _fast_varint(buf, pos)
+        if klen:
+            key: bytes | None = buf[pos : pos + klen - 1]
+            pos += klen - 1
+        else:
+            key = None
+        n = buf[pos]
+        if n < 0x80:
+            pos += 1
+        else:
+            n, pos = _fast_varint(buf, pos)
+        payload = buf[pos : pos + n]
+        pos += n
+        if buf[pos : pos + 5] != _PLAIN_TAIL or pos + 5 > end or len(payload) != n:
+            raise _Slow
+        pos += 5
+        out.append(new(offset, ts, key, payload))
+    if pos != end:
+        raise _Slow
+    return out
+
+
 def decode_batch_at(data: bytes | bytearray | memoryview, pos: int = 0) -> tuple[list[Record], int]:
     """Decodes the batch starting at byte `pos`; returns its records and the byte after it."""
-    buf = bytes(data)
+    buf = data if type(data) is bytes else bytes(data)
     if not 0 <= pos <= len(buf):
         raise CorruptBatch(pos, f"a batch start within 0..{len(buf)}")
     count, base_offset, base_ts, body, end = _decode_header(buf, pos)
+    try:
+        return _decode_fast(buf, body, end, count, base_offset, base_ts), end
+    except (_Slow, IndexError, InvalidRecord):
+        pass  # unusual records, or corruption the CRC missed: decode with full checks
     rd = _Reader(buf, body, end)
     records = [_decode_record(rd, i, base_offset, base_ts) for i in range(count)]
     if rd.pos != end:

@@ -26,7 +26,7 @@ def _run(case: type[unittest.TestCase]) -> unittest.TestResult:
 
 
 def test_lossy_recovery_is_caught() -> None:
-    case = make_engine_machine(MemoryEngine, max_examples=15, crash=_lossy_crash)
+    case = make_engine_machine(MemoryEngine, max_examples=100, crash=_lossy_crash)
     result = _run(case)
     assert len(result.failures) + len(result.errors) == 1, result
     assert "after crash" in str(result.failures + result.errors)
