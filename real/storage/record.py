@@ -116,7 +116,8 @@ class Record:
         return total
 
 
-_SET_OFFSET, _SET_TS, _SET_KEY, _SET_PAYLOAD, _SET_HEADERS, _SET_PID, _SET_EPOCH, _SET_SEQ, _SET_META = (
+(_SET_OFFSET, _SET_TS, _SET_KEY, _SET_PAYLOAD, _SET_HEADERS, _SET_PID, _SET_EPOCH, _SET_SEQ,
+ _SET_META) = (
     Record.__dict__[name].__set__
     for name in ("offset", "timestamp_ms", "key", "payload", "headers", "producer_id",
                  "producer_epoch", "sequence", "meta")

@@ -1,4 +1,4 @@
-"""The crash rule of the engine machine can fail: a recovery that loses a durable record is caught."""
+"""The engine machine's crash rule can fail: a recovery losing a durable record is caught."""
 
 from __future__ import annotations
 
