@@ -53,7 +53,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from real.storage.devices import Clock, DeviceError, FileSystem, write_file_atomic, zero_clock
 from real.storage.errors import (
@@ -357,18 +357,18 @@ class JournalEngine:
         base = self.end_offset()
         if not records:
             return base
-        stored: list[Record] = []
         total, max_ts = 0, 0
         for i, rec in enumerate(records):
             total += _checked_size(i, rec)
-            max_ts = max(max_ts, rec.timestamp_ms)
-            stored.append(rec if rec.offset == base + i else replace(rec, offset=base + i))
-        data = encode_records(stored)
+            ts = rec.timestamp_ms
+            if ts > max_ts:
+                max_ts = ts
+        data = encode_records(records, base_offset=base)  # offsets assigned while encoding
         try:
-            self._write_batch(data, base, len(stored), total, max_ts)
+            self._write_batch(data, base, len(records), total, max_ts)
         except DeviceError as exc:
             raise self._poison("append", exc) from exc
-        assert self.end_offset() == base + len(stored)
+        assert self.end_offset() == base + len(records)
         assert self._durable_end <= self.end_offset()
         return base
 
@@ -758,7 +758,7 @@ class JournalEngine:
 
 
 def _checked_size(index: int, rec: Record) -> int:
-    if not isinstance(rec, Record):
+    if type(rec) is not Record:
         raise InvalidRecord(f"append: item {index} is a {type(rec).__name__}, expected Record")
     if rec.timestamp_ms < 0:
         raise InvalidRecord(

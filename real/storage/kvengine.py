@@ -61,7 +61,7 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from real.storage.devices import Clock, DeviceError, KeyValue, zero_clock
 from real.storage.errors import (
@@ -233,7 +233,7 @@ class KvEngine:
         if requested > self.config.bytes_max_total:
             raise StorageFull("bytes_max_total", requested, self.config.bytes_max_total)
         base = meta.end
-        stored = [r if r.offset == base + i else replace(r, offset=base + i)
+        stored = [r.at(base + i)
                   for i, r in enumerate(records)]
         value = U64.pack(meta.cum_end) + encode_records(stored)
         if len(value) > self.config.batch_bytes_max:

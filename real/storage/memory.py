@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from dataclasses import replace
 
 from real.storage.errors import (
     BatchTooLarge,
@@ -61,7 +60,7 @@ class MemoryEngine:
         total = self.bytes_total()
         ts_max = self._ts_max[-1] if self._ts_max else -1
         for i, (rec, size) in enumerate(zip(records, sizes, strict=True)):
-            stored = rec if rec.offset == base + i else replace(rec, offset=base + i)
+            stored = rec.at(base + i)
             total += size
             ts_max = max(ts_max, rec.timestamp_ms)
             self._records.append(stored)

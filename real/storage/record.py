@@ -109,6 +109,9 @@ class Record:
 
     def size(self) -> int:
         """Bytes this record counts against limits: key, payload, headers, meta and overhead."""
+        if not self.headers and not self.meta:
+            key = self.key
+            return RECORD_OVERHEAD_BYTES + len(self.payload) + (0 if key is None else len(key))
         total = RECORD_OVERHEAD_BYTES + len(self.payload) + len(self.key or b"")
         total += sum(len(name.encode()) + len(value) for name, value in self.headers)
         total += sum(len(name.encode()) + len(value.encode()) for name, value in self.meta)
@@ -155,9 +158,9 @@ def _blob(out: bytearray, data: bytes) -> None:
     out += data
 
 
-def _encode_record(out: bytearray, rec: Record, base_offset: int, base_ts: int) -> None:
-    _svarint(out, rec.offset - base_offset)
-    _svarint(out, rec.timestamp_ms - base_ts)
+def _encode_record(out: bytearray, rec: Record, offset_delta: int, ts_delta: int) -> None:
+    _svarint(out, offset_delta)
+    _svarint(out, ts_delta)
     _uvarint(out, 0 if rec.key is None else len(rec.key) + 1)
     out += rec.key or b""
     _blob(out, rec.payload)
@@ -197,6 +200,9 @@ def _encode_plain(out: bytearray, rec: Record, offset_delta: int, ts_delta: int)
     n = len(payload)
     if n < 0x80:
         out.append(n)
+    elif n < 0x4000:
+        out.append((n & 0x7F) | 0x80)
+        out.append(n >> 7)
     else:
         _uvarint(out, n)
     out += payload
@@ -223,14 +229,13 @@ def encode_records(records: Sequence[Record], base_offset: int | None = None) ->
     for i, rec in enumerate(records):
         if type(rec) is not Record:
             raise InvalidRecord(f"expected Record, got {type(rec).__name__}")
-        if assigned and rec.offset != base_offset + i:
-            rec = rec.at(base_offset + i)
+        offset_delta = i if assigned else rec.offset - base_offset
         if rec.headers == () and rec.meta == () and rec.producer_id == -1 and (
             rec.producer_epoch == -1 and rec.sequence == -1
         ):
-            _encode_plain(body, rec, rec.offset - base_offset, rec.timestamp_ms - base_ts)
+            _encode_plain(body, rec, offset_delta, rec.timestamp_ms - base_ts)
         else:
-            _encode_record(body, rec, base_offset, base_ts)
+            _encode_record(body, rec, offset_delta, rec.timestamp_ms - base_ts)
     fields = (MAGIC, VERSION, len(records), base_offset, base_ts, len(body))
     head = HEADER.pack(*fields, 0)[:CRC_FIELD_AT]
     crc = crc32c(body, crc32c(head))

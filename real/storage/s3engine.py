@@ -1,0 +1,808 @@
+"""`S3Engine` (kind "s3"): one shard log stored as immutable objects in an `ObjectStore`.
+
+Layout under `prefix` (no other writer may use it; keys under it that match neither pattern are
+ignored):
+
+- `{prefix}/{base:020d}.tmqs`: a data object holding the records [base, end). The zero-padded base
+  makes lexical key order the offset order. Content:
+
+      batch_0 | batch_1 | ... | batch_{n-1} | footer | trailer
+
+  Each batch is a TMQB batch (`real.storage.record.encode_records`, CRC-32C protected). A flush
+  cuts a new batch whenever about `index_interval_bytes` (by `Record.size()`) have gone into the
+  current one, so a batch is the unit of a ranged GET. Footer (big-endian):
+
+      magic "TMQF" (4) | version u8 | base_offset i64 | end_offset i64 | record_count u32 |
+      bytes_total u64 (sum of Record.size()) | data_length u64 (bytes of batches) |
+      batch_count u32 |
+      batch_count x (batch base offset i64 | byte position u64 | size_before u64 | ts_max i64)
+
+  Each entry is one point of the sparse offset index (the batch starting at `byte position`,
+  holding offsets from `batch base offset`, with `size_before` bytes of `Record.size()` before it
+  in this object) and of the time-index summary: `ts_max` is the running maximum timestamp of every
+  record of the object up to the end of that batch. Trailer (the last 12 bytes of the object):
+
+      footer_length u32 | magic "TMQS" (4) | crc32c u32 over footer + footer_length + magic
+
+  Opening reads only footers, with one suffix-ranged GET of `footer_read_bytes` per object (a
+  second GET only if the footer is larger); `read` GETs just the byte range of the batches needed.
+
+- `{prefix}/start`: the log start offset (retention may cut inside an object):
+
+      magic "TMQL" (4) | version u8 | start i64 | crc32c u32 over the preceding 13 bytes
+
+  Missing means 0. If objects exist, the first one starts at or below `start`.
+
+Durability point: the completed PUT of the object holding a record (S3 PUTs are durable and
+atomic on return). With `linger_ms == 0` every `append` PUTs one object before returning, so
+`durable_end() == end_offset()` after it. With `linger_ms > 0` appends are buffered in memory (and
+visible to reads) until `poll(now_ms)` sees the oldest buffered append is `linger_ms` old, the
+buffer reaches `flush_bytes`, or `sync()`/`close()`; `durable_end()` is the end of the last PUT
+object. A crash loses the buffer and nothing else. `truncate` (delete whole objects above the cut,
+highest first, then rewrite the straddling object under its own key) and `delete_before` (PUT the
+start object, then delete whole objects below it, lowest first) are durable when they return, and
+a crash part-way leaves a state that opens to the old or the new log (never a gap).
+
+Failures: a `TransientDeviceError` is retried up to `retries` times at once (the engine never
+sleeps; the adapter and botocore may back off). Any other failure, or retries exhausted, poisons
+the engine: the error propagates and every later call raises `EnginePoisoned`; reopen to recover.
+Open raises `S3LogCorrupt` naming the keys if objects overlap, leave a gap or fail their checks.
+Only object summaries (key, offsets, sizes, max timestamp) stay in memory; footers are kept in a
+bounded LRU of `footer_cache_max` entries and records are never cached once PUT.
+"""
+
+from __future__ import annotations
+
+import struct
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from real.storage.crc32c import crc32c
+from real.storage.devices import (
+    Clock,
+    DeviceError,
+    NotFound,
+    ObjectStore,
+    TransientDeviceError,
+    zero_clock,
+)
+from real.storage.errors import (
+    BatchTooLarge,
+    CorruptBatch,
+    EngineClosed,
+    InvalidArgument,
+    InvalidRecord,
+    OffsetOutOfRange,
+    StorageError,
+)
+from real.storage.record import Record, decode_batch_at, encode_records
+
+FOOTER_MAGIC = b"TMQF"
+TRAILER_MAGIC = b"TMQS"
+START_MAGIC = b"TMQL"
+FORMAT_VERSION = 1
+FOOTER_HEAD = struct.Struct(">4sBqqIQQI")
+FOOTER_ENTRY = struct.Struct(">qQQq")
+TRAILER = struct.Struct(">I4sI")
+START_BODY = struct.Struct(">4sBq")
+DATA_SUFFIX = ".tmqs"
+BASE_DIGITS = 20
+MiB = 1 << 20
+
+
+class EnginePoisoned(StorageError):
+    """An earlier device failure left the engine's view of the store unknown; reopen it."""
+
+
+class S3LogCorrupt(StorageError):
+    """The objects under the prefix do not form a valid log; the message names the keys."""
+
+
+@dataclass(frozen=True, slots=True)
+class S3EngineConfig:
+    """Knobs of `S3Engine`; every value is validated and errors name the key."""
+
+    linger_ms: int = 0
+    flush_bytes: int = 4 * MiB
+    index_interval_bytes: int = 64 * 1024
+    records_max_per_append: int = 10_000
+    retries: int = 3
+    footer_cache_max: int = 64
+    footer_read_bytes: int = 4 * 1024  # a 4 MiB object of 64 KiB batches has a ~2.1 KiB footer
+
+    def __post_init__(self) -> None:
+        lows = {
+            "linger_ms": 0,
+            "flush_bytes": 1,
+            "index_interval_bytes": 1,
+            "records_max_per_append": 1,
+            "retries": 0,
+            "footer_cache_max": 1,
+            "footer_read_bytes": TRAILER.size,
+        }
+        for key, low in lows.items():
+            value = getattr(self, key)
+            if type(value) is not int or value < low:
+                raise InvalidArgument(f"S3EngineConfig.{key} must be an int >= {low}, "
+                                      f"got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchEntry:
+    base: int  # offset of the first record of the batch
+    position: int  # byte position of the batch in the object
+    size_before: int  # sum of Record.size() of the object's records before this batch
+    ts_max: int  # running max timestamp of the object's records through this batch
+
+
+@dataclass(frozen=True, slots=True)
+class Footer:
+    base: int
+    end: int
+    bytes_total: int
+    data_length: int
+    entries: tuple[BatchEntry, ...]
+
+    @property
+    def ts_max(self) -> int:
+        return self.entries[-1].ts_max
+
+    def batch_end(self, index: int) -> int:
+        """Byte position just after batch `index`."""
+        nxt = index + 1
+        return self.entries[nxt].position if nxt < len(self.entries) else self.data_length
+
+    def batch_last(self, index: int) -> int:
+        """Offset just after the records of batch `index`."""
+        nxt = index + 1
+        return self.entries[nxt].base if nxt < len(self.entries) else self.end
+
+    def size_after(self, index: int) -> int:
+        """`size_before` of the batch after `index` (bytes_total after the last)."""
+        nxt = index + 1
+        return self.entries[nxt].size_before if nxt < len(self.entries) else self.bytes_total
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectSummary:
+    """What stays in memory per data object (footers live in the LRU)."""
+
+    key: str
+    base: int
+    end: int
+    bytes_total: int
+    ts_max: int
+
+
+# ------------------------------------------------------------------------------ object codec
+
+
+def data_key(prefix: str, base: int) -> str:
+    return f"{prefix}/{base:0{BASE_DIGITS}d}{DATA_SUFFIX}"
+
+
+def encode_object(records: Sequence[Record], index_interval_bytes: int) -> tuple[bytes, Footer]:
+    """Encodes records (contiguous offsets, at least one) as one data object."""
+    assert records, "an object holds at least one record"
+    base = records[0].offset
+    parts: list[bytes] = []
+    entries: list[BatchEntry] = []
+    position = size = 0
+    ts_max = -1
+    start = 0
+    batch_bytes = 0
+    for i, rec in enumerate(records):
+        assert rec.offset == base + i, (rec.offset, base, i)
+        batch_bytes += rec.size()
+        last = i == len(records) - 1
+        if batch_bytes >= index_interval_bytes or last:
+            chunk = records[start : i + 1]
+            ts_max = max(ts_max, max(r.timestamp_ms for r in chunk))
+            entries.append(BatchEntry(chunk[0].offset, position, size, ts_max))
+            blob = encode_records(chunk)
+            parts.append(blob)
+            position += len(blob)
+            size += batch_bytes
+            start, batch_bytes = i + 1, 0
+    footer = Footer(base, base + len(records), size, position, tuple(entries))
+    data = b"".join(parts) + encode_footer(footer)
+    assert footer.bytes_total == sum(r.size() for r in records)
+    assert len(data) == position + len(encode_footer(footer))
+    return data, footer
+
+
+def encode_footer(footer: Footer) -> bytes:
+    head = FOOTER_HEAD.pack(
+        FOOTER_MAGIC,
+        FORMAT_VERSION,
+        footer.base,
+        footer.end,
+        footer.end - footer.base,
+        footer.bytes_total,
+        footer.data_length,
+        len(footer.entries),
+    )
+    body = head + b"".join(
+        FOOTER_ENTRY.pack(e.base, e.position, e.size_before, e.ts_max) for e in footer.entries
+    )
+    tail = struct.pack(">I4s", len(body), TRAILER_MAGIC)
+    return body + tail + crc32c(body + tail).to_bytes(4, "big")
+
+
+def footer_length_from_trailer(key: str, tail: bytes) -> int:
+    """Footer length from the object's last `TRAILER.size` bytes (checks the magic)."""
+    if len(tail) < TRAILER.size:
+        raise S3LogCorrupt(f"{key}: {len(tail)} bytes, too short for a {TRAILER.size}-byte trailer")
+    length, magic, _ = TRAILER.unpack_from(tail, len(tail) - TRAILER.size)
+    if magic != TRAILER_MAGIC:
+        raise S3LogCorrupt(f"{key}: trailer magic {magic!r}, expected {TRAILER_MAGIC!r}")
+    return length
+
+
+def decode_footer(key: str, tail: bytes) -> Footer:
+    """Parses the footer from `tail`, which ends where the object ends and holds the footer."""
+    length = footer_length_from_trailer(key, tail)
+    need = length + TRAILER.size
+    if len(tail) < need:
+        raise S3LogCorrupt(f"{key}: footer of {length} bytes, only {len(tail)} bytes read")
+    blob = tail[len(tail) - need :]
+    crc = int.from_bytes(blob[-4:], "big")
+    if crc32c(blob[:-4]) != crc:
+        raise S3LogCorrupt(f"{key}: footer crc32c mismatch (stored {crc:#010x})")
+    if length < FOOTER_HEAD.size:
+        raise S3LogCorrupt(f"{key}: footer of {length} bytes is shorter than its head")
+    magic, version, base, end, count, total, data_length, n = FOOTER_HEAD.unpack_from(blob, 0)
+    if magic != FOOTER_MAGIC or version != FORMAT_VERSION:
+        raise S3LogCorrupt(f"{key}: footer magic/version {magic!r}/{version}, expected "
+                           f"{FOOTER_MAGIC!r}/{FORMAT_VERSION}")
+    if length != FOOTER_HEAD.size + n * FOOTER_ENTRY.size or n < 1 or count != end - base:
+        raise S3LogCorrupt(f"{key}: footer length {length}, {n} batches, count {count} for "
+                           f"offsets [{base}, {end}) are inconsistent")
+    entries = tuple(
+        BatchEntry(*FOOTER_ENTRY.unpack_from(blob, FOOTER_HEAD.size + i * FOOTER_ENTRY.size))
+        for i in range(n)
+    )
+    footer = Footer(base, end, total, data_length, entries)
+    check_footer(key, footer)
+    return footer
+
+
+def check_footer(key: str, footer: Footer) -> None:
+    entries = footer.entries
+    if entries[0].base != footer.base or entries[0].position != 0 or entries[0].size_before:
+        raise S3LogCorrupt(f"{key}: first batch entry {entries[0]} does not start the object")
+    for prev, cur in zip(entries, entries[1:], strict=False):
+        ordered = prev.base < cur.base and prev.position < cur.position
+        if not (ordered and prev.size_before < cur.size_before and prev.ts_max <= cur.ts_max):
+            raise S3LogCorrupt(f"{key}: batch entries {prev} and {cur} are out of order")
+    last = entries[-1]
+    if not (last.base < footer.end and last.position < footer.data_length):
+        raise S3LogCorrupt(f"{key}: last batch entry {last} lies outside the object")
+
+
+def encode_start(start: int) -> bytes:
+    body = START_BODY.pack(START_MAGIC, FORMAT_VERSION, start)
+    return body + crc32c(body).to_bytes(4, "big")
+
+
+def decode_start(key: str, data: bytes) -> int:
+    if len(data) != START_BODY.size + 4:
+        raise S3LogCorrupt(f"{key}: {len(data)} bytes, expected {START_BODY.size + 4}")
+    magic, version, start = START_BODY.unpack_from(data, 0)
+    if magic != START_MAGIC or version != FORMAT_VERSION or start < 0:
+        raise S3LogCorrupt(f"{key}: bad start object (magic {magic!r}, version {version})")
+    if crc32c(data[:-4]) != int.from_bytes(data[-4:], "big"):
+        raise S3LogCorrupt(f"{key}: start object crc32c mismatch")
+    return start
+
+
+def decode_range(key: str, data: bytes, first: int) -> list[Record]:
+    """Decodes the whole batches in `data`; the records must run from offset `first` on."""
+    out: list[Record] = []
+    pos = 0
+    while pos < len(data):
+        try:
+            records, pos = decode_batch_at(data, pos)
+        except CorruptBatch as exc:
+            raise S3LogCorrupt(f"{key}: {exc}") from None
+        out.extend(records)
+    for i, rec in enumerate(out):
+        if rec.offset != first + i:
+            raise S3LogCorrupt(f"{key}: record {i} of the range has offset {rec.offset}, "
+                               f"expected {first + i}")
+    return out
+
+
+# ----------------------------------------------------------------------------------- engine
+
+
+class S3Engine:
+    """The ShardEngine port over an `ObjectStore`; see the module docstring for format."""
+
+    kind = "s3"
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        prefix: str,
+        clock: Clock = zero_clock,
+        config: S3EngineConfig | None = None,
+    ) -> None:
+        config = S3EngineConfig() if config is None else config
+        if not isinstance(config, S3EngineConfig):
+            raise InvalidArgument(f"config must be an S3EngineConfig, got {config!r}")
+        if type(prefix) is not str or not prefix or prefix.endswith("/"):
+            raise InvalidArgument(f"prefix must be a non-empty str not ending in '/', "
+                                  f"got {prefix!r}")
+        if not callable(clock):
+            raise InvalidArgument(f"clock must be callable, got {clock!r}")
+        self.store = store
+        self.prefix = prefix
+        self.clock = clock
+        self.config = config
+        self.records_max_per_append = config.records_max_per_append
+        self._start_key = f"{prefix}/start"
+        self._start = 0
+        self._start_skip_bytes = 0  # Record.size() of records of _objects[0] below _start
+        self._objects: list[ObjectSummary] = []
+        self._bases: list[int] = []  # _objects[i].base, for bisect
+        self._flushed_bytes = 0  # sum of _objects[i].bytes_total
+        self._footers: OrderedDict[str, Footer] = OrderedDict()  # LRU, most recent last
+        self._buffer: list[Record] = []
+        self._buffer_cum: list[int] = []  # running Record.size() totals of _buffer
+        self._buffer_ts: list[int] = []  # running max timestamps of _buffer
+        self._buffer_since_ms: int | None = None  # clock() at the oldest buffered append
+        self._poisoned: BaseException | None = None
+        self._closed = False
+        self._open()
+
+    # ----------------------------------------------------------------------------- the port
+
+    def append(self, records: Sequence[Record]) -> int:
+        self._check("append")
+        if len(records) > self.records_max_per_append:
+            raise BatchTooLarge("records_max_per_append", len(records), self.records_max_per_append)
+        base = self.end_offset()
+        sizes = [_checked_size(i, rec) for i, rec in enumerate(records)]
+        if not records:
+            return base
+        total = self._buffer_cum[-1] if self._buffer_cum else 0
+        ts_max = self._buffer_ts[-1] if self._buffer_ts else -1
+        for i, (rec, size) in enumerate(zip(records, sizes, strict=True)):
+            self._buffer.append(rec.at(base + i))
+            total += size
+            ts_max = max(ts_max, rec.timestamp_ms)
+            self._buffer_cum.append(total)
+            self._buffer_ts.append(ts_max)
+        if self._buffer_since_ms is None:
+            self._buffer_since_ms = self.clock()
+        if self.config.linger_ms == 0 or total >= self.config.flush_bytes:
+            self._flush()
+        assert self.end_offset() == base + len(records)
+        assert self.durable_end() <= self.end_offset()
+        return base
+
+    def read(self, offset: int, records_max: int, bytes_max: int) -> list[Record]:
+        self._check("read")
+        if type(records_max) is not int or records_max < 1:
+            raise InvalidArgument(f"records_max must be an int >= 1, got {records_max!r}")
+        if type(bytes_max) is not int or bytes_max < 0:
+            raise InvalidArgument(f"bytes_max must be an int >= 0, got {bytes_max!r}")
+        self._check_range(offset, "read")
+        out: list[Record] = []
+        budget = [records_max, bytes_max]
+        pos = offset
+        while pos < self._flushed_end() and budget[0] > 0:
+            obj = self._objects[bisect_right(self._bases, pos) - 1]
+            done = self._read_object(obj, pos, out, budget)
+            pos = out[-1].offset + 1 if out else pos
+            if done:
+                return out
+        self._read_buffer(pos, out, budget)
+        assert not out or out[0].offset == offset
+        assert len(out) <= records_max
+        return out
+
+    def offset_for_time(self, ts_ms: int) -> int:
+        self._check("offset_for_time")
+        if type(ts_ms) is not int:
+            raise InvalidArgument(f"ts_ms must be an int, got {ts_ms!r}")
+        for obj in self._objects:
+            if obj.ts_max >= ts_ms:
+                found = self._time_in_object(obj, ts_ms)
+                if found is not None:
+                    return found
+        index = bisect_left(self._buffer_ts, ts_ms)
+        found = self._buffer_base() + index
+        assert found <= self.end_offset()
+        assert index == len(self._buffer) or self._buffer[index].timestamp_ms >= ts_ms
+        return found
+
+    def start_offset(self) -> int:
+        return self._start
+
+    def end_offset(self) -> int:
+        return self._buffer_base() + len(self._buffer)
+
+    def bytes_total(self) -> int:
+        buffered = self._buffer_cum[-1] if self._buffer_cum else 0
+        return self._flushed_bytes - self._start_skip_bytes + buffered
+
+    def truncate(self, offset: int) -> None:
+        self._check("truncate")
+        self._check_range(offset, "truncate")
+        base = self._buffer_base()
+        if offset >= base:
+            self._drop_buffer_from(offset - base)
+            return
+        self._drop_buffer_from(0)
+        while self._objects and self._objects[-1].end > offset:
+            obj = self._objects[-1]
+            if obj.base >= offset or offset <= self._start:
+                self._call("delete", self.store.delete, obj.key)
+                self._pop_last_object()
+            else:
+                self._rewrite_prefix(obj, offset)
+                break
+        if not self._objects:
+            self._start_skip_bytes = 0
+        assert self.end_offset() == offset
+        assert self.durable_end() == offset
+
+    def delete_before(self, offset: int) -> None:
+        self._check("delete_before")
+        if type(offset) is not int or offset > self.end_offset():
+            raise OffsetOutOfRange(offset, self._start, self.end_offset(), "delete_before")
+        if offset <= self._start:
+            return
+        self._call("put", self.store.put, self._start_key, encode_start(offset))
+        self._start = offset
+        while self._objects and self._objects[0].end <= offset:
+            self._call("delete", self.store.delete, self._objects[0].key)
+            self._pop_first_object()
+        base = self._buffer_base()
+        if offset > base:
+            self._drop_buffer_before(offset - base)
+        self._start_skip_bytes = self._skip_bytes()
+        assert self.start_offset() == offset
+        assert not self._objects or self._objects[0].base <= offset < self._objects[0].end
+
+    def sync(self) -> None:
+        self._check("sync")
+        self._flush()
+        assert self.durable_end() == self.end_offset()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._poisoned is None:
+            self._flush()
+
+    # ------------------------------------------------------------------------------- Durable
+
+    def durable_end(self) -> int:
+        """End of the last PUT object (or start, if retention passed it)."""
+        return max(self._start, self._flushed_end())
+
+    def next_flush_ms(self) -> int | None:
+        if self._buffer_since_ms is None or self._closed or self._poisoned is not None:
+            return None
+        return self._buffer_since_ms + self.config.linger_ms
+
+    def poll(self, now_ms: int) -> None:
+        due = self.next_flush_ms()
+        if due is not None and now_ms >= due:
+            self._flush()
+
+    # ---------------------------------------------------------------------------- test hooks
+
+    def reopen(self) -> S3Engine:
+        """A new engine over the same store and prefix (call after `close`)."""
+        return S3Engine(self.store, self.prefix, self.clock, self.config)
+
+    def invariants(self) -> None:
+        assert self._bases == [o.base for o in self._objects], self._bases
+        for prev, cur in zip(self._objects, self._objects[1:], strict=False):
+            assert prev.end == cur.base, (prev.key, cur.key)
+        for obj in self._objects:
+            assert obj.key == data_key(self.prefix, obj.base), obj.key
+            assert obj.base < obj.end, obj
+        if self._objects:
+            assert self._objects[0].base <= self._start < self._objects[0].end, self._start
+        else:
+            assert self._start_skip_bytes == 0
+        assert self._flushed_bytes == sum(o.bytes_total for o in self._objects)
+        assert len(self._footers) <= self.config.footer_cache_max
+        assert len(self._buffer) == len(self._buffer_cum) == len(self._buffer_ts)
+        base = self._buffer_base()
+        ts_max, total = -1, 0
+        for i, rec in enumerate(self._buffer):
+            ts_max, total = max(ts_max, rec.timestamp_ms), total + rec.size()
+            assert rec.offset == base + i, (rec.offset, base, i)
+            assert self._buffer_cum[i] == total and self._buffer_ts[i] == ts_max, i
+        assert (self._buffer_since_ms is None) == (not self._buffer)
+        assert self._start <= self.durable_end() <= self.end_offset()
+
+    # ------------------------------------------------------------------------------- opening
+
+    def _open(self) -> None:
+        keys = self._call("list", self.store.list, self.prefix + "/")
+        try:
+            raw = self._call("get", self.store.get, self._start_key)
+            self._start = decode_start(self._start_key, raw)
+        except NotFound:
+            self._start = 0
+        data_keys = sorted(k for k in keys if self._base_of(k) is not None)
+        for key in data_keys:
+            footer = self._fetch_footer(key)
+            if footer.base != self._base_of(key):
+                raise S3LogCorrupt(f"{key}: footer says base {footer.base}, key says otherwise")
+            summary = ObjectSummary(key, footer.base, footer.end, footer.bytes_total, footer.ts_max)
+            if summary.end <= self._start:  # left behind by an interrupted delete_before
+                self._call("delete", self.store.delete, key)
+                continue
+            self._check_follows(summary)
+            self._objects.append(summary)
+            self._bases.append(summary.base)
+            self._flushed_bytes += summary.bytes_total
+            self._cache_footer(key, footer)
+        self._start_skip_bytes = self._skip_bytes()
+        self.invariants()
+
+    def _check_follows(self, obj: ObjectSummary) -> None:
+        if not self._objects:
+            if obj.base > self._start:
+                raise S3LogCorrupt(f"gap: {self._start_key} says the log starts at "
+                                   f"{self._start} but the first object {obj.key} starts at "
+                                   f"{obj.base}")
+            return
+        prev = self._objects[-1]
+        if prev.end != obj.base:
+            what = "gap" if prev.end < obj.base else "overlap"
+            raise S3LogCorrupt(f"{what}: {prev.key} ends at {prev.end} but {obj.key} starts at "
+                               f"{obj.base}")
+
+    def _base_of(self, key: str) -> int | None:
+        head = self.prefix + "/"
+        digits = key[len(head) : -len(DATA_SUFFIX)]
+        if not key.startswith(head) or not key.endswith(DATA_SUFFIX):
+            return None
+        if len(digits) != BASE_DIGITS or not digits.isdigit() or not digits.isascii():
+            return None
+        return int(digits)
+
+    def _fetch_footer(self, key: str) -> Footer:
+        want = self.config.footer_read_bytes
+        tail = self._call("get", self.store.get, key, -want)
+        length = footer_length_from_trailer(key, tail)
+        if length + TRAILER.size > len(tail) and len(tail) == want:
+            tail = self._call("get", self.store.get, key, -(length + TRAILER.size))
+        return decode_footer(key, tail)
+
+    def _footer(self, obj: ObjectSummary) -> Footer:
+        footer = self._footers.get(obj.key)
+        if footer is None:
+            footer = self._fetch_footer(obj.key)
+            if (footer.base, footer.end) != (obj.base, obj.end):
+                raise S3LogCorrupt(f"{obj.key}: changed under us: now [{footer.base}, "
+                                   f"{footer.end}), was [{obj.base}, {obj.end})")
+        self._cache_footer(obj.key, footer)
+        return footer
+
+    def _cache_footer(self, key: str, footer: Footer) -> None:
+        self._footers[key] = footer
+        self._footers.move_to_end(key)
+        while len(self._footers) > self.config.footer_cache_max:
+            self._footers.popitem(last=False)
+
+    def _skip_bytes(self) -> int:
+        """Record.size() total of the records of the first object below start (one GET)."""
+        if not self._objects or self._objects[0].base >= self._start:
+            return 0
+        obj = self._objects[0]
+        footer = self._footer(obj)
+        i = bisect_right([e.base for e in footer.entries], self._start) - 1
+        records = self._get_batches(obj, footer, i, i + 1)
+        skip = footer.entries[i].size_before
+        skip += sum(r.size() for r in records if r.offset < self._start)
+        assert 0 < skip < obj.bytes_total
+        return skip
+
+    # ------------------------------------------------------------------------------- reading
+
+    def _get_batches(self, obj: ObjectSummary, footer: Footer, i: int, j: int) -> list[Record]:
+        """Records of batches [i, j) of `obj`, with one ranged GET."""
+        lo, hi = footer.entries[i].position, footer.batch_end(j - 1)
+        data = self._call("get", self.store.get, obj.key, lo, hi)
+        if len(data) != hi - lo:
+            raise S3LogCorrupt(f"{obj.key}: GET [{lo}, {hi}) returned {len(data)} bytes")
+        records = decode_range(obj.key, data, footer.entries[i].base)
+        if len(records) != footer.batch_last(j - 1) - footer.entries[i].base:
+            raise S3LogCorrupt(f"{obj.key}: batches {i}..{j - 1} hold {len(records)} records")
+        return records
+
+    def _read_object(
+        self, obj: ObjectSummary, pos: int, out: list[Record], budget: list[int]
+    ) -> bool:
+        """Appends records from `pos` within `obj` to `out`; True once the budget is spent."""
+        footer = self._footer(obj)
+        bases = [e.base for e in footer.entries]
+        i = bisect_right(bases, pos) - 1
+        records_left, bytes_left = budget
+        end_size = footer.size_after(i)
+        j = i + 1
+        while j < len(bases) and bases[j] < pos + records_left:
+            if footer.entries[j].size_before - end_size >= bytes_left:
+                break
+            j += 1
+        for rec in self._get_batches(obj, footer, i, j):
+            if rec.offset < pos:
+                continue
+            if not _take(rec, out, budget):
+                return True
+        return budget[0] == 0 or j < len(bases)
+
+    def _read_buffer(self, pos: int, out: list[Record], budget: list[int]) -> None:
+        for rec in self._buffer[pos - self._buffer_base() :]:
+            if not _take(rec, out, budget):
+                return
+
+    def _time_in_object(self, obj: ObjectSummary, ts_ms: int) -> int | None:
+        """First offset >= start in `obj` with timestamp >= ts_ms, or None."""
+        footer = self._footer(obj)
+        first = max(obj.base, self._start)
+        i = bisect_right([e.base for e in footer.entries], first) - 1
+        i = max(i, bisect_left([e.ts_max for e in footer.entries], ts_ms))
+        while i < len(footer.entries):
+            for rec in self._get_batches(obj, footer, i, i + 1):
+                if rec.offset >= first and rec.timestamp_ms >= ts_ms:
+                    return rec.offset
+            i += 1
+        return None
+
+    # ------------------------------------------------------------------------------- writing
+
+    def _flush(self) -> None:
+        """PUTs the buffer as objects of about `flush_bytes` each, lowest offsets first."""
+        while self._buffer:
+            limit = self.config.flush_bytes
+            count = max(1, bisect_right(self._buffer_cum, limit))
+            chunk = self._buffer[:count]
+            data, footer = encode_object(chunk, self.config.index_interval_bytes)
+            key = data_key(self.prefix, footer.base)
+            self._call("put", self.store.put, key, data)
+            self._push_object(key, footer)
+            self._drop_buffer_before(count)
+        self._buffer_since_ms = None
+        assert self.durable_end() == self.end_offset()
+        assert not self._buffer_cum
+
+    def _rewrite_prefix(self, obj: ObjectSummary, offset: int) -> None:
+        """Replaces `obj` by an object holding only its records below `offset` (same key)."""
+        footer = self._footer(obj)
+        j = bisect_left([e.base for e in footer.entries], offset)
+        kept = [r for r in self._get_batches(obj, footer, 0, j) if r.offset < offset]
+        assert kept and kept[-1].offset == offset - 1
+        data, new = encode_object(kept, self.config.index_interval_bytes)
+        self._call("put", self.store.put, obj.key, data)
+        self._pop_last_object()
+        self._push_object(obj.key, new)
+
+    def _push_object(self, key: str, footer: Footer) -> None:
+        assert footer.base == self._flushed_end() or not self._objects
+        summary = ObjectSummary(key, footer.base, footer.end, footer.bytes_total, footer.ts_max)
+        self._objects.append(summary)
+        self._bases.append(summary.base)
+        self._flushed_bytes += summary.bytes_total
+        self._cache_footer(key, footer)
+
+    def _pop_last_object(self) -> None:
+        obj = self._objects.pop()
+        self._bases.pop()
+        self._flushed_bytes -= obj.bytes_total
+        self._footers.pop(obj.key, None)
+
+    def _pop_first_object(self) -> None:
+        obj = self._objects.pop(0)
+        self._bases.pop(0)
+        self._flushed_bytes -= obj.bytes_total
+        self._footers.pop(obj.key, None)
+
+    def _drop_buffer_from(self, index: int) -> None:
+        del self._buffer[index:], self._buffer_cum[index:], self._buffer_ts[index:]
+        if not self._buffer:
+            self._buffer_since_ms = None
+
+    def _drop_buffer_before(self, index: int) -> None:
+        """Removes the first `index` buffered records (flushed or below a new start)."""
+        kept = self._buffer[index:]
+        self._buffer, self._buffer_cum, self._buffer_ts = [], [], []
+        total, ts_max = 0, -1
+        for rec in kept:
+            total, ts_max = total + rec.size(), max(ts_max, rec.timestamp_ms)
+            self._buffer.append(rec)
+            self._buffer_cum.append(total)
+            self._buffer_ts.append(ts_max)
+        if not self._buffer:
+            self._buffer_since_ms = None
+
+    # ------------------------------------------------------------------------------- helpers
+
+    def _flushed_end(self) -> int:
+        return self._objects[-1].end if self._objects else self._start
+
+    def _buffer_base(self) -> int:
+        return self._buffer[0].offset if self._buffer else max(self._start, self._flushed_end())
+
+    def _check(self, op: str) -> None:
+        if self._closed:
+            raise EngineClosed(f"{op} on a closed {self.kind} engine")
+        if self._poisoned is not None:
+            raise EnginePoisoned(f"{op} on an {self.kind} engine poisoned by: "
+                                 f"{self._poisoned}") from self._poisoned
+
+    def _check_range(self, offset: int, op: str) -> None:
+        if type(offset) is not int or not self._start <= offset <= self.end_offset():
+            raise OffsetOutOfRange(offset, self._start, self.end_offset(), op)
+
+    def _call(self, op: str, fn: Callable[..., object], *args: object) -> object:
+        """Runs one store request, retrying transient errors; other failures poison."""
+        last: DeviceError | None = None
+        for _ in range(self.config.retries + 1):
+            try:
+                return fn(*args)
+            except TransientDeviceError as exc:
+                last = exc
+            except NotFound as exc:
+                if op == "get" and args and args[0] == self._start_key:
+                    raise  # a missing start object means start 0
+                raise self._poison(exc) from None
+            except DeviceError as exc:
+                raise self._poison(exc) from None
+        assert last is not None
+        raise self._poison(last)
+
+    def _poison(self, exc: BaseException) -> BaseException:
+        self._poisoned = exc
+        return exc
+
+
+def _take(rec: Record, out: list[Record], budget: list[int]) -> bool:
+    """Adds `rec` to a read if it fits (Kafka style: the first record always does)."""
+    size = rec.size()
+    if budget[0] == 0 or (out and size > budget[1]):
+        budget[0] = 0
+        return False
+    out.append(rec)
+    budget[0] -= 1
+    budget[1] = max(0, budget[1] - size)
+    return True
+
+
+def _checked_size(index: int, rec: Record) -> int:
+    if not isinstance(rec, Record):
+        raise InvalidRecord(f"append: item {index} is a {type(rec).__name__}, expected Record")
+    if rec.timestamp_ms < 0:
+        raise InvalidRecord(
+            f"append: record {index} has timestamp_ms {rec.timestamp_ms}, expected >= 0"
+        )
+    return rec.size()
+
+
+def s3_factory(
+    store: ObjectStore,
+    root: str,
+    clock: Clock = zero_clock,
+    config: S3EngineConfig | None = None,
+) -> Callable[[str], S3Engine]:
+    """An `EngineFactory` for `ShardStore`: shard `name` lives under `{root}/{name}`."""
+    if type(root) is not str or not root or root.endswith("/"):
+        raise InvalidArgument(f"root must be a non-empty str not ending in '/', got {root!r}")
+
+    def make(name: str) -> S3Engine:
+        return S3Engine(store, f"{root}/{name}", clock, config)
+
+    return make
