@@ -48,11 +48,13 @@ def payload_for(offset: int, size: int) -> bytes:
 
 
 def _devices(engine: str, data_dir: Path, fsync: str, s3_endpoint: str) -> Any:
+    """For S3, `always` = one PUT per append, `group` = 5 ms linger (each round's data_dir names
+    its own bucket, so rounds of different policies do not share a log)."""
     from real.node.engines import Devices, StorageSettings
 
     settings = StorageSettings(
         engine=engine, fsync=fsync, group_commit_ms=5, s3_endpoint=s3_endpoint,
-        s3_bucket="crash", s3_linger_ms=5 if fsync == "group" else 0,
+        s3_bucket=f"crash-{fsync}", s3_linger_ms=5 if fsync == "group" else 0,
     )
     return Devices(data_dir, settings)
 
@@ -183,12 +185,21 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     results = []
+    endpoint, seaweed = args.s3_endpoint, None
+    if "s3" in args.engines.split(",") and not endpoint:
+        from real.node.seaweed import SeaweedServer
+
+        seaweed = SeaweedServer()
+        seaweed.start()
+        endpoint = seaweed.endpoint_url
     with tempfile.TemporaryDirectory(prefix="twinmq-crash-") as tmp:
         for engine in args.engines.split(","):
             for fsync in args.fsync.split(","):
+                if engine == "s3" and fsync == "never":
+                    continue  # S3 has no such policy: always (PUT per append) or group (linger)
                 data_dir = Path(tmp) / f"{engine}-{fsync}"
                 rounds = run_rounds(engine, fsync, data_dir, args.kills, args.record_bytes,
-                                    args.seed, args.s3_endpoint)
+                                    args.seed, endpoint)
                 summary = summarize(engine, fsync, rounds)
                 results.append(summary)
                 print(f"{engine:8} {fsync:6} kills={summary['kills']} "
@@ -197,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"lost_accepted max={summary['lost_accepted_max']} "
                       f"mean={summary['lost_accepted_mean']} "
                       f"window_ms max={summary['lost_window_ms_max']}")
+    if seaweed is not None:
+        seaweed.stop()
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1) + "\n")

@@ -59,6 +59,13 @@ def shard_key(name: str) -> str:
     return "".join(out)
 
 
+def _is_loopback(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
 def monotonic_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 
@@ -95,15 +102,19 @@ class Devices:
     def store(self) -> Any:
         if self._store is None:
             from real.node.s3 import S3ObjectStore
+            from real.node.seaweed import DUMMY_KEY, SeaweedServer
 
             endpoint = self.settings.s3_endpoint
             if not endpoint:
-                from real.node.seaweed import SeaweedServer
-
                 self._seaweed = SeaweedServer(data_dir=str(self.root / "seaweedfs"))
                 self._seaweed.start()
                 endpoint = self._seaweed.endpoint_url
-            self._store = S3ObjectStore(self.settings.s3_bucket, endpoint)
+            # A loopback endpoint (the embedded or a test SeaweedFS) takes any credentials; any
+            # other endpoint gets boto3's usual chain (AWS_ACCESS_KEY_ID, profiles, roles), so no
+            # secret ever sits in TwinMQ's config.
+            key = DUMMY_KEY if _is_loopback(endpoint) else None
+            self._store = S3ObjectStore(self.settings.s3_bucket, endpoint, access_key=key,
+                                        secret_key=key)
         return self._store
 
     @property

@@ -35,9 +35,9 @@ def get(port: int, path: str) -> Any:
         return json.loads(resp.read())
 
 
-def start(data_dir: Path, port: int) -> subprocess.Popen[str]:
+def start(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "real", "serve", "--admin-port", str(port),
-           "--data-dir", str(data_dir)]
+           "--data-dir", str(data_dir), *extra]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -113,3 +113,43 @@ def test_sigint_is_graceful(tmp_path: Path) -> None:
         out = stop(proc, signal.SIGINT)
     assert proc.returncode == 0, out
     assert "SIGINT received, shutting down" in out and "twinmq stopped" in out
+
+
+def _weed_pids() -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmdline.split(b"\0", 1)[0].endswith(b"/weed"):
+                pids.add(int(entry.name))
+    return pids
+
+
+@pytest.mark.integration
+def test_serve_with_s3_starts_and_stops_seaweedfs(tmp_path: Path) -> None:
+    """`twinmq serve --storage s3` with no endpoint runs an embedded SeaweedFS, and stops it."""
+    before = _weed_pids()
+    port = free_port()
+    proc = start(tmp_path / "data", port, "--storage", "s3")
+    try:
+        wait_ready(proc, port)
+        storage = get(port, "/storage")
+        assert storage["default_engine"] == "s3"
+        endpoint = storage["s3_endpoint"]
+        assert endpoint.startswith("http://127.0.0.1:"), storage
+        started = _weed_pids() - before
+        assert len(started) == 1, started
+        from real.node.s3 import S3ObjectStore
+        from real.node.seaweed import DUMMY_KEY
+
+        store = S3ObjectStore("probe", endpoint, access_key=DUMMY_KEY, secret_key=DUMMY_KEY)
+        store.put("k", b"v")
+        assert store.get("k") == b"v"
+    finally:
+        out = stop(proc, signal.SIGTERM)
+    assert proc.returncode == 0, out
+    assert "S3 endpoint http://127.0.0.1:" in out
+    assert not (_weed_pids() & started), "the embedded SeaweedFS outlived the node"

@@ -25,7 +25,8 @@ def _check(engine: str, fsync: str, tmp_path: Path, kills: int, s3_endpoint: str
                         s3_endpoint=s3_endpoint)
     summary = summarize(engine, fsync, rounds)
     assert summary["lost_durable_total"] == 0, summary
-    assert all(r.durable <= r.recovered_end <= r.accepted for r in rounds), rounds
+    # One append may be in flight at the kill: stored, but its `A` line never printed.
+    assert all(r.durable <= r.recovered_end <= r.accepted + 1 for r in rounds), rounds
     if fsync == "always":
         assert summary["lost_accepted_max"] == 0, summary
     # The log stays appendable across kills: every round starts where the last recovery ended.
@@ -43,3 +44,11 @@ def test_file_always_smoke(tmp_path: Path) -> None:
 @pytest.mark.parametrize("engine", ["file", "rocksdb"])
 def test_sigkill(engine: str, fsync: str, tmp_path: Path) -> None:
     _check(engine, fsync, tmp_path, kills=4)
+
+
+@pytest.mark.parametrize("fsync", ["always", "group"])
+def test_sigkill_s3(fsync: str, tmp_path: Path) -> None:
+    """S3's promise: a record is durable once the PUT of its object completed (`D` lines)."""
+    from real.node.seaweed import shared_server
+
+    _check("s3", fsync, tmp_path, kills=3, s3_endpoint=shared_server().endpoint_url)
