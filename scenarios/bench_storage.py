@@ -264,7 +264,7 @@ def open_sim(engine: str, policy: str, seed: int, calib: dict[str, Any]) -> tupl
         from model.kv import SimKeyValue
         from real.storage.kvengine import KvEngine, KvEngineConfig
 
-        kv = SimKeyValue(rng)
+        kv = SimKeyValue(rng, calib["sim_kv_config"])
         env_devices.append(kv)
         eng = KvEngine(kv, "bench", env.clock_ms, KvEngineConfig(**opts))
     else:
@@ -308,6 +308,7 @@ def calibrate(raw: dict[str, dict[str, Any]], cpu: dict[int, int]) -> dict[str, 
     """SimFsConfig from the raw runs: sync = fixed part + bytes at the measured bandwidth."""
     from model.dist import Dist
     from model.fs import SimFsConfig
+    from model.kv import SimKvConfig
 
     small, big = raw["raw-64KiB"], raw["raw-1MiB"]
     # Two points (64 KiB, 1 MiB) of sync latency vs bytes give bandwidth and a fixed part.
@@ -320,7 +321,9 @@ def calibrate(raw: dict[str, dict[str, Any]], cpu: dict[int, int]) -> dict[str, 
         sync_latency=Dist("lognormal", fixed_ms, sigma, 200.0),
         sync_bandwidth_mb_s=round(bandwidth, 1),
     )
-    return {"sim_fs_config": config, "cpu_us_per_append": cpu,
+    # RocksDB's WAL sync is an fdatasync of a small append: the fixed part of the same fit.
+    kv_config = SimKvConfig(sync_latency=Dist("lognormal", fixed_ms, sigma, 200.0))
+    return {"sim_fs_config": config, "sim_kv_config": kv_config, "cpu_us_per_append": cpu,
             "sync_fixed_ms": round(fixed_ms, 3), "sync_sigma": round(sigma, 3),
             "sync_bandwidth_mb_s": round(bandwidth, 1)}
 
@@ -379,6 +382,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     rows.append(row)
                     print(_line(row), flush=True)
     calib.pop("sim_fs_config", None)
+    calib.pop("sim_kv_config", None)
     target = _target(rows, raw)
     return {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
