@@ -18,8 +18,9 @@ created but whose directory was never synced vanishes on a crash (even if its co
 a removed file whose directory was not synced reappears (with its durable content), and a rename
 not followed by `sync_dir` is undone. `make_dirs` follows the same rule: a new directory is an
 entry of its parent, durable only once the parent is synced (`SimFsConfig.make_dirs_durable=True`
-relaxes this). `rename` works within one directory only (the port's contract) and may replace a
-file or an empty directory.
+relaxes this); `remove_dir` (empty directories only) is an entry removal in the parent, durable
+once the parent is synced. `rename` works within one directory only (the port's contract) and may
+replace a file or an empty directory.
 
 **Crash (`crash()`, power loss).** Every directory reachable from the root through *durable*
 mappings takes its durable mapping back; everything else is gone. Every surviving file gets its
@@ -50,7 +51,8 @@ costs 1/bandwidth microseconds:
   nothing unsynced costs `meta_latency` only; `sync_dir`: `sync_latency` (or `meta_latency` if
   the mapping is unchanged);
 - `read`: `read_latency` + returned bytes / `read_bandwidth_mb_s`;
-- everything else (`make_dirs`, `list_dir`, `exists`, `size`, `rename`, `remove`, `close`):
+- everything else (`make_dirs`, `list_dir`, `exists`, `size`, `rename`, `remove`, `remove_dir`,
+  `close`):
   `meta_latency`.
 
 Defaults are plausible for a local NVMe SSD without power-loss protection: fdatasync lognormal
@@ -79,8 +81,8 @@ from real.storage.devices import DeviceError, NotFound
 from real.storage.errors import InvalidArgument
 
 PORT_OPS = sorted(
-    ["append", "close", "exists", "list_dir", "make_dirs", "read", "remove", "rename", "size",
-     "sync", "sync_dir", "truncate"]
+    ["append", "close", "exists", "list_dir", "make_dirs", "read", "remove", "remove_dir",
+     "rename", "size", "sync", "sync_dir", "truncate"]
 )
 EIO_DETAIL = "EIO (injected)"
 ENOSPC_DETAIL = "ENOSPC: No space left on device"
@@ -437,6 +439,24 @@ class SimFileSystem:
         del parent.entries[parts[-1]]
         self._used -= len(inode.data)
         assert self._used >= 0
+
+    def remove_dir(self, path: str) -> None:
+        """rmdir: drops the empty directory's entry from its parent (durable on `sync_dir` of
+        the parent; a crash before that brings it back with its durable mapping)."""
+        parts = self._enter("remove_dir", path, self.config.meta_latency)
+        if not parts:
+            raise DeviceError("remove_dir", path, "EBUSY: the root cannot be removed")
+        node = self._walk("remove_dir", path, parts)
+        if isinstance(node, _Inode):
+            raise DeviceError("remove_dir", path, "ENOTDIR: Not a directory")
+        assert isinstance(node, _Dir)
+        if node.entries:
+            raise DeviceError("remove_dir", path, "ENOTEMPTY: Directory not empty")
+        parent = self._walk("remove_dir", path, parts[:-1])
+        assert isinstance(parent, _Dir)
+        del parent.entries[parts[-1]]
+        assert parts[-1] not in parent.entries
+        assert not node.entries
 
     def close(self, path: str) -> None:
         self._enter("close", path, self.config.meta_latency)

@@ -139,6 +139,16 @@ class OsFileSystem:
         except OSError as exc:
             raise DeviceError("remove", path, _describe(exc)) from None
 
+    def remove_dir(self, path: str) -> None:
+        if not path:
+            raise DeviceError("remove_dir", path, "the root cannot be removed")
+        try:
+            os.rmdir(self._abs(path))
+        except FileNotFoundError:
+            raise NotFound("remove_dir", path) from None
+        except OSError as exc:  # ENOTEMPTY, ENOTDIR, ...
+            raise DeviceError("remove_dir", path, _describe(exc)) from None
+
     def close(self, path: str) -> None:
         fd = self._fds.pop(path, None)
         if fd is not None:

@@ -10,7 +10,8 @@ Durability vocabulary shared by every implementation:
 
 - FileSystem: `append` hands bytes to the OS (they survive the *process* dying, not the machine);
   `sync(path)` (fdatasync) makes a file's content durable; `sync_dir(dir)` makes creations, removals
-  and renames of entries in that directory durable. A simulated crash reverts each file to its last
+  and renames of entries in that directory durable (a `remove_dir(d)` is an entry removal in d's
+  parent). A simulated crash reverts each file to its last
   synced content (optionally keeping a torn prefix of the unsynced writes) and each directory to its
   last synced entries.
 - KeyValue: `write(..., sync=True)` is durable on return; `sync=False` writes survive a process
@@ -99,6 +100,11 @@ class FileSystem(Protocol):
 
     def remove(self, path: str) -> None:
         """Raises `NotFound`."""
+        ...
+
+    def remove_dir(self, path: str) -> None:
+        """Removes the EMPTY directory `path` (rmdir): `NotFound` if missing, `DeviceError` if
+        it is a file, holds entries, or is the root. Durable once `sync_dir` of its parent."""
         ...
 
     def close(self, path: str) -> None:

@@ -9,6 +9,7 @@ On disk, one directory per shard:
                                     memory and are rebuilt by scanning it at open
     log-start.checkpoint            the log start offset (retention inside a segment), see
                                     journal_segment.py; absent = the first segment's base
+    destroy.tombstone               empty; exists only while destroy() runs or was cut short
 
 A segment's name is the 20-digit offset of its first record; segment i+1 starts exactly where
 segment i ends (a gap is `CorruptLog`). Each batch carries its length and a CRC-32C over header and
@@ -31,6 +32,12 @@ Durability (FileSystem vocabulary: `sync` = fdatasync, `sync_dir` = directory en
 - A `DeviceError` while writing or syncing poisons the engine (fsyncgate: a failed fsync may have
   dropped dirty pages, so it is never retried); every later call raises `EngineFailed` until the
   engine is closed and reopened, which recovers from what the files hold.
+
+Destroy (`destroy()`, the port's): closes the engine without flushing its buffer, then removes
+the journal's files behind a tombstone `destroy.tombstone` (created and `sync_dir`ed first: the
+commit point; removed last, after the removals are `sync_dir`ed), then the empty directory
+(`remove_dir`, `sync_dir` of the parent). Recovery that finds the tombstone finishes the removal
+before anything else, so a crash part-way opens either the log as it was or an empty log at 0.
 
 Reads see every appended record, buffered or not (the active segment's bytes are the file's
 followed by the buffer). Recovery is the constructor: leftover `*.tmp` files and index files
@@ -55,7 +62,14 @@ from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from real.storage.devices import Clock, DeviceError, FileSystem, write_file_atomic, zero_clock
+from real.storage.devices import (
+    Clock,
+    DeviceError,
+    FileSystem,
+    parent_dir,
+    write_file_atomic,
+    zero_clock,
+)
 from real.storage.errors import (
     BatchTooLarge,
     EngineClosed,
@@ -90,12 +104,21 @@ from real.storage.journal_segment import (
 )
 from real.storage.record import BATCH_RECORDS_MAX, Record, encode_records
 
-__all__ = ["CorruptLog", "EngineFailed", "JournalConfig", "JournalEngine"]
+__all__ = [
+    "CorruptLog",
+    "EngineFailed",
+    "JournalConfig",
+    "JournalEngine",
+    "clear_journal_directory",
+    "destroy_journal_directory",
+]
 
 FSYNC_POLICIES = ("always", "group", "never")
 SEGMENT_BYTES_MIN = 4096
 SEGMENT_BYTES_MAX = (1 << 31) - 1  # index positions are u32
 INDEX_CACHE_SEGMENTS = 16
+TOMBSTONE_NAME = "destroy.tombstone"
+TMP_SUFFIX = ".tmp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,8 +213,11 @@ class JournalEngine:
         fs = self.fs
         self._make_dirs_durable()
         names = fs.list_dir(self.directory)
+        if TOMBSTONE_NAME in names:  # a destroy() cut short after its commit point: finish it
+            clear_journal_directory(fs, self.directory)
+            names = fs.list_dir(self.directory)
         for name in names:
-            if name.endswith(".tmp"):  # a write_file_atomic cut short by a crash
+            if name.endswith(TMP_SUFFIX):  # a write_file_atomic cut short by a crash
                 fs.remove(self._path(name))
         bases = sorted(b for b in (parse_segment_name(n) for n in names) if b is not None)
         self._remove_orphan_indexes(names, bases)
@@ -624,6 +650,26 @@ class JournalEngine:
         finally:
             self.fs.close(self._segments[-1].path)
 
+    def destroy(self) -> None:
+        """Closes (dropping unsynced appends) and removes the directory; see `destroy_journal_
+        directory` for the order and the crash guarantee. Works closed or poisoned; idempotent.
+
+        A `DeviceError` propagates as is (the engine stays closed); call `destroy()` again.
+        Afterwards `end_offset()` is 0 and `reopen()` gives an empty log at offset 0."""
+        if not self._closed:
+            self._closed = True
+            self._pending.clear()
+            self._pending_since_ms = None
+            self.fs.close(self._segments[-1].path)
+        destroy_journal_directory(self.fs, self.directory)
+        path = self._path(segment_name(0, LOG_SUFFIX))
+        empty = _Segment(0, path, 0, 0, -1, 0, SegmentIndex(self.config.index_interval_bytes))
+        self._segments, self._bases, self._cache = [empty], [0], {}
+        self._start = self._hidden_bytes = self._durable_end = 0
+        self._failed = None  # whatever poisoned it is gone with the files
+        assert self.end_offset() == 0
+        assert not any(journal_owns(name) for name in self.fs.list_dir(self.directory))
+
     # ------------------------------------------------------------------------------ Durable
 
     def durable_end(self) -> int:
@@ -755,6 +801,60 @@ class JournalEngine:
             f"{op} on the journal over {self.directory!r} failed ({exc}); "
             "the engine is poisoned: close and reopen it to recover from its files"
         )
+
+
+def journal_owns(name: str) -> bool:
+    """Whether a directory entry is one the journal writes (others are left alone)."""
+    if name in (CHECKPOINT_NAME, TOMBSTONE_NAME) or name.endswith(TMP_SUFFIX):
+        return True
+    return parse_segment_name(name) is not None or name.endswith((INDEX_SUFFIX, TIME_INDEX_SUFFIX))
+
+
+def clear_journal_directory(fs: FileSystem, directory: str) -> None:
+    """Removes every journal file of `directory` durably, behind a tombstone; keeps the directory.
+
+    1. Creates `destroy.tombstone` (empty) and `sync_dir`s: the commit point. From here on any
+       recovery (`JournalEngine.__init__`) finishes the destroy before reading anything.
+    2. Removes the segments (highest base first), index files, checkpoint and `*.tmp` files;
+       `sync_dir`. Their order does not matter: the tombstone covers every partial state (a real
+       filesystem may persist the removals of one directory in any order until the sync).
+    3. Removes the tombstone; `sync_dir`. Only now, after step 2 is durable, may it go.
+
+    A crash before step 1's `sync_dir` leaves the log as it was (nothing was removed); after it,
+    recovery opens an empty log at offset 0. Entries the journal does not own stay.
+    """
+    names = [name for name in fs.list_dir(directory) if journal_owns(name)]
+    if not names:
+        return
+    doomed = [name for name in names if name != TOMBSTONE_NAME]
+    tombstone = _join(directory, TOMBSTONE_NAME)
+    if TOMBSTONE_NAME not in names:
+        fs.append(tombstone, b"")
+        fs.close(tombstone)
+        fs.sync_dir(directory)
+    for name in reversed(doomed):
+        fs.remove(_join(directory, name))
+    if doomed:
+        fs.sync_dir(directory)
+    fs.remove(tombstone)
+    fs.sync_dir(directory)
+    assert not any(journal_owns(name) for name in fs.list_dir(directory))
+    assert not fs.exists(tombstone)
+
+
+def destroy_journal_directory(fs: FileSystem, directory: str) -> None:
+    """`clear_journal_directory`, then (if it is now empty and not the root) `remove_dir` of the
+    directory and `sync_dir` of its parent. Idempotent: a missing directory is a no-op. A crash
+    between the two leaves an empty directory, which opens as an empty log at offset 0."""
+    clear_journal_directory(fs, directory)
+    if directory and fs.exists(directory) and not fs.list_dir(directory):
+        fs.remove_dir(directory)
+        fs.sync_dir(parent_dir(directory))
+    assert not fs.exists(_join(directory, TOMBSTONE_NAME))
+
+
+def _join(directory: str, name: str) -> str:
+    return f"{directory}/{name}" if directory else name
 
 
 def _checked_size(index: int, rec: Record) -> int:

@@ -52,6 +52,10 @@ return; a synced write also makes every earlier write durable (the WAL is one se
 `durable_end()` becomes `end_offset()`. Opening a shard that holds data calls `kv.sync()` once:
 whatever recovery found (perhaps only in the page cache after a process crash) is then durable.
 
+Destroy (`destroy()`): ONE `write(sync=True)` deleting the range [P, P with its last byte + 1),
+i.e. every key of the shard (batches, meta, time index): atomic and durable, so a crash leaves
+the whole old shard or nothing, and a fresh engine opens empty at offset 0.
+
 A `DeviceError` from the store poisons the engine: the error propagates, and every later call
 but `close()` raises `EnginePoisoned`. `reopen()` recovers a fresh engine from the store.
 """
@@ -392,6 +396,21 @@ class KvEngine:
         finally:
             self._closed = True
 
+    def destroy(self) -> None:
+        """Closes (unsynced appends are dropped with the rest) and deletes the shard's whole key
+        range [P, P+1) (batches, meta, time index, anything else under the prefix) with ONE
+        `write(sync=True)`: atomic and durable, so a crash leaves the old shard or none, and a
+        fresh engine then opens empty at offset 0. Works closed or poisoned; idempotent (each
+        call is one synced range deletion). A `DeviceError` propagates; call it again."""
+        self._closed = True
+        self._pending_since_ms, self._pending_bytes = None, 0
+        lo, hi = self._prefix, _prefix_end(self._prefix)
+        self._write("destroy", puts=[], delete_ranges=[(lo, hi)], sync=True)
+        self._meta = Meta(0, 0, 0, 0, -1)
+        self._durable_end = 0
+        assert self.end_offset() == 0
+        assert self._first(lo, hi, False, "destroy") is None
+
     # ------------------------------------------------------------------------------ durability
 
     def durable_end(self) -> int:
@@ -617,6 +636,13 @@ class KvEngine:
         meta = self._meta
         if type(offset) is not int or not meta.start <= offset <= meta.end:
             raise OffsetOutOfRange(offset, meta.start, meta.end, op)
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The least key above every key starting with `prefix` (its last byte, a UTF-8 byte of the
+    name, is never 0xff, so incrementing it is enough)."""
+    assert prefix and prefix[-1] != 0xFF, prefix
+    return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
 def _next_tag(tag: bytes) -> bytes:

@@ -148,6 +148,16 @@ class MemoryEngine:
     def close(self) -> None:
         self._closed = True
 
+    def destroy(self) -> None:
+        """Closes and drops every record; `reopen()` then gives an empty log at offset 0.
+
+        Memory holds no state beyond the process, so this is all destroying means here."""
+        self._closed = True
+        self._start = 0
+        self._records, self._ts_max, self._cum = [], [], []
+        assert self.end_offset() == 0
+        assert self.bytes_total() == 0
+
     # ----------------------------------------------------------------------------- test hooks
 
     def reopen(self) -> MemoryEngine:

@@ -32,6 +32,14 @@ class ShardEngine(Protocol):
       An offset at or below start is a no-op.
     - `bytes_total()`: sum of `Record.size()` of the stored records.
     - `sync()`: makes every accepted append durable. `close()`: later calls raise `EngineClosed`.
+    - `destroy()`: closes the engine (unsynced appends are discarded, not flushed) and removes
+      ALL of its durable state, durably: when it returns, a fresh engine over the same location
+      (directory, key prefix, object prefix) opens empty at offset 0, even after a machine crash.
+      Works on an open, closed or poisoned engine and is idempotent. A crash (or a device error)
+      part-way leaves, once a fresh engine recovers, either the log exactly as a crash at the
+      call would have left it or an empty log at offset 0: never a gap, a prefix or a
+      corruption error. Each engine documents how (a tombstone for files and objects, one
+      atomic write for key-value). After a failed destroy, call it again.
     """
 
     kind: str
@@ -56,12 +64,15 @@ class ShardEngine(Protocol):
 
     def close(self) -> None: ...
 
+    def destroy(self) -> None: ...
+
 
 @runtime_checkable
 class ReopenableEngine(ShardEngine, Protocol):
     """Test hook: `reopen()` after `close()` gives an engine over the same durable state.
 
-    Whatever was synced must survive; the memory engine returns itself.
+    Whatever was synced must survive; the memory engine returns itself. After `destroy()`,
+    `reopen()` gives an empty engine at offset 0.
     """
 
     def reopen(self) -> ShardEngine: ...

@@ -1,6 +1,6 @@
 """`S3Engine` (kind "s3"): one shard log stored as immutable objects in an `ObjectStore`.
 
-Layout under `prefix` (no other writer may use it; keys under it that match neither pattern are
+Layout under `prefix` (no other writer may use it; keys under it that match none of the patterns are
 ignored):
 
 - `{prefix}/{base:020d}.tmqs`: a data object holding the records [base, end). The zero-padded base
@@ -33,6 +33,9 @@ ignored):
 
   Missing means 0. If objects exist, the first one starts at or below `start`.
 
+- `{prefix}/destroyed`: a tombstone ("TMQD"), present only while `destroy()` runs or after it
+  was cut short (see Destroy below).
+
 Durability point: the completed PUT of the object holding a record (S3 PUTs are durable and
 atomic on return). With `linger_ms == 0` every `append` PUTs one object before returning, so
 `durable_end() == end_offset()` after it. With `linger_ms > 0` appends are buffered in memory (and
@@ -42,6 +45,15 @@ object. A crash loses the buffer and nothing else. `truncate` (delete whole obje
 highest first, then rewrite the straddling object under its own key) and `delete_before` (PUT the
 start object, then delete whole objects below it, lowest first) are durable when they return, and
 a crash part-way leaves a state that opens to the old or the new log (never a gap).
+
+Destroy (`destroy()`, the port's): drop the buffer, LIST, PUT the tombstone (the commit point,
+durable on return), DELETE the data objects highest first, then the start object, then the
+tombstone. Opening a prefix that holds the tombstone first finishes the destroy (the same steps
+from the DELETEs on) and opens an empty log. So a crash or failure part-way leaves either the old
+log (before the tombstone PUT returned) or, once reopened, an empty log at offset 0; never the
+prefix of the log a highest-first deletion alone would expose, nor a gap a lowest-first one would
+(deleting data while `start` still points into it). Only keys of the layout above are deleted;
+other keys under the prefix stay, as they are ignored by opening.
 
 Failures: a `TransientDeviceError` is retried up to `retries` times at once (the engine never
 sleeps; the adapter and botocore may back off). Any other failure, or retries exhausted, poisons
@@ -88,6 +100,8 @@ FOOTER_ENTRY = struct.Struct(">qQQq")
 TRAILER = struct.Struct(">I4sI")
 START_BODY = struct.Struct(">4sBq")
 DATA_SUFFIX = ".tmqs"
+TOMBSTONE_NAME = "destroyed"
+TOMBSTONE_BODY = b"TMQD"  # only the key's existence matters
 BASE_DIGITS = 20
 MiB = 1 << 20
 
@@ -344,6 +358,7 @@ class S3Engine:
         self.config = config
         self.records_max_per_append = config.records_max_per_append
         self._start_key = f"{prefix}/start"
+        self._tombstone_key = f"{prefix}/{TOMBSTONE_NAME}"
         self._start = 0
         self._start_skip_bytes = 0  # Record.size() of records of _objects[0] below _start
         self._objects: list[ObjectSummary] = []
@@ -481,6 +496,19 @@ class S3Engine:
         if self._poisoned is None:
             self._flush()
 
+    def destroy(self) -> None:
+        """Closes (the linger buffer is dropped, not PUT) and deletes the log's objects behind a
+        tombstone; see the module docstring. Works closed or poisoned; idempotent. A device
+        failure propagates (the engine stays closed and poisoned); call `destroy()` again."""
+        self._closed = True
+        self._drop_buffer_from(0)
+        self._poisoned = None  # destroy trusts only the listing, never the cached view
+        self._erase()
+        self._objects, self._bases, self._footers = [], [], OrderedDict()
+        self._start = self._start_skip_bytes = self._flushed_bytes = 0
+        assert self.end_offset() == 0
+        assert self.durable_end() == 0
+
     # ------------------------------------------------------------------------------- Durable
 
     def durable_end(self) -> int:
@@ -528,8 +556,27 @@ class S3Engine:
 
     # ------------------------------------------------------------------------------- opening
 
+    def _erase(self) -> None:
+        """PUT the tombstone (the commit point; skipped if there is nothing else or it exists),
+        DELETE the data objects highest first, then the start object, then the tombstone."""
+        keys = self._call("list", self.store.list, self.prefix + "/")
+        assert isinstance(keys, list)
+        doomed = sorted((k for k in keys if self._base_of(k) is not None), reverse=True)
+        doomed += [k for k in keys if k == self._start_key]
+        if doomed and self._tombstone_key not in keys:
+            self._call("put", self.store.put, self._tombstone_key, TOMBSTONE_BODY)
+        for key in doomed:
+            self._call("delete", self.store.delete, key)
+        if doomed or self._tombstone_key in keys:
+            self._call("delete", self.store.delete, self._tombstone_key)
+
     def _open(self) -> None:
         keys = self._call("list", self.store.list, self.prefix + "/")
+        assert isinstance(keys, list)
+        if self._tombstone_key in keys:  # a destroy() cut short after its commit point
+            self._erase()
+            keys = self._call("list", self.store.list, self.prefix + "/")
+            assert isinstance(keys, list)
         try:
             raw = self._call("get", self.store.get, self._start_key)
             self._start = decode_start(self._start_key, raw)

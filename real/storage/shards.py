@@ -1,7 +1,21 @@
 """`ShardStore`: named shards (an MQTT topic, a Kafka partition) each over its own engine.
 
 Engines come from factories keyed by kind (`"memory"` built in; the file journal, RocksDB and S3
-engines register theirs). Shard names are iterated sorted, never as a set.
+engines register theirs). A factory opens (recovers) whatever its engine finds at the shard's
+location (a directory, a key prefix, an object prefix). Shard names are iterated sorted, never as
+a set.
+
+Lifecycle. The shard catalogue itself lives in the meta service; this store only holds the open
+engines of one node:
+
+- `create(name)`: a NEW shard. Its factory must return an engine at offset 0 holding nothing;
+  leftover data (a crash between a meta-service delete and the engine's destroy, a name reused
+  without a delete) is refused with `ShardDataExists`, never silently adopted.
+- `attach(name)`: re-opens an EXISTING shard after a node restart: the factory recovers whatever
+  is there (perhaps nothing), and no emptiness is required.
+- `delete(name)`: `engine.destroy()`: the data is removed durably before the shard leaves the
+  store, so a later `create` of the name starts empty. If destroy fails (a device error), the
+  shard stays listed with its engine closed: retry `delete`.
 """
 
 from __future__ import annotations
@@ -20,10 +34,25 @@ from real.storage.memory import MemoryEngine
 from real.storage.port import ShardEngine
 from real.storage.record import Record
 
-EngineFactory = Callable[[str], ShardEngine]  # shard name -> a fresh engine
+EngineFactory = Callable[[str], ShardEngine]  # shard name -> its engine, opened (recovered)
 SHARDS_MAX_DEFAULT = 100_000
 SHARD_NAME_BYTES_MAX = 1024
 RETENTION_SCAN_RECORDS = 1024
+
+
+class ShardDataExists(ShardExists):
+    """`create` found durable data where a new shard should start empty; names what it found."""
+
+    def __init__(self, name: str, engine: str, start: int, end: int) -> None:
+        super().__init__(name)
+        self.engine = engine
+        self.start_offset = start
+        self.end_offset = end
+        self.args = (
+            f"create: shard {name!r} already has data in its {engine!r} engine (offsets "
+            f"[{start}, {end}), expected an empty log at 0); attach it to re-open it, or "
+            f"delete it first",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +88,36 @@ class ShardStore:
     # ------------------------------------------------------------------------------- catalogue
 
     def create(self, name: str, engine: str | None = None) -> ShardInfo:
+        """Opens a new, empty shard; `ShardDataExists` (engine closed) if data is already there."""
+        kind = self._check_new(name, engine)
+        opened = self._factories[kind](name)
+        start, end = opened.start_offset(), opened.end_offset()
+        if start != 0 or end != 0:
+            opened.close()
+            raise ShardDataExists(name, kind, start, end)
+        self._shards[name] = (kind, opened)
+        info = self.describe(name)
+        assert info.records == 0 and info.end_offset == 0, info
+        assert info.engine == kind
+        return info
+
+    def attach(self, name: str, engine: str | None = None) -> ShardInfo:
+        """Re-opens an existing shard (node restart): the factory recovers whatever is there."""
+        kind = self._check_new(name, engine)
+        self._shards[name] = (kind, self._factories[kind](name))
+        info = self.describe(name)
+        assert info.engine == kind
+        assert info.start_offset <= info.end_offset, info
+        return info
+
+    def delete(self, name: str) -> None:
+        """Destroys the shard's data durably, then forgets it (kept listed if destroy fails)."""
+        _kind, engine = self._lookup(name)
+        engine.destroy()
+        del self._shards[name]
+        assert name not in self._shards
+
+    def _check_new(self, name: str, engine: str | None) -> str:
         _check_name(name)
         kind = self.default_engine if engine is None else engine
         if kind not in self._factories:
@@ -67,17 +126,7 @@ class ShardStore:
             raise ShardExists(name)
         if len(self._shards) >= self.shards_max:
             raise StorageFull("shards_max", len(self._shards) + 1, self.shards_max)
-        self._shards[name] = (kind, self._factories[kind](name))
-        info = self.describe(name)
-        assert info.records == 0, info
-        assert info.engine == kind
-        return info
-
-    def delete(self, name: str) -> None:
-        _kind, engine = self._lookup(name)
-        engine.close()
-        del self._shards[name]
-        assert name not in self._shards
+        return kind
 
     def list(self) -> list[str]:
         return sorted(self._shards)

@@ -224,3 +224,29 @@ def test_write_file_atomic_replaces_whole(fs: FileSystem) -> None:
     assert fs.list_dir("meta") == ["state"]
     write_file_atomic(fs, "top", b"")
     assert fs.size("top") == 0
+
+
+def test_remove_dir_removes_only_empty_directories(fs: FileSystem) -> None:
+    fs.make_dirs("a/b")
+    fs.append("a/b/f", b"x")
+    with pytest.raises(DeviceError) as info:
+        fs.remove_dir("a/b")  # not empty
+    assert not isinstance(info.value, NotFound)
+    assert info.value.op == "remove_dir"
+    with pytest.raises(DeviceError) as info:
+        fs.remove_dir("a/b/f")  # a file
+    assert not isinstance(info.value, NotFound)
+    with pytest.raises(DeviceError):
+        fs.remove_dir("")  # the root
+    assert fs.read("a/b/f", 0, 1) == b"x"
+    fs.remove("a/b/f")
+    fs.remove_dir("a/b")
+    assert not fs.exists("a/b")
+    assert fs.list_dir("a") == []
+    fs.sync_dir("a")
+    with pytest.raises(NotFound) as missing:
+        fs.remove_dir("a/b")
+    assert missing.value.op == "remove_dir"
+    fs.make_dirs("a/b")  # recreated: a fresh, empty directory
+    assert fs.list_dir("a/b") == []
+    assert fs.append("a/b/g", b"new") == 3
