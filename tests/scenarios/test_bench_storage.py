@@ -9,6 +9,7 @@ import pytest
 
 from scenarios.bench_storage import main
 
+
 @pytest.mark.bench
 @pytest.mark.smoke
 def test_bench_storage_smoke(tmp_path: Path) -> None:
