@@ -10,9 +10,13 @@ Layout of `<dir>/raft.log`:
                                                                   (drops every stored entry)
 
 Replaying the records rebuilds a `DurableState`. Recovery stops at the first short record, bad CRC
-or undecodable payload and truncates the file there (a torn tail from a crash mid-write), so a crash
-at any byte position recovers a prefix of what was written, never garbage. A record that passes its
-CRC but contradicts the log (a gap in indexes) is corruption: DiskCorruption, nothing is truncated.
+or undecodable payload. If no valid record follows it anywhere in the file, it is a torn tail
+from a crash mid-write and the file is truncated there, so a crash at any byte position recovers a
+prefix of what was written, never garbage. If a valid record *does* follow (searched at every byte
+position after the bad one), the damage is mid-log corruption of data that was once durable:
+DiskCorruption naming both positions, and nothing is truncated (silently dropping acknowledged
+entries would be worse than refusing to start). A record that passes its CRC but contradicts the
+log (a gap in indexes) is corruption too.
 
 Compaction (`rewrite`) writes snapshot + hard state + the entries after the snapshot to a temporary
 file, fsyncs it, renames it over the log and fsyncs the directory.
@@ -130,6 +134,25 @@ def scan(buf: bytes) -> tuple[list[Entry | HardState | Snapshot], int]:
     return records, pos
 
 
+def next_valid_record(buf: bytes, start: int) -> int | None:
+    """The first byte position >= `start` where a whole, CRC-valid, decodable record begins."""
+    head = _HEAD.size
+    for pos in range(start, len(buf) - head + 1):
+        length, crc = _HEAD.unpack_from(buf, pos)
+        end = pos + head + length
+        if length == 0 or length > RECORD_BYTES_MAX or end > len(buf):
+            continue
+        payload = buf[pos + head:end]
+        if zlib.crc32(payload) != crc:
+            continue
+        try:
+            decode_payload(payload)
+        except (ValueError, KeyError, struct.error, AssertionError):
+            continue
+        return pos
+    return None
+
+
 def replay(records: list[Entry | HardState | Snapshot]) -> DurableState:
     """Fold records into a DurableState. Raises DiskCorruption on a logical contradiction."""
     hard, snap, entries = fold(HardState(), None, [], records)
@@ -182,6 +205,12 @@ class RaftDisk:
             _fsync_dir(self.dir)
             return Recovery(DurableState(), 0, len(buf))
         records, valid = scan(buf)
+        later = next_valid_record(buf, valid + 1) if valid < len(buf) else None
+        if later is not None:
+            raise DiskCorruption(
+                f"{self.path}: bad record at byte {valid} but a valid record follows at byte "
+                f"{later}: mid-log corruption, not a torn tail; refusing to truncate (restore "
+                f"the data directory from a replica or backup)")
         durable = replay(records)
         if valid < len(buf):
             with self.path.open("r+b") as f:

@@ -125,6 +125,26 @@ def test_bad_crc_tail_is_truncated(tmp_path: Path) -> None:
     again.close()
 
 
+@pytest.mark.parametrize("victim", [0, 1, 2])
+def test_mid_log_corruption_is_refused_not_truncated(tmp_path: Path, victim: int) -> None:
+    """A flipped byte in a record that has valid records after it is not a torn tail."""
+    disk = RaftDisk(tmp_path)
+    disk.save(entries=(e(1),), sync=True)
+    disk.save(entries=(e(2),), sync=True)
+    disk.save(entries=(e(3),), hard_state=HardState(1, 1, 3), sync=True)
+    disk.close()
+    path = tmp_path / LOG_NAME
+    before = path.read_bytes()
+    sizes = [len(encode_entry(e(i))) for i in (1, 2, 3)]
+    at = len(MAGIC) + sum(sizes[:victim]) + sizes[victim] - 1  # last byte of entry `victim`
+    buf = bytearray(before)
+    buf[at] ^= 0x01
+    path.write_bytes(bytes(buf))
+    with pytest.raises(DiskCorruption, match=r"valid record follows at byte \d+"):
+        RaftDisk(tmp_path)
+    assert path.read_bytes() == bytes(buf), "nothing may be truncated on corruption"
+
+
 def _history(seed: int) -> list[dict]:
     """A random sequence of save() calls, with overwrites, hard states and a snapshot."""
     rng = random.Random(seed)
