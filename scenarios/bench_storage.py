@@ -232,11 +232,12 @@ def open_real(engine: str, policy: str, tmp: Path, s3: Any,
         eng = KvEngine(kv, "bench", monotonic_ms, KvEngineConfig(**opts))
         return eng, lambda: (eng.close(), kv.close()), None
     from real.node.s3 import S3ObjectStore
+    from real.node.seaweed import DUMMY_KEY
     from real.storage.pricing import S3Meter
     from real.storage.s3engine import S3Engine, S3EngineConfig
 
     meter = S3Meter()
-    store = S3ObjectStore("bench", s3, meter=meter)
+    store = S3ObjectStore("bench", s3, meter=meter, access_key=DUMMY_KEY, secret_key=DUMMY_KEY)
     prefix = f"{policy}-{tmp.name}"
     eng = S3Engine(store, prefix, monotonic_ms, S3EngineConfig(**opts))
     return eng, eng.close, meter
