@@ -86,6 +86,7 @@ class Env:
     """One engine kind over one device: `open` builds a fresh engine at the shard's location."""
 
     kind = ""
+    name = ""  # the make_env kind (set by the sim_env fixture)
     sim = False  # has a machine crash
     device: Any = None
 
@@ -171,8 +172,9 @@ class S3Env(Env):
     kind = "s3"
     config = S3EngineConfig(flush_bytes=1000, index_interval_bytes=400)
 
-    def __init__(self, device: Any, sim: bool) -> None:
+    def __init__(self, device: Any, sim: bool, config: S3EngineConfig | None = None) -> None:
         self.device, self.sim = device, sim
+        self.config = config or S3Env.config
 
     def open(self, name: str = SHARD, device: Any = None) -> ShardEngine:
         store = self.device if device is None else device
@@ -207,13 +209,16 @@ def make_env(kind: str, tmp_path: Path) -> Env:
         return KvEnv(SimKeyValue(random.Random(4)), sim=True)
     if kind == "s3-sim":
         return S3Env(SimObjectStore(random.Random(5)), sim=True)
+    if kind == "s3-sim-manifest":  # manifests are written (and must be destroyed) as well
+        return S3Env(SimObjectStore(random.Random(6)), sim=True, config=S3_MANIFEST)
     assert kind == "s3-seaweed", kind
     return S3Env(_seaweed_store(), sim=False)
 
 
 KINDS = ["memory", "file-os", "file-sim", "rocksdb-real", "rocksdb-sim", "s3-sim",
-         pytest.param("s3-seaweed", marks=pytest.mark.integration)]
-SIM_KINDS = ["file-sim", "rocksdb-sim", "s3-sim"]
+         "s3-sim-manifest", pytest.param("s3-seaweed", marks=pytest.mark.integration)]
+SIM_KINDS = ["file-sim", "rocksdb-sim", "s3-sim", "s3-sim-manifest"]
+S3_MANIFEST = S3EngineConfig(flush_bytes=1000, index_interval_bytes=400, manifest_every_objects=2)
 
 
 @pytest.fixture(params=KINDS)
@@ -226,6 +231,7 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
 @pytest.fixture(params=SIM_KINDS)
 def sim_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
     made = make_env(request.param, tmp_path)
+    made.name = request.param
     yield made
     made.close()
 
@@ -363,7 +369,7 @@ def test_every_crash_point_inside_destroy_gives_the_old_log_or_an_empty_one(
     kind = {"file": "fs", "rocksdb": "kv", "s3": "s3"}[sim_env.kind]
     outcomes: list[str] = []
     for budget in range(200):
-        env = make_env({"fs": "file-sim", "kv": "rocksdb-sim", "s3": "s3-sim"}[kind], tmp_path)
+        env = make_env(sim_env.name, tmp_path)
         halting = Halting(env.device, MUTATING[kind])
         engine = env.open(device=halting)
         old = (4, 30, fill(engine))
