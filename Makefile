@@ -50,7 +50,7 @@ bench-storage: $(STAMP)
 
 ## SIGKILL an appending process repeatedly per engine x fsync policy (reports/storage-crash.json).
 crash-storage: $(STAMP)
-	$(PY) -m scenarios.storage_crash --engines file,rocksdb,s3 --kills 10 \
+	$(PY) -m scenarios.storage_crash --engines file,rocksdb,s3 --kills 8 \
 		--out reports/storage-crash.json
 
 bench-sim: $(STAMP)
