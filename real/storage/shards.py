@@ -153,6 +153,30 @@ class ShardStore:
     def sync(self, name: str) -> None:
         self.engine(name).sync()
 
+    # ------------------------------------------------------------------------------- durability
+    # `append` returns once the records are accepted; an offset is acknowledged (durable per the
+    # shard's engine and policy) once it is below `durable_end(name)`. The shell drives group
+    # commit and S3 linger for every shard: sleep until `next_flush_ms()`, then `poll(now)`.
+
+    def durable_end(self, name: str) -> int:
+        return self.engine(name).durable_end()
+
+    def next_flush_ms(self) -> int | None:
+        """The earliest deadline of any shard's pending group commit or linger (None if idle)."""
+        due = [d for n in self.list() if (d := self._shards[n][1].next_flush_ms()) is not None]
+        return min(due) if due else None
+
+    def poll(self, now_ms: int) -> list[str]:
+        """Does the due work of every shard whose deadline has passed; returns their names."""
+        polled = []
+        for name in self.list():
+            engine = self._shards[name][1]
+            due = engine.next_flush_ms()
+            if due is not None and due <= now_ms:
+                engine.poll(now_ms)
+                polled.append(name)
+        return polled
+
     def close(self) -> None:
         """Closes every engine (in name order); the catalogue stays readable."""
         for name in self.list():

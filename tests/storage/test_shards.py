@@ -103,3 +103,33 @@ def test_retention_strictest_rule_wins_and_max_bytes_zero_empties() -> None:
     assert (info.records, info.bytes) == (0, 0)
     with pytest.raises(InvalidArgument, match="max_bytes"):
         store.apply_retention("s", max_bytes=-1)
+
+
+def test_group_commit_is_driven_through_the_store(tmp_path) -> None:
+    """`append` accepts; `durable_end` moves only when the shell polls at `next_flush_ms`."""
+    import random
+
+    from model.fs import SimFileSystem
+    from real.storage.journal import JournalConfig, JournalEngine
+    from tests.storage.stateful import FakeClock
+
+    clock, fs = FakeClock(100), SimFileSystem(random.Random(1))
+    config = JournalConfig(fsync="group", group_commit_ms=5)
+    store = ShardStore({"file": lambda name: JournalEngine(fs, name, clock, config),
+                        "memory": lambda _name: MemoryEngine()}, default_engine="file")
+    store.create("a")
+    store.create("b")
+    store.create("m", engine="memory")
+    assert store.next_flush_ms() is None
+    store.append("a", [rec(1), rec(2)])
+    clock.advance(2)
+    store.append("b", [rec(3)])
+    store.append("m", [rec(4)])
+    assert (store.durable_end("a"), store.durable_end("b"), store.durable_end("m")) == (0, 0, 1)
+    assert store.next_flush_ms() == 105
+    assert store.poll(104) == []
+    assert store.poll(105) == ["a"]
+    assert (store.durable_end("a"), store.durable_end("b")) == (2, 0)
+    assert store.next_flush_ms() == 107
+    assert store.poll(110) == ["b"] and store.durable_end("b") == 1
+    assert store.next_flush_ms() is None
