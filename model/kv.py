@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from model.dist import Dist
-from real.storage.devices import DeviceError
+from real.storage.devices import DeviceError, check_key, check_write
 
 TARGET = "sim-kv"
 OPS = ("get", "scan", "sync", "write")
@@ -134,7 +134,7 @@ class SimKeyValue:
     # ------------------------------------------------------------------------------ the port
 
     def get(self, key: bytes) -> bytes | None:
-        _check_key("get", key)
+        check_key("get", key)
         self._enter("get", key)
         self.stats.gets += 1
         value = self._visible.values.get(key)
@@ -169,8 +169,8 @@ class SimKeyValue:
     ) -> Iterator[tuple[bytes, bytes]]:
         """Lazy: each step re-seeks just past the last key returned, so a write made between
         steps may show up in later steps (RocksKeyValue behaves alike; do not rely on either)."""
-        _check_key("scan", start)
-        _check_key("scan", end)
+        check_key("scan", start)
+        check_key("scan", end)
         self._enter("scan", start)
         self.stats.scans += 1
         self._elapsed_us += self.config.read_latency.sample_us(self.rng)
@@ -264,27 +264,10 @@ class SimKeyValue:
             yield last, value
 
 
-def _check_key(op: str, key: object) -> None:
-    if type(key) is not bytes:
-        raise TypeError(f"{op}: keys must be bytes, got {type(key).__name__}")
-
-
 def _make_batch(
     puts: Sequence[tuple[bytes, bytes]],
     deletes: Sequence[bytes],
     delete_ranges: Sequence[tuple[bytes, bytes]],
 ) -> _Batch:
-    for index, pair in enumerate(puts):
-        if not (type(pair) is tuple and len(pair) == 2 and type(pair[0]) is bytes
-                and type(pair[1]) is bytes):
-            raise TypeError(f"write: puts[{index}] must be (bytes, bytes), got {pair!r:.80}")
-    for index, key in enumerate(deletes):
-        if type(key) is not bytes:
-            raise TypeError(f"write: deletes[{index}] must be bytes, got {key!r:.80}")
-    for index, pair in enumerate(delete_ranges):
-        if not (type(pair) is tuple and len(pair) == 2 and type(pair[0]) is bytes
-                and type(pair[1]) is bytes):
-            raise TypeError(f"write: delete_ranges[{index}] must be (bytes, bytes), got {pair!r}")
-        if pair[0] > pair[1]:
-            raise ValueError(f"write: delete_ranges[{index}] has lo {pair[0]!r} > hi {pair[1]!r}")
+    check_write(puts, deletes, delete_ranges)
     return _Batch(tuple(puts), tuple(deletes), tuple(delete_ranges))

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 
 import rocksdict
 
-from real.storage.devices import DeviceError
+from real.storage.devices import DeviceError, check_key, check_write
 
 WRITE_BUFFER_BYTES_DEFAULT = 64 << 20
 BLOCK_BYTES_DEFAULT = 64 << 10
@@ -71,7 +71,7 @@ class RocksKeyValue:
     # ------------------------------------------------------------------------------ the port
 
     def get(self, key: bytes) -> bytes | None:
-        _check_key("get", key)
+        check_key("get", key)
         db = self._open_db("get")
         try:
             return db.get(key)
@@ -85,7 +85,7 @@ class RocksKeyValue:
         delete_ranges: Sequence[tuple[bytes, bytes]] = (),
         sync: bool = False,
     ) -> None:
-        _check_batch(puts, deletes, delete_ranges)
+        check_write(puts, deletes, delete_ranges)
         db = self._open_db("write")
         batch = rocksdict.WriteBatch(raw_mode=True)
         for lo, hi in delete_ranges:
@@ -102,8 +102,8 @@ class RocksKeyValue:
     def scan(
         self, start: bytes, end: bytes, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:
-        _check_key("scan", start)
-        _check_key("scan", end)
+        check_key("scan", start)
+        check_key("scan", end)
         self._open_db("scan")  # a closed store fails at the call, not at the first next()
         return self._chunks(start, end, reverse)
 
@@ -207,26 +207,3 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _check_key(op: str, key: object) -> None:
-    if type(key) is not bytes:
-        raise TypeError(f"{op}: keys must be bytes, got {type(key).__name__}")
-
-
-def _check_batch(
-    puts: Sequence[tuple[bytes, bytes]],
-    deletes: Sequence[bytes],
-    delete_ranges: Sequence[tuple[bytes, bytes]],
-) -> None:
-    for index, pair in enumerate(puts):
-        if not (type(pair) is tuple and len(pair) == 2 and type(pair[0]) is bytes
-                and type(pair[1]) is bytes):
-            raise TypeError(f"write: puts[{index}] must be (bytes, bytes), got {pair!r:.80}")
-    for index, key in enumerate(deletes):
-        if type(key) is not bytes:
-            raise TypeError(f"write: deletes[{index}] must be bytes, got {key!r:.80}")
-    for index, pair in enumerate(delete_ranges):
-        if not (type(pair) is tuple and len(pair) == 2 and type(pair[0]) is bytes
-                and type(pair[1]) is bytes):
-            raise TypeError(f"write: delete_ranges[{index}] must be (bytes, bytes), got {pair!r}")
-        if pair[0] > pair[1]:
-            raise ValueError(f"write: delete_ranges[{index}] has lo {pair[0]!r} > hi {pair[1]!r}")

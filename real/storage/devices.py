@@ -158,6 +158,33 @@ class KeyValue(Protocol):
     def close(self) -> None: ...
 
 
+def check_key(op: str, key: object) -> None:
+    """The KeyValue port's key rule, shared by every implementation."""
+    if type(key) is not bytes:
+        raise TypeError(f"{op}: keys must be bytes, got {type(key).__name__}")
+
+
+def check_write(
+    puts: Sequence[tuple[bytes, bytes]],
+    deletes: Sequence[bytes],
+    delete_ranges: Sequence[tuple[bytes, bytes]],
+) -> None:
+    """The KeyValue port's argument rules for `write`, shared by every implementation."""
+    for index, pair in enumerate(puts):
+        if not (type(pair) is tuple and len(pair) == 2 and type(pair[0]) is bytes
+                and type(pair[1]) is bytes):
+            raise TypeError(f"write: puts[{index}] must be (bytes, bytes), got {pair!r:.80}")
+    for index, key in enumerate(deletes):
+        if type(key) is not bytes:
+            raise TypeError(f"write: deletes[{index}] must be bytes, got {key!r:.80}")
+    for index, pair in enumerate(delete_ranges):
+        if not (type(pair) is tuple and len(pair) == 2 and type(pair[0]) is bytes
+                and type(pair[1]) is bytes):
+            raise TypeError(f"write: delete_ranges[{index}] must be (bytes, bytes), got {pair!r}")
+        if pair[0] > pair[1]:
+            raise ValueError(f"write: delete_ranges[{index}] has lo {pair[0]!r} > hi {pair[1]!r}")
+
+
 @runtime_checkable
 class ObjectStore(Protocol):
     """A flat namespace of immutable-once-written objects (S3's model)."""

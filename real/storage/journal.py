@@ -74,7 +74,6 @@ from real.storage.errors import (
     BatchTooLarge,
     EngineClosed,
     InvalidArgument,
-    InvalidRecord,
     OffsetOutOfRange,
     StorageError,
 )
@@ -102,7 +101,7 @@ from real.storage.journal_segment import (
     scan_segment,
     segment_name,
 )
-from real.storage.record import BATCH_RECORDS_MAX, Record, encode_records
+from real.storage.record import BATCH_RECORDS_MAX, Record, appendable_size, encode_records
 
 __all__ = [
     "CorruptLog",
@@ -385,7 +384,7 @@ class JournalEngine:
             return base
         total, max_ts = 0, 0
         for i, rec in enumerate(records):
-            total += _checked_size(i, rec)
+            total += appendable_size(i, rec)
             ts = rec.timestamp_ms
             if ts > max_ts:
                 max_ts = ts
@@ -856,12 +855,3 @@ def destroy_journal_directory(fs: FileSystem, directory: str) -> None:
 def _join(directory: str, name: str) -> str:
     return f"{directory}/{name}" if directory else name
 
-
-def _checked_size(index: int, rec: Record) -> int:
-    if type(rec) is not Record:
-        raise InvalidRecord(f"append: item {index} is a {type(rec).__name__}, expected Record")
-    if rec.timestamp_ms < 0:
-        raise InvalidRecord(
-            f"append: record {index} has timestamp_ms {rec.timestamp_ms}, expected >= 0"
-        )
-    return rec.size()

@@ -73,12 +73,11 @@ from real.storage.errors import (
     CorruptBatch,
     EngineClosed,
     InvalidArgument,
-    InvalidRecord,
     OffsetOutOfRange,
     StorageError,
     StorageFull,
 )
-from real.storage.record import I64_MAX, Record, decode_records, encode_records
+from real.storage.record import Record, appendable_size, decode_records, encode_records
 
 SHARD_NAME_BYTES_MAX = 1024
 TAG_BATCH, TAG_META, TAG_TIME = b"b", b"m", b"t"
@@ -230,7 +229,7 @@ class KvEngine:
         limit = self.config.records_max_per_append
         if len(records) > limit:
             raise BatchTooLarge("records_max_per_append", len(records), limit)
-        sizes = [_checked_size(i, rec) for i, rec in enumerate(records)]
+        sizes = [appendable_size(i, rec) for i, rec in enumerate(records)]
         if not records:
             return meta.end
         requested = meta.cum_end - meta.cum_start + sum(sizes)
@@ -649,12 +648,3 @@ def _next_tag(tag: bytes) -> bytes:
     """The exclusive upper bound of a tag's key range."""
     return bytes([tag[0] + 1])
 
-
-def _checked_size(index: int, rec: Record) -> int:
-    if not isinstance(rec, Record):
-        raise InvalidRecord(f"append: item {index} is a {type(rec).__name__}, expected Record")
-    if not 0 <= rec.timestamp_ms <= I64_MAX:
-        raise InvalidRecord(
-            f"append: record {index} has timestamp_ms {rec.timestamp_ms}, expected >= 0"
-        )
-    return rec.size()

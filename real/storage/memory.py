@@ -15,11 +15,10 @@ from real.storage.errors import (
     BatchTooLarge,
     EngineClosed,
     InvalidArgument,
-    InvalidRecord,
     OffsetOutOfRange,
     StorageFull,
 )
-from real.storage.record import Record
+from real.storage.record import Record, appendable_size
 
 RECORDS_MAX_PER_APPEND_DEFAULT = 10_000
 BYTES_MAX_TOTAL_DEFAULT = 256 * 1024 * 1024
@@ -53,7 +52,7 @@ class MemoryEngine:
         base = self.end_offset()
         if len(records) > self.records_max_per_append:
             raise BatchTooLarge("records_max_per_append", len(records), self.records_max_per_append)
-        sizes = [_checked_size(i, rec) for i, rec in enumerate(records)]
+        sizes = [appendable_size(i, rec) for i, rec in enumerate(records)]
         requested = self.bytes_total() + sum(sizes)
         if requested > self.bytes_max_total:
             raise StorageFull("bytes_max_total", requested, self.bytes_max_total)
@@ -196,12 +195,3 @@ def _positive(name: str, value: int) -> None:
     if type(value) is not int or value < 1:
         raise InvalidArgument(f"{name} must be an int >= 1, got {value!r}")
 
-
-def _checked_size(index: int, rec: Record) -> int:
-    if not isinstance(rec, Record):
-        raise InvalidRecord(f"append: item {index} is a {type(rec).__name__}, expected Record")
-    if rec.timestamp_ms < 0:
-        raise InvalidRecord(
-            f"append: record {index} has timestamp_ms {rec.timestamp_ms}, expected >= 0"
-        )
-    return rec.size()

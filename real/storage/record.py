@@ -127,6 +127,18 @@ class Record:
 )
 
 
+def appendable_size(index: int, rec: object) -> int:
+    """`rec.size()` for item `index` of an append, after the port's checks (a `Record` whose
+    timestamp is >= 0); every engine's `append` validates through this one function."""
+    if type(rec) is not Record:
+        raise InvalidRecord(f"append: item {index} is a {type(rec).__name__}, expected Record")
+    if rec.timestamp_ms < 0:
+        raise InvalidRecord(
+            f"append: record {index} has timestamp_ms {rec.timestamp_ms}, expected >= 0"
+        )
+    return rec.size()
+
+
 def _check_pairs(field: str, pairs: object, value_type: type) -> None:
     if type(pairs) is not tuple:
         raise InvalidRecord(f"Record.{field} must be a tuple of pairs, got {type(pairs).__name__}")

@@ -147,11 +147,10 @@ from real.storage.errors import (
     CorruptBatch,
     EngineClosed,
     InvalidArgument,
-    InvalidRecord,
     OffsetOutOfRange,
     StorageError,
 )
-from real.storage.record import Record, decode_batch_at, encode_records
+from real.storage.record import Record, appendable_size, decode_batch_at, encode_records
 
 FOOTER_MAGIC = b"TMQF"
 TRAILER_MAGIC = b"TMQS"
@@ -543,7 +542,7 @@ class S3Engine:
         if len(records) > self.records_max_per_append:
             raise BatchTooLarge("records_max_per_append", len(records), self.records_max_per_append)
         base = self.end_offset()
-        sizes = [_checked_size(i, rec) for i, rec in enumerate(records)]
+        sizes = [appendable_size(i, rec) for i, rec in enumerate(records)]
         if not records:
             return base
         total = self._buffer_cum[-1] if self._buffer_cum else 0
@@ -1131,15 +1130,6 @@ def _take(rec: Record, out: list[Record], budget: list[int]) -> bool:
     budget[1] = max(0, budget[1] - size)
     return True
 
-
-def _checked_size(index: int, rec: Record) -> int:
-    if not isinstance(rec, Record):
-        raise InvalidRecord(f"append: item {index} is a {type(rec).__name__}, expected Record")
-    if rec.timestamp_ms < 0:
-        raise InvalidRecord(
-            f"append: record {index} has timestamp_ms {rec.timestamp_ms}, expected >= 0"
-        )
-    return rec.size()
 
 
 def s3_factory(
