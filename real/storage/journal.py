@@ -59,7 +59,7 @@ are dropped and re-read from their files on demand).
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from real.storage.devices import (
@@ -532,13 +532,7 @@ class JournalEngine:
         self._check_offset(offset, "truncate")
         if offset == self.end_offset():
             return
-        try:
-            self._truncate(offset)
-        except DeviceError as exc:
-            raise self._poison("truncate", exc) from exc
-        except CorruptLog as exc:
-            self._poison("truncate", exc)
-            raise
+        self._guarded("truncate", self._truncate, offset)
         assert self.end_offset() == offset
         assert self._durable_end == offset
 
@@ -587,13 +581,7 @@ class JournalEngine:
             raise OffsetOutOfRange(offset, self._start, self.end_offset(), "delete_before")
         if offset <= self._start:
             return
-        try:
-            self._delete_before(offset)
-        except DeviceError as exc:
-            raise self._poison("delete_before", exc) from exc
-        except CorruptLog as exc:
-            self._poison("delete_before", exc)
-            raise
+        self._guarded("delete_before", self._delete_before, offset)
         assert self._start == offset
         assert self._segments[0].base <= offset <= self._segments[0].end
 
@@ -792,6 +780,16 @@ class JournalEngine:
                 f"{op}: the journal over {self.directory!r} failed earlier ({self._failed}); "
                 "close and reopen it to recover from its files"
             )
+
+    def _guarded(self, op: str, action: Callable[[int], None], offset: int) -> None:
+        """Runs a mutation; a device error or corruption found on the way poisons the engine."""
+        try:
+            action(offset)
+        except DeviceError as exc:
+            raise self._poison(op, exc) from exc
+        except CorruptLog as exc:
+            self._poison(op, exc)
+            raise
 
     def _poison(self, op: str, exc: StorageError) -> EngineFailed:
         if self._failed is None:
