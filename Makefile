@@ -6,13 +6,23 @@ STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 JOBS   ?= 2
 
-.PHONY: venv run test lint integration chaos bench bench-sim bench-storage crash-storage bughunt slow notebooks sweep figure16 clean
+.PHONY: tools venv run test lint integration chaos bench bench-sim bench-storage crash-storage bughunt slow notebooks sweep figure16 clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+## System tools the MQTT tests and benches use (mosquitto broker + clients, Debian packages).
+## Installed only when missing; needs root (CI and sessions run as root).
+tools:
+	@if ! command -v mosquitto_pub >/dev/null 2>&1 || ! { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; }; then \
+	  echo "installing mosquitto and mosquitto-clients (Debian)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients >/dev/null 2>&1 || \
+	  { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients >/dev/null; }; \
+	fi
 
 venv: $(STAMP)
 
