@@ -3,6 +3,12 @@
     GET /health       200 {"status", "node_id", "raft": {...}, "meta": {...}}
     GET /meta/nodes   200 [{"node_id", "addr", ...}]
     GET /meta/config  200 {"key": value}
+    GET /storage      200 {"default_engine", ..., "shards": [...]}
+    GET /node         200 {"node_id", "listeners", "uptime_s", ...}
+    GET /mqtt/clients | /mqtt/sessions | /mqtt/subscriptions | /mqtt/topics | /mqtt/retained
+                      200 [...] (the broker's live state, sorted)
+    GET /metrics      200 Prometheus text exposition format 0.0.4
+    POST /mqtt/clients/<client id, URL-quoted>/disconnect   200 / 404
     anything else     404 (unknown path), 405 (method), 400 (malformed), 431 (head too large)
 
 The request head is parsed by a pure function (`parse_head`); the routes are a pure function of an
@@ -19,6 +25,7 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import unquote
 
 REQUESTS_PER_CONNECTION_MAX = 100
 IDLE_SECONDS_MAX = 10.0
@@ -33,6 +40,21 @@ class AdminView(Protocol):
     def meta_nodes(self) -> list[dict[str, Any]]: ...
     def meta_config(self) -> dict[str, Any]: ...
     def storage(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A non-JSON response body (the Prometheus exposition)."""
+
+    body: str
+    content_type: str = "text/plain; version=0.0.4; charset=utf-8"
+
+
+_DISCONNECT = re.compile(r"^/mqtt/clients/([^/]+)/disconnect$")
+_OPTIONAL_GETS = {"/node": "node_info", "/mqtt/clients": "mqtt_clients",
+                  "/mqtt/sessions": "mqtt_sessions", "/mqtt/subscriptions": "mqtt_subscriptions",
+                  "/mqtt/topics": "mqtt_topics", "/mqtt/retained": "mqtt_retained",
+                  "/metrics": "metrics"}
 
 
 class HttpError(Exception):
@@ -97,6 +119,19 @@ def route(view: AdminView, req: Request) -> tuple[int, Any]:
     """(status, JSON body) for a parsed request. Pure apart from reading `view`."""
     routes = {"/health": view.health, "/meta/nodes": view.meta_nodes,
               "/meta/config": view.meta_config, "/storage": view.storage}
+    for path, name in _OPTIONAL_GETS.items():  # views without an MQTT broker lack these
+        method = getattr(view, name, None)
+        if method is not None:
+            routes[path] = method
+    kick = _DISCONNECT.match(req.path)
+    disconnect = getattr(view, "mqtt_disconnect", None)
+    if kick is not None and disconnect is not None:
+        if req.method != "POST":
+            return 405, {"error": f"method {req.method} not allowed on {req.path}; use POST"}
+        client_id = unquote(kick.group(1))
+        if disconnect(client_id):
+            return 200, {"disconnected": client_id}
+        return 404, {"error": f"no connected client {client_id!r}"}
     handler = routes.get(req.path)
     if handler is None:
         return 404, {"error": f"no such path {req.path!r}", "paths": sorted(routes)}
@@ -106,13 +141,17 @@ def route(view: AdminView, req: Request) -> tuple[int, Any]:
 
 
 def render(status: int, body: Any, *, keep_alive: bool) -> bytes:
-    payload = (json.dumps(body, sort_keys=True, separators=(",", ":")) + "\n").encode()
+    if isinstance(body, Text):
+        payload, content_type = body.body.encode(), body.content_type
+    else:
+        payload = (json.dumps(body, sort_keys=True, separators=(",", ":")) + "\n").encode()
+        content_type = "application/json"
     head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
-            "Content-Type: application/json\r\n"
+            f"Content-Type: {content_type}\r\n"
             f"Content-Length: {len(payload)}\r\n"
             f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n")
     if status == 405:
-        head += "Allow: GET\r\n"
+        head += "Allow: GET, POST\r\n"
     return head.encode("latin-1") + b"\r\n" + payload
 
 

@@ -1,0 +1,1281 @@
+"""The sans-I/O MQTT broker: connections, sessions, routing, QoS flows, retained, wills, $SYS.
+
+The shell (real/node/mqtt.py on sockets, model/mqtt.py in the simulator) drives one `Broker`:
+
+    broker.open(conn_id, peer=..., listener=..., anonymous_ok=...)  a transport connected
+    broker.receive(conn_id, data)                    bytes arrived
+    broker.closed(conn_id)                           the transport is gone
+    broker.set_congested(conn_id, flag)              its write buffer is over/under high water
+    broker.tick()                                    time passed (keep-alive, session expiry,
+                                                     wills, $SYS, acks waiting for durability)
+    for conn_id, data, close in broker.drain(): write data, then close if asked
+
+Time comes from the injected `clock` (milliseconds); identifiers the broker assigns come from a
+counter seeded by `node_id`: the broker is deterministic given its inputs.
+
+Durability: with a state log (a `ShardEngine`), persistent sessions, the QoS >= 1 messages queued to
+them and retained messages are written to it (see persist.py), and the PUBACK/PUBREC of a publish
+that was logged is held until the log's `durable_end` passes it. Messages only clean sessions
+receive are not logged, so QoS 0 traffic and clean-session QoS 1 never wait for a disk.
+
+Flow control: outbound QoS 1/2 per session is limited to min(client Receive Maximum,
+`max_inflight`); the rest waits in the session queue (at most `max_queued`, policy drop-new or
+drop-oldest). While a connection is congested (its transport buffer is over its high-water mark)
+QoS 0 messages to it are dropped and QoS 1/2 ones queue: a stalled subscriber costs a bounded
+amount of memory.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from real.mqtt import codec
+from real.mqtt.errors import MqttError
+from real.mqtt.packets import (
+    MQTT_5,
+    Auth,
+    Connack,
+    Connect,
+    Disconnect,
+    Packet,
+    Pingreq,
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    Suback,
+    Subscribe,
+    Unsuback,
+    Unsubscribe,
+    Will,
+)
+from real.mqtt.persist import (
+    ack_record,
+    checkpoint_record,
+    delete_record,
+    publish_record,
+    read_all,
+    recover,
+    session_record,
+)
+from real.mqtt.properties import NO_PROPERTIES, Properties, PropertyId, encode_properties
+from real.mqtt.reasons import ReasonCode as RC
+from real.mqtt.session import (
+    EXPIRY_NEVER,
+    Delivery,
+    Inflight,
+    Message,
+    RetainedStore,
+    Session,
+    SubOpts,
+)
+from real.mqtt.topics import (
+    SubscriptionTrie,
+    TopicError,
+    parse_shared,
+    validate_topic_filter,
+    validate_topic_name,
+)
+from real.storage.record import Record
+
+SESSION_EXPIRY_NEVER = 0xFFFFFFFF
+QUEUE_POLICIES = ("drop-new", "drop-oldest")
+LATENCY_BUCKETS_MS = (0.5, 1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 2500, 5000)
+KEEP_ALIVE_CHECK_MS = 250
+
+# MQTT 5 CONNACK reason -> 3.1.1 return code (section 3.2.2.3 of 3.1.1)
+V3_CONNACK = {
+    RC.UNSUPPORTED_PROTOCOL_VERSION: 1, RC.CLIENT_IDENTIFIER_NOT_VALID: 2,
+    RC.SERVER_UNAVAILABLE: 3, RC.SERVER_BUSY: 3, RC.BAD_USER_NAME_OR_PASSWORD: 4,
+    RC.NOT_AUTHORIZED: 5, RC.BANNED: 5, RC.BAD_AUTHENTICATION_METHOD: 5,
+}
+_FORWARDED = frozenset({PropertyId.PAYLOAD_FORMAT_INDICATOR, PropertyId.CONTENT_TYPE,
+                        PropertyId.RESPONSE_TOPIC, PropertyId.CORRELATION_DATA,
+                        PropertyId.USER_PROPERTY})
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    node_id: int = 1
+    max_packet_size: int = 1 << 20
+    max_connections: int = 100_000
+    receive_maximum: int = 1024
+    max_inflight: int = 64
+    max_queued: int = 1000
+    queue_policy: str = "drop-new"
+    queue_qos0: bool = False
+    topic_alias_max: int = 16
+    keep_alive_max: int = 0
+    session_expiry_max: int = SESSION_EXPIRY_NEVER
+    sys_interval_ms: int = 10_000
+    retain_available: bool = True
+    max_topic_levels: int = 128
+    checkpoint_bytes: int = 64 << 20
+    server_name: str = "twinmq"
+
+    def __post_init__(self) -> None:
+        assert 64 <= self.max_packet_size <= codec.PACKET_SIZE_MAX, self.max_packet_size
+        assert 1 <= self.receive_maximum <= 65535, self.receive_maximum
+        assert 1 <= self.max_inflight <= 65535, self.max_inflight
+        assert self.max_queued >= 0, self.max_queued
+        assert self.queue_policy in QUEUE_POLICIES, self.queue_policy
+        assert 0 <= self.topic_alias_max <= 65535, self.topic_alias_max
+
+
+@dataclass
+class Stats:
+    """Counters for $SYS and the metrics endpoint (monotonic unless named current)."""
+
+    connects: int = 0
+    connect_refused: int = 0
+    auth_failures: int = 0
+    protocol_errors: int = 0
+    msgs_in: list[int] = field(default_factory=lambda: [0, 0, 0])  # by QoS
+    msgs_out: list[int] = field(default_factory=lambda: [0, 0, 0])
+    bytes_in: int = 0
+    bytes_out: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+    latency_sum_ms: float = 0.0
+    logged_publishes: int = 0
+    checkpoints: int = 0
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+    def observe_latency(self, ms: float) -> None:
+        index = 0
+        for bound in LATENCY_BUCKETS_MS:
+            if ms <= bound:
+                break
+            index += 1
+        self.latency_counts[index] += 1
+        self.latency_sum_ms += ms
+
+
+class Conn:
+    """The broker's view of one transport connection."""
+
+    __slots__ = ("id", "peer", "listener", "anonymous_ok", "decoder", "version", "state",
+                 "session", "username", "keep_alive_ms", "last_rx", "will", "will_delay_s",
+                 "max_packet_out", "recv_max_out", "alias_in", "alias_out", "alias_out_max",
+                 "out", "close_after", "congested", "acks_pending", "connected_ms",
+                 "problem_info", "disconnect_sent")
+
+    def __init__(self, conn_id: int, peer: str, listener: str, anonymous_ok: bool,
+                 max_packet_size: int, now: float) -> None:
+        self.id = conn_id
+        self.peer = peer
+        self.listener = listener
+        self.anonymous_ok = anonymous_ok
+        self.decoder = codec.Decoder(max_packet_size=max_packet_size)
+        self.version = 4
+        self.state = 0  # 0 awaiting CONNECT, 1 connected, 2 closing
+        self.session: Session | None = None
+        self.username: str | None = None
+        self.keep_alive_ms = 0
+        self.last_rx = now
+        self.will: Will | None = None
+        self.will_delay_s = 0
+        self.max_packet_out = codec.PACKET_SIZE_MAX
+        self.recv_max_out = 65535
+        self.alias_in: dict[int, str] = {}
+        self.alias_out: dict[str, int] = {}
+        self.alias_out_max = 0
+        self.out: list[bytes] = []
+        self.close_after = False
+        self.congested = False
+        self.acks_pending = 0  # inbound QoS 1 acks held for durability
+        self.connected_ms = now
+        self.problem_info = True
+        self.disconnect_sent = False
+
+
+class _SharedGroup:
+    __slots__ = ("members", "cursor")
+
+    def __init__(self) -> None:
+        self.members: dict[str, SubOpts] = {}
+        self.cursor = 0
+
+
+Clock = Callable[[], float]
+
+
+class Broker:
+    def __init__(self, config: BrokerConfig, clock: Clock, *, log: object | None = None,
+                 authenticate: Callable[[str | None, bytes | None, bool], int] | None = None,
+                 acl: object | None = None) -> None:
+        """`log`: a ShardEngine for durable state (None: nothing survives a restart).
+        `authenticate(username, password, anonymous_ok) -> 0 or an MQTT 5 reason code`.
+        `acl`: an object with check_publish/check_subscribe/check_receive(user, client, topic)
+        and a `needs_receive_check` flag (None: everything allowed)."""
+        self.config = config
+        self.clock = clock
+        self.log = log
+        self._authenticate = authenticate
+        self.acl = acl
+        self.stats = Stats()
+        self.started_ms = clock()
+        self.conns: dict[int, Conn] = {}
+        self.sessions: dict[str, Session] = {}
+        self.retained = RetainedStore()
+        self._trie: SubscriptionTrie[SubOpts] = SubscriptionTrie(max_levels=config.max_topic_levels)
+        self._shared: SubscriptionTrie[_SharedGroup] = SubscriptionTrie(
+            max_levels=config.max_topic_levels)
+        self._groups: dict[tuple[str, str], _SharedGroup] = {}  # (filter, group) -> members
+        self._dirty: dict[int, Conn] = {}
+        self._await_durable: deque[tuple[int, int, bytes]] = deque()  # (offset, conn id, ack)
+        self._wills: dict[str, tuple[float, Message]] = {}  # client id -> (due, will)
+        self._assigned = 0
+        self._next_keepalive_check = 0.0
+        self._next_sys = self.started_ms
+        self._generation = 0
+        self._log_mark = 0  # log end after the last checkpoint
+        self._checkpoint_size = 0
+        self.recovered_records = 0
+
+    # ================================================================== recovery and checkpoints
+
+    def recover(self) -> None:
+        """Load the state log (if any) and checkpoint it. Call once, before any connection."""
+        if self.log is None:
+            return
+        state = recover(read_all(self.log))
+        self.recovered_records = state.records
+        self._generation = state.generation
+        for msg in state.retained.values():
+            self.retained.set(msg)
+        now = self.clock()
+        for session in state.sessions.values():
+            session.disconnected_ms = now  # expiry counts from the restart
+            self.sessions[session.client_id] = session
+            for topic_filter, opts in session.subscriptions.items():
+                self._index_subscription(session.client_id, topic_filter, opts)
+        if self.log.end_offset() > self.log.start_offset():  # type: ignore[attr-defined]
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Rewrite the live state at the log's end, make it durable, drop what precedes it."""
+        log = self.log
+        if log is None:
+            return
+        now = self.clock()
+        self._generation += 1
+        gen = self._generation
+        records: list[Record] = []
+        by_message: dict[int, tuple[Message, list[tuple[str, Delivery]]]] = {}
+        for session in self.sessions.values():
+            if not session.persistent:
+                continue
+            records.append(session_record(session, now, gen))
+            for d in self._pending_deliveries(session):
+                if d.message.log_id >= 0:
+                    entry = by_message.setdefault(id(d.message), (d.message, []))
+                    entry[1].append((session.client_id, d))
+        retained_ids = set()
+        for msg in self.retained.all():
+            if msg.topic.startswith("$SYS/"):
+                continue
+            retained_ids.add(id(msg))
+            by_message.setdefault(id(msg), (msg, []))
+        messages = list(by_message.values())
+        for msg, targets in messages:
+            records.append(publish_record(msg, targets, now, id(msg) in retained_ids, gen))
+        records.append(checkpoint_record(gen, now))
+        begin = log.end_offset()  # type: ignore[attr-defined]
+        for start in range(0, len(records), 1024):
+            log.append(records[start:start + 1024])  # type: ignore[attr-defined]
+        log.sync()  # type: ignore[attr-defined]
+        # renumber: messages now live at their checkpoint offsets
+        offset = begin + sum(1 for r in records if r.key == b"ses")
+        for msg, _ in messages:
+            msg.log_id = offset
+            offset += 1
+        log.delete_before(begin)  # type: ignore[attr-defined]
+        self._log_mark = log.end_offset()  # type: ignore[attr-defined]
+        self._checkpoint_size = log.bytes_total()  # type: ignore[attr-defined]
+        self.stats.checkpoints += 1
+
+    @staticmethod
+    def _pending_deliveries(session: Session) -> Iterator[Delivery]:
+        for inflight in session.inflight.values():
+            if not inflight.released:
+                yield inflight.delivery
+        yield from session.queue
+
+    def _append(self, record: Record) -> int:
+        log = self.log
+        assert log is not None
+        base = log.append([record])  # type: ignore[attr-defined]
+        return base
+
+    # ================================================================== shell interface
+
+    def open(self, conn_id: int, *, peer: str = "", listener: str = "tcp",
+             anonymous_ok: bool = True) -> None:
+        assert conn_id not in self.conns, conn_id
+        conn = Conn(conn_id, peer, listener, anonymous_ok, self.config.max_packet_size,
+                    self.clock())
+        self.conns[conn_id] = conn
+        if len(self.conns) > self.config.max_connections:
+            self.stats.drop("connection_limit")
+            conn.close_after = True  # refused in CONNACK once CONNECT arrives; closed now
+            conn.state = 2
+            self._dirty[conn_id] = conn
+
+    def receive(self, conn_id: int, data: bytes) -> None:
+        conn = self.conns.get(conn_id)
+        if conn is None or conn.state == 2:
+            return
+        conn.last_rx = self.clock()
+        self.stats.bytes_in += len(data)
+        try:
+            packets = conn.decoder.feed(data)
+        except MqttError as exc:
+            for packet in exc.decoded:  # type: ignore[assignment]
+                if conn.state == 2:
+                    return
+                self._handle(conn, packet)  # type: ignore[arg-type]
+            if conn.state != 2:
+                self._protocol_error(conn, exc.reason_code, exc.detail)
+            return
+        for packet in packets:
+            if conn.state == 2:
+                return
+            self._handle(conn, packet)
+
+    def closed(self, conn_id: int) -> None:
+        """The transport closed (by the peer or after `drain` asked). Runs the will logic."""
+        conn = self.conns.pop(conn_id, None)
+        if conn is None:
+            return
+        self._dirty.pop(conn_id, None)
+        self._detach(conn, abnormal=conn.will is not None)
+
+    def set_congested(self, conn_id: int, congested: bool) -> None:
+        conn = self.conns.get(conn_id)
+        if conn is None:
+            return
+        conn.congested = congested
+        if not congested and conn.session is not None and conn.state == 1:
+            self._pump(conn.session, conn)
+
+    def kick(self, conn_id: int) -> None:
+        """Close a connection by administrative action (MQTT 5 clients get DISCONNECT 0x98)."""
+        conn = self.conns.get(conn_id)
+        if conn is not None:
+            self._close(conn, RC.ADMINISTRATIVE_ACTION, "disconnected by an administrator")
+
+    def drain(self) -> list[tuple[int, bytes, bool]]:
+        """Bytes to write per connection (and whether to close it after), since the last drain."""
+        if not self._dirty:
+            return []
+        out = []
+        for conn in self._dirty.values():
+            data = b"".join(conn.out) if len(conn.out) != 1 else conn.out[0]
+            conn.out.clear()
+            self.stats.bytes_out += len(data)
+            out.append((conn.id, data, conn.close_after))
+        self._dirty.clear()
+        return out
+
+    def tick(self) -> None:
+        now = self.clock()
+        self._release_durable()
+        if now >= self._next_keepalive_check:
+            self._next_keepalive_check = now + KEEP_ALIVE_CHECK_MS
+            self._check_keepalives(now)
+            self._expire_sessions(now)
+        if self._wills:
+            self._fire_wills(now)
+        if self.config.sys_interval_ms and now >= self._next_sys:
+            self._next_sys = now + self.config.sys_interval_ms
+            self._publish_sys(now)
+        if self.log is not None and self.config.checkpoint_bytes and self._log_is_long():
+            self.checkpoint()
+
+    def _log_is_long(self) -> bool:
+        """Checkpoint when the log holds over `checkpoint_bytes` and over twice what the last
+        checkpoint wrote (so a large live state does not checkpoint back to back)."""
+        log = self.log
+        assert log is not None
+        if log.end_offset() - self._log_mark < 1024:  # type: ignore[attr-defined]
+            return False
+        size = log.bytes_total()  # type: ignore[attr-defined]
+        return size > max(self.config.checkpoint_bytes, 2 * self._checkpoint_size)
+
+    def next_deadline(self) -> float:
+        """When `tick` next has timed work (the shell may tick more often)."""
+        now = self.clock()
+        due = self._next_keepalive_check
+        if self.config.sys_interval_ms:
+            due = min(due, self._next_sys)
+        for at, _ in self._wills.values():
+            due = min(due, at)
+        return max(due, now)
+
+    def durable_progress(self) -> None:
+        """The state log's durable_end may have advanced (the shell polled it): release acks."""
+        self._release_durable()
+
+    # ================================================================== packets
+
+    def _handle(self, conn: Conn, packet: Packet) -> None:
+        if conn.state == 0:
+            if type(packet) is not Connect:
+                self._close(conn, RC.PROTOCOL_ERROR, "the first packet must be CONNECT")
+                return
+            self._on_connect(conn, packet)
+            return
+        kind = type(packet)
+        if kind is Publish:
+            self._on_publish(conn, packet)  # type: ignore[arg-type]
+        elif kind is Puback:
+            self._on_puback(conn, packet)  # type: ignore[arg-type]
+        elif kind is Pubrec:
+            self._on_pubrec(conn, packet)  # type: ignore[arg-type]
+        elif kind is Pubrel:
+            self._on_pubrel(conn, packet)  # type: ignore[arg-type]
+        elif kind is Pubcomp:
+            self._on_pubcomp(conn, packet)  # type: ignore[arg-type]
+        elif kind is Subscribe:
+            self._on_subscribe(conn, packet)  # type: ignore[arg-type]
+        elif kind is Unsubscribe:
+            self._on_unsubscribe(conn, packet)  # type: ignore[arg-type]
+        elif kind is Pingreq:
+            self._send(conn, b"\xd0\x00")
+        elif kind is Disconnect:
+            self._on_disconnect(conn, packet)  # type: ignore[arg-type]
+        elif kind is Auth:
+            self._close(conn, RC.PROTOCOL_ERROR, "AUTH without an authentication method")
+        else:
+            self._close(conn, RC.PROTOCOL_ERROR, f"a client may not send {kind.__name__.upper()}")
+
+    # ---------------------------------------------------------------- CONNECT
+
+    def _on_connect(self, conn: Conn, p: Connect) -> None:
+        cfg = self.config
+        conn.version = p.protocol_version
+        v5 = conn.version == MQTT_5
+        props = p.properties
+        if v5 and props.get(PropertyId.AUTHENTICATION_METHOD) is not None:
+            self._refuse(conn, RC.BAD_AUTHENTICATION_METHOD, "enhanced authentication is not "
+                                                             "supported")
+            return
+        if len(self.conns) > cfg.max_connections:
+            self._refuse(conn, RC.SERVER_BUSY, "connection limit reached")
+            return
+        client_id = p.client_id
+        assigned = False
+        if not client_id:
+            if not p.clean_start and not v5:
+                self._refuse(conn, RC.CLIENT_IDENTIFIER_NOT_VALID,
+                             "an empty client id needs clean session (MQTT-3.1.3-8)")
+                return
+            self._assigned += 1
+            client_id = f"auto-{cfg.node_id}-{self._assigned}"
+            assigned = True
+        if self._authenticate is not None:
+            code = self._authenticate(p.username, p.password, conn.anonymous_ok)
+            if code:
+                self.stats.auth_failures += 1
+                self._refuse(conn, code, "authentication failed")
+                return
+        conn.username = p.username
+        # session expiry: v3 clean session 0 -> never expires while offline
+        if v5:
+            expiry = int(props.get(PropertyId.SESSION_EXPIRY_INTERVAL, 0))  # type: ignore[arg-type]
+        else:
+            expiry = 0 if p.clean_start else SESSION_EXPIRY_NEVER
+        expiry = min(expiry, cfg.session_expiry_max)
+        keep_alive = p.keep_alive
+        server_keep_alive = None
+        if cfg.keep_alive_max and (keep_alive == 0 or keep_alive > cfg.keep_alive_max) and v5:
+            keep_alive = server_keep_alive = cfg.keep_alive_max
+        conn.keep_alive_ms = keep_alive * 1000
+        if v5:
+            conn.recv_max_out = int(props.get(PropertyId.RECEIVE_MAXIMUM, 65535))  # type: ignore[arg-type]
+            conn.max_packet_out = int(props.get(PropertyId.MAXIMUM_PACKET_SIZE,  # type: ignore[arg-type]
+                                                codec.PACKET_SIZE_MAX))
+            conn.alias_out_max = int(props.get(PropertyId.TOPIC_ALIAS_MAXIMUM, 0))  # type: ignore[arg-type]
+            conn.problem_info = props.get(PropertyId.REQUEST_PROBLEM_INFORMATION, 1) == 1
+        if p.will is not None:
+            conn.will = p.will
+            conn.will_delay_s = int(p.will.properties.get(PropertyId.WILL_DELAY_INTERVAL, 0))  # type: ignore[arg-type]
+        # takeover
+        old = self.sessions.get(client_id)
+        if old is not None and old.conn_id is not None:
+            other = self.conns.get(old.conn_id)
+            if other is not None:
+                self._close(other, RC.SESSION_TAKEN_OVER, "another connection took the session")
+                self._detach(other, abnormal=True)
+            old = self.sessions.get(client_id)
+        present = False
+        if old is not None and not p.clean_start:
+            session = old
+            present = True
+            self._wills.pop(client_id, None)  # MQTT-3.1.3-9: reconnected within the will delay
+        else:
+            if old is not None:
+                self._end_session(old)
+            session = Session(client_id, expiry, conn.version, self.clock())
+            self.sessions[client_id] = session
+        prev_persistent = session.persistent
+        session.expiry_s = expiry
+        session.version = conn.version
+        session.conn_id = conn.id
+        conn.session = session
+        conn.state = 1
+        if self.log is not None and (session.persistent or prev_persistent):
+            if session.persistent:
+                self._append(session_record(session, self.clock()))
+            else:
+                self._append(delete_record(client_id, self.clock()))
+        self.stats.connects += 1
+        ack_props: list[tuple[PropertyId, object]] = []
+        if v5:
+            if assigned:
+                ack_props.append((PropertyId.ASSIGNED_CLIENT_IDENTIFIER, client_id))
+            if expiry != int(props.get(PropertyId.SESSION_EXPIRY_INTERVAL, 0)):  # type: ignore[arg-type]
+                ack_props.append((PropertyId.SESSION_EXPIRY_INTERVAL, expiry))
+            ack_props.append((PropertyId.RECEIVE_MAXIMUM, cfg.receive_maximum))
+            ack_props.append((PropertyId.MAXIMUM_PACKET_SIZE, cfg.max_packet_size))
+            if cfg.topic_alias_max:
+                ack_props.append((PropertyId.TOPIC_ALIAS_MAXIMUM, cfg.topic_alias_max))
+            if not cfg.retain_available:
+                ack_props.append((PropertyId.RETAIN_AVAILABLE, 0))
+            if server_keep_alive is not None:
+                ack_props.append((PropertyId.SERVER_KEEP_ALIVE, server_keep_alive))
+        self._send(conn, codec.encode(
+            Connack(present, 0, Properties(tuple(ack_props))), conn.version))  # type: ignore[arg-type]
+        # resume: re-send the inflight window (MQTT-4.4.0-1), then the queue
+        for inflight in list(session.inflight.values()):
+            if inflight.released:
+                self._send(conn, codec.encode(Pubrel(inflight.packet_id), conn.version))
+            else:
+                self._send_publish(conn, session, inflight.delivery, inflight.packet_id, dup=True)
+        self._pump(session, conn)
+
+    def _refuse(self, conn: Conn, reason: int, detail: str) -> None:
+        self.stats.connect_refused += 1
+        if conn.version == MQTT_5:
+            props = Properties.of((PropertyId.REASON_STRING, detail))
+            self._send(conn, codec.encode(Connack(False, reason, props), MQTT_5))
+        else:
+            self._send(conn, codec.encode(Connack(False, V3_CONNACK.get(reason, 5)), conn.version))
+        conn.will = None
+        self._finish(conn)
+
+    # ---------------------------------------------------------------- PUBLISH (inbound)
+
+    def _on_publish(self, conn: Conn, p: Publish) -> None:
+        cfg = self.config
+        session = conn.session
+        assert session is not None
+        topic = p.topic
+        props = p.properties
+        v5 = conn.version == MQTT_5
+        if v5 and props.items:
+            alias = props.get(PropertyId.TOPIC_ALIAS)
+            if alias is not None:
+                if alias == 0 or alias > cfg.topic_alias_max:  # type: ignore[operator]
+                    self._close(conn, RC.TOPIC_ALIAS_INVALID, f"topic alias {alias} out of range")
+                    return
+                if topic:
+                    conn.alias_in[alias] = topic  # type: ignore[index]
+                else:
+                    known = conn.alias_in.get(alias)  # type: ignore[arg-type]
+                    if known is None:
+                        self._close(conn, RC.PROTOCOL_ERROR, f"unknown topic alias {alias}")
+                        return
+                    topic = known
+        if not topic:
+            self._close(conn, RC.PROTOCOL_ERROR, "PUBLISH with an empty topic and no alias")
+            return
+        try:
+            validate_topic_name(topic, cfg.max_topic_levels)
+        except TopicError as exc:
+            self._close(conn, RC.TOPIC_NAME_INVALID, str(exc))
+            return
+        if p.retain and not cfg.retain_available:
+            self._close(conn, RC.RETAIN_NOT_SUPPORTED, "retain is not available")
+            return
+        qos = p.qos
+        self.stats.msgs_in[qos] += 1
+        allowed = not topic.startswith("$") and (
+            self.acl is None
+            or self.acl.check_publish(conn.username, session.client_id, topic))  # type: ignore[attr-defined]
+        if qos == 2 and p.packet_id in session.inbound_qos2:
+            # a re-sent QoS 2 PUBLISH we already accepted (MQTT-4.3.3-10): acknowledge only
+            self._send(conn, _pub_ack(0x50, p.packet_id, 0, v5))  # type: ignore[arg-type]
+            return
+        if qos and self._inbound_window_full(conn, session):
+            self._close(conn, RC.RECEIVE_MAXIMUM_EXCEEDED, "more unacknowledged QoS 1/2 "
+                        f"PUBLISHes than Receive Maximum {cfg.receive_maximum}")
+            return
+        offset = -1
+        reason = 0
+        if not allowed:
+            self.stats.drop("not_authorized")
+            reason = RC.NOT_AUTHORIZED
+        else:
+            now = self.clock()
+            expiry = EXPIRY_NEVER
+            forwarded = NO_PROPERTIES
+            if v5 and props.items:
+                interval = props.get(PropertyId.MESSAGE_EXPIRY_INTERVAL)
+                if interval is not None:
+                    expiry = int(now + interval * 1000)  # type: ignore[operator]
+                forwarded = Properties(tuple(item for item in props.items
+                                             if item[0] in _FORWARDED))
+            msg = Message(topic, p.payload, qos, p.retain, forwarded, expiry,
+                          session.client_id, now)
+            offset, matched = self._route(msg)
+            if qos and not matched and v5:
+                reason = RC.NO_MATCHING_SUBSCRIBERS
+        if qos == 0:
+            return
+        if qos == 2:
+            session.inbound_qos2.add(p.packet_id)  # type: ignore[arg-type]
+        if not v5:
+            reason = 0
+        ack = _pub_ack(0x40 if qos == 1 else 0x50, p.packet_id, reason, v5)  # type: ignore[arg-type]
+        if qos == 2 and reason >= 0x80:
+            session.inbound_qos2.discard(p.packet_id)  # type: ignore[arg-type]
+        if offset >= 0 and self.log is not None and offset >= self._durable_end():
+            conn.acks_pending += 1
+            self._await_durable.append((offset, conn.id, ack))
+        else:
+            self._send(conn, ack)
+
+    def _inbound_window_full(self, conn: Conn, session: Session) -> bool:
+        return conn.acks_pending + len(session.inbound_qos2) >= self.config.receive_maximum
+
+    def _durable_end(self) -> int:
+        log = self.log
+        durable = getattr(log, "durable_end", None)
+        return durable() if durable is not None else log.end_offset()  # type: ignore[attr-defined]
+
+    def _release_durable(self) -> None:
+        pending = self._await_durable
+        if not pending:
+            return
+        durable = self._durable_end()
+        while pending and pending[0][0] < durable:
+            _, conn_id, ack = pending.popleft()
+            conn = self.conns.get(conn_id)
+            if conn is not None and conn.state == 1:
+                conn.acks_pending -= 1
+                self._send(conn, ack)
+
+    def _on_pubrel(self, conn: Conn, p: Pubrel) -> None:
+        session = conn.session
+        assert session is not None
+        v5 = conn.version == MQTT_5
+        if p.packet_id in session.inbound_qos2:
+            session.inbound_qos2.discard(p.packet_id)
+            self._send(conn, _pub_ack(0x70, p.packet_id, 0, v5))
+        else:
+            self._send(conn, _pub_ack(0x70, p.packet_id, RC.PACKET_IDENTIFIER_NOT_FOUND, v5))
+
+    # ---------------------------------------------------------------- routing
+
+    def _route(self, msg: Message) -> tuple[int, int]:
+        """Deliver `msg` to every matching session; retain it if asked. Returns the state-log
+        offset of its `pub` record (-1 if it was not logged) and the number of target sessions."""
+        topic = msg.topic
+        targets: list[tuple[Session, Delivery]] = []
+        matched = self._trie.match(topic)
+        if matched:
+            by_client: dict[str, list] = {}
+            for _filter, client_id, opts in matched:
+                if opts.no_local and client_id == msg.origin:
+                    continue
+                entry = by_client.get(client_id)
+                if entry is None:
+                    by_client[client_id] = [opts.qos, opts.retain_as_published,
+                                            [opts.sub_id] if opts.sub_id else []]
+                else:
+                    entry[0] = max(entry[0], opts.qos)
+                    entry[1] = entry[1] or opts.retain_as_published
+                    if opts.sub_id:
+                        entry[2].append(opts.sub_id)
+            for client_id, (sub_qos, rap, sub_ids) in by_client.items():
+                session = self.sessions[client_id]
+                targets.append((session, Delivery(msg, min(msg.qos, sub_qos),
+                                                  msg.retain and rap, tuple(sub_ids))))
+        for _filter, _group, group in self._shared.match(topic):
+            member = self._pick_member(group)
+            if member is None:
+                continue
+            client_id, opts = member
+            targets.append((self.sessions[client_id],
+                            Delivery(msg, min(msg.qos, opts.qos), False,
+                                     (opts.sub_id,) if opts.sub_id else ())))
+        offset = -1
+        retain = msg.retain and not topic.startswith("$SYS/")
+        if self.log is not None:
+            logged = [(s.client_id, d) for s, d in targets
+                      if s.persistent and (d.qos or (self.config.queue_qos0 and s.conn_id is None))]
+            if logged or retain:
+                offset = self._append(publish_record(msg, logged, msg.created_ms, retain))
+                msg.log_id = offset
+                self.stats.logged_publishes += 1
+        if msg.retain:
+            self.retained.set(msg)
+        acl = self.acl
+        check = acl is not None and acl.needs_receive_check  # type: ignore[attr-defined]
+        for session, delivery in targets:
+            if check and not self._may_receive(session, topic):
+                continue
+            self._deliver(session, delivery)
+        return offset, len(targets)
+
+    def _may_receive(self, session: Session, topic: str) -> bool:
+        conn = self.conns.get(session.conn_id) if session.conn_id is not None else None
+        user = conn.username if conn is not None else None
+        return self.acl.check_receive(user, session.client_id, topic)  # type: ignore[union-attr]
+
+    def _pick_member(self, group: _SharedGroup) -> tuple[str, SubOpts] | None:
+        """Round robin over the group's members, preferring connected, uncongested ones."""
+        members = list(group.members.items())
+        if not members:
+            return None
+        n = len(members)
+        for step in range(n):
+            client_id, opts = members[(group.cursor + step) % n]
+            session = self.sessions.get(client_id)
+            if session is None or session.conn_id is None:
+                continue
+            conn = self.conns.get(session.conn_id)
+            if conn is not None and not conn.congested:
+                group.cursor = (group.cursor + step + 1) % n
+                return client_id, opts
+        client_id, opts = members[group.cursor % n]
+        group.cursor = (group.cursor + 1) % n
+        return client_id, opts
+
+    def _deliver(self, session: Session, d: Delivery) -> None:
+        conn = self.conns.get(session.conn_id) if session.conn_id is not None else None
+        online = conn is not None and conn.state == 1
+        if d.qos == 0:
+            if online and not conn.congested:  # type: ignore[union-attr]
+                self._send_publish(conn, session, d, None, dup=False)  # type: ignore[arg-type]
+                return
+            if not online and self.config.queue_qos0 and session.persistent:
+                self._enqueue(session, d)
+                return
+            self.stats.drop("qos0_offline" if not online else "qos0_congested")
+            return
+        if (online and not session.queue and not conn.congested  # type: ignore[union-attr]
+                and len(session.inflight) < self._window(conn)):  # type: ignore[arg-type]
+            self._start_inflight(conn, session, d)  # type: ignore[arg-type]
+            return
+        if not online and not session.persistent:
+            self.stats.drop("no_session")
+            return
+        self._enqueue(session, d)
+
+    def _enqueue(self, session: Session, d: Delivery) -> None:
+        queue = session.queue
+        if len(queue) >= self.config.max_queued:
+            session.dropped += 1
+            self.stats.drop("queue_full")
+            if self.config.queue_policy == "drop-new" or not queue:
+                self._finish_logged(session, d)
+                return
+            old = queue.popleft()
+            self._finish_logged(session, old)
+        queue.append(d)
+
+    def _window(self, conn: Conn) -> int:
+        return min(conn.recv_max_out, self.config.max_inflight)
+
+    def _start_inflight(self, conn: Conn, session: Session, d: Delivery) -> None:
+        pid = session.allocate_packet_id()
+        session.inflight[pid] = Inflight(d, pid)
+        if not self._send_publish(conn, session, d, pid, dup=False):
+            del session.inflight[pid]
+            self._finish_logged(session, d)
+
+    def _pump(self, session: Session, conn: Conn) -> None:
+        """Move queued deliveries into the inflight window while there is room."""
+        queue = session.queue
+        window = self._window(conn)
+        now = self.clock()
+        while queue and not conn.congested and conn.state == 1:
+            d = queue[0]
+            if d.qos and len(session.inflight) >= window:
+                break
+            queue.popleft()
+            if d.message.expired(now):
+                self.stats.drop("expired")
+                self._finish_logged(session, d)
+                continue
+            if d.qos:
+                self._start_inflight(conn, session, d)
+            else:
+                self._send_publish(conn, session, d, None, dup=False)
+
+    def _finish_logged(self, session: Session, d: Delivery) -> None:
+        """A delivery ended (acknowledged, dropped or expired): log it if it was logged."""
+        if d.message.log_id >= 0 and self.log is not None and session.persistent and d.qos:
+            self._append(ack_record(session.client_id, d.message.log_id, self.clock()))
+
+    def _send_publish(self, conn: Conn, session: Session, d: Delivery, pid: int | None,
+                      dup: bool) -> bool:
+        """Encode and queue one outbound PUBLISH; False if it cannot be sent (expired, or over
+        the client's Maximum Packet Size: then it is dropped, MQTT-3.1.2-25)."""
+        msg = d.message
+        now = self.clock()
+        v5 = conn.version == MQTT_5
+        if msg.expiry_at != EXPIRY_NEVER and now >= msg.expiry_at:
+            self.stats.drop("expired")
+            return False
+        topic_b = msg.topic_bytes()
+        props_b = None
+        new_alias = None
+        if v5:
+            items: list[tuple[PropertyId, object]] = list(msg.props.items)
+            if msg.expiry_at != EXPIRY_NEVER:
+                items.append((PropertyId.MESSAGE_EXPIRY_INTERVAL, msg.remaining_s(now)))
+            for sub_id in d.sub_ids:
+                items.append((PropertyId.SUBSCRIPTION_IDENTIFIER, sub_id))
+            if conn.alias_out_max:
+                alias = conn.alias_out.get(msg.topic)
+                if alias is not None:
+                    topic_b = b"\x00\x00"
+                elif len(conn.alias_out) < conn.alias_out_max:
+                    alias = new_alias = len(conn.alias_out) + 1
+                if alias is not None:
+                    items.append((PropertyId.TOPIC_ALIAS, alias))
+            props_b = _encode_props(items)
+        data = _publish_bytes(topic_b, msg.payload, d.qos, d.retain, dup, pid, props_b)
+        if len(data) > conn.max_packet_out:
+            self.stats.drop("packet_too_large")
+            return False
+        if new_alias is not None:
+            conn.alias_out[msg.topic] = new_alias  # the client learns it from this packet
+        self._send(conn, data)
+        self.stats.msgs_out[d.qos] += 1
+        self.stats.observe_latency(now - msg.created_ms)
+        return True
+
+    # ---------------------------------------------------------------- acks from the client
+
+    def _on_puback(self, conn: Conn, p: Puback) -> None:
+        session = conn.session
+        assert session is not None
+        inflight = session.inflight.get(p.packet_id)
+        if inflight is None or inflight.delivery.qos != 1:
+            return  # unknown id: nothing to do (v5 has no reply for PUBACK)
+        del session.inflight[p.packet_id]
+        self._finish_logged(session, inflight.delivery)
+        self._pump(session, conn)
+
+    def _on_pubrec(self, conn: Conn, p: Pubrec) -> None:
+        session = conn.session
+        assert session is not None
+        v5 = conn.version == MQTT_5
+        inflight = session.inflight.get(p.packet_id)
+        if inflight is None or inflight.delivery.qos != 2:
+            self._send(conn, _pub_ack(0x62, p.packet_id,
+                                      RC.PACKET_IDENTIFIER_NOT_FOUND if v5 else 0, v5))
+            return
+        if p.reason_code >= 0x80:
+            del session.inflight[p.packet_id]
+            self._finish_logged(session, inflight.delivery)
+            self._pump(session, conn)
+            return
+        if not inflight.released:
+            inflight.released = True
+            self._finish_logged(session, inflight.delivery)  # the client has the message
+        self._send(conn, _pub_ack(0x62, p.packet_id, 0, v5))
+
+    def _on_pubcomp(self, conn: Conn, p: Pubcomp) -> None:
+        session = conn.session
+        assert session is not None
+        inflight = session.inflight.get(p.packet_id)
+        if inflight is None or not inflight.released:
+            return
+        del session.inflight[p.packet_id]
+        self._pump(session, conn)
+
+    # ---------------------------------------------------------------- SUBSCRIBE / UNSUBSCRIBE
+
+    def _on_subscribe(self, conn: Conn, p: Subscribe) -> None:
+        session = conn.session
+        assert session is not None
+        v5 = conn.version == MQTT_5
+        sub_id = 0
+        if v5:
+            ids = p.properties.get_all(PropertyId.SUBSCRIPTION_IDENTIFIER)
+            if ids:
+                sub_id = int(ids[0])  # type: ignore[arg-type]
+        codes: list[int] = []
+        retained_out: list[tuple[Message, SubOpts]] = []
+        changed = False
+        for sub in p.subscriptions:
+            topic_filter = sub.topic_filter
+            try:
+                share_name, inner = parse_shared(topic_filter, self.config.max_topic_levels)
+            except TopicError as exc:
+                codes.append(exc.reason_code if v5 else 0x80)
+                continue
+            group = share_name or ""
+            if share_name is not None and sub.no_local:
+                self._close(conn, RC.PROTOCOL_ERROR, "no local on a shared subscription "
+                                                     "(MQTT-3.8.3-4)")
+                return
+            try:
+                validate_topic_filter(inner, self.config.max_topic_levels)
+                if self.acl is not None and not self.acl.check_subscribe(  # type: ignore[attr-defined]
+                        conn.username, session.client_id, inner):
+                    self.stats.drop("subscribe_not_authorized")
+                    codes.append(RC.NOT_AUTHORIZED if v5 else 0x80)
+                    continue
+                opts = SubOpts(sub.qos, sub.no_local, sub.retain_as_published,
+                               sub.retain_handling, sub_id, group)
+                existed = topic_filter in session.subscriptions
+                self._index_subscription(session.client_id, topic_filter, opts)
+            except TopicError as exc:
+                codes.append(exc.reason_code if v5 else 0x80)
+                continue
+            session.subscriptions[topic_filter] = opts
+            changed = True
+            codes.append(sub.qos)
+            if share_name is None and (sub.retain_handling == 0
+                                   or (sub.retain_handling == 1 and not existed)):
+                for msg in self.retained.match(inner):
+                    retained_out.append((msg, opts))
+        self._send(conn, codec.encode(Suback(p.packet_id, tuple(codes)), conn.version))
+        if changed and session.persistent and self.log is not None:
+            self._append(session_record(session, self.clock()))
+        now = self.clock()
+        for msg, opts in retained_out:
+            if msg.expired(now):
+                continue
+            if self.acl is not None and self.acl.needs_receive_check and not self._may_receive(  # type: ignore[attr-defined]
+                    session, msg.topic):
+                continue
+            self._deliver(session, Delivery(msg, min(msg.qos, opts.qos), True,
+                                            (opts.sub_id,) if opts.sub_id else ()))
+
+    def _index_subscription(self, client_id: str, topic_filter: str, opts: SubOpts) -> None:
+        if opts.share_group:
+            group_name, inner = parse_shared(topic_filter, self.config.max_topic_levels)
+            assert group_name is not None
+            group = self._groups.get((inner, group_name))
+            if group is None:
+                group = self._groups[(inner, group_name)] = _SharedGroup()
+                self._shared.add(inner, group_name, group)
+            group.members[client_id] = opts
+        else:
+            self._trie.add(topic_filter, client_id, opts)
+
+    def _unindex_subscription(self, client_id: str, topic_filter: str, opts: SubOpts) -> None:
+        if opts.share_group:
+            group_name, inner = parse_shared(topic_filter, self.config.max_topic_levels)
+            assert group_name is not None
+            groups = self._groups
+            group = groups.get((inner, group_name))
+            if group is not None:
+                group.members.pop(client_id, None)
+                if not group.members:
+                    del groups[(inner, group_name)]
+                    self._shared.remove(inner, group_name)
+        else:
+            self._trie.remove(topic_filter, client_id)
+
+    def _on_unsubscribe(self, conn: Conn, p: Unsubscribe) -> None:
+        session = conn.session
+        assert session is not None
+        codes = []
+        changed = False
+        for topic_filter in p.topic_filters:
+            opts = session.subscriptions.pop(topic_filter, None)
+            if opts is None:
+                codes.append(RC.NO_SUBSCRIPTION_EXISTED)
+                continue
+            self._unindex_subscription(session.client_id, topic_filter, opts)
+            codes.append(0)
+            changed = True
+        v5 = conn.version == MQTT_5
+        self._send(conn, codec.encode(Unsuback(p.packet_id, tuple(codes) if v5 else ()),
+                                      conn.version))
+        if changed and session.persistent and self.log is not None:
+            self._append(session_record(session, self.clock()))
+
+    # ---------------------------------------------------------------- DISCONNECT and closing
+
+    def _on_disconnect(self, conn: Conn, p: Disconnect) -> None:
+        session = conn.session
+        assert session is not None
+        if conn.version == MQTT_5:
+            new_expiry = p.properties.get(PropertyId.SESSION_EXPIRY_INTERVAL)
+            if new_expiry is not None:
+                if session.expiry_s == 0 and new_expiry != 0:
+                    self._close(conn, RC.PROTOCOL_ERROR, "session expiry set at DISCONNECT "
+                                                         "after CONNECT said 0 (MQTT-3.14.2-2)")
+                    return
+                was = session.persistent
+                session.expiry_s = min(int(new_expiry), self.config.session_expiry_max)  # type: ignore[arg-type]
+                if self.log is not None and (was or session.persistent):
+                    if session.persistent:
+                        self._append(session_record(session, self.clock()))
+                    else:
+                        self._append(delete_record(session.client_id, self.clock()))
+            if p.reason_code != RC.DISCONNECT_WITH_WILL_MESSAGE:
+                conn.will = None
+        else:
+            conn.will = None
+        conn.disconnect_sent = True  # the client said goodbye: no DISCONNECT back
+        self._finish(conn)
+
+    def _protocol_error(self, conn: Conn, reason: int, detail: str) -> None:
+        self.stats.protocol_errors += 1
+        if conn.state == 0:
+            if reason == RC.UNSUPPORTED_PROTOCOL_VERSION or conn.decoder.version is not None:
+                version = conn.decoder.version or 4
+                conn.version = version if version in (3, 4, 5) else 4
+                self._refuse(conn, reason, detail)
+                return
+            self._finish(conn)
+            return
+        self._close(conn, reason, detail)
+
+    def _close(self, conn: Conn, reason: int, detail: str) -> None:
+        """Close `conn` for `reason`: MQTT 5 clients get a DISCONNECT with the reason code."""
+        if conn.state == 2:
+            return
+        if reason >= 0x80:
+            self.stats.protocol_errors += reason in (RC.PROTOCOL_ERROR, RC.MALFORMED_PACKET)
+        if conn.version == MQTT_5 and conn.state == 1 and not conn.disconnect_sent:
+            props = (Properties.of((PropertyId.REASON_STRING, detail[:200]))
+                     if conn.problem_info else NO_PROPERTIES)
+            self._send(conn, codec.encode(Disconnect(reason, props), MQTT_5))
+            conn.disconnect_sent = True
+        self._finish(conn)
+
+    def _finish(self, conn: Conn) -> None:
+        conn.state = 2
+        conn.close_after = True
+        self._dirty[conn.id] = conn
+
+    def _detach(self, conn: Conn, abnormal: bool) -> None:
+        """The connection is gone: schedule or publish its will, detach or end its session."""
+        conn.state = 2
+        session = conn.session
+        conn.session = None
+        if session is None or session.conn_id != conn.id:
+            return
+        session.conn_id = None
+        now = self.clock()
+        session.disconnected_ms = now
+        will = conn.will
+        conn.will = None
+        if will is not None and abnormal:
+            msg = self._will_message(will, session.client_id, now)
+            delay_s = min(conn.will_delay_s, session.expiry_s)
+            if delay_s == 0:
+                self._route(msg)
+            else:
+                self._wills[session.client_id] = (now + delay_s * 1000, msg)
+        if not session.persistent:
+            self._end_session(session)
+
+    def _will_message(self, will: Will, client_id: str, now: float) -> Message:
+        expiry = EXPIRY_NEVER
+        interval = will.properties.get(PropertyId.MESSAGE_EXPIRY_INTERVAL)
+        if interval is not None:
+            expiry = int(now + interval * 1000)  # type: ignore[operator]
+        forwarded = Properties(tuple(i for i in will.properties.items if i[0] in _FORWARDED))
+        return Message(will.topic, will.payload, will.qos, will.retain, forwarded, expiry,
+                       client_id, now)
+
+    def _end_session(self, session: Session) -> None:
+        """The session is over: drop its subscriptions and queue; publish a pending will."""
+        for topic_filter, opts in session.subscriptions.items():
+            self._unindex_subscription(session.client_id, topic_filter, opts)
+        session.subscriptions.clear()
+        if self.sessions.get(session.client_id) is session:
+            del self.sessions[session.client_id]
+        if session.persistent and self.log is not None:
+            self._append(delete_record(session.client_id, self.clock()))
+        pending = self._wills.pop(session.client_id, None)
+        if pending is not None:
+            self._route(pending[1])  # session end publishes a delayed will (MQTT-3.1.3-9)
+        dropped = len(session.queue)
+        if dropped:
+            self.stats.drop("session_ended", dropped)
+        session.queue.clear()
+        session.inflight.clear()
+
+    # ---------------------------------------------------------------- timers
+
+    def _check_keepalives(self, now: float) -> None:
+        for conn in list(self.conns.values()):
+            if conn.state == 1 and conn.keep_alive_ms:
+                if now - conn.last_rx > conn.keep_alive_ms * 1.5:  # MQTT-3.1.2-24
+                    self._close(conn, RC.KEEP_ALIVE_TIMEOUT, "keep alive timeout")
+            elif conn.state == 0 and now - conn.connected_ms > 30_000:
+                self._finish(conn)  # no CONNECT within 30 s
+
+    def _expire_sessions(self, now: float) -> None:
+        expired = []
+        for session in self.sessions.values():
+            due = session.expires_at()
+            if due is not None and now >= due:
+                expired.append(session)
+        for session in expired:
+            self._end_session(session)
+
+    def _fire_wills(self, now: float) -> None:
+        due = [(cid, msg) for cid, (at, msg) in self._wills.items() if now >= at]
+        for client_id, msg in due:
+            del self._wills[client_id]
+            self._route(msg)
+
+    def _publish_sys(self, now: float) -> None:
+        s = self.stats
+        online = sum(1 for c in self.conns.values() if c.state == 1)
+        values = {
+            "$SYS/broker/version": self.config.server_name,
+            "$SYS/broker/uptime": f"{int((now - self.started_ms) // 1000)} seconds",
+            "$SYS/broker/clients/connected": str(online),
+            "$SYS/broker/clients/total": str(len(self.sessions)),
+            "$SYS/broker/messages/received": str(sum(s.msgs_in)),
+            "$SYS/broker/messages/sent": str(sum(s.msgs_out)),
+            "$SYS/broker/bytes/received": str(s.bytes_in),
+            "$SYS/broker/bytes/sent": str(s.bytes_out),
+            "$SYS/broker/subscriptions/count": str(len(self._trie) + sum(
+                len(g.members) for g in self._groups.values())),
+            "$SYS/broker/retained messages/count": str(len(self.retained)),
+            "$SYS/broker/messages/dropped": str(sum(s.dropped.values())),
+        }
+        for topic, text in values.items():
+            old = self.retained.get(topic)
+            if old is not None and old.payload == text.encode():
+                continue
+            self._route(Message(topic, text.encode(), 0, True, NO_PROPERTIES, EXPIRY_NEVER, "",
+                                now))
+
+    # ---------------------------------------------------------------- output
+
+    def _send(self, conn: Conn, data: bytes) -> None:
+        conn.out.append(data)
+        if conn.id not in self._dirty:
+            self._dirty[conn.id] = conn
+
+    # ================================================================== introspection (admin)
+
+    def clients(self) -> list[dict[str, object]]:
+        out = []
+        for conn in self.conns.values():
+            if conn.state != 1 or conn.session is None:
+                continue
+            out.append({"client_id": conn.session.client_id, "peer": conn.peer,
+                        "listener": conn.listener, "protocol": conn.version,
+                        "username": conn.username, "keep_alive_s": conn.keep_alive_ms // 1000,
+                        "connected_ms": conn.connected_ms, "congested": conn.congested})
+        out.sort(key=lambda c: str(c["client_id"]))
+        return out
+
+    def session_list(self) -> list[dict[str, object]]:
+        out = []
+        for session in sorted(self.sessions.values(), key=lambda s: s.client_id):
+            out.append({"client_id": session.client_id, "online": session.conn_id is not None,
+                        "expiry_s": session.expiry_s, "persistent": session.persistent,
+                        "subscriptions": len(session.subscriptions),
+                        "inflight": len(session.inflight), "queued": len(session.queue),
+                        "dropped": session.dropped})
+        return out
+
+    def subscription_list(self) -> list[dict[str, object]]:
+        out = []
+        for session in sorted(self.sessions.values(), key=lambda s: s.client_id):
+            for topic_filter, opts in sorted(session.subscriptions.items()):
+                out.append({"client_id": session.client_id, "filter": topic_filter,
+                            "qos": opts.qos, "no_local": opts.no_local,
+                            "retain_as_published": opts.retain_as_published,
+                            "retain_handling": opts.retain_handling,
+                            "subscription_id": opts.sub_id, "share_group": opts.share_group})
+        return out
+
+    def topic_list(self) -> list[dict[str, object]]:
+        counts: dict[str, int] = {}
+        for session in self.sessions.values():
+            for topic_filter in session.subscriptions:
+                counts[topic_filter] = counts.get(topic_filter, 0) + 1
+        return [{"filter": f, "subscribers": n} for f, n in sorted(counts.items())]
+
+    def retained_list(self) -> list[dict[str, object]]:
+        return [{"topic": m.topic, "bytes": len(m.payload), "qos": m.qos,
+                 "payload_preview": m.payload[:64].decode("utf-8", "replace")}
+                for m in self.retained.all()]
+
+    def gauges(self) -> dict[str, int]:
+        return {
+            "connections": sum(1 for c in self.conns.values() if c.state == 1),
+            "sessions": len(self.sessions),
+            "subscriptions": sum(len(s.subscriptions) for s in self.sessions.values()),
+            "retained": len(self.retained),
+            "inflight": sum(len(s.inflight) for s in self.sessions.values()),
+            "queued": sum(len(s.queue) for s in self.sessions.values()),
+            "acks_awaiting_durability": len(self._await_durable),
+        }
+
+
+# ====================================================================== fast encoders
+
+
+def _varint(n: int) -> bytes:
+    if n < 128:
+        return bytes((n,))
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _publish_bytes(topic_b: bytes, payload: bytes, qos: int, retain: bool, dup: bool,
+                   pid: int | None, props_b: bytes | None) -> bytes:
+    """A PUBLISH packet from pre-encoded parts (`props_b` None for 3.1/3.1.1, else the encoded
+    property section without its length)."""
+    header = 0x30 | (dup << 3) | (qos << 1) | retain
+    body_len = len(topic_b) + len(payload)
+    pid_b = b""
+    if qos:
+        pid_b = pid.to_bytes(2, "big")  # type: ignore[union-attr]
+        body_len += 2
+    if props_b is None:
+        return b"".join((bytes((header,)), _varint(body_len), topic_b, pid_b, payload))
+    plen = _varint(len(props_b))
+    body_len += len(plen) + len(props_b)
+    return b"".join((bytes((header,)), _varint(body_len), topic_b, pid_b, plen, props_b, payload))
+
+
+def _encode_props(items: list[tuple[PropertyId, object]]) -> bytes:
+    if not items:
+        return b""
+    encoded = encode_properties(Properties(tuple(items)))  # type: ignore[arg-type]
+    # encode_properties writes the length prefix; strip it (the caller writes its own)
+    index = 0
+    while encoded[index] & 0x80:
+        index += 1
+    return encoded[index + 1:]
+
+
+def _pub_ack(first: int, pid: int, reason: int, v5: bool) -> bytes:
+    if v5 and reason:
+        return bytes((first, 3)) + pid.to_bytes(2, "big") + bytes((reason,))
+    return bytes((first, 2)) + pid.to_bytes(2, "big")
