@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 JOBS   ?= 2
 
-.PHONY: tools venv run test lint integration chaos bench bench-sim bench-storage crash-storage bughunt slow notebooks sweep figure16 clean
+.PHONY: tools fuzz-mqtt venv run test lint integration chaos bench bench-sim bench-storage crash-storage bughunt slow notebooks sweep figure16 clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,13 +31,13 @@ run: $(STAMP)
 	$(VENV)/bin/twinmq serve $(ARGS)
 
 ## Fast suite plus a smoke slice of each slow suite (what .ci/run calls).
-test: $(STAMP)
+test: $(STAMP) tools
 	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check real model scenarios tests
 
-integration: $(STAMP)
+integration: $(STAMP) tools
 	$(PY) -m pytest -q -m integration
 
 chaos: $(STAMP)
@@ -62,6 +62,10 @@ bench-storage: $(STAMP)
 crash-storage: $(STAMP)
 	$(PY) -m scenarios.storage_crash --engines file,rocksdb,s3 --kills 8 \
 		--out reports/storage-crash.json
+
+## Opt-in long fuzz run of a live node: 100,000 malformed MQTT inputs (reports/fuzz-mqtt.json).
+fuzz-mqtt: $(STAMP)
+	$(PY) -m scenarios.fuzz_mqtt --inputs 100000
 
 bench-sim: $(STAMP)
 	$(PY) -m scenarios.bench_sim

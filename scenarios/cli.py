@@ -1,6 +1,8 @@
 """`twinmq`: one command for both worlds.
 
     twinmq serve ...        run a real node            (real/__main__.py)
+    twinmq user ...         manage an MQTT password file (real/__main__.py)
+    twinmq ctl ...          query a running node's admin API (real/__main__.py)
     twinmq sim run|sweep    run the simulator          (model/__main__.py)
 
 This dispatcher lives in `scenarios/` because it is the one package allowed to import both `real`
@@ -15,6 +17,8 @@ USAGE = """usage: twinmq <command> [args]
 
 commands:
   serve              start a node (see: twinmq serve --help)
+  user add|delete|list --file PATH [USERNAME]   MQTT password file (mosquitto_passwd format)
+  ctl [--admin URL] COMMAND                     health, node, clients, sessions, ...
   sim run FILE       run one simulated scenario (--seed N)
   sim sweep FILE     run many seeds in parallel (--seeds 1-1000 --jobs 2)
 """
@@ -30,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         from model.__main__ import main as sim_main
 
         return sim_main(rest)
-    if command in ("serve",):
+    if command in ("serve", "user", "ctl"):
         from real.__main__ import main as real_main
 
         return real_main(args)

@@ -27,9 +27,11 @@ amount of memory.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from real.mqtt import codec
 from real.mqtt.errors import MqttError
@@ -62,6 +64,7 @@ from real.mqtt.persist import (
     session_record,
 )
 from real.mqtt.properties import NO_PROPERTIES, Properties, PropertyId, encode_properties
+from real.mqtt.reasons import DISCONNECT_CODES
 from real.mqtt.reasons import ReasonCode as RC
 from real.mqtt.session import (
     EXPIRY_NEVER,
@@ -85,6 +88,7 @@ SESSION_EXPIRY_NEVER = 0xFFFFFFFF
 QUEUE_POLICIES = ("drop-new", "drop-oldest")
 LATENCY_BUCKETS_MS = (0.5, 1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 2500, 5000)
 KEEP_ALIVE_CHECK_MS = 250
+ROUTE_CACHE_MAX = 8192
 
 # MQTT 5 CONNACK reason -> 3.1.1 return code (section 3.2.2.3 of 3.1.1)
 V3_CONNACK = {
@@ -147,12 +151,7 @@ class Stats:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
 
     def observe_latency(self, ms: float) -> None:
-        index = 0
-        for bound in LATENCY_BUCKETS_MS:
-            if ms <= bound:
-                break
-            index += 1
-        self.latency_counts[index] += 1
+        self.latency_counts[bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
         self.latency_sum_ms += ms
 
 
@@ -163,7 +162,7 @@ class Conn:
                  "session", "username", "keep_alive_ms", "last_rx", "will", "will_delay_s",
                  "max_packet_out", "recv_max_out", "alias_in", "alias_out", "alias_out_max",
                  "out", "close_after", "congested", "acks_pending", "connected_ms",
-                 "problem_info", "disconnect_sent")
+                 "problem_info", "disconnect_sent", "pending")
 
     def __init__(self, conn_id: int, peer: str, listener: str, anonymous_ok: bool,
                  max_packet_size: int, now: float) -> None:
@@ -189,6 +188,7 @@ class Conn:
         self.close_after = False
         self.congested = False
         self.acks_pending = 0  # inbound QoS 1 acks held for durability
+        self.pending = b""  # bytes of an incomplete packet (see Broker.receive)
         self.connected_ms = now
         self.problem_info = True
         self.disconnect_sent = False
@@ -210,9 +210,10 @@ class Broker:
                  authenticate: Callable[[str | None, bytes | None, bool], int] | None = None,
                  acl: object | None = None) -> None:
         """`log`: a ShardEngine for durable state (None: nothing survives a restart).
-        `authenticate(username, password, anonymous_ok) -> 0 or an MQTT 5 reason code`.
-        `acl`: an object with check_publish/check_subscribe/check_receive(user, client, topic)
-        and a `needs_receive_check` flag (None: everything allowed)."""
+        `authenticate(username, password, anonymous_ok)` returns 0 or an MQTT 5 reason code, or
+        an object with `.reason` and `.user` (the identity the ACL sees; None = anonymous), as
+        `real.mqtt.auth.Authenticator.login` does. `acl`: a `real.mqtt.auth.Acl` (its
+        `for_client(user, client_id)` is bound once per session; None: everything allowed)."""
         self.config = config
         self.clock = clock
         self.log = log
@@ -227,6 +228,8 @@ class Broker:
         self._shared: SubscriptionTrie[_SharedGroup] = SubscriptionTrie(
             max_levels=config.max_topic_levels)
         self._groups: dict[tuple[str, str], _SharedGroup] = {}  # (filter, group) -> members
+        self._routes: dict[str, tuple[list, list]] = {}  # topic -> matches; see _routes_for
+        self._names: dict[bytes, str] = {}  # UTF-8 topic names known valid (inline parser)
         self._dirty: dict[int, Conn] = {}
         self._await_durable: deque[tuple[int, int, bytes]] = deque()  # (offset, conn id, ack)
         self._wills: dict[str, tuple[float, Message]] = {}  # client id -> (due, will)
@@ -328,11 +331,79 @@ class Broker:
             self._dirty[conn_id] = conn
 
     def receive(self, conn_id: int, data: bytes) -> None:
+        """Bytes from the client. Complete packets are framed here; a PUBLISH in the common shape
+        (a topic name seen before, no properties) is parsed inline, everything else goes
+        through the full `Decoder` one complete packet at a time, so its checks and error
+        reasons apply unchanged."""
         conn = self.conns.get(conn_id)
         if conn is None or conn.state == 2:
             return
         conn.last_rx = self.clock()
         self.stats.bytes_in += len(data)
+        if conn.decoder.buffered():
+            self._decode(conn, data)  # after an irregular frame: the decoder owns the stream
+            return
+        buf = conn.pending + data if conn.pending else data
+        n = len(buf)
+        pos = 0
+        names = self._names
+        limit = self.config.max_packet_size
+        v5 = conn.version == MQTT_5
+        while pos < n and conn.state != 2:
+            # fixed header: type/flags byte, remaining length (1..4 byte varint)
+            index = pos + 1
+            length = 0
+            shift = 0
+            while True:
+                if index >= n:
+                    break
+                byte = buf[index]
+                index += 1
+                length |= (byte & 0x7F) << shift
+                if not byte & 0x80:
+                    break
+                shift += 7
+                if shift > 21:
+                    break
+            else:  # pragma: no cover - loop always breaks
+                pass
+            if index >= n and (index == pos + 1 or buf[index - 1] & 0x80):
+                if n - pos > 5:  # a header that cannot end: let the decoder name the error
+                    self._decode(conn, buf[pos:])
+                    pos = n
+                break  # incomplete fixed header: wait for more
+            end = index + length
+            if shift > 21 or end - pos > limit or (byte == 0 and index - pos > 2):
+                self._decode(conn, buf[pos:])  # oversized or not minimal: the decoder's error
+                pos = n
+                break
+            if end > n:
+                break  # incomplete body: wait for more
+            byte0 = buf[pos]
+            if byte0 >> 4 == 3 and conn.state == 1 and byte0 & 6 != 6:
+                qos = byte0 >> 1 & 3
+                tlen = buf[index] << 8 | buf[index + 1] if end - index >= 2 else -1
+                body = index + 2 + tlen
+                topic = names.get(buf[index + 2:body]) if tlen > 0 else None
+                pid = None
+                if qos and topic is not None:
+                    pid = buf[body] << 8 | buf[body + 1] if body + 2 <= end else 0
+                    body += 2
+                if topic is not None and v5:
+                    if body < end and buf[body] == 0:
+                        body += 1
+                    else:
+                        topic = None
+                if topic is not None and body <= end and pid != 0:
+                    self._publish_in(conn, topic, buf[body:end], qos, bool(byte0 & 1), pid,
+                                     NO_PROPERTIES)
+                    pos = end
+                    continue
+            self._decode(conn, buf[pos:end])
+            pos = end
+        conn.pending = buf[pos:] if pos < n and conn.state != 2 else b""
+
+    def _decode(self, conn: Conn, data: bytes) -> None:
         try:
             packets = conn.decoder.feed(data)
         except MqttError as exc:
@@ -479,13 +550,16 @@ class Broker:
             self._assigned += 1
             client_id = f"auto-{cfg.node_id}-{self._assigned}"
             assigned = True
+        user = p.username
         if self._authenticate is not None:
-            code = self._authenticate(p.username, p.password, conn.anonymous_ok)
+            result = self._authenticate(p.username, p.password, conn.anonymous_ok)
+            code, user = ((result, p.username) if isinstance(result, int)
+                          else (result.reason, result.user))  # type: ignore[attr-defined]
             if code:
                 self.stats.auth_failures += 1
                 self._refuse(conn, code, "authentication failed")
                 return
-        conn.username = p.username
+        conn.username = user
         # session expiry: v3 clean session 0 -> never expires while offline
         if v5:
             expiry = int(props.get(PropertyId.SESSION_EXPIRY_INTERVAL, 0))  # type: ignore[arg-type]
@@ -528,6 +602,9 @@ class Broker:
         session.expiry_s = expiry
         session.version = conn.version
         session.conn_id = conn.id
+        if session.username != user:
+            session.username = user
+            session.acl = None  # re-bound for the new identity by _client_acl
         conn.session = session
         conn.state = 1
         if self.log is not None and (session.persistent or prev_persistent):
@@ -573,11 +650,13 @@ class Broker:
     # ---------------------------------------------------------------- PUBLISH (inbound)
 
     def _on_publish(self, conn: Conn, p: Publish) -> None:
+        self._publish_in(conn, p.topic, p.payload, p.qos, p.retain, p.packet_id, p.properties)
+
+    def _publish_in(self, conn: Conn, topic: str, payload: bytes, qos: int, retain: bool,
+                    packet_id: int | None, props: Properties) -> None:
         cfg = self.config
         session = conn.session
         assert session is not None
-        topic = p.topic
-        props = p.properties
         v5 = conn.version == MQTT_5
         if v5 and props.items:
             alias = props.get(PropertyId.TOPIC_ALIAS)
@@ -596,22 +675,23 @@ class Broker:
         if not topic:
             self._close(conn, RC.PROTOCOL_ERROR, "PUBLISH with an empty topic and no alias")
             return
-        try:
-            validate_topic_name(topic, cfg.max_topic_levels)
-        except TopicError as exc:
-            self._close(conn, RC.TOPIC_NAME_INVALID, str(exc))
-            return
-        if p.retain and not cfg.retain_available:
+        routes = self._routes.get(topic)
+        if routes is None:
+            try:
+                validate_topic_name(topic, cfg.max_topic_levels)
+            except TopicError as exc:
+                self._close(conn, RC.TOPIC_NAME_INVALID, str(exc))
+                return
+            routes = self._routes_for(topic)
+        if retain and not cfg.retain_available:
             self._close(conn, RC.RETAIN_NOT_SUPPORTED, "retain is not available")
             return
-        qos = p.qos
         self.stats.msgs_in[qos] += 1
-        allowed = not topic.startswith("$") and (
-            self.acl is None
-            or self.acl.check_publish(conn.username, session.client_id, topic))  # type: ignore[attr-defined]
-        if qos == 2 and p.packet_id in session.inbound_qos2:
+        acl = self._client_acl(session)
+        allowed = not topic.startswith("$") and (acl is None or acl.check_publish(topic))
+        if qos == 2 and packet_id in session.inbound_qos2:
             # a re-sent QoS 2 PUBLISH we already accepted (MQTT-4.3.3-10): acknowledge only
-            self._send(conn, _pub_ack(0x50, p.packet_id, 0, v5))  # type: ignore[arg-type]
+            self._send(conn, _pub_ack(0x50, packet_id, 0, v5))  # type: ignore[arg-type]
             return
         if qos and self._inbound_window_full(conn, session):
             self._close(conn, RC.RECEIVE_MAXIMUM_EXCEEDED, "more unacknowledged QoS 1/2 "
@@ -632,20 +712,20 @@ class Broker:
                     expiry = int(now + interval * 1000)  # type: ignore[operator]
                 forwarded = Properties(tuple(item for item in props.items
                                              if item[0] in _FORWARDED))
-            msg = Message(topic, p.payload, qos, p.retain, forwarded, expiry,
+            msg = Message(topic, payload, qos, retain, forwarded, expiry,
                           session.client_id, now)
-            offset, matched = self._route(msg)
+            offset, matched = self._route(msg, routes)
             if qos and not matched and v5:
                 reason = RC.NO_MATCHING_SUBSCRIBERS
         if qos == 0:
             return
         if qos == 2:
-            session.inbound_qos2.add(p.packet_id)  # type: ignore[arg-type]
+            session.inbound_qos2.add(packet_id)  # type: ignore[arg-type]
         if not v5:
             reason = 0
-        ack = _pub_ack(0x40 if qos == 1 else 0x50, p.packet_id, reason, v5)  # type: ignore[arg-type]
+        ack = _pub_ack(0x40 if qos == 1 else 0x50, packet_id, reason, v5)  # type: ignore[arg-type]
         if qos == 2 and reason >= 0x80:
-            session.inbound_qos2.discard(p.packet_id)  # type: ignore[arg-type]
+            session.inbound_qos2.discard(packet_id)  # type: ignore[arg-type]
         if offset >= 0 and self.log is not None and offset >= self._durable_end():
             conn.acks_pending += 1
             self._await_durable.append((offset, conn.id, ack))
@@ -684,31 +764,39 @@ class Broker:
 
     # ---------------------------------------------------------------- routing
 
-    def _route(self, msg: Message) -> tuple[int, int]:
+    def _routes_for(self, topic: str) -> tuple[list, list]:
+        """The (normal, shared) subscriptions matching a valid topic name, cached until the
+        next subscription change (also remembers the name as valid for the inline parser)."""
+        routes = self._routes.get(topic)
+        if routes is None:
+            if len(self._routes) >= ROUTE_CACHE_MAX:
+                self._routes.clear()
+            routes = self._routes[topic] = (_aggregate(self._trie.match(topic), self.sessions),
+                                            self._shared.match(topic))
+            if len(self._names) >= ROUTE_CACHE_MAX:
+                self._names.clear()
+            self._names[topic.encode()] = topic
+        return routes
+
+    def _route(self, msg: Message, routes: tuple[list, list] | None = None) -> tuple[int, int]:
         """Deliver `msg` to every matching session; retain it if asked. Returns the state-log
         offset of its `pub` record (-1 if it was not logged) and the number of target sessions."""
         topic = msg.topic
         targets: list[tuple[Session, Delivery]] = []
-        matched = self._trie.match(topic)
-        if matched:
-            by_client: dict[str, list] = {}
-            for _filter, client_id, opts in matched:
-                if opts.no_local and client_id == msg.origin:
-                    continue
-                entry = by_client.get(client_id)
-                if entry is None:
-                    by_client[client_id] = [opts.qos, opts.retain_as_published,
-                                            [opts.sub_id] if opts.sub_id else []]
-                else:
-                    entry[0] = max(entry[0], opts.qos)
-                    entry[1] = entry[1] or opts.retain_as_published
-                    if opts.sub_id:
-                        entry[2].append(opts.sub_id)
-            for client_id, (sub_qos, rap, sub_ids) in by_client.items():
-                session = self.sessions[client_id]
-                targets.append((session, Delivery(msg, min(msg.qos, sub_qos),
-                                                  msg.retain and rap, tuple(sub_ids))))
-        for _filter, _group, group in self._shared.match(topic):
+        if routes is None:
+            routes = self._routes_for(topic)
+        matched, shared = routes
+        qos = msg.qos
+        retain_flag = msg.retain
+        origin = msg.origin
+        for session, sub_qos, rap, sub_ids, own in matched:
+            if session.client_id == origin and own is not None:
+                if own is False:
+                    continue  # every matching subscription of the publisher is no-local
+                sub_qos, rap, sub_ids = own
+            targets.append((session, Delivery(msg, sub_qos if sub_qos < qos else qos,
+                                              retain_flag and rap, sub_ids)))
+        for _filter, _group, group in shared:
             member = self._pick_member(group)
             if member is None:
                 continue
@@ -717,8 +805,8 @@ class Broker:
                             Delivery(msg, min(msg.qos, opts.qos), False,
                                      (opts.sub_id,) if opts.sub_id else ())))
         offset = -1
-        retain = msg.retain and not topic.startswith("$SYS/")
-        if self.log is not None:
+        retain = retain_flag and not topic.startswith("$SYS/")
+        if self.log is not None and (retain or any(s.persistent for s, _ in targets)):
             logged = [(s.client_id, d) for s, d in targets
                       if s.persistent and (d.qos or (self.config.queue_qos0 and s.conn_id is None))]
             if logged or retain:
@@ -735,10 +823,18 @@ class Broker:
             self._deliver(session, delivery)
         return offset, len(targets)
 
+    def _client_acl(self, session: Session) -> Any:
+        """The ACL bound to the session's user and client id (built once), or None."""
+        if self.acl is None:
+            return None
+        if session.acl is None:
+            session.acl = self.acl.for_client(session.username,  # type: ignore[attr-defined]
+                                              session.client_id)
+        return session.acl
+
     def _may_receive(self, session: Session, topic: str) -> bool:
-        conn = self.conns.get(session.conn_id) if session.conn_id is not None else None
-        user = conn.username if conn is not None else None
-        return self.acl.check_receive(user, session.client_id, topic)  # type: ignore[union-attr]
+        acl = self._client_acl(session)
+        return acl is None or not acl.needs_receive_check or acl.check_receive(topic)
 
     def _pick_member(self, group: _SharedGroup) -> tuple[str, SubOpts] | None:
         """Round robin over the group's members, preferring connected, uncongested ones."""
@@ -933,8 +1029,8 @@ class Broker:
                 return
             try:
                 validate_topic_filter(inner, self.config.max_topic_levels)
-                if self.acl is not None and not self.acl.check_subscribe(  # type: ignore[attr-defined]
-                        conn.username, session.client_id, inner):
+                acl = self._client_acl(session)
+                if acl is not None and not acl.check_subscribe(inner):
                     self.stats.drop("subscribe_not_authorized")
                     codes.append(RC.NOT_AUTHORIZED if v5 else 0x80)
                     continue
@@ -959,13 +1055,13 @@ class Broker:
         for msg, opts in retained_out:
             if msg.expired(now):
                 continue
-            if self.acl is not None and self.acl.needs_receive_check and not self._may_receive(  # type: ignore[attr-defined]
-                    session, msg.topic):
+            if not self._may_receive(session, msg.topic):
                 continue
             self._deliver(session, Delivery(msg, min(msg.qos, opts.qos), True,
                                             (opts.sub_id,) if opts.sub_id else ()))
 
     def _index_subscription(self, client_id: str, topic_filter: str, opts: SubOpts) -> None:
+        self._routes.clear()
         if opts.share_group:
             group_name, inner = parse_shared(topic_filter, self.config.max_topic_levels)
             assert group_name is not None
@@ -978,6 +1074,7 @@ class Broker:
             self._trie.add(topic_filter, client_id, opts)
 
     def _unindex_subscription(self, client_id: str, topic_filter: str, opts: SubOpts) -> None:
+        self._routes.clear()
         if opts.share_group:
             group_name, inner = parse_shared(topic_filter, self.config.max_topic_levels)
             assert group_name is not None
@@ -1055,6 +1152,8 @@ class Broker:
         if reason >= 0x80:
             self.stats.protocol_errors += reason in (RC.PROTOCOL_ERROR, RC.MALFORMED_PACKET)
         if conn.version == MQTT_5 and conn.state == 1 and not conn.disconnect_sent:
+            if reason not in DISCONNECT_CODES:  # e.g. 0x84 from a second, odd CONNECT
+                reason = RC.PROTOCOL_ERROR
             props = (Properties.of((PropertyId.REASON_STRING, detail[:200]))
                      if conn.problem_info else NO_PROPERTIES)
             self._send(conn, codec.encode(Disconnect(reason, props), MQTT_5))
@@ -1228,6 +1327,33 @@ class Broker:
             "queued": sum(len(s.queue) for s in self.sessions.values()),
             "acks_awaiting_durability": len(self._await_durable),
         }
+
+
+# ====================================================================== helpers
+
+
+def _aggregate(matched: list[tuple[str, str, SubOpts]], sessions: dict[str, Session]) -> list:
+    """One entry per client from the trie's (filter, client, opts) matches: (session, max QoS,
+    any retain-as-published, subscription ids, own) where `own` is None when no subscription is
+    no-local, else the aggregate over the client's other subscriptions (False if none), used
+    when the client is the publisher (MQTT-3.8.3-3)."""
+    by_client: dict[str, list[SubOpts]] = {}
+    for _filter, client_id, opts in matched:
+        by_client.setdefault(client_id, []).append(opts)
+    out = []
+    for client_id, subs in by_client.items():
+        qos, rap, ids = _combine(subs)
+        own = None
+        if any(o.no_local for o in subs):
+            local = [o for o in subs if not o.no_local]
+            own = _combine(local) if local else False
+        out.append((sessions[client_id], qos, rap, ids, own))
+    return out
+
+
+def _combine(subs: list[SubOpts]) -> tuple[int, bool, tuple[int, ...]]:
+    return (max(o.qos for o in subs), any(o.retain_as_published for o in subs),
+            tuple(o.sub_id for o in subs if o.sub_id))
 
 
 # ====================================================================== fast encoders

@@ -7,7 +7,7 @@ pairs; the payload is the message payload; `headers` are the MQTT 5 User Propert
 Kafka view of the log sees them as Kafka headers).
 
     kind  meta                                                   meaning
-    ses   c=client, e=expiry s, v=version, s=sub (repeated)     persistent session, full sub list
+    ses   c=client, e=expiry s, v=version, [u=user], s=sub (rep) persistent session, full sub list
     del   c=client                                              session ended
     pub   t=topic, q=qos, [r=1], [x=expiry ms], [o=origin],     a message: retained (r=1) and/or
           [ct, rt, cd(hex), pf], d=client,qos,retain,ids (rep)  queued to each d= target session
@@ -53,6 +53,8 @@ class CorruptState(Exception):
 def session_record(session: Session, now: int, generation: int = 0) -> Record:
     meta: list[tuple[str, str]] = [("c", session.client_id), ("e", str(session.expiry_s)),
                                    ("v", str(session.version))]
+    if session.username is not None:
+        meta.append(("u", session.username))
     for topic_filter, opts in session.subscriptions.items():
         meta.append(("s", f"{topic_filter}\t{opts.qos}\t{int(opts.no_local)}\t"
                           f"{int(opts.retain_as_published)}\t{opts.retain_handling}\t{opts.sub_id}"))
@@ -224,6 +226,7 @@ def _apply(rec: Record, state: RecoveredState, pending: dict[str, dict[int, Deli
         session.expiry_s = _int(rec, "e", _required(rec, "e"))
         session.version = _int(rec, "v", _required(rec, "v"))
         session.subscriptions = dict(_parse_sub(rec, v) for k, v in rec.meta if k == "s")
+        session.username = _meta_get(rec, "u")
         session.disconnected_ms = rec.timestamp_ms
         state.sessions[client_id] = session
     elif kind == DEL:

@@ -114,6 +114,8 @@ class Session:
         self.conn_id: int | None = None  # the connection attached, if any
         self.disconnected_ms = created_ms  # when the last connection ended (for expiry)
         self.dropped = 0  # deliveries dropped by the queue limit or expiry
+        self.username: str | None = None  # the authenticated user (None: anonymous)
+        self.acl: object | None = None  # the broker's ACL bound to (username, client id)
 
     @property
     def persistent(self) -> bool:

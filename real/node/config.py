@@ -1,7 +1,9 @@
 """Node configuration: defaults < TOML file < command-line flags.
 
 Every key is declared once in `KEYS` (its dotted TOML path, the NodeConfig field, type and check).
-An unknown key or a bad value raises ConfigError naming the file (or flag) and the key.
+An unknown key or a bad value raises ConfigError naming the file (or flag) and the key. Checks
+that span keys (distinct listener ports, TLS files when a TLS listener is on, the password and ACL
+files existing and parsing) run after merging, and name the keys involved.
 
     node_id = 1
     data_dir = "./data"
@@ -10,6 +12,30 @@ An unknown key or a bad value raises ConfigError naming the file (or flag) and t
     mqtt_port = 1883
     kafka_port = 9092
     admin_port = 8080
+    ws_port = 8083             # MQTT over WebSocket; 0 = off
+    mqtts_port = 0             # MQTT over TLS; 0 = off (needs [tls])
+    wss_port = 0               # MQTT over WebSocket over TLS; 0 = off (needs [tls])
+    [tls]
+    cert_file = ""             # PEM certificate chain; required when mqtts_port or wss_port is on
+    key_file = ""              # PEM private key; same
+    [mqtt]
+    allow_anonymous = "auto"   # "auto" | true | false; auto: only on loopback-bound listeners
+    password_file = ""         # mosquitto_passwd format (`twinmq user add`); "" = none
+    acl_file = ""              # TOML ACL (see real/mqtt/auth.py); "" = allow everything
+    max_packet_size = 1048576  # bytes, 64..268435455, both directions
+    max_connections = 100000
+    receive_maximum = 1024     # inbound QoS>0 PUBLISHes in flight per client, 1..65535
+    max_inflight = 64          # outbound QoS>0 PUBLISHes in flight per session, 1..65535
+    max_queued = 1000          # messages queued per offline or slow session
+    queue_policy = "drop-new"  # drop-new | drop-oldest when a session queue is full
+    queue_qos0 = false         # queue QoS 0 messages for offline sessions too
+    topic_alias_max = 16       # 0..65535; 0 = no topic aliases from clients
+    keep_alive_max = 0         # seconds, 0..65535; 0 = honour the client's value
+    session_expiry_max = 4294967295   # seconds
+    sys_interval_s = 10        # $SYS publish period; 0 = no $SYS topics
+    retain_available = true
+    max_topic_levels = 128     # 1..200 (the topic module's limit, mosquitto's too)
+    ws_path = "/mqtt"          # the HTTP path of the WebSocket listeners
     [storage]
     engine = "file"            # memory | file | rocksdb | s3 (the default; topics may choose)
     fsync = "group"            # always | group | never (file and rocksdb engines)
@@ -38,8 +64,15 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from real.mqtt.auth import Acl, AuthConfigError, PasswordFile
+from real.mqtt.topics import TOPIC_LEVELS_MAX
+
 STORAGE_ENGINES = ("memory", "file", "rocksdb", "s3")
 FSYNC_POLICIES = ("always", "group", "never")
+QUEUE_POLICIES = ("drop-new", "drop-oldest")
+PORT_KEYS = (("mqtt_port", "listeners.mqtt_port"), ("kafka_port", "listeners.kafka_port"),
+             ("admin_port", "listeners.admin_port"), ("ws_port", "listeners.ws_port"),
+             ("mqtts_port", "listeners.mqtts_port"), ("wss_port", "listeners.wss_port"))
 
 
 class ConfigError(Exception):
@@ -54,6 +87,28 @@ class NodeConfig:
     mqtt_port: int = 1883
     kafka_port: int = 9092
     admin_port: int = 8080
+    ws_port: int = 8083
+    mqtts_port: int = 0
+    wss_port: int = 0
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    mqtt_allow_anonymous: str | bool = "auto"
+    mqtt_password_file: str = ""
+    mqtt_acl_file: str = ""
+    mqtt_max_packet_size: int = 1 << 20
+    mqtt_max_connections: int = 100_000
+    mqtt_receive_maximum: int = 1024
+    mqtt_max_inflight: int = 64
+    mqtt_max_queued: int = 1000
+    mqtt_queue_policy: str = "drop-new"
+    mqtt_queue_qos0: bool = False
+    mqtt_topic_alias_max: int = 16
+    mqtt_keep_alive_max: int = 0
+    mqtt_session_expiry_max: int = 4_294_967_295
+    mqtt_sys_interval_s: int = 10
+    mqtt_retain_available: bool = True
+    mqtt_max_topic_levels: int = 128
+    mqtt_ws_path: str = "/mqtt"
     storage_engine: str = "file"
     storage_fsync: str = "group"
     storage_group_commit_ms: int = 2
@@ -74,6 +129,8 @@ class NodeConfig:
         assert self.node_id >= 1, self.node_id
         assert self.storage_engine in STORAGE_ENGINES, self.storage_engine
         assert 1 <= self.heartbeat_tick < self.election_tick_min <= self.election_tick_max
+        assert self.mqtt_allow_anonymous in ("auto", True, False), self.mqtt_allow_anonymous
+        assert self.mqtt_queue_policy in QUEUE_POLICIES, self.mqtt_queue_policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +138,9 @@ class Key:
     path: str
     """Dotted TOML path, e.g. "listeners.admin_port"."""
     field: str
-    type: type
+    type: type | tuple[type, ...]
+    """The TOML value's type, or a tuple of the types allowed (checked exactly: a bool is not
+    an int)."""
     check: Callable[[Any], str | None]
 
 
@@ -113,6 +172,26 @@ def _endpoint(v: Any) -> str | None:
     return None if ok else f"must be empty or an http(s):// URL, got {v!r}"
 
 
+def _choice(*allowed: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v in allowed else f"must be one of {', '.join(allowed)}, got {v!r}"
+
+
+def _anonymous(v: Any) -> str | None:
+    ok = isinstance(v, bool) or v == "auto"
+    return None if ok else f'must be "auto", true or false, got {v!r}'
+
+
+def _any(v: Any) -> str | None:
+    return None
+
+
+def _ws_path(v: Any) -> str | None:
+    ok = v.startswith("/") and len(v) <= 1024 and all(33 <= ord(c) <= 126 for c in v)
+    ok = ok and "?" not in v and "#" not in v
+    return None if ok else f"must be an HTTP path starting with '/' (visible ASCII, no ? or #), " \
+                           f"got {v!r}"
+
+
 _PORT = _range(0, 65535)
 KEYS: tuple[Key, ...] = (
     Key("node_id", "node_id", int, _range(1, 2**31 - 1)),
@@ -121,6 +200,28 @@ KEYS: tuple[Key, ...] = (
     Key("listeners.mqtt_port", "mqtt_port", int, _PORT),
     Key("listeners.kafka_port", "kafka_port", int, _PORT),
     Key("listeners.admin_port", "admin_port", int, _PORT),
+    Key("listeners.ws_port", "ws_port", int, _PORT),
+    Key("listeners.mqtts_port", "mqtts_port", int, _PORT),
+    Key("listeners.wss_port", "wss_port", int, _PORT),
+    Key("tls.cert_file", "tls_cert_file", str, _any),
+    Key("tls.key_file", "tls_key_file", str, _any),
+    Key("mqtt.allow_anonymous", "mqtt_allow_anonymous", (str, bool), _anonymous),
+    Key("mqtt.password_file", "mqtt_password_file", str, _any),
+    Key("mqtt.acl_file", "mqtt_acl_file", str, _any),
+    Key("mqtt.max_packet_size", "mqtt_max_packet_size", int, _range(64, 268_435_455)),
+    Key("mqtt.max_connections", "mqtt_max_connections", int, _range(1, 10_000_000)),
+    Key("mqtt.receive_maximum", "mqtt_receive_maximum", int, _range(1, 65535)),
+    Key("mqtt.max_inflight", "mqtt_max_inflight", int, _range(1, 65535)),
+    Key("mqtt.max_queued", "mqtt_max_queued", int, _range(0, 2**31 - 1)),
+    Key("mqtt.queue_policy", "mqtt_queue_policy", str, _choice(*QUEUE_POLICIES)),
+    Key("mqtt.queue_qos0", "mqtt_queue_qos0", bool, _any),
+    Key("mqtt.topic_alias_max", "mqtt_topic_alias_max", int, _range(0, 65535)),
+    Key("mqtt.keep_alive_max", "mqtt_keep_alive_max", int, _range(0, 65535)),
+    Key("mqtt.session_expiry_max", "mqtt_session_expiry_max", int, _range(0, 4_294_967_295)),
+    Key("mqtt.sys_interval_s", "mqtt_sys_interval_s", int, _range(0, 86_400)),
+    Key("mqtt.retain_available", "mqtt_retain_available", bool, _any),
+    Key("mqtt.max_topic_levels", "mqtt_max_topic_levels", int, _range(1, TOPIC_LEVELS_MAX)),
+    Key("mqtt.ws_path", "mqtt_ws_path", str, _ws_path),
     Key("storage.engine", "storage_engine", str, _engine),
     Key("storage.fsync", "storage_fsync", str, _fsync),
     Key("storage.group_commit_ms", "storage_group_commit_ms", int, _range(1, 60_000)),
@@ -147,18 +248,91 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = 
     """Defaults, then the TOML file at `path` (if any), then `overrides` (NodeConfig field ->
     value, e.g. from CLI flags; `flag_names` maps a field to the flag for error messages)."""
     values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     if path is not None:
-        values.update(_read_file(Path(path)))
+        values.update(_read_file(Path(path), origins))
     for field_name in sorted(overrides or {}):
         value = (overrides or {})[field_name]
         key = _BY_FIELD.get(field_name)
         assert key is not None, f"unknown override field {field_name!r}"
         where = (flag_names or {}).get(field_name, field_name)
-        values[field_name] = _check(key, value, f"command line: {where}")
-    return _build(values, str(path) if path is not None else "command line")
+        origins[field_name] = f"command line: {where}"
+        values[field_name] = _check(key, value, origins[field_name])
+    cfg = _build(values, str(path) if path is not None else "command line")
+    _check_listeners(cfg, str(path) if path is not None else "command line")
+    _check_files(cfg, origins)
+    return cfg
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def load_passwords(cfg: NodeConfig, where: str = "") -> PasswordFile | None:
+    """Read and parse `cfg.mqtt_password_file`; None when it is "". ConfigError names `where`
+    (default: the key) and the problem (the parse error names the file and line)."""
+    where = where or "key 'mqtt.password_file'"
+    text = _read_text(cfg.mqtt_password_file, where)
+    if text is None:
+        return None
+    try:
+        return PasswordFile.parse(text, cfg.mqtt_password_file)
+    except AuthConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def load_acl(cfg: NodeConfig, where: str = "") -> Acl:
+    """Read and parse `cfg.mqtt_acl_file`; `Acl.allow_all()` when it is "". Errors as in
+    `load_passwords`."""
+    where = where or "key 'mqtt.acl_file'"
+    text = _read_text(cfg.mqtt_acl_file, where)
+    if text is None:
+        return Acl.allow_all()
+    try:
+        return Acl.parse(text, cfg.mqtt_acl_file)
+    except AuthConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _read_text(path: str, where: str) -> str | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{where} {path!r}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where} {path!r}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _check_listeners(cfg: NodeConfig, source: str) -> None:
+    """Non-zero listener ports are distinct; a TLS listener has its certificate and key."""
+    seen: dict[int, str] = {}
+    for field_name, key_path in PORT_KEYS:
+        port = getattr(cfg, field_name)
+        if port and port in seen:
+            raise ConfigError(f"{source}: {seen[port]} and {key_path} are both {port}; "
+                              f"listener ports must differ (0 = off)")
+        seen.setdefault(port, key_path)
+    tls_on = [(p, getattr(cfg, f)) for f, p in PORT_KEYS if f in ("mqtts_port", "wss_port")]
+    for key_path, port in tls_on:
+        if not port:
+            continue
+        for tls_key, value in (("tls.cert_file", cfg.tls_cert_file),
+                               ("tls.key_file", cfg.tls_key_file)):
+            if not value:
+                raise ConfigError(f"{source}: {tls_key} is required when {key_path} is on "
+                                  f"({port})")
+
+
+def _check_files(cfg: NodeConfig, origins: Mapping[str, str]) -> None:
+    """Named files exist (TLS) or exist and parse (password file, ACL)."""
+    for field_name in ("tls_cert_file", "tls_key_file"):
+        value = getattr(cfg, field_name)
+        where = origins.get(field_name, f"key '{_BY_FIELD[field_name].path}'")
+        if value and not Path(value).is_file():
+            raise ConfigError(f"{where} {value!r}: no such file")
+    load_passwords(cfg, origins.get("mqtt_password_file", ""))
+    load_acl(cfg, origins.get("mqtt_acl_file", ""))
+
+
+def _read_file(path: Path, origins: dict[str, str]) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
             doc = tomllib.load(f)
@@ -172,7 +346,8 @@ def _read_file(path: Path) -> dict[str, Any]:
         if key is None:
             known = ", ".join(k.path for k in KEYS)
             raise ConfigError(f"{path}: unknown key '{dotted}' (known: {known})")
-        values[key.field] = _check(key, value, f"{path}: key '{dotted}'")
+        origins[key.field] = f"{path}: key '{dotted}'"
+        values[key.field] = _check(key, value, origins[key.field])
     return values
 
 
@@ -193,8 +368,10 @@ def _flatten(doc: dict[str, Any], path: Path, prefix: str = "") -> list[tuple[st
 
 
 def _check(key: Key, value: Any, where: str) -> Any:
-    if type(value) is not key.type:
-        want = {int: "an integer", str: "a string"}[key.type]
+    kinds = key.type if isinstance(key.type, tuple) else (key.type,)
+    if type(value) not in kinds:
+        names = {int: "an integer", str: "a string", bool: "a boolean"}
+        want = " or ".join(names[kind] for kind in kinds)
         raise ConfigError(f"{where} must be {want}, got {type(value).__name__} {value!r}")
     err = key.check(value)
     if err is not None:

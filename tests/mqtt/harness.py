@@ -16,8 +16,10 @@ class FakeClock:
 
 
 class Client:
-    def __init__(self, harness: Harness, conn_id: int, version: int) -> None:
+    def __init__(self, harness: Harness, conn_id: int, version: int, raw: bool = False) -> None:
         self.h = harness
+        self.raw = raw  # keep the broker's bytes undecoded (hostile clients)
+        self.raw_out = bytearray()
         self.id = conn_id
         self.version = version
         self.decoder = Decoder(version=version, max_packet_size=1 << 28)
@@ -58,7 +60,9 @@ class Harness:
             client = self.clients.get(conn_id)
             if client is None:
                 continue
-            if data:
+            if data and client.raw:
+                client.raw_out += data
+            elif data:
                 client.inbox.extend(client.decoder.feed(data))
             if close and not client.closed:
                 client.closed = True
@@ -67,10 +71,10 @@ class Harness:
         if self.broker._dirty:  # noqa: SLF001
             self.pump()
 
-    def open(self, version: int = MQTT_3_1_1) -> Client:
+    def open(self, version: int = MQTT_3_1_1, raw: bool = False) -> Client:
         conn_id = self._next
         self._next += 1
-        client = self.clients[conn_id] = Client(self, conn_id, version)
+        client = self.clients[conn_id] = Client(self, conn_id, version, raw)
         self.broker.open(conn_id, peer=f"10.0.0.1:{conn_id}")
         return client
 

@@ -9,6 +9,7 @@ from real.mqtt import (
     MQTT_5,
     NO_PROPERTIES,
     Connack,
+    Connect,
     Disconnect,
     Pingreq,
     Pingresp,
@@ -26,6 +27,7 @@ from real.mqtt import (
     Unsuback,
     Unsubscribe,
     Will,
+    encode,
 )
 from real.mqtt.broker import BrokerConfig
 from real.storage.memory import MemoryEngine
@@ -575,3 +577,58 @@ def test_same_inputs_same_bytes() -> None:
         return out
 
     assert run() == run()
+
+
+def test_second_connect_with_a_bad_protocol_name_gets_a_valid_disconnect() -> None:
+    h = Harness()
+    c = h.connect("c", MQTT_5)
+    c.take()
+    second = bytearray(encode(Connect("c", protocol_version=MQTT_5), MQTT_5))
+    second[4] ^= 0x40  # "MQTT" -> "\rQTT": an unsupported protocol (0x84 is not a DISCONNECT code)
+    c.send_bytes(bytes(second))
+    (packet,) = c.take()
+    assert packet.reason_code == ReasonCode.PROTOCOL_ERROR and c.closed
+
+
+# ------------------------------------------------------------------------------------ auth, ACL
+
+
+def auth_harness() -> Harness:
+    from real.mqtt.auth import Acl, Authenticator, PasswordFile, hash_password
+
+    passwords = PasswordFile.parse(f"alice:{hash_password(b'pw', b'0123456789ab')}\n")
+    acl = Acl.parse('default = "allow"\n'
+                    '[[rule]]\npermission = "deny"\naction = "all"\ntopic = "secret/#"\n'
+                    '[[rule]]\npermission = "allow"\naction = "all"\ntopic = "home/%u/#"\n'
+                    'user = "alice"\n'
+                    '[[rule]]\npermission = "deny"\naction = "all"\ntopic = "home/#"\n')
+    return Harness(authenticate=Authenticator(passwords, allow_anonymous=False).login, acl=acl)
+
+
+@pytest.mark.parametrize("version,bad_code", [(MQTT_3_1_1, 4), (MQTT_5, 0x86)])
+def test_password_check(version: int, bad_code: int) -> None:
+    h = auth_harness()
+    ok = h.connect("a", version, username="alice", password=b"pw")
+    assert ok.take()[0].reason_code == 0
+    bad = h.connect("b", version, username="alice", password=b"nope")
+    assert bad.take()[0].reason_code == bad_code and bad.closed
+    anon = h.connect("c", version)  # the harness listener is not anonymous-ok by default
+    assert anon.take()[0].reason_code == 0  # Harness.open passes anonymous_ok=True
+    assert h.broker.stats.auth_failures == 1
+
+
+def test_acl_on_subscribe_publish_and_identity() -> None:
+    h = auth_harness()
+    alice = h.connect("a", MQTT_5, username="alice", password=b"pw")
+    alice.take()
+    codes = subscribe(alice, Subscription("secret/x", 1), Subscription("home/alice/#", 1),
+                      Subscription("home/bob/#", 1))[0].reason_codes
+    assert codes == (ReasonCode.NOT_AUTHORIZED, 1, ReasonCode.NOT_AUTHORIZED)
+    alice.send(Publish("secret/x", b"s", qos=1, packet_id=1), Publish("home/alice/t", b"ok",
+                                                                       qos=1, packet_id=2))
+    packets = alice.take()
+    assert Puback(1, ReasonCode.NOT_AUTHORIZED) in packets
+    assert [p.payload for p in publishes(packets)] == [b"ok"]
+    anon = h.connect("x", MQTT_3_1_1)  # anonymous: "home/%u/#" cannot apply
+    anon.take()
+    assert subscribe(anon, Subscription("home/alice/#", 0))[0].reason_codes == (0x80,)
