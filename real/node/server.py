@@ -12,14 +12,17 @@ import dataclasses
 import random
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
 from real.meta import MetaResult, encode_command, node_json
-from real.node.admin import AdminServer
+from real.mqtt.metrics import render as render_metrics
+from real.node.admin import AdminServer, Text
 from real.node.config import NodeConfig
 from real.node.disk import RaftDisk
 from real.node.engines import Devices, settings_from_config
+from real.node.mqtt import STATE_SHARD, MqttService, open_mqtt, start_mqtt_listeners
 from real.node.replica import MetaReplica, ProposalLost
 from real.raft.types import Message, ProposalDropped, RaftConfig
 from real.storage import ShardStore
@@ -44,6 +47,8 @@ class MetaService:
         self._seen: tuple[str, int, int] = ("", 0, 0)
         self.devices: Devices | None = None
         self.shards: ShardStore | None = None
+        self.mqtt: MqttService | None = None
+        self.started = time.monotonic()
 
     # ---- clock ---------------------------------------------------------------------------------
 
@@ -146,6 +151,42 @@ class MetaService:
         shards = [dataclasses.asdict(self.shards.describe(n)) for n in self.shards.list()]
         return {**self.devices.describe(), "shards": shards}
 
+    def node_info(self) -> dict[str, Any]:
+        cfg = self.cfg
+        listeners = [] if self.mqtt is None else [
+            {"kind": lst.kind, "port": lst.port} for lst in self.mqtt.listeners]
+        return {"node_id": cfg.node_id, "bind": cfg.bind, "data_dir": str(cfg.data_dir),
+                "admin_port": cfg.admin_port, "kafka_port": cfg.kafka_port,
+                "mqtt_listeners": listeners, "storage_engine": cfg.storage_engine,
+                "uptime_s": round(time.monotonic() - self.started, 1),
+                "mqtt": None if self.mqtt is None else self.mqtt.broker.gauges()}
+
+    def _broker(self) -> Any:
+        if self.mqtt is None:
+            raise RuntimeError("the MQTT broker is not running")
+        return self.mqtt.broker
+
+    def mqtt_clients(self) -> list[dict[str, Any]]:
+        return self._broker().clients()
+
+    def mqtt_sessions(self) -> list[dict[str, Any]]:
+        return self._broker().session_list()
+
+    def mqtt_subscriptions(self) -> list[dict[str, Any]]:
+        return self._broker().subscription_list()
+
+    def mqtt_topics(self) -> list[dict[str, Any]]:
+        return self._broker().topic_list()
+
+    def mqtt_retained(self) -> list[dict[str, Any]]:
+        return self._broker().retained_list()
+
+    def metrics(self) -> Text:
+        return Text(render_metrics(self._broker()))
+
+    def mqtt_disconnect(self, client_id: str) -> bool:
+        return self.mqtt is not None and self.mqtt.disconnect(client_id)
+
 
 def raft_config(cfg: NodeConfig) -> RaftConfig:
     return RaftConfig(election_tick_min=cfg.election_tick_min,
@@ -189,10 +230,17 @@ async def _serve_with(cfg: NodeConfig, disk: RaftDisk, devices: Devices,
     if cfg.storage_engine == "s3":
         await asyncio.to_thread(devices.store)  # starts the embedded SeaweedFS unless configured
     service.devices, service.shards = devices, devices.shard_store()
+    mqtt = open_mqtt(cfg, service.shards, devices, log)
+    service.mqtt = mqtt
     admin = AdminServer(service, cfg.bind, cfg.admin_port,
                         request_bytes_max=cfg.admin_request_bytes_max,
                         connections_max=cfg.admin_connections_max)
     port = await admin.start()  # bind errors surface here, before anything else starts
+    try:
+        await start_mqtt_listeners(cfg, mqtt, log)
+    except BaseException:
+        await mqtt.close()
+        raise
     _startup_lines(cfg, port, log, devices)
     if replica.raft.conf.voters == (cfg.node_id,):
         replica.raft.campaign()  # the only voter: no need to wait an election timeout
@@ -206,8 +254,10 @@ async def _serve_with(cfg: NodeConfig, disk: RaftDisk, devices: Devices,
             tg.create_task(service.drive(), name="meta-raft")
             tg.create_task(admin.serve_until(service.stop), name="admin")
             tg.create_task(service.register(f"{cfg.bind}:{port}"), name="register")
+            tg.create_task(mqtt.run(service.stop), name="mqtt")
     finally:
         service.stop_ticking()
+        await mqtt.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     log("twinmq stopped")
@@ -231,9 +281,9 @@ def _stopper(service: MetaService, log: Callable[[str], None], sig: int) -> Call
 def _startup_lines(cfg: NodeConfig, admin_port: int, log: Callable[[str], None],
                    devices: Devices) -> None:
     log(f"twinmq serving: admin http://{cfg.bind}:{admin_port} data-dir {cfg.data_dir}")
-    log(f"node {cfg.node_id}: mqtt port {cfg.mqtt_port} and kafka port {cfg.kafka_port} "
-        f"configured; MQTT and Kafka listeners are not implemented yet")
+    log(f"node {cfg.node_id}: kafka port {cfg.kafka_port} configured; the Kafka listener is not "
+        f"implemented yet")
     if cfg.storage_engine == "s3":
         log(f"node {cfg.node_id}: S3 endpoint {devices.describe()['s3_endpoint']}")
     log(f"node {cfg.node_id}: storage engine {cfg.storage_engine!r} (fsync {cfg.storage_fsync}); "
-        f"shards are created by the MQTT and Kafka layers (not implemented yet)")
+        f"MQTT state in shard {STATE_SHARD!r}")

@@ -23,6 +23,7 @@ from real.mqtt import (
 )
 from real.mqtt.broker import BrokerConfig
 from real.storage.memory import MemoryEngine
+from scenarios.fuzz_mqtt import mutate
 from tests.mqtt.harness import Harness
 
 SEEDS = [
@@ -39,24 +40,6 @@ SEEDS = [
     bytes([0x62, 2, 0, 8]), bytes([0x40, 2, 0, 1]), bytes([0x50, 2, 0, 2]),
     bytes([0x70, 2, 0, 2]), bytes([0xC0, 0]), bytes([0xE0, 0]), bytes([0xF0, 0]),
 ]
-
-
-def mutate(rng: random.Random, data: bytes) -> bytes:
-    buf = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-        op = rng.randrange(5)
-        if op == 0 and buf:
-            buf[rng.randrange(len(buf))] ^= 1 << rng.randrange(8)
-        elif op == 1 and buf:
-            del buf[rng.randrange(len(buf))]
-        elif op == 2:
-            buf.insert(rng.randrange(len(buf) + 1), rng.randrange(256))
-        elif op == 3 and buf:
-            buf[rng.randrange(len(buf))] = rng.choice([0x00, 0x7F, 0x80, 0xFF])
-        else:
-            cut = rng.randrange(len(buf) + 1)
-            buf = buf[:cut] + bytearray(rng.choice(SEEDS))
-    return bytes(buf)
 
 
 def check_survives(h: Harness, streams: list[bytes], chunk: int) -> None:
@@ -85,7 +68,8 @@ def test_mutated_sessions_never_escape(seed: int, chunk: int) -> None:
     for _ in range(4):
         parts = [SEEDS[0]] + [rng.choice(SEEDS[1:]) for _ in range(rng.randint(1, 6))]
         stream = b"".join(parts)
-        streams.append(mutate(rng, stream) if rng.random() < 0.9 else stream)
+        streams.append(mutate(rng, stream, SEEDS, rng.randint(1, 4)) if rng.random() < 0.9
+                       else stream)
     h = Harness(BrokerConfig(sys_interval_ms=1000, max_packet_size=4096), log=MemoryEngine())
     check_survives(h, streams, chunk)
 

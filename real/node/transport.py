@@ -1,0 +1,433 @@
+"""The node's byte transports for MQTT: TCP, TLS, WebSocket and secure WebSocket listeners.
+
+    listener = await start_listener("ws", "127.0.0.1", 0, handler)   # port 0: pick a free port
+    listener.port                                                    # the bound port
+    listener.close(); await listener.wait_closed()
+
+Each accepted connection is a `Conn` handed to a `Handler` (the MQTT shell), whatever the kind:
+
+    connection_made(conn)          once; for ws/wss after the WebSocket handshake succeeded
+    data_received(conn, data)      MQTT bytes in arbitrary chunks (WebSocket framing removed)
+    writable(conn)                 the write buffer fell below its low-water mark after having
+                                   gone above `write_high_water` (asyncio pause/resume_writing)
+    connection_lost(conn, exc)     once, after connection_made; exc is None on a clean close
+
+Writes never block: `conn.write` queues in the asyncio transport, and a handler that cares about a
+slow reader watches `conn.write_buffer_size()` (it grows past `write_high_water` only if the
+handler keeps writing) and waits for `writable`. The low-water mark is a quarter of the high one.
+
+Built on asyncio Protocols rather than streams: for TCP and TLS, `data_received` is the handler's
+bound method (no copy, no extra frame). TCP_NODELAY is set on every accepted socket.
+
+WebSocket listeners run the pure codec in `real/node/websocket.py`: the request head is bounded
+(8 KiB) and must complete within `handshake_timeout_s`, else the connection is dropped; a refused
+handshake gets its HTTP error (400/404/405/426/431) and only that connection closes. Each
+`conn.write(data)` becomes one binary frame. A frame error closes that connection with the close
+code chosen by the codec (1002, 1003, 1007, 1009). `conn.close()` on a WebSocket sends a close
+frame (1000), drops further input, and closes the TCP connection when the client answers with its
+close frame, or after `WS_CLOSE_TIMEOUT_S`. `Listener.close()` closes every connection (WebSocket
+ones with 1001 "going away") and `wait_closed()` aborts any still open after a grace period.
+
+TLS (tls, wss) needs an `ssl.SSLContext`; `make_ssl_context` builds a server one, TLS 1.2 or later.
+The TLS handshake is bounded by `handshake_timeout_s` too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import itertools
+import socket
+import ssl
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from real.node import websocket as ws
+
+KINDS = ("tcp", "tls", "ws", "wss")
+WS_CLOSE_TIMEOUT_S = 5.0  # how long a closing WebSocket waits for the client's close frame
+CLOSE_GRACE_S = 5.0  # Listener.wait_closed aborts connections still open after this long
+_conn_ids = itertools.count(1)
+_serials = itertools.count(1)
+
+
+class Handler(Protocol):
+    """What a listener calls; implemented by the MQTT shell. Calls come from the event loop."""
+
+    def connection_made(self, conn: Conn) -> None: ...
+    def data_received(self, conn: Conn, data: bytes) -> None: ...
+    def connection_lost(self, conn: Conn, exc: Exception | None) -> None: ...
+    def writable(self, conn: Conn) -> None: ...
+
+
+class Conn:
+    """One accepted client connection, any transport kind.
+
+    `id` is unique in the process and increasing; `peer` is "ip:port" ("[ip]:port" for IPv6);
+    `listener` is the kind; `loopback` says the listener is bound only to loopback addresses.
+    `closed` turns True when `close()` or `abort()` is called or the connection is lost; writes
+    after that are dropped.
+    """
+
+    __slots__ = ("_transport", "closed", "id", "listener", "loopback", "peer")
+
+    def __init__(self, transport: asyncio.Transport, peer: str, listener: str,
+                 loopback: bool) -> None:
+        self.id = next(_conn_ids)
+        self.peer = peer
+        self.listener = listener
+        self.loopback = loopback
+        self.closed = False
+        self._transport = transport
+
+    def __repr__(self) -> str:
+        return f"Conn(id={self.id}, peer={self.peer!r}, listener={self.listener!r})"
+
+    def write(self, data: bytes) -> None:
+        """Queue MQTT bytes for sending (dropped once closed)."""
+        if not self.closed:
+            self._transport.write(data)
+
+    def close(self) -> None:
+        """Send what was written, then close. `connection_lost` follows."""
+        if not self.closed:
+            self.closed = True
+            self._transport.close()
+
+    def abort(self) -> None:
+        """Close now, dropping unsent bytes. `connection_lost` follows."""
+        self.closed = True
+        self._transport.abort()
+
+    def pause_reading(self) -> None:
+        """Stop `data_received` calls (a chunk already being delivered finishes first)."""
+        if not self.closed:
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self.closed:
+            self._transport.resume_reading()
+
+    def write_buffer_size(self) -> int:
+        """Bytes queued in the transport (TLS: before encryption, too), not yet sent."""
+        return self._transport.get_write_buffer_size()
+
+
+class WsConn(Conn):
+    """A WebSocket connection: each write is one binary frame; close is the close handshake."""
+
+    __slots__ = ("_proto",)
+
+    def __init__(self, transport: asyncio.Transport, peer: str, listener: str, loopback: bool,
+                 proto: _WsProtocol) -> None:
+        super().__init__(transport, peer, listener, loopback)
+        self._proto = proto
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self._transport.write(ws.encode_binary(data))
+
+    def close(self, code: int = ws.CloseCode.NORMAL, reason: str = "") -> None:
+        """Send a close frame after what was written; the TCP close follows the client's reply."""
+        if not self.closed:
+            self.closed = True
+            self._proto.start_close(code, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    kind: str
+    ws_path: str
+    ws_frame_max: int
+    handshake_timeout_s: float
+    write_high_water: int
+
+
+class Listener:
+    """A listening socket of one kind and the connections it accepted."""
+
+    def __init__(self, settings: _Settings, handler: Handler) -> None:
+        self.kind = settings.kind
+        self.port = 0
+        self.loopback = False
+        self.settings = settings
+        self.handler = handler
+        self._server: asyncio.Server | None = None
+        self._conns: dict[int, Conn] = {}  # by id: connections the handler knows
+        self._protocols: dict[int, _BaseProtocol] = {}  # every open connection, by serial
+        self._closing = False
+        self._idle = asyncio.Event()  # set once closing and no connection is left
+
+    def connections(self) -> list[Conn]:
+        """The open connections the handler was told about, oldest first."""
+        return list(self._conns.values())
+
+    def close(self) -> None:
+        """Stop accepting and close every connection (handshakes in progress are dropped)."""
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        for proto in list(self._protocols.values()):
+            proto.shutdown()
+        self._check_idle()
+
+    async def wait_closed(self, grace_s: float = CLOSE_GRACE_S) -> None:
+        """Wait until every connection is lost; abort those still open after `grace_s`."""
+        assert self._closing, "call close() first"
+        if self._server is not None:
+            await self._server.wait_closed()
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace_s)
+        except TimeoutError:
+            for proto in list(self._protocols.values()):
+                proto.transport.abort()
+            await asyncio.wait_for(self._idle.wait(), grace_s)
+        assert not self._protocols and not self._conns, (self._protocols, self._conns)
+
+    def _started(self, server: asyncio.Server) -> None:
+        self._server = server
+        names = [sock.getsockname() for sock in server.sockets]
+        assert names, "a server without sockets"
+        self.port = names[0][1]
+        self.loopback = all(_is_loopback(name[0]) for name in names)
+
+    def _accepted(self, proto: _BaseProtocol, transport: asyncio.Transport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.set_write_buffer_limits(high=self.settings.write_high_water)
+        self._protocols[proto.serial] = proto
+        if self._closing:
+            proto.shutdown()
+
+    def _new_conn(self, proto: _BaseProtocol, cls: type[Conn], *extra: Any) -> Conn:
+        peer = _format_peer(proto.transport.get_extra_info("peername"))
+        conn = cls(proto.transport, peer, self.kind, self.loopback, *extra)
+        self._conns[conn.id] = conn
+        return conn
+
+    def _lost(self, proto: _BaseProtocol, conn: Conn | None, exc: Exception | None) -> None:
+        self._protocols.pop(proto.serial, None)
+        if conn is not None:
+            conn.closed = True
+            del self._conns[conn.id]
+            self.handler.connection_lost(conn, exc)
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        if self._closing and not self._protocols:
+            self._idle.set()
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _format_peer(peername: Any) -> str:
+    if not isinstance(peername, tuple) or len(peername) < 2:
+        return str(peername)
+    host, port = peername[0], peername[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _announce(handler: Handler, conn: Conn) -> None:
+    """`handler.connection_made(conn)`; if it raises, the connection is aborted (and the error
+    propagates to asyncio, which logs it): only that connection suffers."""
+    try:
+        handler.connection_made(conn)
+    except Exception:
+        conn.abort()
+        raise
+
+
+class _BaseProtocol(asyncio.Protocol):
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.handler = listener.handler
+        self.serial = next(_serials)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.conn: Conn | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.listener._lost(self, self.conn, exc)
+
+    def pause_writing(self) -> None:
+        pass  # the handler sees write_buffer_size() above the high-water mark
+
+    def resume_writing(self) -> None:
+        conn = self.conn
+        if conn is not None and not conn.closed:
+            self.handler.writable(conn)
+
+    def shutdown(self) -> None:
+        raise NotImplementedError
+
+
+class _StreamProtocol(_BaseProtocol):
+    """TCP and TLS: bytes go straight to the handler."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport), transport
+        self.transport = transport
+        self.listener._accepted(self, transport)
+        if transport.is_closing():
+            return
+        conn = self.listener._new_conn(self, Conn)
+        self.conn = conn
+        # The hot path: asyncio calls the handler's method with no frame of ours in between.
+        self.data_received = functools.partial(self.handler.data_received, conn)  # type: ignore
+        _announce(self.handler, conn)
+
+    def data_received(self, data: bytes) -> None:  # replaced in connection_made
+        raise AssertionError("data before connection_made")
+
+    def shutdown(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        else:
+            self.transport.abort()
+
+
+class _WsProtocol(_BaseProtocol):
+    """WebSocket: the handshake, then frames through `WsDecoder`."""
+
+    def __init__(self, listener: Listener) -> None:
+        super().__init__(listener)
+        self._head = bytearray()
+        self._decoder = ws.WsDecoder(listener.settings.ws_frame_max)
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport), transport
+        self.transport = transport
+        self.listener._accepted(self, transport)
+        if not transport.is_closing():
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self.listener.settings.handshake_timeout_s,
+                                          transport.abort)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn is None:
+            self._handshake(data)
+        else:
+            self._frames(data)
+
+    def shutdown(self) -> None:
+        if self.conn is not None:
+            self.conn.close(ws.CloseCode.GOING_AWAY, "server shutting down")  # type: ignore
+        else:
+            self.transport.abort()
+
+    def start_close(self, code: int, reason: str) -> None:
+        """Send our close frame; close the TCP connection on the reply or after a timeout."""
+        frame = self._decoder.start_close(code, reason)
+        if not frame:
+            return
+        self.transport.write(frame)
+        self.transport.resume_reading()  # the client's close frame must be read
+        self._cancel_timer()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(WS_CLOSE_TIMEOUT_S, self.transport.close)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _handshake(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        self._head += data
+        settings = self.listener.settings
+        try:
+            end = ws.head_end(self._head)
+            if end < 0:
+                return
+            request = ws.parse_handshake(bytes(self._head[:end]), settings.ws_path)
+        except ws.HandshakeError as refusal:
+            self._cancel_timer()
+            self.transport.write(refusal.response())
+            self.transport.close()
+            return
+        self._cancel_timer()
+        subprotocol = ws.select_subprotocol(request.subprotocols)
+        assert subprotocol is not None, request.subprotocols
+        self.transport.write(ws.handshake_response(request, subprotocol))
+        rest = bytes(self._head[end:])
+        self._head = bytearray()
+        self.conn = self.listener._new_conn(self, WsConn, self)
+        _announce(self.handler, self.conn)
+        if rest:
+            self._frames(rest)
+
+    def _frames(self, data: bytes) -> None:
+        conn = self.conn
+        assert conn is not None
+        for event in self._decoder.feed(data):
+            if self.transport.is_closing():
+                return
+            if type(event) is ws.Data:
+                if not conn.closed:  # the handler may have closed it during this loop
+                    self.handler.data_received(conn, event.payload)
+            elif type(event) is ws.Send:
+                if not conn.closed:  # nothing may follow our close frame
+                    self.transport.write(event.data)
+            else:
+                assert type(event) is ws.CloseConnection, event
+                conn.closed = True
+                self._cancel_timer()
+                if event.reply:
+                    self.transport.write(event.reply)
+                self.transport.close()
+
+
+async def start_listener(kind: str, host: str, port: int, handler: Handler, *,
+                         ssl_context: ssl.SSLContext | None = None, ws_path: str = "/mqtt",
+                         ws_frame_max: int = ws.FRAME_MAX_DEFAULT,
+                         handshake_timeout_s: float = 10.0,
+                         write_high_water: int = 1 << 20) -> Listener:
+    """Listen on `host:port` (port 0 picks a free one; see `.port`) for `kind` connections.
+
+    `kind` is "tcp", "ws" (no `ssl_context`) or "tls", "wss" (`ssl_context` required). With a
+    host name that resolves to several addresses and port 0, each address gets its own port and
+    `.port` is the first; pass an IP address to avoid that.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    secure = kind in ("tls", "wss")
+    if secure and not isinstance(ssl_context, ssl.SSLContext):
+        raise ValueError(f"a {kind!r} listener needs ssl_context (see make_ssl_context)")
+    if not secure and ssl_context is not None:
+        raise ValueError(f"a {kind!r} listener takes no ssl_context (use 'tls' or 'wss')")
+    if not ws_path.startswith("/"):
+        raise ValueError(f"ws_path must start with '/', got {ws_path!r}")
+    if not handshake_timeout_s > 0:
+        raise ValueError(f"handshake_timeout_s must be > 0, got {handshake_timeout_s!r}")
+    if write_high_water < 1:
+        raise ValueError(f"write_high_water must be >= 1, got {write_high_water!r}")
+    ws.WsDecoder(ws_frame_max)  # validates ws_frame_max
+    settings = _Settings(kind, ws_path, ws_frame_max, handshake_timeout_s, write_high_water)
+    listener = Listener(settings, handler)
+    protocol = _WsProtocol if kind in ("ws", "wss") else _StreamProtocol
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        functools.partial(protocol, listener), host, port, ssl=ssl_context,
+        ssl_handshake_timeout=handshake_timeout_s if secure else None)
+    listener._started(server)
+    return listener
+
+
+def make_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """A server-side TLS context (TLS 1.2 or later) with the PEM certificate chain and key."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context
