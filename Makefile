@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 JOBS   ?= 2
 
-.PHONY: tools fuzz-mqtt venv run test lint integration chaos bench bench-sim bench-storage crash-storage bughunt slow notebooks sweep figure16 clean
+.PHONY: tools fuzz-mqtt bench-mqtt venv run test lint integration chaos bench bench-sim bench-storage crash-storage bughunt slow notebooks sweep figure16 clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +51,7 @@ notebooks: $(STAMP)
 	$(PY) -m pytest -q -m notebooks || [ $$? -eq 5 ]
 
 ## Benchmarks; results under reports/ (bench-sim: one simulated hour, about 90 s).
-bench: bench-sim bench-storage
+bench: bench-sim bench-storage bench-mqtt
 	$(PY) -m pytest -q -m bench -p no:xdist
 
 ## Storage engines x fsync policy x batch size, real and simulated (reports/bench-storage.md).
@@ -62,6 +62,11 @@ bench-storage: $(STAMP)
 crash-storage: $(STAMP)
 	$(PY) -m scenarios.storage_crash --engines file,rocksdb,s3 --kills 8 \
 		--out reports/storage-crash.json
+
+## MQTT: own load generator vs TwinMQ, Mosquitto and amqtt (amqtt into .bench/amqtt-venv);
+## reports/bench-mqtt.md. About 6 minutes.
+bench-mqtt: $(STAMP) tools
+	$(PY) -m scenarios.bench_mqtt
 
 ## Opt-in long fuzz run of a live node: 100,000 malformed MQTT inputs (reports/fuzz-mqtt.json).
 fuzz-mqtt: $(STAMP)

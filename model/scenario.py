@@ -110,15 +110,19 @@ _SECTIONS: dict[str, type] = {
 _DIST_FIELDS = {("network", "latency"), ("disk", "fsync")}
 
 
-def load(path: str | Path) -> Scenario:
+def read_toml(path: str | Path, error: type[Exception] = ScenarioError) -> dict[str, Any]:
+    """A scenario file's TOML; `error` names the file if it is missing or not valid TOML."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ScenarioError(f"scenario file not found: {path}") from None
+        raise error(f"scenario file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"{path.name}: invalid TOML: {exc}") from None
-    return from_dict(raw, source=str(path))
+        raise error(f"{path.name}: invalid TOML: {exc}") from None
+
+
+def load(path: str | Path) -> Scenario:
+    return from_dict(read_toml(path), source=str(path))
 
 
 def from_dict(raw: dict[str, Any], source: str = "<memory>") -> Scenario:

@@ -216,7 +216,7 @@ class World:
         except LivenessViolation as exc:
             outcome, detail = "liveness", str(exc)
         except Exception as exc:  # an exception in the core (or the shell): a crash
-            outcome, detail = "crash", _crash_detail(exc)
+            outcome, detail = "crash", crash_detail(exc)
         if outcome != "ok" or not self.verdict:
             self.trace.emit(self.env.now, 0, "verdict", outcome=outcome, detail=detail)
         return RunResult(outcome, detail, self.trace.hexdigest(), int(self.env.now), self.stats())
@@ -251,7 +251,7 @@ def _sum_stats(rows: list[dict[str, int]]) -> dict[str, int]:
     return total
 
 
-def _crash_detail(exc: BaseException) -> str:
+def crash_detail(exc: BaseException) -> str:
     """Exception type, first message line and the innermost frame, repo-relative (the detail is
     traced, so it must not depend on where the checkout lives)."""
     cause = exc.__cause__

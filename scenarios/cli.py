@@ -21,6 +21,7 @@ commands:
   ctl [--admin URL] COMMAND                     health, node, clients, sessions, ...
   sim run FILE       run one simulated scenario (--seed N)
   sim sweep FILE     run many seeds in parallel (--seeds 1-1000 --jobs 2)
+  sim mqtt FILE      simulate the MQTT broker (--seed N, --trace OUT, --state-log journal|memory)
 """
 
 
@@ -31,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args else 2
     command, rest = args[0], args[1:]
     if command == "sim":
+        if rest[:1] == ["mqtt"]:
+            from model.mqtt import main as mqtt_main
+
+            return mqtt_main(rest[1:])
         from model.__main__ import main as sim_main
 
         return sim_main(rest)

@@ -55,9 +55,13 @@ from real.mqtt.packets import (
     Will,
 )
 from real.mqtt.persist import (
+    CMP,
+    REL,
+    SND,
     ack_record,
     checkpoint_record,
     delete_record,
+    packet_record,
     publish_record,
     read_all,
     recover,
@@ -232,6 +236,7 @@ class Broker:
         self._names: dict[bytes, str] = {}  # UTF-8 topic names known valid (inline parser)
         self._dirty: dict[int, Conn] = {}
         self._await_durable: deque[tuple[int, int, bytes]] = deque()  # (offset, conn id, ack)
+        self._await_send: deque[tuple[int, str, int]] = deque()  # (offset, client, packet id)
         self._wills: dict[str, tuple[float, Message]] = {}  # client id -> (due, will)
         self._assigned = 0
         self._next_keepalive_check = 0.0
@@ -288,16 +293,30 @@ class Broker:
         messages = list(by_message.values())
         for msg, targets in messages:
             records.append(publish_record(msg, targets, now, id(msg) in retained_ids, gen))
-        records.append(checkpoint_record(gen, now))
         begin = log.end_offset()  # type: ignore[attr-defined]
         for start in range(0, len(records), 1024):
             log.append(records[start:start + 1024])  # type: ignore[attr-defined]
-        log.sync()  # type: ignore[attr-defined]
         # renumber: messages now live at their checkpoint offsets
         offset = begin + sum(1 for r in records if r.key == b"ses")
         for msg, _ in messages:
             msg.log_id = offset
             offset += 1
+        # QoS 2 packet-id state, now that the messages have their new offsets
+        tail: list[Record] = []
+        for session in self.sessions.values():
+            if not session.persistent:
+                continue
+            for pid, inflight in session.inflight.items():
+                d = inflight.delivery
+                if inflight.released:
+                    tail.append(packet_record(REL, session.client_id, -1, pid, now, gen))
+                elif d.qos == 2 and d.message.log_id >= 0:
+                    tail.append(packet_record(SND, session.client_id, d.message.log_id, pid,
+                                              now, gen))
+        tail.append(checkpoint_record(gen, now))
+        for start in range(0, len(tail), 1024):
+            log.append(tail[start:start + 1024])  # type: ignore[attr-defined]
+        log.sync()  # type: ignore[attr-defined]
         log.delete_before(begin)  # type: ignore[attr-defined]
         self._log_mark = log.end_offset()  # type: ignore[attr-defined]
         self._checkpoint_size = log.bytes_total()  # type: ignore[attr-defined]
@@ -633,6 +652,8 @@ class Broker:
         for inflight in list(session.inflight.values()):
             if inflight.released:
                 self._send(conn, codec.encode(Pubrel(inflight.packet_id), conn.version))
+            elif inflight.held:
+                continue  # goes out once its packet id is durable
             else:
                 self._send_publish(conn, session, inflight.delivery, inflight.packet_id, dup=True)
         self._pump(session, conn)
@@ -742,7 +763,7 @@ class Broker:
 
     def _release_durable(self) -> None:
         pending = self._await_durable
-        if not pending:
+        if not pending and not self._await_send:
             return
         durable = self._durable_end()
         while pending and pending[0][0] < durable:
@@ -751,6 +772,20 @@ class Broker:
             if conn is not None and conn.state == 1:
                 conn.acks_pending -= 1
                 self._send(conn, ack)
+        held = self._await_send
+        while held and held[0][0] < durable:
+            _, client_id, pid = held.popleft()
+            session = self.sessions.get(client_id)
+            inflight = session.inflight.get(pid) if session is not None else None
+            if session is None or inflight is None or not inflight.held:
+                continue
+            inflight.held = False
+            conn = self.conns.get(session.conn_id) if session.conn_id is not None else None
+            if conn is not None and conn.state == 1:
+                if not self._send_publish(conn, session, inflight.delivery, pid, dup=False):
+                    del session.inflight[pid]
+                    self._finish_logged(session, inflight.delivery)
+                    self._pump(session, conn)
 
     def _on_pubrel(self, conn: Conn, p: Pubrel) -> None:
         session = conn.session
@@ -891,9 +926,21 @@ class Broker:
     def _window(self, conn: Conn) -> int:
         return min(conn.recv_max_out, self.config.max_inflight)
 
+    def _logs_qos2(self, session: Session, d: Delivery) -> bool:
+        """Is this QoS 2 delivery's packet-id state logged (see persist.py)?"""
+        return (d.qos == 2 and session.persistent and self.log is not None
+                and d.message.log_id >= 0)
+
     def _start_inflight(self, conn: Conn, session: Session, d: Delivery) -> None:
         pid = session.allocate_packet_id()
-        session.inflight[pid] = Inflight(d, pid)
+        inflight = session.inflight[pid] = Inflight(d, pid)
+        if self._logs_qos2(session, d):
+            offset = self._append(packet_record(SND, session.client_id, d.message.log_id, pid,
+                                                self.clock()))
+            if offset >= self._durable_end():
+                inflight.held = True  # sent by _release_durable once the packet id is durable
+                self._await_send.append((offset, session.client_id, pid))
+                return
         if not self._send_publish(conn, session, d, pid, dup=False):
             del session.inflight[pid]
             self._finish_logged(session, d)
@@ -988,8 +1035,13 @@ class Broker:
             self._pump(session, conn)
             return
         if not inflight.released:
-            inflight.released = True
-            self._finish_logged(session, inflight.delivery)  # the client has the message
+            inflight.released = True  # the client has the message; PUBREL owed from now on
+            d = inflight.delivery
+            if self._logs_qos2(session, d):
+                self._append(packet_record(REL, session.client_id, d.message.log_id,
+                                           p.packet_id, self.clock()))
+            else:
+                self._finish_logged(session, d)
         self._send(conn, _pub_ack(0x62, p.packet_id, 0, v5))
 
     def _on_pubcomp(self, conn: Conn, p: Pubcomp) -> None:
@@ -999,6 +1051,11 @@ class Broker:
         if inflight is None or not inflight.released:
             return
         del session.inflight[p.packet_id]
+        if session.persistent and self.log is not None:
+            d = inflight.delivery
+            if self._logs_qos2(session, d) or d.message.log_id < 0 and d.message.qos == 2:
+                self._append(packet_record(CMP, session.client_id, -1, p.packet_id,
+                                           self.clock()))
         self._pump(session, conn)
 
     # ---------------------------------------------------------------- SUBSCRIBE / UNSUBSCRIBE

@@ -12,6 +12,9 @@ Kafka view of the log sees them as Kafka headers).
     pub   t=topic, q=qos, [r=1], [x=expiry ms], [o=origin],     a message: retained (r=1) and/or
           [ct, rt, cd(hex), pf], d=client,qos,retain,ids (rep)  queued to each d= target session
     ack   c=client, m=pub offset                                the target finished with it
+    snd   c=client, m=pub offset, p=packet id                   QoS 2 PUBLISH sent under p
+    rel   c=client, m=pub offset (-1: none), p=packet id        PUBREC came: PUBREL owed for p
+    cmp   c=client, p=packet id                                 PUBCOMP came: p is free again
     ckp   g=generation                                          a checkpoint is complete
 
 A subscription `s` is "filter\\tqos\\tno_local\\trap\\tretain_handling\\tsub_id". A target `d` is
@@ -22,6 +25,13 @@ PUBREC) only once the shard's `durable_end` passes the `pub` record. A `ses` rec
 `pub` that targets the session and an `ack` follows its `pub`, so any durable prefix of the log is
 a consistent state: at worst a message delivered just before the crash is delivered again (QoS 1
 allows duplicates).
+
+Outbound QoS 2 keeps its packet ids across a crash, because the client holds a QoS 2 packet id
+until it gets PUBREL and silently acknowledges any new PUBLISH that reuses it (MQTT-4.3.3): a
+logged QoS 2 PUBLISH is sent only once its `snd` record is durable, PUBREC writes `rel`, PUBCOMP
+writes `cmp`. Recovery puts `snd`-without-`rel` deliveries back in the inflight window under their
+packet id (re-sent with DUP) and `rel`-without-`cmp` ids as owed PUBRELs, so no id the client may
+hold is reused.
 
 Checkpoints bound the log: the broker re-writes its whole live state (sessions, retained messages,
 queued messages) as records tagged `g=<generation>`, then a `ckp g=<generation>` record, and, once
@@ -36,11 +46,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from real.mqtt.properties import Properties, PropertyId
-from real.mqtt.session import EXPIRY_NEVER, Delivery, Message, Session, SubOpts
+from real.mqtt.session import EXPIRY_NEVER, Delivery, Inflight, Message, Session, SubOpts
 from real.storage.record import Record
 
 SES, DEL, PUB, ACK, CKP = b"ses", b"del", b"pub", b"ack", b"ckp"
-KINDS = (SES, DEL, PUB, ACK, CKP)
+SND, REL, CMP = b"snd", b"rel", b"cmp"
+KINDS = (SES, DEL, PUB, ACK, SND, REL, CMP, CKP)
 
 
 class CorruptState(Exception):
@@ -69,6 +80,17 @@ def delete_record(client_id: str, now: int) -> Record:
 
 def ack_record(client_id: str, log_id: int, now: int) -> Record:
     return Record(-1, int(now), ACK, b"", meta=(("c", client_id), ("m", str(log_id))))
+
+
+def packet_record(kind: bytes, client_id: str, log_id: int, packet_id: int, now: int,
+                  generation: int = 0) -> Record:
+    """A `snd`, `rel` or `cmp` record (QoS 2 packet-id state; `log_id` unused for `cmp`)."""
+    meta: list[tuple[str, str]] = [("c", client_id), ("p", str(packet_id))]
+    if kind != CMP:
+        meta.append(("m", str(log_id)))
+    if generation:
+        meta.append(("g", str(generation)))
+    return Record(-1, int(now), kind, b"", meta=tuple(meta))
 
 
 def checkpoint_record(generation: int, now: int) -> Record:
@@ -202,6 +224,7 @@ def recover(records: Iterable[Record]) -> RecoveredState:
         state.generation = max(complete)
         state.replay_from = first_of.get(state.generation, log[0].offset if log else 0)
     pending: dict[str, dict[int, Delivery]] = {}
+    packets = _PacketState()
     for rec in log:
         if rec.offset < state.replay_from:
             continue
@@ -209,15 +232,33 @@ def recover(records: Iterable[Record]) -> RecoveredState:
         if gen is not None and rec.key != CKP and _int(rec, "g", gen) not in complete:
             continue  # part of a checkpoint that never completed: its facts are repeats
         state.records += 1
-        _apply(rec, state, pending)
-    for client_id, by_id in pending.items():
-        session = state.sessions.get(client_id)
-        if session is not None:
-            session.queue.extend(by_id[k] for k in sorted(by_id))
+        _apply(rec, state, pending, packets)
+    for client_id, session in state.sessions.items():
+        for packet_id, delivery in packets.released.get(client_id, {}).items():
+            session.inflight[packet_id] = Inflight(delivery or _OWED, packet_id, released=True)
+        sent = packets.sent.get(client_id, {})
+        by_id = pending.get(client_id, {})
+        for log_id in sorted(by_id):
+            packet_id = sent.get(log_id)
+            if packet_id is not None and packet_id not in session.inflight:
+                session.inflight[packet_id] = Inflight(by_id[log_id], packet_id)
+            else:
+                session.queue.append(by_id[log_id])
     return state
 
 
-def _apply(rec: Record, state: RecoveredState, pending: dict[str, dict[int, Delivery]]) -> None:
+_OWED = Delivery(Message("", b"", 2, False, Properties(), EXPIRY_NEVER, "", 0), 2, False)
+"""Stands for a released QoS 2 delivery whose message is gone: only its PUBREL is owed."""
+
+
+@dataclass
+class _PacketState:
+    sent: dict[str, dict[int, int]] = field(default_factory=dict)  # client -> log id -> pid
+    released: dict[str, dict[int, Delivery | None]] = field(default_factory=dict)  # -> pid
+
+
+def _apply(rec: Record, state: RecoveredState, pending: dict[str, dict[int, Delivery]],
+           packets: _PacketState) -> None:
     kind = rec.key
     if kind == SES:
         client_id = _required(rec, "c")
@@ -233,6 +274,8 @@ def _apply(rec: Record, state: RecoveredState, pending: dict[str, dict[int, Deli
         client_id = _required(rec, "c")
         state.sessions.pop(client_id, None)
         pending.pop(client_id, None)
+        packets.sent.pop(client_id, None)
+        packets.released.pop(client_id, None)
     elif kind == PUB:
         msg = message_from_record(rec)
         if msg.retain:
@@ -258,6 +301,22 @@ def _apply(rec: Record, state: RecoveredState, pending: dict[str, dict[int, Deli
         by_id = pending.get(client_id)
         if by_id is not None:
             by_id.pop(log_id, None)
+        packets.sent.get(client_id, {}).pop(log_id, None)
+    elif kind in (SND, REL, CMP):
+        client_id = _required(rec, "c")
+        packet_id = _int(rec, "p", _required(rec, "p"))
+        if client_id not in state.sessions:
+            return
+        if kind == CMP:
+            packets.released.get(client_id, {}).pop(packet_id, None)
+            return
+        log_id = _int(rec, "m", _required(rec, "m"))
+        if kind == SND:
+            packets.sent.setdefault(client_id, {})[log_id] = packet_id
+        else:
+            delivery = pending.get(client_id, {}).pop(log_id, None)
+            packets.sent.get(client_id, {}).pop(log_id, None)
+            packets.released.setdefault(client_id, {})[packet_id] = delivery
     elif kind == CKP:
         pass
     else:

@@ -88,14 +88,17 @@ class Delivery:
 
 class Inflight:
     """An outbound QoS 1/2 PUBLISH sent (or to be re-sent) under `packet_id`. `released` is True
-    once the client's PUBREC arrived: only PUBREL (not the PUBLISH) is re-sent from then on."""
+    once the client's PUBREC arrived: only PUBREL (not the PUBLISH) is re-sent from then on.
+    `held` is True while a logged QoS 2 PUBLISH waits for its packet id to be durable (see
+    Broker._start_inflight)."""
 
-    __slots__ = ("delivery", "packet_id", "released")
+    __slots__ = ("delivery", "packet_id", "released", "held")
 
-    def __init__(self, delivery: Delivery, packet_id: int) -> None:
+    def __init__(self, delivery: Delivery, packet_id: int, released: bool = False) -> None:
         self.delivery = delivery
         self.packet_id = packet_id
-        self.released = False
+        self.released = released
+        self.held = False
 
 
 class Session:

@@ -632,3 +632,33 @@ def test_acl_on_subscribe_publish_and_identity() -> None:
     anon = h.connect("x", MQTT_3_1_1)  # anonymous: "home/%u/#" cannot apply
     anon.take()
     assert subscribe(anon, Subscription("home/alice/#", 0))[0].reason_codes == (0x80,)
+
+
+def test_qos2_packet_ids_survive_a_restart() -> None:
+    """A restart must not reuse a QoS 2 packet id the subscriber still holds (found by the
+    simulator, tests/model/test_mqtt_sim.py): PUBREL is owed for a PUBREC'd id, an unanswered
+    PUBLISH is re-sent with DUP under its id, and new messages take other ids."""
+    log = MemoryEngine()
+    h = Harness(log=log)
+    s = h.connect("s", clean=False)
+    subscribe(s, Subscription("q", 2))
+    pub = h.connect("pub")
+    pub.send(Publish("q", b"a", qos=2, packet_id=1), Publish("q", b"b", qos=2, packet_id=2),
+             Pubrel(1), Pubrel(2))
+    first, second = publishes(s.take())
+    assert first.qos == second.qos == 2
+    s.send(Pubrec(first.packet_id))
+    assert s.take() == [Pubrel(first.packet_id)]
+    s.drop()  # then the broker "crashes": a new broker over the same log
+    h2 = Harness(log=log)
+    s2 = h2.connect("s", clean=False)
+    packets = s2.take()
+    assert Pubrel(first.packet_id) in packets
+    (again,) = publishes(packets)
+    assert (again.payload, again.packet_id, again.dup) == (b"b", second.packet_id, True)
+    pub2 = h2.connect("pub")
+    pub2.send(Publish("q", b"c", qos=2, packet_id=1))
+    (fresh,) = publishes(s2.take())
+    assert fresh.packet_id not in (first.packet_id, second.packet_id)
+    s2.send(Pubcomp(first.packet_id))
+    assert first.packet_id not in h2.broker.sessions["s"].inflight
