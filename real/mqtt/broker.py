@@ -552,12 +552,20 @@ class Broker:
         conn.version = p.protocol_version
         v5 = conn.version == MQTT_5
         props = p.properties
+        if v5:  # known before any refusal: a refusing CONNACK must fit too (MQTT-3.1.2-24)
+            conn.max_packet_out = int(props.get(PropertyId.MAXIMUM_PACKET_SIZE,  # type: ignore[arg-type]
+                                                codec.PACKET_SIZE_MAX))
+            conn.problem_info = props.get(PropertyId.REQUEST_PROBLEM_INFORMATION, 1) == 1
         if v5 and props.get(PropertyId.AUTHENTICATION_METHOD) is not None:
             self._refuse(conn, RC.BAD_AUTHENTICATION_METHOD, "enhanced authentication is not "
                                                              "supported")
             return
         if len(self.conns) > cfg.max_connections:
             self._refuse(conn, RC.SERVER_BUSY, "connection limit reached")
+            return
+        if p.will is not None and p.will.retain and not cfg.retain_available:
+            self._refuse(conn, RC.RETAIN_NOT_SUPPORTED, "will retain: retain is not available "
+                                                        "(MQTT-3.2.2-13)")
             return
         client_id = p.client_id
         assigned = False
@@ -566,8 +574,11 @@ class Broker:
                 self._refuse(conn, RC.CLIENT_IDENTIFIER_NOT_VALID,
                              "an empty client id needs clean session (MQTT-3.1.3-8)")
                 return
-            self._assigned += 1
-            client_id = f"auto-{cfg.node_id}-{self._assigned}"
+            while True:  # never an id a session already has (MQTT-3.1.3-6)
+                self._assigned += 1
+                client_id = f"auto-{cfg.node_id}-{self._assigned}"
+                if client_id not in self.sessions:
+                    break
             assigned = True
         user = p.username
         if self._authenticate is not None:
@@ -592,10 +603,7 @@ class Broker:
         conn.keep_alive_ms = keep_alive * 1000
         if v5:
             conn.recv_max_out = int(props.get(PropertyId.RECEIVE_MAXIMUM, 65535))  # type: ignore[arg-type]
-            conn.max_packet_out = int(props.get(PropertyId.MAXIMUM_PACKET_SIZE,  # type: ignore[arg-type]
-                                                codec.PACKET_SIZE_MAX))
             conn.alias_out_max = int(props.get(PropertyId.TOPIC_ALIAS_MAXIMUM, 0))  # type: ignore[arg-type]
-            conn.problem_info = props.get(PropertyId.REQUEST_PROBLEM_INFORMATION, 1) == 1
         if p.will is not None:
             conn.will = p.will
             conn.will_delay_s = int(p.will.properties.get(PropertyId.WILL_DELAY_INTERVAL, 0))  # type: ignore[arg-type]
@@ -648,21 +656,18 @@ class Broker:
                 ack_props.append((PropertyId.SERVER_KEEP_ALIVE, server_keep_alive))
         self._send(conn, codec.encode(
             Connack(present, 0, Properties(tuple(ack_props))), conn.version))  # type: ignore[arg-type]
-        # resume: re-send the inflight window (MQTT-4.4.0-1), then the queue
-        for inflight in list(session.inflight.values()):
-            if inflight.released:
-                self._send(conn, codec.encode(Pubrel(inflight.packet_id), conn.version))
-            elif inflight.held:
-                continue  # goes out once its packet id is durable
-            else:
-                self._send_publish(conn, session, inflight.delivery, inflight.packet_id, dup=True)
+        # resume: re-send the inflight window in order (MQTT-4.4.0-1), no more than the new
+        # connection's Receive Maximum allows (MQTT-3.3.4-9); the rest as slots free (_pump)
+        session.resend.clear()
+        session.resend.extend(pid for pid, inflight in session.inflight.items()
+                              if not inflight.held)  # held ones go out once durable
         self._pump(session, conn)
 
     def _refuse(self, conn: Conn, reason: int, detail: str) -> None:
         self.stats.connect_refused += 1
         if conn.version == MQTT_5:
-            props = Properties.of((PropertyId.REASON_STRING, detail))
-            self._send(conn, codec.encode(Connack(False, reason, props), MQTT_5))
+            self._send(conn, self._with_reason_string(
+                lambda props: Connack(False, reason, props), conn, detail))
         else:
             self._send(conn, codec.encode(Connack(False, V3_CONNACK.get(reason, 5)), conn.version))
         conn.will = None
@@ -733,6 +738,17 @@ class Broker:
                     expiry = int(now + interval * 1000)  # type: ignore[operator]
                 forwarded = Properties(tuple(item for item in props.items
                                              if item[0] in _FORWARDED))
+                if props.get(PropertyId.SUBSCRIPTION_IDENTIFIER) is not None:
+                    self._close(conn, RC.PROTOCOL_ERROR, "a client PUBLISH may not carry a "
+                                "Subscription Identifier (MQTT-3.3.4-6)")
+                    return
+                response = props.get(PropertyId.RESPONSE_TOPIC)
+                if response is not None:
+                    try:
+                        validate_topic_name(response, cfg.max_topic_levels)  # type: ignore[arg-type]
+                    except TopicError as exc:  # MQTT-3.3.2-14: no wildcards in it
+                        self._close(conn, RC.PROTOCOL_ERROR, f"Response Topic: {exc}")
+                        return
             msg = Message(topic, payload, qos, retain, forwarded, expiry,
                           session.client_id, now)
             offset, matched = self._route(msg, routes)
@@ -747,9 +763,10 @@ class Broker:
         ack = _pub_ack(0x40 if qos == 1 else 0x50, packet_id, reason, v5)  # type: ignore[arg-type]
         if qos == 2 and reason >= 0x80:
             session.inbound_qos2.discard(packet_id)  # type: ignore[arg-type]
-        if offset >= 0 and self.log is not None and offset >= self._durable_end():
-            conn.acks_pending += 1
-            self._await_durable.append((offset, conn.id, ack))
+        if conn.acks_pending or (offset >= 0 and self.log is not None
+                                 and offset >= self._durable_end()):
+            conn.acks_pending += 1  # (an ack behind a held one waits too: acks stay in order)
+            self._await_durable.append((max(offset, -1), conn.id, ack))
         else:
             self._send(conn, ack)
 
@@ -946,9 +963,23 @@ class Broker:
             self._finish_logged(session, d)
 
     def _pump(self, session: Session, conn: Conn) -> None:
-        """Move queued deliveries into the inflight window while there is room."""
+        """Re-send what a resumed session owes, then move queued deliveries into the inflight
+        window, while there is room."""
         queue = session.queue
         window = self._window(conn)
+        resend = session.resend
+        while resend and conn.state == 1 and len(session.inflight) - len(resend) < window:
+            pid = resend.popleft()
+            inflight = session.inflight.get(pid)
+            if inflight is None or inflight.held:
+                continue
+            if inflight.released:
+                self._send(conn, codec.encode(Pubrel(pid), conn.version))
+            elif not self._send_publish(conn, session, inflight.delivery, pid, dup=True):
+                del session.inflight[pid]  # too large for this connection: dropped
+                self._finish_logged(session, inflight.delivery)
+        if resend:
+            return
         now = self.clock()
         while queue and not conn.congested and conn.state == 1:
             d = queue[0]
@@ -971,12 +1002,31 @@ class Broker:
 
     def _send_publish(self, conn: Conn, session: Session, d: Delivery, pid: int | None,
                       dup: bool) -> bool:
-        """Encode and queue one outbound PUBLISH; False if it cannot be sent (expired, or over
-        the client's Maximum Packet Size: then it is dropped, MQTT-3.1.2-25)."""
+        """Encode and queue one outbound PUBLISH; False if it cannot be sent (expired before
+        its first sending, MQTT-3.3.2-5, or over the client's Maximum Packet Size: then it is
+        dropped, MQTT-3.1.2-25). A re-send (`dup`) goes out even if the message has expired
+        since (MQTT-4.3.3-7: onward delivery has started)."""
         msg = d.message
         now = self.clock()
+        stats = self.stats
+        if conn.version != MQTT_5 and msg.expiry_at == EXPIRY_NEVER:  # the common, cheap case
+            if pid is None and not d.retain:
+                data = msg.plain  # the same bytes for every 3.1.1 QoS 0 copy of the message
+                if data is None:
+                    data = msg.plain = _publish_bytes(msg.topic_bytes(), msg.payload, 0, False,
+                                                      False, None, None)
+            else:
+                data = _publish_bytes(msg.topic_bytes(), msg.payload, d.qos, d.retain, dup, pid,
+                                      None)
+            conn.out.append(data)
+            if conn.id not in self._dirty:
+                self._dirty[conn.id] = conn
+            stats.msgs_out[d.qos] += 1
+            stats.latency_counts[bisect_left(LATENCY_BUCKETS_MS, now - msg.created_ms)] += 1
+            stats.latency_sum_ms += now - msg.created_ms
+            return True
         v5 = conn.version == MQTT_5
-        if msg.expiry_at != EXPIRY_NEVER and now >= msg.expiry_at:
+        if msg.expiry_at != EXPIRY_NEVER and now >= msg.expiry_at and not dup:
             self.stats.drop("expired")
             return False
         topic_b = msg.topic_bytes()
@@ -1173,8 +1223,8 @@ class Broker:
             new_expiry = p.properties.get(PropertyId.SESSION_EXPIRY_INTERVAL)
             if new_expiry is not None:
                 if session.expiry_s == 0 and new_expiry != 0:
-                    self._close(conn, RC.PROTOCOL_ERROR, "session expiry set at DISCONNECT "
-                                                         "after CONNECT said 0 (MQTT-3.14.2-2)")
+                    self._close(conn, RC.PROTOCOL_ERROR, "session expiry set at DISCONNECT after "
+                                "CONNECT said 0 (section 3.14.2.2.2)")
                     return
                 was = session.persistent
                 session.expiry_s = min(int(new_expiry), self.config.session_expiry_max)  # type: ignore[arg-type]
@@ -1211,11 +1261,22 @@ class Broker:
         if conn.version == MQTT_5 and conn.state == 1 and not conn.disconnect_sent:
             if reason not in DISCONNECT_CODES:  # e.g. 0x84 from a second, odd CONNECT
                 reason = RC.PROTOCOL_ERROR
-            props = (Properties.of((PropertyId.REASON_STRING, detail[:200]))
-                     if conn.problem_info else NO_PROPERTIES)
-            self._send(conn, codec.encode(Disconnect(reason, props), MQTT_5))
+            self._send(conn, self._with_reason_string(
+                lambda props: Disconnect(reason, props), conn, detail))
             conn.disconnect_sent = True
         self._finish(conn)
+
+    @staticmethod
+    def _with_reason_string(build: Callable[[Properties], Packet], conn: Conn,
+                            detail: str) -> bytes:
+        """An MQTT 5 packet with a Reason String if the client wants problem information and
+        it fits the client's Maximum Packet Size (MQTT-3.1.2-24), else without one."""
+        if conn.problem_info:
+            data = codec.encode(build(Properties.of((PropertyId.REASON_STRING, detail[:200]))),
+                                MQTT_5)
+            if len(data) <= conn.max_packet_out:
+                return data
+        return codec.encode(build(NO_PROPERTIES), MQTT_5)
 
     def _finish(self, conn: Conn) -> None:
         conn.state = 2
@@ -1276,7 +1337,7 @@ class Broker:
     def _check_keepalives(self, now: float) -> None:
         for conn in list(self.conns.values()):
             if conn.state == 1 and conn.keep_alive_ms:
-                if now - conn.last_rx > conn.keep_alive_ms * 1.5:  # MQTT-3.1.2-24
+                if now - conn.last_rx > conn.keep_alive_ms * 1.5:  # MQTT-3.1.2-22 (3.1.1: -24)
                     self._close(conn, RC.KEEP_ALIVE_TIMEOUT, "keep alive timeout")
             elif conn.state == 0 and now - conn.connected_ms > 30_000:
                 self._finish(conn)  # no CONNECT within 30 s

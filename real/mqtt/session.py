@@ -28,7 +28,7 @@ class Message:
     the message is written to the state log, renumbered when a checkpoint rewrites it)."""
 
     __slots__ = ("topic", "payload", "qos", "retain", "props", "expiry_at", "origin",
-                 "created_ms", "log_id", "_wire")
+                 "created_ms", "log_id", "_wire", "plain")
 
     def __init__(self, topic: str, payload: bytes, qos: int, retain: bool, props: Properties,
                  expiry_at: int, origin: str, created_ms: int, log_id: int = -1) -> None:
@@ -42,6 +42,7 @@ class Message:
         self.created_ms = created_ms
         self.log_id = log_id
         self._wire: bytes | None = None  # the UTF-8 topic, encoded once (see topic_bytes)
+        self.plain: bytes | None = None  # its 3.1.1 QoS 0 PUBLISH, built by the first sender
 
     def topic_bytes(self) -> bytes:
         wire = self._wire
@@ -112,6 +113,7 @@ class Session:
         self.subscriptions: dict[str, SubOpts] = {}  # full filter ("$share/g/f" kept whole)
         self.inflight: dict[int, Inflight] = {}  # packet id -> outbound QoS 1/2, in send order
         self.queue: deque[Delivery] = deque()
+        self.resend: deque[int] = deque()  # packet ids a resumed connection still owes
         self.inbound_qos2: set[int] = set()  # packet ids received at QoS 2, awaiting PUBREL
         self.next_packet_id = 1
         self.conn_id: int | None = None  # the connection attached, if any

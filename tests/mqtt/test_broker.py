@@ -662,3 +662,26 @@ def test_qos2_packet_ids_survive_a_restart() -> None:
     assert fresh.packet_id not in (first.packet_id, second.packet_id)
     s2.send(Pubcomp(first.packet_id))
     assert first.packet_id not in h2.broker.sessions["s"].inflight
+
+
+def test_acks_leave_in_receive_order() -> None:
+    log = HeldLog()
+    h = Harness(log=log)
+    s = h.connect("s", clean=False)
+    subscribe(s, Subscription("logged", 1))
+    pub = h.connect("pub")
+    pub.take()
+    pub.send(Publish("logged", b"1", qos=1, packet_id=1), Publish("clean", b"2", qos=1,
+                                                                  packet_id=2))
+    assert pub.take() == []  # the second ack waits behind the first, held for durability
+    log.durable = log.end_offset()
+    h.broker.durable_progress()
+    assert pub.take() == [Puback(1), Puback(2)]
+
+
+def test_client_publish_with_subscription_id_is_refused() -> None:
+    h = Harness()
+    c = h.connect("c", MQTT_5)
+    c.take()
+    c.send(Publish("t", b"x", properties=Properties.of((P.SUBSCRIPTION_IDENTIFIER, 3))))
+    assert c.take()[-1].reason_code == ReasonCode.PROTOCOL_ERROR and c.closed
