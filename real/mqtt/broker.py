@@ -414,8 +414,11 @@ class Broker:
                     else:
                         topic = None
                 if topic is not None and body <= end and pid != 0:
+                    # a 3.1.1 QoS 0 PUBLISH without flags is byte for byte the packet every
+                    # 3.1.1 QoS 0 subscriber gets: forward these very bytes
+                    raw = buf[pos:end] if byte0 == 0x30 and not v5 else None
                     self._publish_in(conn, topic, buf[body:end], qos, bool(byte0 & 1), pid,
-                                     NO_PROPERTIES)
+                                     NO_PROPERTIES, raw)
                     pos = end
                     continue
             self._decode(conn, buf[pos:end])
@@ -679,7 +682,7 @@ class Broker:
         self._publish_in(conn, p.topic, p.payload, p.qos, p.retain, p.packet_id, p.properties)
 
     def _publish_in(self, conn: Conn, topic: str, payload: bytes, qos: int, retain: bool,
-                    packet_id: int | None, props: Properties) -> None:
+                    packet_id: int | None, props: Properties, raw: bytes | None = None) -> None:
         cfg = self.config
         session = conn.session
         assert session is not None
@@ -713,8 +716,10 @@ class Broker:
             self._close(conn, RC.RETAIN_NOT_SUPPORTED, "retain is not available")
             return
         self.stats.msgs_in[qos] += 1
-        acl = self._client_acl(session)
-        allowed = not topic.startswith("$") and (acl is None or acl.check_publish(topic))
+        if self.acl is None:
+            allowed = topic[0] != "$"
+        else:
+            allowed = topic[0] != "$" and self._client_acl(session).check_publish(topic)
         if qos == 2 and packet_id in session.inbound_qos2:
             # a re-sent QoS 2 PUBLISH we already accepted (MQTT-4.3.3-10): acknowledge only
             self._send(conn, _pub_ack(0x50, packet_id, 0, v5))  # type: ignore[arg-type]
@@ -751,6 +756,7 @@ class Broker:
                         return
             msg = Message(topic, payload, qos, retain, forwarded, expiry,
                           session.client_id, now)
+            msg.plain = raw
             offset, matched = self._route(msg, routes)
             if qos and not matched and v5:
                 reason = RC.NO_MATCHING_SUBSCRIBERS
@@ -841,11 +847,13 @@ class Broker:
         qos = msg.qos
         retain_flag = msg.retain
         origin = msg.origin
+        persistent = False
         for session, sub_qos, rap, sub_ids, own in matched:
-            if session.client_id == origin and own is not None:
+            if own is not None and session.client_id == origin:
                 if own is False:
                     continue  # every matching subscription of the publisher is no-local
                 sub_qos, rap, sub_ids = own
+            persistent = persistent or session.expiry_s > 0
             targets.append((session, Delivery(msg, sub_qos if sub_qos < qos else qos,
                                               retain_flag and rap, sub_ids)))
         for _filter, _group, group in shared:
@@ -853,12 +861,14 @@ class Broker:
             if member is None:
                 continue
             client_id, opts = member
-            targets.append((self.sessions[client_id],
+            member_session = self.sessions[client_id]
+            persistent = persistent or member_session.expiry_s > 0
+            targets.append((member_session,
                             Delivery(msg, min(msg.qos, opts.qos), False,
                                      (opts.sub_id,) if opts.sub_id else ())))
         offset = -1
         retain = retain_flag and not topic.startswith("$SYS/")
-        if self.log is not None and (retain or any(s.persistent for s, _ in targets)):
+        if self.log is not None and (retain or persistent):
             logged = [(s.client_id, d) for s, d in targets
                       if s.persistent and (d.qos or (self.config.queue_qos0 and s.conn_id is None))]
             if logged or retain:
@@ -868,11 +878,13 @@ class Broker:
         if msg.retain:
             self.retained.set(msg)
         acl = self.acl
-        check = acl is not None and acl.needs_receive_check  # type: ignore[attr-defined]
-        for session, delivery in targets:
-            if check and not self._may_receive(session, topic):
-                continue
-            self._deliver(session, delivery)
+        if acl is None or not acl.needs_receive_check:  # type: ignore[attr-defined]
+            for session, delivery in targets:
+                self._deliver(session, delivery)
+        else:
+            for session, delivery in targets:
+                if self._may_receive(session, topic):
+                    self._deliver(session, delivery)
         return offset, len(targets)
 
     def _client_acl(self, session: Session) -> Any:

@@ -185,3 +185,44 @@ def test_password_file_and_anonymous_off(tmp_path: Path) -> None:
         assert "twinmq_mqtt_auth_failures_total 2" in node.get("/metrics")  # type: ignore[operator]
     finally:
         node.stop()
+
+
+@pytest.mark.parametrize("transport", ["tls", "wss"])
+def test_paho_over_tls_and_secure_websocket(tmp_path: Path, certs: tuple[str, str],
+                                            transport: str) -> None:
+    import queue
+    import ssl
+
+    import paho.mqtt.client as paho
+
+    cert, key = certs
+    port = free_port()
+    flag = "--mqtts-port" if transport == "tls" else "--wss-port"
+    node = Node(tmp_path, flag, str(port), "--tls-cert", cert, "--tls-key", key)
+    try:
+        got: queue.Queue = queue.Queue()
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"secure-{transport}",
+                             protocol=paho.MQTTv5,
+                             transport="tcp" if transport == "tls" else "websockets")
+        if transport == "wss":
+            client.ws_set_options(path="/mqtt")
+        client.tls_set_context(ssl.create_default_context(cafile=cert))
+        client.on_message = lambda c, u, msg: got.put((msg.topic, msg.payload, msg.qos))
+        client.on_connect = lambda c, u, f, rc, p: c.subscribe("secure/#", qos=1)
+        client.on_subscribe = lambda c, u, mid, codes, p: c.publish("secure/t", b"sealed", qos=1)
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        try:
+            assert got.get(timeout=20) == ("secure/t", b"sealed", 1)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        plain = socket.create_connection(("127.0.0.1", port), timeout=5)
+        plain.sendall(encode(Connect("plain"), MQTT_3_1_1))  # not TLS: refused, node unharmed
+        try:
+            assert plain.recv(16)[:2] != bytes([0x20, 2])
+        except OSError:
+            pass
+        assert node.get("/health")["status"] == "ok"  # type: ignore[index]
+    finally:
+        node.stop()
