@@ -685,3 +685,15 @@ def test_client_publish_with_subscription_id_is_refused() -> None:
     c.take()
     c.send(Publish("t", b"x", properties=Properties.of((P.SUBSCRIPTION_IDENTIFIER, 3))))
     assert c.take()[-1].reason_code == ReasonCode.PROTOCOL_ERROR and c.closed
+
+
+def test_connection_limit_closes_extra_connections_only() -> None:
+    h = Harness(BrokerConfig(sys_interval_ms=0, max_connections=2))
+    a = h.connect("a")
+    b = h.connect("b")
+    c = h.connect("c")
+    assert c.closed and c.take() == []
+    assert not a.closed and not b.closed and h.broker.stats.dropped["connection_limit"] == 1
+    b.send(Disconnect())
+    d = h.connect("d")  # room again
+    assert d.take()[0].reason_code == 0
