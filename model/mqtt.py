@@ -85,7 +85,7 @@ import simpy
 from model.dist import Dist, DistError
 from model.fs import SimFileSystem, SimFsConfig
 from model.rng import SeedTree
-from model.scenario import read_toml
+from model.scenario import coerce_scalar, read_toml
 from model.trace import Trace
 from model.world import crash_detail
 from real.mqtt import (
@@ -107,6 +107,7 @@ from real.mqtt import (
     encode,
 )
 from real.mqtt.broker import Broker, BrokerConfig
+from real.mqtt.session import next_packet_id
 from real.mqtt.topics import TopicError, matches, validate_topic_filter, validate_topic_name
 from real.storage.journal import JournalConfig, JournalEngine
 from real.storage.memory import MemoryEngine
@@ -277,15 +278,8 @@ def _value(base: Any, key: str, value: Any, where: str) -> Any:
             return Dist.parse(value, where)
         except DistError as exc:
             raise ConfigError(str(exc)) from None
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
+    if isinstance(default, (bool, int, float, str)):
+        ok, value = coerce_scalar(default, value)
     elif isinstance(default, tuple):
         ok = isinstance(value, list) and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
@@ -822,11 +816,7 @@ class Publisher(SimClient):
             self._send_publish(out, dup=False)
 
     def _allocate_pid(self) -> int:
-        assert len(self.outstanding) < 65535
-        pid = self.next_pid
-        while pid in self.outstanding:
-            pid = pid % 65535 + 1
-        self.next_pid = pid % 65535 + 1
+        pid, self.next_pid = next_packet_id(self.outstanding, self.next_pid)
         return pid
 
     def _send_publish(self, out: _Out, dup: bool) -> None:

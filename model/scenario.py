@@ -164,17 +164,25 @@ def _section(name: str, raw: object, fname: str) -> Any:
         raise ScenarioError(f"[{name}] in {fname}: {exc}") from None
 
 
+def coerce_scalar(default: Any, value: Any) -> tuple[bool, Any]:
+    """(ok, value) for a TOML value standing in for a bool/int/float/str default: bools are not
+    ints, ints become floats where a float is expected. (False, value) for other defaults."""
+    if isinstance(default, bool):
+        return isinstance(value, bool), value
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if isinstance(default, str):
+        return isinstance(value, str), value
+    return False, value
+
+
 def _coerce(cls: type, key: str, value: Any, where: str) -> Any:
     default = _default(cls, key)
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
+    if isinstance(default, (bool, int, float, str)):
+        ok, value = coerce_scalar(default, value)
     elif isinstance(default, tuple):
         ok = isinstance(value, list)
         value = _tuple(default, value, where) if ok else value

@@ -1058,7 +1058,7 @@ class Broker:
                     alias = new_alias = len(conn.alias_out) + 1
                 if alias is not None:
                     items.append((PropertyId.TOPIC_ALIAS, alias))
-            props_b = _encode_props(items)
+            props_b = encode_properties(Properties(tuple(items)))  # type: ignore[arg-type]
         data = _publish_bytes(topic_b, msg.payload, d.qos, d.retain, dup, pid, props_b)
         if len(data) > conn.max_packet_out:
             self.stats.drop("packet_too_large")
@@ -1505,30 +1505,13 @@ def _varint(n: int) -> bytes:
 
 def _publish_bytes(topic_b: bytes, payload: bytes, qos: int, retain: bool, dup: bool,
                    pid: int | None, props_b: bytes | None) -> bytes:
-    """A PUBLISH packet from pre-encoded parts (`props_b` None for 3.1/3.1.1, else the encoded
-    property section without its length)."""
+    """A PUBLISH packet from pre-encoded parts: `props_b` is None for 3.1/3.1.1, else the whole
+    property section as `encode_properties` writes it (length prefix included)."""
     header = 0x30 | (dup << 3) | (qos << 1) | retain
-    body_len = len(topic_b) + len(payload)
-    pid_b = b""
-    if qos:
-        pid_b = pid.to_bytes(2, "big")  # type: ignore[union-attr]
-        body_len += 2
-    if props_b is None:
-        return b"".join((bytes((header,)), _varint(body_len), topic_b, pid_b, payload))
-    plen = _varint(len(props_b))
-    body_len += len(plen) + len(props_b)
-    return b"".join((bytes((header,)), _varint(body_len), topic_b, pid_b, plen, props_b, payload))
-
-
-def _encode_props(items: list[tuple[PropertyId, object]]) -> bytes:
-    if not items:
-        return b""
-    encoded = encode_properties(Properties(tuple(items)))  # type: ignore[arg-type]
-    # encode_properties writes the length prefix; strip it (the caller writes its own)
-    index = 0
-    while encoded[index] & 0x80:
-        index += 1
-    return encoded[index + 1:]
+    pid_b = pid.to_bytes(2, "big") if qos else b""  # type: ignore[union-attr]
+    props_b = props_b or b""
+    body_len = len(topic_b) + len(pid_b) + len(props_b) + len(payload)
+    return b"".join((bytes((header,)), _varint(body_len), topic_b, pid_b, props_b, payload))
 
 
 def _pub_ack(first: int, pid: int, reason: int, v5: bool) -> bytes:

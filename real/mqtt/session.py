@@ -16,6 +16,7 @@ injected clock.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Container, Sized
 from dataclasses import dataclass
 
 from real.mqtt.properties import NO_PROPERTIES, Properties
@@ -128,11 +129,7 @@ class Session:
 
     def allocate_packet_id(self) -> int:
         """The next packet id not in the inflight window (1..65535, round robin)."""
-        assert len(self.inflight) < 65535
-        pid = self.next_packet_id
-        while pid in self.inflight:
-            pid = pid % 65535 + 1
-        self.next_packet_id = pid % 65535 + 1
+        pid, self.next_packet_id = next_packet_id(self.inflight, self.next_packet_id)
         return pid
 
     def expires_at(self) -> int | None:
@@ -145,6 +142,16 @@ class Session:
         return (f"Session({self.client_id!r}, expiry={self.expiry_s}, "
                 f"subs={len(self.subscriptions)}, inflight={len(self.inflight)}, "
                 f"queued={len(self.queue)})")
+
+
+def next_packet_id(in_use: Container[int] | Sized, start: int) -> tuple[int, int]:
+    """(a packet id not in `in_use`, the id to start from next time): round robin over
+    1..65535 from `start`. `in_use` must hold fewer than 65535 ids."""
+    assert len(in_use) < 65535  # type: ignore[arg-type]
+    pid = start
+    while pid in in_use:  # type: ignore[operator]
+        pid = pid % 65535 + 1
+    return pid, pid % 65535 + 1
 
 
 class _RetainedNode:
