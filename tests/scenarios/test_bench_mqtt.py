@@ -225,7 +225,12 @@ def _run_bench(tmp_path: Path, extra: list[str]) -> dict:
 def _check_flow(row: dict, sc: dict) -> None:
     assert "error" not in row, row
     if sc["kind"] != "idle":
-        assert row["broker_cpu_pct"] > 0 and row["broker_rss_mb"] > 0
+        assert row["broker_rss_mb"] > 0
+        # CPU comes from /proc clock ticks (10 ms): a 0.3 s paced latency run can spend
+        # less than one tick in Mosquitto, so only the throughput kinds must show some.
+        assert row["broker_cpu_pct"] >= 0
+        if sc["kind"] in ("fan-in", "fan-out"):
+            assert row["broker_cpu_pct"] > 0
     if sc["kind"] in ("fan-in", "fan-out"):
         fanout = sc["subscribers"] if sc["kind"] == "fan-out" else 1
         assert row["published"] > 0 and row["delivered"] > 0 and row["delivered_per_s"] > 0
