@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-## System tools the MQTT tests and benches use (mosquitto broker + clients, Debian packages).
+## System tools the MQTT and Kafka tests and benches use (mosquitto broker + clients, kcat;
+## Debian packages).
 ## Installed only when missing; needs root (CI and sessions run as root).
 tools:
 	@if ! command -v mosquitto_pub >/dev/null 2>&1 || ! { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; }; then \
@@ -22,6 +23,12 @@ tools:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients >/dev/null 2>&1 || \
 	  { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients >/dev/null; }; \
+	fi
+	@if ! command -v kcat >/dev/null 2>&1; then \
+	  echo "installing kcat (Debian)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q kcat >/dev/null 2>&1 || \
+	  { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q kcat >/dev/null; }; \
 	fi
 
 venv: $(STAMP)

@@ -19,6 +19,9 @@ CONFIG_KEY_CHARS_MAX = 256
 CONFIG_VALUE_CHARS_MAX = 4096
 TOPIC_CONFIG_KEYS_MAX = 64
 SHARDS_MAX = 1024
+GROUP_CHARS_MAX = 255
+OFFSETS_MAX = 1024
+METADATA_CHARS_MAX = 4096
 ENGINES = ("file", "memory", "rocksdb", "s3")
 
 Scalar = str | int | float | bool
@@ -39,7 +42,8 @@ class _Field:
     name: str
     kind: str
     """One of: "id" (int >= 1), "uint" (int >= 0), "shards", "name", "addr", "key", "scalar",
-    "engine", "config" (dict of str -> scalar)."""
+    "engine", "config" (dict of str -> scalar), "group" (a consumer group id), "offsets" (a list
+    of [topic, partition, offset, metadata] committed for a group)."""
     required: bool = True
 
 
@@ -69,6 +73,9 @@ SCHEMA: dict[str, tuple[_Field, ...]] = {
         _f("node_id", "id"),
         _f("epoch", "uint", False),
     ),
+    "topic.add_shards": (_f("name", "name"), _f("shards", "shards")),
+    "group.commit": (_f("group", "group"), _f("offsets", "offsets")),
+    "group.delete": (_f("group", "group"),),
     "config.put": (_f("key", "key"), _f("value", "scalar")),
     "config.delete": (_f("key", "key"),),
 }
@@ -145,6 +152,10 @@ def _check_value(kind: str, value: Any) -> str | None:
         return None
     if kind == "scalar":
         return _check_scalar(value)
+    if kind == "group":
+        return _check_group(value)
+    if kind == "offsets":
+        return _check_offsets(value)
     assert kind == "config", kind
     return _check_config(value)
 
@@ -160,6 +171,37 @@ def _check_string(kind: str, value: Any) -> str | None:
         bad += [c for c in value if c in "+#"]
     if bad:
         return f"must not contain {bad[0]!r}, got {value!r}"
+    return None
+
+
+def _check_group(value: Any) -> str | None:
+    # Kafka group ids are any non-empty string; control characters are refused here so logs and
+    # the admin API stay readable.
+    if type(value) is not str:
+        return f"must be a string, got {_type_name(value)}"
+    if not 1 <= len(value) <= GROUP_CHARS_MAX:
+        return f"must have 1 to {GROUP_CHARS_MAX} characters, got {len(value)}"
+    if not value.isprintable():
+        return f"must be printable, got {value!r}"
+    return None
+
+
+def _check_offsets(value: Any) -> str | None:
+    if type(value) is not list or not 1 <= len(value) <= OFFSETS_MAX:
+        return f"must be a list of 1 to {OFFSETS_MAX} [topic, partition, offset, metadata]"
+    for item in value:
+        if type(item) is not list or len(item) != 4:
+            return f"entry {item!r} must be [topic, partition, offset, metadata]"
+        topic, partition, offset, metadata = item
+        err = _check_string("name", topic)
+        if err is not None:
+            return f"entry topic {err}"
+        if type(partition) is not int or not 0 <= partition < SHARDS_MAX:
+            return f"entry partition must be an integer in [0, {SHARDS_MAX}), got {partition!r}"
+        if type(offset) is not int or not -1 <= offset < (1 << 63):
+            return f"entry offset must be an integer >= -1, got {offset!r}"
+        if type(metadata) is not str or len(metadata) > METADATA_CHARS_MAX:
+            return f"entry metadata must be a string of at most {METADATA_CHARS_MAX} characters"
     return None
 
 

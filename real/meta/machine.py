@@ -18,6 +18,7 @@ from real.meta.commands import Command, MetaError, Scalar, canonical_json, decod
 SNAPSHOT_FORMAT = 1
 NODES_MAX = 4096
 TOPICS_MAX = 100_000
+GROUP_OFFSETS_MAX = 100_000
 CONFIG_KEYS_MAX = 10_000
 
 
@@ -68,12 +69,17 @@ class MetaStateMachine:
         self._nodes: dict[int, NodeInfo] = {}
         self._topics: dict[str, TopicInfo] = {}
         self._config: dict[str, Scalar] = {}
+        # Consumer-group committed offsets: group -> {(topic, partition): (offset, metadata)}.
+        self._groups: dict[str, dict[tuple[str, int], tuple[int, str]]] = {}
         self._handlers: dict[str, Callable[[dict[str, Any]], MetaResult]] = {
             "node.register": self._node_register,
             "node.unregister": self._node_unregister,
             "topic.create": self._topic_create,
             "topic.delete": self._topic_delete,
             "shard.set_leader": self._shard_set_leader,
+            "topic.add_shards": self._topic_add_shards,
+            "group.commit": self._group_commit,
+            "group.delete": self._group_delete,
             "config.put": self._config_put,
             "config.delete": self._config_delete,
         }
@@ -135,6 +141,36 @@ class MetaStateMachine:
         if name not in self._topics:
             return _fail(f"topic.delete: topic {name!r} does not exist")
         del self._topics[name]
+        for group in list(self._groups):
+            offsets = self._groups[group]
+            for key in [k for k in offsets if k[0] == name]:
+                del offsets[key]
+        return MetaResult(ok=True)
+
+    def _topic_add_shards(self, args: dict[str, Any]) -> MetaResult:
+        name, count = args["name"], args["shards"]
+        topic = self._topics.get(name)
+        if topic is None:
+            return _fail(f"topic.add_shards: topic {name!r} does not exist")
+        if count <= len(topic.shards):
+            return _fail(f"topic.add_shards: topic {name!r} has {len(topic.shards)} shards; "
+                         f"the new count must be larger, got {count}")
+        shards = topic.shards + tuple(ShardInfo() for _ in range(count - len(topic.shards)))
+        self._topics[name] = replace(topic, shards=shards)
+        return MetaResult(ok=True, value=count)
+
+    def _group_commit(self, args: dict[str, Any]) -> MetaResult:
+        offsets = self._groups.setdefault(args["group"], {})
+        for topic, partition, offset, metadata in args["offsets"]:
+            if len(offsets) >= GROUP_OFFSETS_MAX and (topic, partition) not in offsets:
+                return _fail(f"group.commit: group {args['group']!r} has the maximum of "
+                             f"{GROUP_OFFSETS_MAX} committed partitions")
+            offsets[(topic, partition)] = (offset, metadata)
+        return MetaResult(ok=True, value=len(args["offsets"]))
+
+    def _group_delete(self, args: dict[str, Any]) -> MetaResult:
+        if self._groups.pop(args["group"], None) is None:
+            return _fail(f"group.delete: group {args['group']!r} has no committed offsets")
         return MetaResult(ok=True)
 
     def _shard_set_leader(self, args: dict[str, Any]) -> MetaResult:
@@ -192,6 +228,14 @@ class MetaStateMachine:
     def topic(self, name: str) -> TopicInfo | None:
         return self._topics.get(name)
 
+    def committed(self, group: str) -> dict[tuple[str, int], tuple[int, str]]:
+        """(topic, partition) -> (offset, metadata) committed for `group` (a copy)."""
+        return dict(self._groups.get(group, {}))
+
+    def groups(self) -> list[str]:
+        """Groups that have committed offsets, sorted."""
+        return sorted(g for g, offsets in self._groups.items() if offsets)
+
     def invariants(self) -> None:
         """Full consistency check (O(state)); tests call it after every apply."""
         assert self.applied_index >= 0
@@ -216,6 +260,9 @@ class MetaStateMachine:
             "nodes": [_node_json(n) for n in self.nodes()],
             "topics": [_topic_json(t) for t in self.topics()],
         }
+        groups = {g: _offsets_json(self._groups[g]) for g in self.groups()}
+        if groups:  # absent when empty, so snapshots from before group offsets stay canonical
+            image["groups"] = groups
         return canonical_json(image)
 
     def digest(self) -> str:
@@ -260,6 +307,10 @@ def _topic_json(t: TopicInfo) -> dict[str, Any]:
             "shards": [[s.leader, s.epoch] for s in t.shards]}
 
 
+def _offsets_json(offsets: dict[tuple[str, int], tuple[int, str]]) -> list[list[Any]]:
+    return [[t, p, o, m] for (t, p), (o, m) in sorted(offsets.items())]
+
+
 def node_json(n: NodeInfo) -> dict[str, Any]:
     """JSON-ready view of a node (the admin API uses it)."""
     return _node_json(n)
@@ -285,4 +336,7 @@ def _from_image(image: Any) -> MetaStateMachine:
         shards = tuple(ShardInfo(int(leader), int(epoch)) for leader, epoch in t["shards"])
         config = tuple(sorted(t["config"].items()))
         sm._topics[t["name"]] = TopicInfo(t["name"], t["engine"], shards, config)
+    for group, entries in image.get("groups", {}).items():
+        assert type(group) is str and entries, f"group {group!r}"
+        sm._groups[group] = {(str(t), int(p)): (int(o), str(m)) for t, p, o, m in entries}
     return sm

@@ -224,3 +224,34 @@ def test_digest_is_stable() -> None:
 def test_restore_rejects_bad_snapshots(data: bytes) -> None:
     with pytest.raises(MetaError, match="bad meta snapshot"):
         MetaStateMachine.restore(data)
+
+
+def test_topic_add_shards_only_grows(a: Applier) -> None:
+    ok(a("topic.create", name="t", shards=2, engine="file"))
+    assert ok(a("topic.add_shards", name="t", shards=5)) == 5
+    assert len(a.sm.topic("t").shards) == 5
+    assert "must be larger" in err(a("topic.add_shards", name="t", shards=5))
+    assert "does not exist" in err(a("topic.add_shards", name="nope", shards=3))
+
+
+def test_group_offsets_commit_overwrite_delete_and_topic_delete(a: Applier) -> None:
+    ok(a("topic.create", name="t", shards=2, engine="file"))
+    ok(a("topic.create", name="u", shards=1, engine="file"))
+    ok(a("group.commit", group="g 1", offsets=[["t", 0, 5, ""], ["t", 1, 7, "m"]]))
+    ok(a("group.commit", group="g 1", offsets=[["t", 0, 9, "x"], ["u", 0, 1, ""]]))
+    assert a.sm.committed("g 1") == {("t", 0): (9, "x"), ("t", 1): (7, "m"), ("u", 0): (1, "")}
+    assert a.sm.groups() == ["g 1"]
+    # Restores keep committed offsets byte-for-byte.
+    back = MetaStateMachine.restore(a.sm.snapshot())
+    assert back.committed("g 1") == a.sm.committed("g 1") and back.digest() == a.sm.digest()
+    ok(a("topic.delete", name="t"))  # offsets of a deleted topic go with it
+    assert a.sm.committed("g 1") == {("u", 0): (1, "")}
+    ok(a("group.delete", group="g 1"))
+    assert a.sm.groups() == [] and a.sm.committed("g 1") == {}
+    assert "no committed offsets" in err(a("group.delete", group="g 1"))
+    # Schema: bad entries never reach the log.
+    for bad in ([], [["t", 0, -2, ""]], [["t", 0, 1]], [["t#", 0, 1, ""]], [["t", -1, 1, ""]]):
+        with pytest.raises(MetaError):
+            encode_command("group.commit", group="g", offsets=bad)
+    with pytest.raises(MetaError):
+        encode_command("group.commit", group="", offsets=[["t", 0, 1, ""]])
