@@ -94,7 +94,8 @@ def build_parser() -> _Parser:
 def _add_user_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from real.mqtt.auth import ITERATIONS_DEFAULT
 
-    user = sub.add_parser("user", help="manage an MQTT password file (mosquitto_passwd format)",
+    user = sub.add_parser("user", help="manage a password file (mosquitto_passwd format, for "
+                          "MQTT and Kafka PLAIN) and its Kafka SCRAM sidecar FILE.scram",
                           exit_on_error=False)
     actions = user.add_subparsers(dest="user_command", metavar="ACTION")
     add = actions.add_parser("add", help="add a user or change its password",

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from real.__main__ import main
+from real.kafka.sasl import ScramCredential, ScramFile
 from real.mqtt.auth import PasswordFile
 
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
@@ -57,7 +58,49 @@ def test_add_list_delete(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
     assert (status, out) == (0, "alice\nbob\n")
     status, out, _ = run(capsys, "user", "delete", "--file", str(path), "alice")
     assert status == 0 and parse(path).users() == ["bob"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["passwd"]  # no temporary file left
+    # no temporary file left; the SCRAM sidecar follows the password file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["passwd", "passwd.scram"]
+    assert ScramFile.parse((tmp_path / "passwd.scram").read_text()).users() == ["bob"]
+
+
+def test_add_and_delete_keep_the_scram_sidecar_in_sync(capsys: pytest.CaptureFixture[str],
+                                                       tmp_path: Path) -> None:
+    path, side = tmp_path / "passwd", tmp_path / "passwd.scram"
+    assert run(capsys, "user", "add", "--file", str(path), "alice", "--password", "s1")[0] == 0
+    assert run(capsys, "user", "add", "--file", str(path), "bob", "--password", "s2")[0] == 0
+    assert stat.S_IMODE(side.stat().st_mode) == 0o600
+    first = ScramFile.parse(side.read_text(), str(side))
+    assert first.users() == ["alice", "bob"]
+    assert side.read_text().startswith("alice:SCRAM-SHA-256:4096:")
+    cred = first.get("alice")
+    assert cred is not None and len(cred.salt) == 16 and cred.binding
+    # a password change replaces the SCRAM line: new salt and keys, new binding
+    assert run(capsys, "user", "add", "--file", str(path), "alice", "--password", "s3")[0] == 0
+    second = ScramFile.parse(side.read_text(), str(side))
+    new = second.get("alice")
+    assert second.users() == ["alice", "bob"] and new is not None
+    assert new.salt != cred.salt and new.stored_key != cred.stored_key
+    assert new == ScramCredential.derive(b"s3", new.salt, 4096, new.binding)
+    # delete removes both lines
+    assert run(capsys, "user", "delete", "--file", str(path), "alice")[0] == 0
+    assert parse(path).users() == ["bob"]
+    assert ScramFile.parse(side.read_text()).users() == ["bob"]
+    # a user only left in the sidecar (its password-file line removed by hand) can be deleted
+    path.write_text("")
+    assert run(capsys, "user", "delete", "--file", str(path), "bob")[0] == 0
+    assert ScramFile.parse(side.read_text()).users() == []
+    status, _, err = run(capsys, "user", "delete", "--file", str(path), "bob")
+    assert status == 1 and "no user 'bob'" in err
+
+
+def test_a_bad_sidecar_is_reported_and_left_alone(capsys: pytest.CaptureFixture[str],
+                                                  tmp_path: Path) -> None:
+    path, side = tmp_path / "passwd", tmp_path / "passwd.scram"
+    side.write_text("alice:SCRAM-SHA-1:4096:AAAA:AAAA:AAAA\n")
+    status, _, err = run(capsys, "user", "add", "--file", str(path), "alice", "--password", "x")
+    assert status == 1 and f"{side}: line 1: user 'alice': mechanism 'SCRAM-SHA-1'" in err
+    assert not path.exists()  # nothing written when the sidecar cannot be parsed
+    assert side.read_text() == "alice:SCRAM-SHA-1:4096:AAAA:AAAA:AAAA\n"
 
 
 def test_password_from_stdin_is_not_echoed(capsys: pytest.CaptureFixture[str], tmp_path: Path,

@@ -235,7 +235,11 @@ class Broker:
         self._routes: dict[str, tuple[list, list]] = {}  # topic -> matches; see _routes_for
         self._names: dict[bytes, str] = {}  # UTF-8 topic names known valid (inline parser)
         self._dirty: dict[int, Conn] = {}
-        self._await_durable: deque[tuple[int, int, bytes]] = deque()  # (offset, conn id, ack)
+        # (offset, conn id, ack, bridge token): an ack waits for the state log and the bridge
+        self._await_durable: deque[tuple[int, int, bytes, Any]] = deque()
+        # The MQTT -> Kafka bridge (real/kafka/bridge.py), if configured: `mqtt_published(msg)`
+        # returns a token the ack must wait for (`is_durable(token)`), or None.
+        self.bridge: Any = None
         self._await_send: deque[tuple[int, str, int]] = deque()  # (offset, client, packet id)
         self._wills: dict[str, tuple[float, Message]] = {}  # client id -> (due, will)
         self._assigned = 0
@@ -730,6 +734,7 @@ class Broker:
             return
         offset = -1
         reason = 0
+        token = None
         if not allowed:
             self.stats.drop("not_authorized")
             reason = RC.NOT_AUTHORIZED
@@ -758,6 +763,10 @@ class Broker:
                           session.client_id, now)
             msg.plain = raw
             offset, matched = self._route(msg, routes)
+            if self.bridge is not None:
+                token = self.bridge.mqtt_published(msg)
+                if token is not None:
+                    matched += 1
             if qos and not matched and v5:
                 reason = RC.NO_MATCHING_SUBSCRIBERS
         if qos == 0:
@@ -770,9 +779,10 @@ class Broker:
         if qos == 2 and reason >= 0x80:
             session.inbound_qos2.discard(packet_id)  # type: ignore[arg-type]
         if conn.acks_pending or (offset >= 0 and self.log is not None
-                                 and offset >= self._durable_end()):
+                                 and offset >= self._durable_end()) or (
+                                     token is not None and not self.bridge.is_durable(token)):
             conn.acks_pending += 1  # (an ack behind a held one waits too: acks stay in order)
-            self._await_durable.append((max(offset, -1), conn.id, ack))
+            self._await_durable.append((max(offset, -1), conn.id, ack, token))
         else:
             self._send(conn, ack)
 
@@ -788,9 +798,11 @@ class Broker:
         pending = self._await_durable
         if not pending and not self._await_send:
             return
-        durable = self._durable_end()
-        while pending and pending[0][0] < durable:
-            _, conn_id, ack = pending.popleft()
+        durable = self._durable_end() if self.log is not None else 1 << 62
+        bridge = self.bridge
+        while pending and pending[0][0] < durable and (
+                pending[0][3] is None or bridge.is_durable(pending[0][3])):
+            _, conn_id, ack, _token = pending.popleft()
             conn = self.conns.get(conn_id)
             if conn is not None and conn.state == 1:
                 conn.acks_pending -= 1
@@ -1368,6 +1380,20 @@ class Broker:
         for client_id, msg in due:
             del self._wills[client_id]
             self._route(msg)
+            if self.bridge is not None:
+                self.bridge.mqtt_published(msg)
+
+    def publish_external(self, topic: str, payload: bytes, qos: int,
+                         props: Properties = NO_PROPERTIES, retain: bool = False) -> int:
+        """Publish a message that did not come from an MQTT client (the Kafka bridge): routed,
+        retained and logged like any PUBLISH; returns the number of target sessions. Raises
+        TopicError for an invalid topic name."""
+        validate_topic_name(topic, self.config.max_topic_levels)
+        now = self.clock()
+        msg = Message(topic, payload, qos, retain, props, EXPIRY_NEVER, "", now)
+        self.stats.msgs_in[qos] += 1
+        _offset, matched = self._route(msg)
+        return matched
 
     def _publish_sys(self, now: float) -> None:
         s = self.stats

@@ -64,6 +64,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from real.kafka.sasl import SaslUsers, ScramFile, scram_path
 from real.mqtt.auth import Acl, AuthConfigError, PasswordFile
 from real.mqtt.topics import TOPIC_LEVELS_MAX
 
@@ -109,6 +110,19 @@ class NodeConfig:
     mqtt_retain_available: bool = True
     mqtt_max_topic_levels: int = 128
     mqtt_ws_path: str = "/mqtt"
+    kafka_advertised_host: str = ""
+    kafka_advertised_port: int = 0
+    kafka_cluster_id: str = "twinmq"
+    kafka_auto_create_topics: bool = True
+    kafka_default_partitions: int = 1
+    kafka_max_message_bytes: int = (1 << 20) + 12
+    kafka_max_request_bytes: int = 100 << 20
+    kafka_group_initial_rebalance_delay_ms: int = 0
+    kafka_group_min_session_timeout_ms: int = 6000
+    kafka_group_max_session_timeout_ms: int = 1_800_000
+    kafka_sasl: bool = False
+    bridges: tuple[Any, ...] = ()
+    """MQTT <-> Kafka bridge rules (`[[bridge]]` tables; real/kafka/bridge.py)."""
     storage_engine: str = "file"
     storage_fsync: str = "group"
     storage_group_commit_ms: int = 2
@@ -222,6 +236,21 @@ KEYS: tuple[Key, ...] = (
     Key("mqtt.retain_available", "mqtt_retain_available", bool, _any),
     Key("mqtt.max_topic_levels", "mqtt_max_topic_levels", int, _range(1, TOPIC_LEVELS_MAX)),
     Key("mqtt.ws_path", "mqtt_ws_path", str, _ws_path),
+    Key("kafka.advertised_host", "kafka_advertised_host", str, _any),
+    Key("kafka.advertised_port", "kafka_advertised_port", int, _PORT),
+    Key("kafka.cluster_id", "kafka_cluster_id", str, _nonempty),
+    Key("kafka.auto_create_topics", "kafka_auto_create_topics", bool, _any),
+    Key("kafka.default_partitions", "kafka_default_partitions", int, _range(1, 1024)),
+    Key("kafka.max_message_bytes", "kafka_max_message_bytes", int, _range(1024, 1 << 30)),
+    Key("kafka.max_request_bytes", "kafka_max_request_bytes", int, _range(1024, 1 << 30)),
+    Key("kafka.group_initial_rebalance_delay_ms", "kafka_group_initial_rebalance_delay_ms", int,
+        _range(0, 300_000)),
+    Key("kafka.group_min_session_timeout_ms", "kafka_group_min_session_timeout_ms", int,
+        _range(1, 86_400_000)),
+    Key("kafka.group_max_session_timeout_ms", "kafka_group_max_session_timeout_ms", int,
+        _range(1, 86_400_000)),
+    Key("kafka.sasl", "kafka_sasl", bool, _any),
+    Key("bridge", "bridges", tuple, _any),
     Key("storage.engine", "storage_engine", str, _engine),
     Key("storage.fsync", "storage_fsync", str, _fsync),
     Key("storage.group_commit_ms", "storage_group_commit_ms", int, _range(1, 60_000)),
@@ -273,6 +302,22 @@ def load_passwords(cfg: NodeConfig, where: str = "") -> PasswordFile | None:
         return None
     try:
         return PasswordFile.parse(text, cfg.mqtt_password_file)
+    except AuthConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def load_sasl_users(cfg: NodeConfig, where: str = "") -> SaslUsers | None:
+    """The Kafka SASL user store: the password file (PLAIN) and its SCRAM-SHA-256 sidecar
+    `<password_file>.scram` (see `real.kafka.sasl`); None when no password file is set. A missing
+    sidecar is empty (SCRAM then fails for everyone, PLAIN works). Errors as in `load_passwords`."""
+    passwords = load_passwords(cfg, where)
+    if passwords is None:
+        return None
+    side = scram_path(cfg.mqtt_password_file)
+    where = where or "key 'mqtt.password_file'"
+    text = _read_text(side, f"{where}: SCRAM file") if Path(side).exists() else ""
+    try:
+        return SaslUsers(passwords, ScramFile.parse(text or "", side))
     except AuthConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
@@ -341,6 +386,14 @@ def _read_file(path: Path, origins: dict[str, str]) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
     values: dict[str, Any] = {}
+    if "bridge" in doc:
+        from real.kafka.bridge import BridgeConfigError, parse_rules
+
+        try:
+            values["bridges"] = parse_rules(doc.pop("bridge"), f"{path}: bridge")
+        except BridgeConfigError as exc:
+            raise ConfigError(str(exc)) from exc
+        origins["bridges"] = f"{path}: [[bridge]]"
     for dotted, value in _flatten(doc, path):
         key = _BY_PATH.get(dotted)
         if key is None:

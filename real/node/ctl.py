@@ -10,6 +10,15 @@ Password files (`twinmq user add|delete|list --file PATH`)
     0600. Comments and blank lines are kept. Two concurrent writers are not locked out: the last
     rename wins.
 
+    Kafka SCRAM-SHA-256 sidecar (`<file>.scram`, format in `real.kafka.sasl`): `add` also writes
+    the user's SCRAM credentials there (4096 iterations, a fresh 16-byte salt, bound to the new
+    password-file entry) and `delete` removes them. Order of the atomic writes, so that a crash
+    never leaves a SCRAM line that accepts a password the password file no longer does: `add`
+    first drops the user's old SCRAM line (if any), then writes the password file, then the new
+    SCRAM line; `delete` drops the SCRAM line before the password-file entry. A crash in between
+    leaves the user without SCRAM (PLAIN still works); rerunning the command repairs it. A user
+    added with `mosquitto_passwd` alone has no SCRAM line: SCRAM fails for them, PLAIN works.
+
 Admin client (`twinmq ctl [--admin URL] COMMAND`)
     One HTTP request to a node's admin server with urllib: GET for the read commands (see
     `CTL_PATHS`), POST `/mqtt/clients/<url-quoted id>/disconnect` for `disconnect`. A JSON answer
@@ -33,6 +42,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from real.kafka.sasl import (
+    SCRAM_ITERATIONS_DEFAULT,
+    SCRAM_SALT_BYTES,
+    ScramCredential,
+    ScramFile,
+    hash_binding,
+    scram_path,
+)
 from real.mqtt.auth import (
     ITERATIONS_DEFAULT,
     AuthConfigError,
@@ -124,9 +141,29 @@ def read_password_input(stdin: IO[str]) -> bytes:
     return line.encode("utf-8")
 
 
+def read_scram_file(path: Path) -> ScramFile:
+    """Parse the SCRAM sidecar at `path`; an absent file is empty. CtlError on a bad file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ScramFile.parse("", str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CtlError(f"{path}: cannot read: {exc}") from None
+    try:
+        return ScramFile.parse(text, str(path))
+    except AuthConfigError as exc:
+        raise CtlError(str(exc)) from None
+
+
+def sidecar(path: Path) -> Path:
+    """The SCRAM sidecar of password file `path` (`<path>.scram`)."""
+    return Path(scram_path(str(path)))
+
+
 def user_add(path: Path, username: str, password: bytes, iterations: int = ITERATIONS_DEFAULT,
-             salt: bytes | None = None) -> bool:
-    """Add `username` or replace its password; True if the user is new."""
+             salt: bytes | None = None, scram_salt: bytes | None = None) -> bool:
+    """Add `username` or replace its password, in the password file and its SCRAM sidecar;
+    True if the user is new to the password file."""
     problem = username_problem(username)
     if problem is not None:
         raise CtlError(problem, 2)
@@ -136,21 +173,32 @@ def user_add(path: Path, username: str, password: bytes, iterations: int = ITERA
         raise CtlError(f"the password is {len(password)} bytes, more than MQTT's "
                        f"{PASSWORD_BYTES_MAX}", 2)
     current = read_password_file(path, missing_ok=True)
+    scram = read_scram_file(sidecar(path))
     try:
         entry = hash_password(password, salt or os.urandom(SALT_BYTES), iterations)
     except ValueError as exc:
         raise CtlError(str(exc), 2) from None
+    credential = ScramCredential.derive(password, scram_salt or os.urandom(SCRAM_SALT_BYTES),
+                                        SCRAM_ITERATIONS_DEFAULT, hash_binding(entry))
     updated = current.with_user(username, entry)
+    if username in scram:  # never let the old SCRAM line outlive the old password
+        write_atomic(sidecar(path), scram.without_user(username).render())
     write_atomic(path, updated.render())
+    write_atomic(sidecar(path), scram.with_user(username, credential).render())  # line in place
     assert updated.verify(username, password)
     return username not in current
 
 
 def user_delete(path: Path, username: str) -> None:
+    """Remove `username` from the SCRAM sidecar, then from the password file."""
     current = read_password_file(path, missing_ok=False)
-    if username not in current:
+    scram = read_scram_file(sidecar(path))
+    if username not in current and username not in scram:
         raise CtlError(f"{path}: no user {username!r}")
-    write_atomic(path, current.without_user(username).render())
+    if username in scram:
+        write_atomic(sidecar(path), scram.without_user(username).render())
+    if username in current:
+        write_atomic(path, current.without_user(username).render())
 
 
 def user_list(path: Path) -> list[str]:

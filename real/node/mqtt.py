@@ -68,6 +68,11 @@ class MqttService:
         self.listeners: list[Any] = []
         self.internal_errors = 0
         self.allow_anonymous: str | bool = "auto"
+        # Other services sharing the ShardStore: told when a poll moved some durable_end.
+        self.progress_listeners: list[Callable[[], None]] = []
+        # Called after every flush (the Kafka service, when a bridge connects the two cores).
+        self.after_flush: Callable[[], None] | None = None
+        self._in_after = False
 
     # ---- transport Handler ---------------------------------------------------------------------
 
@@ -123,6 +128,12 @@ class MqttService:
                 elif conn.write_buffer_size() > WRITE_HIGH_WATER:
                     broker.set_congested(conn_id, True)
         self._schedule_store_flush()
+        if self.after_flush is not None and not self._in_after:
+            self._in_after = True
+            try:
+                self.after_flush()
+            finally:
+                self._in_after = False
 
     def _schedule_store_flush(self) -> None:
         shards = self.shards
@@ -140,6 +151,11 @@ class MqttService:
         shards = self.shards
         assert shards is not None
         shards.poll(self.store_clock() if self.store_clock is not None else 0)
+        self.on_store_progress()
+        for listener in self.progress_listeners:
+            listener()
+
+    def on_store_progress(self) -> None:
         self.broker.durable_progress()
         self._flush()
 

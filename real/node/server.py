@@ -19,9 +19,10 @@ from typing import Any, TextIO
 from real.meta import MetaResult, encode_command, node_json
 from real.mqtt.metrics import render as render_metrics
 from real.node.admin import AdminServer, Text
-from real.node.config import NodeConfig
+from real.node.config import ConfigError, NodeConfig
 from real.node.disk import RaftDisk
 from real.node.engines import Devices, settings_from_config
+from real.node.kafka import KafkaService, open_kafka, start_kafka_listeners
 from real.node.mqtt import STATE_SHARD, MqttService, open_mqtt, start_mqtt_listeners
 from real.node.replica import MetaReplica, ProposalLost
 from real.raft.types import Message, ProposalDropped, RaftConfig
@@ -48,6 +49,7 @@ class MetaService:
         self.devices: Devices | None = None
         self.shards: ShardStore | None = None
         self.mqtt: MqttService | None = None
+        self.kafka: KafkaService | None = None
         self.started = time.monotonic()
 
     # ---- clock ---------------------------------------------------------------------------------
@@ -232,6 +234,17 @@ async def _serve_with(cfg: NodeConfig, disk: RaftDisk, devices: Devices,
     service.devices, service.shards = devices, devices.shard_store()
     mqtt = open_mqtt(cfg, service.shards, devices, log)
     service.mqtt = mqtt
+    kafka = open_kafka(cfg, service, service.shards, devices, log, _sasl_factory(cfg, log))
+    service.kafka = kafka
+    mqtt.progress_listeners.append(kafka.on_store_progress)
+    kafka.progress_listeners.append(mqtt.on_store_progress)
+    if cfg.bridges:
+        from real.kafka.bridge import Bridge
+
+        kafka.bridge = Bridge(cfg.bridges, kafka.broker, mqtt.broker,
+                              lambda: int(time.time() * 1000))
+        kafka.after_flush = mqtt._flush
+        mqtt.after_flush = kafka.flush
     admin = AdminServer(service, cfg.bind, cfg.admin_port,
                         request_bytes_max=cfg.admin_request_bytes_max,
                         connections_max=cfg.admin_connections_max)
@@ -253,15 +266,50 @@ async def _serve_with(cfg: NodeConfig, disk: RaftDisk, devices: Devices,
         async with asyncio.TaskGroup() as tg:
             tg.create_task(service.drive(), name="meta-raft")
             tg.create_task(admin.serve_until(service.stop), name="admin")
-            tg.create_task(service.register(f"{cfg.bind}:{port}"), name="register")
+            tg.create_task(_register_then_kafka(service, cfg, port, kafka, log), name="register")
             tg.create_task(mqtt.run(service.stop), name="mqtt")
+            tg.create_task(kafka.run(service.stop), name="kafka")
     finally:
         service.stop_ticking()
+        await kafka.close()
         await mqtt.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     log("twinmq stopped")
     return 0
+
+
+def _sasl_factory(cfg: NodeConfig, log: Callable[[str], None]) -> Callable[[], Any] | None:
+    """Per-connection SASL servers over the MQTT user store (PLAIN: the password file; SCRAM:
+    its `.scram` sidecar); None when no password file is configured."""
+    import base64
+    import os
+
+    from real.kafka.sasl import SaslServer
+    from real.node.config import load_sasl_users
+
+    users = load_sasl_users(cfg)
+    if users is None:
+        if cfg.kafka_sasl:
+            raise ConfigError("key 'kafka.sasl' is true but 'mqtt.password_file' is not set")
+        return None
+    secret = os.urandom(32)
+    log(f"kafka: SASL PLAIN and SCRAM-SHA-256 against {cfg.mqtt_password_file}"
+        f"{' (required)' if cfg.kafka_sasl else ' (optional)'}")
+    return lambda: SaslServer(users, lambda: base64.b64encode(os.urandom(18)).decode(),
+                              mock_secret=secret)
+
+
+async def _register_then_kafka(service: MetaService, cfg: NodeConfig, admin_port: int,
+                               kafka: KafkaService, log: Callable[[str], None]) -> None:
+    """Register in meta, then listen for Kafka: by then the meta log is applied, so the broker
+    sees every topic created before a restart."""
+    await service.register(f"{cfg.bind}:{admin_port}")
+    if kafka.bridge is not None:
+        await kafka.ensure_topics(kafka.bridge.kafka_topics())
+        log(f"bridge: {len(kafka.bridge.rules)} MQTT <-> Kafka rules over Kafka topics "
+            f"{', '.join(kafka.bridge.kafka_topics())}")
+    await start_kafka_listeners(cfg, kafka, log)
 
 
 def _no_peers(msg: Message) -> None:
@@ -281,8 +329,6 @@ def _stopper(service: MetaService, log: Callable[[str], None], sig: int) -> Call
 def _startup_lines(cfg: NodeConfig, admin_port: int, log: Callable[[str], None],
                    devices: Devices) -> None:
     log(f"twinmq serving: admin http://{cfg.bind}:{admin_port} data-dir {cfg.data_dir}")
-    log(f"node {cfg.node_id}: kafka port {cfg.kafka_port} configured; the Kafka listener is not "
-        f"implemented yet")
     if cfg.storage_engine == "s3":
         log(f"node {cfg.node_id}: S3 endpoint {devices.describe()['s3_endpoint']}")
     log(f"node {cfg.node_id}: storage engine {cfg.storage_engine!r} (fsync {cfg.storage_fsync}); "

@@ -36,7 +36,8 @@ def get(port: int, path: str) -> Any:
 
 
 def start(data_dir: Path, port: int, *extra: str) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "real", "serve", "--admin-port", str(port),
+    cmd = [sys.executable, "-m", "real", "serve", "--admin-port", str(port), "--mqtt-port", "0",
+           "--ws-port", "0", "--kafka-port", "0",
            "--data-dir", str(data_dir), *extra]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -80,7 +81,7 @@ def test_serve_survives_sigkill(tmp_path: Path) -> None:
         out = stop(proc, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
     assert f"twinmq serving: admin http://127.0.0.1:{port} data-dir {data}" in out
-    assert "not implemented yet" in out
+    assert "kafka listening tcp" in out
     assert before["node_id"] == 1 and before["meta"]["applied_index"] == before["raft"]["applied"]
 
     disk = RaftDisk(data / "meta")  # what the kill left on disk: the register entry is durable

@@ -1,0 +1,1127 @@
+"""The Kafka broker core: sans-I/O, one object per node, driven by the shell (real/node/kafka.py)
+or the simulator (model/kafka.py).
+
+Inputs: `open(conn_id, peer)`, `receive(conn_id, bytes)`, `closed(conn_id)`, `tick()` (timers:
+long-poll deadlines, group session/rebalance timeouts) and `durable_progress()` (a storage engine's
+group commit moved `durable_end`). Output: `drain()` -> [(conn_id, bytes, close)], in order.
+
+Requests on one connection are answered in request order, as Kafka does: each request takes a
+*slot* in the connection's queue; a slot is filled now (Metadata) or later (a Produce waiting for
+durability, a Fetch long-polling, a JoinGroup waiting for the rebalance, anything waiting for the
+meta service) and only the filled prefix of the queue is written. Produce with acks=0 takes no slot.
+
+Storage: a partition is a shard of the storage adapter, named `kafka:<topic>:<partition>`, wrapped
+in a `PartitionLog` (one stored record per Kafka record batch, kept as it arrived). Topics,
+partition counts, per-topic config, committed group offsets and producer-id blocks live in the meta
+state machine, changed only through `MetaPort.propose` (Raft in the real node).
+
+Durability: a Produce with acks=1 or acks=-1 is answered once every partition it wrote has its
+shard's `durable_end` past the appended batch (the engine's fsync policy decides when that is);
+consumers see up to the high watermark, which is the durable end too, so nothing a consumer read
+can vanish in a crash that the configuration promises to survive.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from real.kafka import api
+from real.kafka import errors as E
+from real.kafka.codec import (
+    RequestHeader,
+    api_versions_error_v0,
+    decode_request,
+    encode_response,
+)
+from real.kafka.errors import KafkaCodecError, UnsupportedVersion
+from real.kafka.group import GroupCoordinator
+from real.kafka.log import PartitionLog
+from real.kafka.records import RecordsError, split_batches
+from real.meta import MetaResult, MetaStateMachine, encode_command
+from real.meta.commands import ENGINES, MetaError
+
+INT32_MIN = -(1 << 31)
+TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+TOPIC_NAME_MAX = 249
+PRODUCER_ID_KEY = "kafka.producer_id.next"
+EARLIEST, LATEST = -2, -1
+
+# Per-topic configuration keys the broker honours (anything else is INVALID_CONFIG, named).
+TOPIC_CONFIGS: dict[str, str] = {
+    "retention.ms": "int",
+    "retention.bytes": "int",
+    "cleanup.policy": "delete",
+    "max.message.bytes": "int",
+    "compression.type": "producer",
+    "message.timestamp.type": "CreateTime",
+    "storage.engine": "engine",
+}
+TOPIC_DEFAULTS: dict[str, str] = {
+    "retention.ms": "604800000",
+    "retention.bytes": "-1",
+    "cleanup.policy": "delete",
+    "compression.type": "producer",
+    "message.timestamp.type": "CreateTime",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConfig:
+    """Broker settings (`[kafka]` in the node config; docs/kafka.md lists every key)."""
+
+    node_id: int = 1
+    host: str = "127.0.0.1"
+    """Advertised host clients connect to (Metadata, FindCoordinator)."""
+    port: int = 9092
+    """Advertised port."""
+    cluster_id: str = "twinmq"
+    auto_create_topics: bool = True
+    default_partitions: int = 1
+    default_engine: str = "file"
+    max_request_bytes: int = 100 * 1024 * 1024
+    max_message_bytes: int = 1024 * 1024 + 12
+    """Largest record batch accepted (Kafka's message.max.bytes)."""
+    fetch_wait_max_ms: int = 30_000
+    group_initial_rebalance_delay_ms: int = 0
+    group_min_session_timeout_ms: int = 6_000
+    group_max_session_timeout_ms: int = 1_800_000
+    producer_id_block: int = 1000
+    sasl: bool = False
+    """Require SASL (PLAIN or SCRAM-SHA-256) before any request but ApiVersions and SASL ones."""
+
+
+class MetaPort(Protocol):
+    """How the broker reads and changes metadata. `machine()` is the applied state (read-only);
+    `propose(data, done)` submits a command and calls `done(MetaResult | Exception)` once it has
+    applied (or failed)."""
+
+    def machine(self) -> MetaStateMachine: ...
+
+    def propose(self, data: bytes, done: Callable[[MetaResult | Exception], None]) -> None: ...
+
+
+class _Slot:
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+
+
+class _Conn:
+    __slots__ = ("id", "peer", "buf", "slots", "closing", "client_id", "sasl", "user",
+                 "authenticated", "raw_sasl")
+
+    def __init__(self, conn_id: int, peer: str) -> None:
+        self.id = conn_id
+        self.peer = peer
+        self.buf = bytearray()
+        self.slots: deque[_Slot] = deque()
+        self.closing = False
+        self.client_id: str | None = None
+        self.sasl: Any = None
+        self.user: str | None = None
+        self.authenticated = False
+        self.raw_sasl = False
+
+
+@dataclass(slots=True)
+class _FetchWait:
+    conn: _Conn
+    slot: _Slot
+    header: RequestHeader
+    req: dict
+    deadline_ms: int
+    keys: tuple[tuple[str, int], ...]
+
+
+@dataclass(slots=True)
+class _ProduceWait:
+    conn: _Conn
+    slot: _Slot
+    header: RequestHeader
+    body: dict
+    needs: dict[str, int]
+
+
+@dataclass(slots=True)
+class Stats:
+    requests: dict[str, int] = field(default_factory=dict)
+    malformed: int = 0
+    produced_batches: int = 0
+    produced_bytes: int = 0
+    fetched_bytes: int = 0
+    duplicates: int = 0
+    connections: int = 0
+    auth_failures: int = 0
+
+
+def shard_name(topic: str, partition: int) -> str:
+    return f"kafka:{topic}:{partition}"
+
+
+def topic_name_error(name: Any) -> str | None:
+    """Why `name` is not a legal Kafka topic name, or None."""
+    if type(name) is not str or not name:
+        return "topic name must be a non-empty string"
+    if len(name) > TOPIC_NAME_MAX:
+        return f"topic name is longer than {TOPIC_NAME_MAX} characters"
+    if name in (".", ".."):
+        return "topic name cannot be '.' or '..'"
+    bad = [c for c in name if c not in TOPIC_CHARS]
+    if bad:
+        return (f"topic name {name!r} contains {bad[0]!r} "
+                "(legal: ASCII letters, digits, '.', '_', '-')")
+    return None
+
+
+class KafkaBroker:
+    def __init__(self, config: KafkaConfig, clock: Callable[[], int], shards: Any,
+                 meta: MetaPort, *, member_prefix: str = "0",
+                 sasl_factory: Callable[[], Any] | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.clock = clock
+        self.shards = shards
+        self.meta = meta
+        self.log = log or (lambda _line: None)
+        self.sasl_factory = sasl_factory
+        self.groups = GroupCoordinator(
+            member_prefix=member_prefix,
+            initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
+            min_session_timeout_ms=config.group_min_session_timeout_ms,
+            max_session_timeout_ms=config.group_max_session_timeout_ms)
+        self.stats = Stats()
+        self.conns: dict[int, _Conn] = {}
+        self.logs: dict[tuple[str, int], PartitionLog] = {}
+        self._out: list[tuple[int, bytes, bool]] = []
+        self._fetch_waits: list[_FetchWait] = []
+        self._produce_waits: list[_ProduceWait] = []
+        self._pid_next = 0
+        self._pid_limit = 0
+        self._pid_waiters: list[Callable[[int], None]] = []
+        self._pid_proposing = False
+        # Hooks: called after a batch is stored (the MQTT bridge subscribes here).
+        self.on_append: list[Callable[[str, int, bytes], None]] = []
+        self._handlers: dict[int, Callable[[_Conn, RequestHeader, dict], None]] = {
+            api.PRODUCE: self._produce,
+            api.FETCH: self._fetch,
+            api.LIST_OFFSETS: self._list_offsets,
+            api.METADATA: self._metadata,
+            api.OFFSET_COMMIT: self._offset_commit,
+            api.OFFSET_FETCH: self._offset_fetch,
+            api.FIND_COORDINATOR: self._find_coordinator,
+            api.JOIN_GROUP: self._join_group,
+            api.HEARTBEAT: self._heartbeat,
+            api.LEAVE_GROUP: self._leave_group,
+            api.SYNC_GROUP: self._sync_group,
+            api.DESCRIBE_GROUPS: self._describe_groups,
+            api.LIST_GROUPS: self._list_groups,
+            api.SASL_HANDSHAKE: self._sasl_handshake,
+            api.API_VERSIONS: self._api_versions,
+            api.CREATE_TOPICS: self._create_topics,
+            api.DELETE_TOPICS: self._delete_topics,
+            api.INIT_PRODUCER_ID: self._init_producer_id,
+            api.DESCRIBE_CONFIGS: self._describe_configs,
+            api.SASL_AUTHENTICATE: self._sasl_authenticate,
+            api.CREATE_PARTITIONS: self._create_partitions,
+            api.DELETE_GROUPS: self._delete_groups,
+        }
+
+    # ---- connections ---------------------------------------------------------------------------
+
+    def open(self, conn_id: int, peer: str = "") -> None:
+        assert conn_id not in self.conns, conn_id
+        self.conns[conn_id] = _Conn(conn_id, peer)
+        self.stats.connections += 1
+
+    def closed(self, conn_id: int) -> None:
+        conn = self.conns.pop(conn_id, None)
+        if conn is None:
+            return
+        conn.closing = True
+        conn.slots.clear()
+        self._fetch_waits = [w for w in self._fetch_waits if w.conn is not conn]
+        self._produce_waits = [w for w in self._produce_waits if w.conn is not conn]
+
+    def receive(self, conn_id: int, data: bytes) -> None:
+        conn = self.conns.get(conn_id)
+        if conn is None or conn.closing:
+            return
+        buf = conn.buf
+        buf += data
+        pos = 0
+        limit = self.config.max_request_bytes
+        while len(buf) - pos >= 4 and not conn.closing:
+            size = int.from_bytes(buf[pos:pos + 4], "big", signed=True)
+            if size < 0 or size > limit:
+                self._malformed(conn, f"request size {size} outside [0, {limit}]")
+                break
+            if len(buf) - pos - 4 < size:
+                break
+            frame = bytes(buf[pos + 4:pos + 4 + size])
+            pos += 4 + size
+            self._frame(conn, frame)
+        if pos:
+            del buf[:pos]
+
+    def _frame(self, conn: _Conn, frame: bytes) -> None:
+        if conn.raw_sasl:
+            self._raw_sasl_token(conn, frame)
+            return
+        try:
+            header, body = decode_request(frame)
+        except UnsupportedVersion as exc:
+            if exc.api_key == api.API_VERSIONS:
+                slot = self._slot(conn)
+                slot.data = api_versions_error_v0(exc.correlation_id)
+                self._flush(conn)
+            else:
+                self._malformed(conn, str(exc))
+            return
+        except KafkaCodecError as exc:
+            self._malformed(conn, str(exc))
+            return
+        key = header.api_key
+        name = api.NAMES[key]
+        self.stats.requests[name] = self.stats.requests.get(name, 0) + 1
+        conn.client_id = header.client_id
+        if self.config.sasl and not conn.authenticated and (
+                conn.sasl.permits(key) if conn.sasl is not None else key not in (
+                    api.API_VERSIONS, api.SASL_HANDSHAKE)):
+            self._malformed(conn, f"{name} before SASL authentication")
+            return
+        self._handlers[key](conn, header, body)
+
+    def _malformed(self, conn: _Conn, why: str) -> None:
+        self.stats.malformed += 1
+        self.log(f"kafka: closing connection {conn.id} ({conn.peer}): {why}")
+        self._close(conn)
+
+    def _close(self, conn: _Conn) -> None:
+        if conn.closing:
+            return
+        self._flush(conn)
+        conn.closing = True
+        self._out.append((conn.id, b"", True))
+
+    # ---- output --------------------------------------------------------------------------------
+
+    def _slot(self, conn: _Conn) -> _Slot:
+        slot = _Slot()
+        conn.slots.append(slot)
+        return slot
+
+    def _reply(self, conn: _Conn, slot: _Slot, header: RequestHeader, body: dict) -> None:
+        if conn.closing:
+            return
+        slot.data = encode_response(header.api_key, header.api_version, header.correlation_id,
+                                    body)
+        self._flush(conn)
+
+    def _flush(self, conn: _Conn) -> None:
+        slots = conn.slots
+        if not slots or slots[0].data is None or conn.closing:
+            return
+        parts = []
+        while slots and slots[0].data is not None:
+            parts.append(slots.popleft().data)
+        self._out.append((conn.id, parts[0] if len(parts) == 1 else b"".join(parts), False))
+
+    def drain(self) -> list[tuple[int, bytes, bool]]:
+        out, self._out = self._out, []
+        return out
+
+    # ---- timers and durability -----------------------------------------------------------------
+
+    def tick(self) -> None:
+        now = self.clock()
+        self.groups.tick(now)
+        if self._fetch_waits:
+            due = [w for w in self._fetch_waits if w.deadline_ms <= now]
+            if due:
+                self._fetch_waits = [w for w in self._fetch_waits if w.deadline_ms > now]
+                for wait in due:
+                    self._answer_fetch(wait.conn, wait.slot, wait.header, wait.req, force=True)
+
+    def next_deadline_ms(self) -> int | None:
+        times = [w.deadline_ms for w in self._fetch_waits]
+        group = self.groups.next_deadline_ms()
+        if group is not None:
+            times.append(group)
+        return min(times) if times else None
+
+    def durable_progress(self) -> None:
+        """A shard's durable end moved: release held produce replies, wake long-polls."""
+        if self._produce_waits:
+            still = []
+            for wait in self._produce_waits:
+                if self._durable(wait.needs):
+                    self._reply(wait.conn, wait.slot, wait.header, wait.body)
+                else:
+                    still.append(wait)
+            self._produce_waits = still
+        if self._fetch_waits:
+            self._wake_fetches(None)
+
+    def _durable(self, needs: dict[str, int]) -> bool:
+        shards = self.shards
+        for name, end in needs.items():
+            try:
+                if shards.durable_end(name) < end:
+                    return False
+            except Exception:  # noqa: BLE001 - a deleted shard holds nothing back
+                continue
+        return True
+
+    # ---- partitions ----------------------------------------------------------------------------
+
+    def _machine(self) -> MetaStateMachine:
+        return self.meta.machine()
+
+    def partition_log(self, topic: str, partition: int) -> PartitionLog | None:
+        """The open log of `topic`/`partition`, opening (recovering) it on first use; None if meta
+        has no such partition."""
+        key = (topic, partition)
+        log = self.logs.get(key)
+        if log is not None:
+            return log
+        info = self._machine().topic(topic)
+        if info is None or not 0 <= partition < len(info.shards):
+            return None
+        name = shard_name(topic, partition)
+        if name not in self.shards.list():
+            self.shards.attach(name, info.engine)
+        log = PartitionLog(self.shards.engine(name))
+        self.logs[key] = log
+        return log
+
+    def _drop_topic_logs(self, topic: str) -> None:
+        for key in [k for k in self.logs if k[0] == topic]:
+            log = self.logs.pop(key)
+            del log
+        for name in [n for n in self.shards.list() if n.startswith(f"kafka:{topic}:")]:
+            try:
+                self.shards.delete(name)
+            except Exception as exc:  # noqa: BLE001 - reported, the topic is gone from meta
+                self.log(f"kafka: could not delete shard {name}: {exc}")
+
+    def _high_watermark(self, topic: str, partition: int, log: PartitionLog) -> int:
+        return log.high_watermark(self.shards.durable_end(shard_name(topic, partition)))
+
+    # ---- ApiVersions, Metadata -----------------------------------------------------------------
+
+    def _api_versions(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        keys = [{"api_key": k, "min_version": lo, "max_version": hi}
+                for k, (lo, hi) in sorted(api.VERSIONS.items())]
+        self._reply(conn, self._slot(conn), h,
+                    {"error_code": 0, "api_keys": keys, "throttle_time_ms": 0})
+
+    def _broker_entry(self) -> dict:
+        c = self.config
+        return {"node_id": c.node_id, "host": c.host, "port": c.port, "rack": None}
+
+    def _metadata(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        slot = self._slot(conn)
+        topics = req.get("topics")
+        sm = self._machine()
+        if topics is None or (h.api_version == 0 and not topics):
+            names = [t.name for t in sm.topics()]
+            wanted: list[str] = names
+        else:
+            wanted = [t["name"] for t in topics]
+        auto = self.config.auto_create_topics and (h.api_version < 4
+                                                   or req.get("allow_auto_topic_creation", True))
+        missing = [n for n in dict.fromkeys(wanted)
+                   if sm.topic(n) is None and topic_name_error(n) is None]
+        if auto and missing and topics is not None:
+            pending = {"n": len(missing)}
+
+            def created(_err: int, _msg: str | None) -> None:
+                pending["n"] -= 1
+                if pending["n"] == 0:
+                    self._reply(conn, slot, h, self._metadata_body(wanted))
+
+            for name in missing:
+                self._create_topic(name, self.config.default_partitions, None, {}, created)
+            return
+        self._reply(conn, slot, h, self._metadata_body(wanted))
+
+    def _metadata_body(self, wanted: list[str]) -> dict:
+        sm = self._machine()
+        node = self.config.node_id
+        out = []
+        for name in wanted:
+            info = sm.topic(name)
+            if info is None:
+                err = E.INVALID_TOPIC_EXCEPTION if topic_name_error(name) else \
+                    E.UNKNOWN_TOPIC_OR_PARTITION
+                out.append({"error_code": err, "name": name, "is_internal": False,
+                            "partitions": [], "topic_authorized_operations": INT32_MIN})
+                continue
+            parts = [{"error_code": 0, "partition_index": i, "leader_id": node,
+                      "leader_epoch": -1, "replica_nodes": [node], "isr_nodes": [node],
+                      "offline_replicas": []} for i in range(len(info.shards))]
+            out.append({"error_code": 0, "name": name, "is_internal": False,
+                        "partitions": parts, "topic_authorized_operations": INT32_MIN})
+        return {"throttle_time_ms": 0, "brokers": [self._broker_entry()],
+                "cluster_id": self.config.cluster_id, "controller_id": node, "topics": out,
+                "cluster_authorized_operations": INT32_MIN}
+
+    # ---- topics --------------------------------------------------------------------------------
+
+    def _topic_config(self, configs: list[dict]) -> tuple[str | None, dict, str | None]:
+        """(engine, config, error message) from CreateTopics configs."""
+        engine = None
+        config: dict[str, Any] = {}
+        for entry in configs:
+            key, value = entry.get("name"), entry.get("value")
+            kind = TOPIC_CONFIGS.get(key)
+            if kind is None:
+                return None, {}, (f"unknown topic config {key!r} (supported: "
+                                  f"{', '.join(sorted(TOPIC_CONFIGS))})")
+            if value is None:
+                continue
+            if kind == "int":
+                try:
+                    number = int(value)
+                except ValueError:
+                    return None, {}, f"topic config {key!r} must be an integer, got {value!r}"
+                if number < -1:
+                    return None, {}, f"topic config {key!r} must be >= -1, got {number}"
+                config[key] = number
+            elif kind == "engine":
+                if value not in ENGINES:
+                    return None, {}, (f"topic config 'storage.engine' must be one of "
+                                      f"{', '.join(ENGINES)}, got {value!r}")
+                engine = value
+            elif value != kind:
+                return None, {}, (f"topic config {key!r} supports only {kind!r} here, "
+                                  f"got {value!r}")
+            else:
+                config[key] = value
+        return engine, config, None
+
+    def _create_topic(self, name: str, partitions: int, engine: str | None, config: dict,
+                      done: Callable[[int, str | None], None]) -> None:
+        err = topic_name_error(name)
+        if err is not None:
+            done(E.INVALID_TOPIC_EXCEPTION, err)
+            return
+        if self._machine().topic(name) is not None:
+            done(E.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
+            return
+        try:
+            data = encode_command("topic.create", name=name, shards=partitions,
+                                  engine=engine or self.config.default_engine, config=config)
+        except MetaError as exc:
+            done(E.INVALID_REQUEST, str(exc))
+            return
+
+        def applied(result: MetaResult | Exception) -> None:
+            if isinstance(result, Exception):
+                done(E.REQUEST_TIMED_OUT, f"meta proposal failed: {result}")
+            elif not result.ok:
+                already = "already exists" in (result.error or "")
+                done(E.TOPIC_ALREADY_EXISTS if already else E.INVALID_REQUEST, result.error)
+            else:
+                for p in range(partitions):
+                    self.partition_log(name, p)
+                self.log(f"kafka: created topic {name} ({partitions} partitions)")
+                done(E.NONE, None)
+
+        self.meta.propose(data, applied)
+
+    def _create_topics(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        slot = self._slot(conn)
+        topics = req.get("topics") or []
+        results: list[dict] = []
+        pending = {"n": 0}
+        validate_only = bool(req.get("validate_only"))
+
+        def finish() -> None:
+            if pending["n"] == 0:
+                self._reply(conn, slot, h, {"throttle_time_ms": 0, "topics": results})
+
+        for t in topics:
+            entry = {"name": t["name"], "error_code": 0, "error_message": None,
+                     "num_partitions": -1, "replication_factor": -1, "configs": []}
+            results.append(entry)
+            count = t.get("num_partitions", -1)
+            count = self.config.default_partitions if count == -1 else count
+            rf = t.get("replication_factor", -1)
+            engine, config, msg = self._topic_config(t.get("configs") or [])
+            err = E.NONE
+            if msg is not None:
+                err = E.INVALID_CONFIG
+            elif t.get("assignments"):
+                err, msg = E.INVALID_REQUEST, "manual replica assignments are not supported"
+            elif not 1 <= count <= 1024:
+                err, msg = E.INVALID_PARTITIONS, f"partition count {count} outside [1, 1024]"
+            elif rf not in (-1, 1):
+                err, msg = (E.INVALID_REPLICATION_FACTOR,
+                            f"replication factor {rf} larger than available brokers: 1")
+            elif topic_name_error(t["name"]) is not None:
+                err, msg = E.INVALID_TOPIC_EXCEPTION, topic_name_error(t["name"])
+            elif self._machine().topic(t["name"]) is not None:
+                err, msg = E.TOPIC_ALREADY_EXISTS, f"topic {t['name']!r} already exists"
+            if err or validate_only:
+                entry["error_code"], entry["error_message"] = err, msg
+                continue
+            entry["num_partitions"], entry["replication_factor"] = count, 1
+            pending["n"] += 1
+
+            def done(code: int, message: str | None, entry: dict = entry) -> None:
+                entry["error_code"], entry["error_message"] = code, message
+                pending["n"] -= 1
+                finish()
+
+            self._create_topic(t["name"], count, engine, config, done)
+        finish()
+
+    def _delete_topics(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        slot = self._slot(conn)
+        names = req.get("topic_names") or [t.get("name") for t in req.get("topics") or []]
+        results: list[dict] = []
+        pending = {"n": 0}
+
+        def finish() -> None:
+            if pending["n"] == 0:
+                self._reply(conn, slot, h, {"throttle_time_ms": 0, "responses": results})
+
+        for name in names:
+            entry = {"name": name, "error_code": 0, "error_message": None}
+            results.append(entry)
+            if self._machine().topic(name) is None:
+                entry["error_code"] = E.UNKNOWN_TOPIC_OR_PARTITION
+                continue
+            pending["n"] += 1
+
+            def applied(result: MetaResult | Exception, entry: dict = entry,
+                        name: str = name) -> None:
+                if isinstance(result, Exception) or not result.ok:
+                    entry["error_code"] = E.UNKNOWN_TOPIC_OR_PARTITION
+                else:
+                    self._drop_topic_logs(name)
+                    self.log(f"kafka: deleted topic {name}")
+                pending["n"] -= 1
+                finish()
+
+            self.meta.propose(encode_command("topic.delete", name=name), applied)
+        finish()
+
+    def _create_partitions(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        slot = self._slot(conn)
+        results: list[dict] = []
+        pending = {"n": 0}
+
+        def finish() -> None:
+            if pending["n"] == 0:
+                self._reply(conn, slot, h, {"throttle_time_ms": 0, "results": results})
+
+        for t in req.get("topics") or []:
+            entry = {"name": t["name"], "error_code": 0, "error_message": None}
+            results.append(entry)
+            info = self._machine().topic(t["name"])
+            count = t.get("count", 0)
+            if info is None:
+                entry["error_code"] = E.UNKNOWN_TOPIC_OR_PARTITION
+            elif count <= len(info.shards) or count > 1024:
+                entry["error_code"] = E.INVALID_PARTITIONS
+                entry["error_message"] = (f"topic has {len(info.shards)} partitions; the new "
+                                          f"count must be larger and <= 1024, got {count}")
+            elif t.get("assignments"):
+                entry["error_code"] = E.INVALID_REQUEST
+                entry["error_message"] = "manual replica assignments are not supported"
+            elif not req.get("validate_only"):
+                pending["n"] += 1
+
+                def applied(result: MetaResult | Exception, entry: dict = entry) -> None:
+                    if isinstance(result, Exception) or not result.ok:
+                        entry["error_code"] = E.INVALID_PARTITIONS
+                        entry["error_message"] = str(result) if isinstance(
+                            result, Exception) else result.error
+                    pending["n"] -= 1
+                    finish()
+
+                self.meta.propose(encode_command("topic.add_shards", name=t["name"],
+                                                 shards=count), applied)
+        finish()
+
+    def _describe_configs(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        results = []
+        for res in req.get("resources") or []:
+            rtype, rname = res["resource_type"], res["resource_name"]
+            keys = res.get("configuration_keys")
+            entry = {"error_code": 0, "error_message": None, "resource_type": rtype,
+                     "resource_name": rname, "configs": []}
+            results.append(entry)
+            if rtype == 2:  # TOPIC
+                info = self._machine().topic(rname)
+                if info is None:
+                    entry["error_code"] = E.UNKNOWN_TOPIC_OR_PARTITION
+                    entry["error_message"] = f"topic {rname!r} does not exist"
+                    continue
+                own = {k: str(v) for k, v in info.config}
+                values = dict(TOPIC_DEFAULTS)
+                values["max.message.bytes"] = str(self.config.max_message_bytes)
+                values.update(own)
+                values["storage.engine"] = info.engine
+                source = {k: (1 if k in own or k == "storage.engine" else 5) for k in values}
+            elif rtype == 4:  # BROKER
+                c = self.config
+                values = {"num.partitions": str(c.default_partitions),
+                          "auto.create.topics.enable": str(c.auto_create_topics).lower(),
+                          "message.max.bytes": str(c.max_message_bytes),
+                          "socket.request.max.bytes": str(c.max_request_bytes),
+                          "storage.engine": c.default_engine,
+                          "group.initial.rebalance.delay.ms":
+                              str(c.group_initial_rebalance_delay_ms)}
+                source = dict.fromkeys(values, 4)  # STATIC_BROKER_CONFIG
+            else:
+                entry["error_code"] = E.INVALID_REQUEST
+                entry["error_message"] = f"resource type {rtype} is not supported"
+                continue
+            for key in sorted(values):
+                if keys is not None and key not in keys:
+                    continue
+                entry["configs"].append({
+                    "name": key, "value": values[key], "read_only": rtype == 4,
+                    "is_default": source[key] == 5, "config_source": source[key],
+                    "is_sensitive": False, "synonyms": [], "config_type": 0,
+                    "documentation": None})
+        self._reply(conn, self._slot(conn), h, {"throttle_time_ms": 0, "results": results})
+
+    # ---- produce -------------------------------------------------------------------------------
+
+    def _produce(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        acks = req.get("acks", -1)
+        now = self.clock()
+        needs: dict[str, int] = {}
+        responses = []
+        bad_acks = acks not in (0, 1, -1)
+        for t in req.get("topic_data") or []:
+            name = t["name"]
+            parts = []
+            for p in t.get("partition_data") or []:
+                index = p["index"]
+                out = {"index": index, "error_code": 0, "base_offset": -1,
+                       "log_append_time_ms": -1, "log_start_offset": -1, "record_errors": [],
+                       "error_message": None}
+                parts.append(out)
+                if bad_acks:
+                    out["error_code"] = E.INVALID_REQUIRED_ACKS
+                    continue
+                log = self.partition_log(name, index)
+                records = p.get("records")
+                if log is None:
+                    out["error_code"] = E.UNKNOWN_TOPIC_OR_PARTITION
+                    continue
+                if not records:
+                    out["error_code"] = E.INVALID_RECORD
+                    out["error_message"] = "empty record set"
+                    continue
+                try:
+                    infos = split_batches(records)
+                except RecordsError as exc:
+                    out["error_code"] = exc.error_code
+                    out["error_message"] = str(exc)
+                    continue
+                too_big = [i for i in infos if i.size > self.config.max_message_bytes]
+                if too_big:
+                    out["error_code"] = E.MESSAGE_TOO_LARGE
+                    out["error_message"] = (f"batch of {too_big[0].size} bytes exceeds "
+                                            f"max.message.bytes {self.config.max_message_bytes}")
+                    continue
+                result = log.append(records, infos, now)
+                out["error_code"] = result.error_code
+                out["base_offset"] = result.base_offset
+                out["log_start_offset"] = log.log_start_offset
+                if result.error_code == 0:
+                    if result.duplicate:
+                        self.stats.duplicates += 1
+                    else:
+                        self.stats.produced_batches += len(infos)
+                        self.stats.produced_bytes += len(records)
+                        shard = shard_name(name, index)
+                        needs[shard] = max(needs.get(shard, 0), result.shard_end)
+                        for hook in self.on_append:
+                            hook(name, index, bytes(records))
+            responses.append({"name": name, "partition_responses": parts})
+        if needs and self._fetch_waits:
+            self._wake_fetches(None)
+        if acks == 0:
+            return
+        body = {"responses": responses, "throttle_time_ms": 0}
+        slot = self._slot(conn)
+        if self._durable(needs):
+            self._reply(conn, slot, h, body)
+        else:
+            self._produce_waits.append(_ProduceWait(conn, slot, h, body, needs))
+
+    # ---- fetch ---------------------------------------------------------------------------------
+
+    def _fetch(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        slot = self._slot(conn)
+        self._answer_fetch(conn, slot, h, req, force=False)
+
+    def _answer_fetch(self, conn: _Conn, slot: _Slot, h: RequestHeader, req: dict,
+                      force: bool) -> bool:
+        total, body, errors = self._fetch_body(h, req)
+        wait_ms = min(req.get("max_wait_ms", 0), self.config.fetch_wait_max_ms)
+        if force or errors or total >= max(1, req.get("min_bytes", 1)) or wait_ms <= 0:
+            self.stats.fetched_bytes += total
+            self._reply(conn, slot, h, body)
+            return True
+        keys = tuple((t["topic"], p["partition"]) for t in req.get("topics") or []
+                     for p in t.get("partitions") or [])
+        self._fetch_waits.append(_FetchWait(conn, slot, h, req, self.clock() + wait_ms, keys))
+        return False
+
+    def _fetch_body(self, h: RequestHeader, req: dict) -> tuple[int, dict, bool]:
+        budget = req.get("max_bytes", 0x7FFFFFFF)
+        if budget <= 0:
+            budget = 0x7FFFFFFF
+        total = 0
+        errors = False
+        responses = []
+        for t in req.get("topics") or []:
+            topic = t["topic"]
+            parts = []
+            for p in t.get("partitions") or []:
+                index = p["partition"]
+                out = {"partition_index": index, "error_code": 0, "high_watermark": -1,
+                       "last_stable_offset": -1, "log_start_offset": -1,
+                       "aborted_transactions": [], "preferred_read_replica": -1,
+                       "records": b""}
+                parts.append(out)
+                log = self.partition_log(topic, index)
+                if log is None:
+                    out["error_code"] = E.UNKNOWN_TOPIC_OR_PARTITION
+                    errors = True
+                    continue
+                hw = self._high_watermark(topic, index, log)
+                out["high_watermark"] = out["last_stable_offset"] = hw
+                out["log_start_offset"] = log.log_start_offset
+                room = min(p.get("partition_max_bytes", budget), budget - total)
+                if room <= 0 and total > 0:
+                    continue
+                err, data = log.fetch(p["fetch_offset"], max(room, 1), hw)
+                if err:
+                    out["error_code"] = err
+                    errors = True
+                    continue
+                out["records"] = data
+                total += len(data)
+            responses.append({"topic": topic, "partitions": parts})
+        body = {"throttle_time_ms": 0, "error_code": 0, "session_id": 0, "responses": responses}
+        return total, body, errors
+
+    def _wake_fetches(self, keys: set[tuple[str, int]] | None) -> None:
+        waits, self._fetch_waits = self._fetch_waits, []
+        still = []
+        for wait in waits:
+            if wait.conn.closing:
+                continue
+            if keys is not None and not any(k in keys for k in wait.keys):
+                still.append(wait)
+                continue
+            total, body, errors = self._fetch_body(wait.header, wait.req)
+            if errors or total >= max(1, wait.req.get("min_bytes", 1)):
+                self.stats.fetched_bytes += total
+                self._reply(wait.conn, wait.slot, wait.header, body)
+            else:
+                still.append(wait)
+        self._fetch_waits = still + self._fetch_waits
+
+    # ---- list offsets --------------------------------------------------------------------------
+
+    def _list_offsets(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        topics = []
+        for t in req.get("topics") or []:
+            parts = []
+            for p in t.get("partitions") or []:
+                index = p["partition_index"]
+                out = {"partition_index": index, "error_code": 0, "timestamp": -1, "offset": -1,
+                       "leader_epoch": -1, "old_style_offsets": []}
+                parts.append(out)
+                log = self.partition_log(t["name"], index)
+                if log is None:
+                    out["error_code"] = E.UNKNOWN_TOPIC_OR_PARTITION
+                    continue
+                ts = p["timestamp"]
+                if ts == LATEST:
+                    out["offset"] = self._high_watermark(t["name"], index, log)
+                elif ts == EARLIEST:
+                    out["offset"] = log.log_start_offset
+                elif ts < 0:
+                    out["error_code"] = E.INVALID_REQUEST
+                else:
+                    offset, found_ts = log.offset_for_time(ts)
+                    hw = self._high_watermark(t["name"], index, log)
+                    if offset >= hw:
+                        offset, found_ts = -1, -1
+                    out["offset"], out["timestamp"] = offset, found_ts
+            topics.append({"name": t["name"], "partitions": parts})
+        self._reply(conn, self._slot(conn), h, {"throttle_time_ms": 0, "topics": topics})
+
+    # ---- producer ids --------------------------------------------------------------------------
+
+    def _init_producer_id(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        slot = self._slot(conn)
+        if req.get("transactional_id") is not None:
+            self._reply(conn, slot, h, {"throttle_time_ms": 0, "error_code": E.INVALID_REQUEST,
+                                        "producer_id": -1, "producer_epoch": -1})
+            return
+
+        def give(pid: int) -> None:
+            code = E.NONE if pid >= 0 else E.COORDINATOR_NOT_AVAILABLE
+            self._reply(conn, slot, h, {"throttle_time_ms": 0, "error_code": code,
+                                        "producer_id": pid, "producer_epoch": 0 if pid >= 0
+                                        else -1})
+
+        self._allocate_producer_id(give)
+
+    def _allocate_producer_id(self, give: Callable[[int], None]) -> None:
+        """Producer ids come from blocks reserved in meta, so no id repeats across restarts (a
+        repeat would meet the old producer's sequence state rebuilt from the logs)."""
+        if self._pid_next < self._pid_limit:
+            pid = self._pid_next
+            self._pid_next += 1
+            give(pid)
+            return
+        self._pid_waiters.append(give)
+        if self._pid_proposing:
+            return
+        self._pid_proposing = True
+        start = self._machine().get_config(PRODUCER_ID_KEY)
+        start = start if type(start) is int and start >= 0 else 0
+        limit = start + self.config.producer_id_block
+
+        def applied(result: MetaResult | Exception) -> None:
+            self._pid_proposing = False
+            waiters, self._pid_waiters = self._pid_waiters, []
+            if isinstance(result, Exception) or not result.ok:
+                for w in waiters:
+                    w(-1)
+                return
+            self._pid_next, self._pid_limit = start, limit
+            for w in waiters:
+                self._allocate_producer_id(w)
+
+        self.meta.propose(encode_command("config.put", key=PRODUCER_ID_KEY, value=limit), applied)
+
+    # ---- groups --------------------------------------------------------------------------------
+
+    def _find_coordinator(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        c = self.config
+        body = {"throttle_time_ms": 0, "error_code": 0, "error_message": None,
+                "node_id": c.node_id, "host": c.host, "port": c.port}
+        if req.get("key_type", 0) != 0:
+            body.update(error_code=E.COORDINATOR_NOT_AVAILABLE, node_id=-1, host="", port=-1,
+                        error_message="transactions are not supported")
+        self._reply(conn, self._slot(conn), h, body)
+
+    def _group_reply(self, conn: _Conn, h: RequestHeader) -> Callable[[dict], None]:
+        slot = self._slot(conn)
+        return lambda body: self._reply(conn, slot, h, body)
+
+    def _join_group(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        self.groups.join(self.clock(), req, h.api_version, h.client_id or "", conn.peer,
+                         self._group_reply(conn, h))
+
+    def _sync_group(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        self.groups.sync(self.clock(), req, h.api_version, self._group_reply(conn, h))
+
+    def _heartbeat(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        self._reply(conn, self._slot(conn), h,
+                    self.groups.heartbeat(self.clock(), req, h.api_version))
+
+    def _leave_group(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        self._reply(conn, self._slot(conn), h, self.groups.leave(self.clock(), req,
+                                                                 h.api_version))
+
+    def _describe_groups(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        groups = self.groups.describe(list(req.get("groups") or []))
+        self._reply(conn, self._slot(conn), h, {"throttle_time_ms": 0, "groups": groups})
+
+    def _list_groups(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        known = {g["group_id"]: g for g in self.groups.list_groups()}
+        for name in self._machine().groups():
+            known.setdefault(name, {"group_id": name, "protocol_type": "consumer"})
+        self._reply(conn, self._slot(conn), h, {"throttle_time_ms": 0, "error_code": 0,
+                                                "groups": [known[k] for k in sorted(known)]})
+
+    def _delete_groups(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        slot = self._slot(conn)
+        results: list[dict] = []
+        pending = {"n": 0}
+
+        def finish() -> None:
+            if pending["n"] == 0:
+                self._reply(conn, slot, h, {"throttle_time_ms": 0, "results": results})
+
+        committed = set(self._machine().groups())
+        for group in req.get("groups_names") or req.get("group_names") or []:
+            entry = {"group_id": group, "error_code": self.groups.delete(group)}
+            results.append(entry)
+            if entry["error_code"] == E.GROUP_ID_NOT_FOUND and group in committed:
+                entry["error_code"] = E.NONE
+            if entry["error_code"] != E.NONE or group not in committed:
+                continue
+            pending["n"] += 1
+
+            def applied(result: MetaResult | Exception, entry: dict = entry) -> None:
+                if isinstance(result, Exception):
+                    entry["error_code"] = E.COORDINATOR_NOT_AVAILABLE
+                pending["n"] -= 1
+                finish()
+
+            self.meta.propose(encode_command("group.delete", group=group), applied)
+        finish()
+
+    def _offset_commit(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        slot = self._slot(conn)
+        group = req["group_id"]
+        generation = req.get("generation_id_or_member_epoch", req.get("generation_id", -1))
+        err = self.groups.check_commit(group, generation, req.get("member_id", ""),
+                                       req.get("group_instance_id"))
+        topics = []
+        entries = []
+        for t in req.get("topics") or []:
+            parts = []
+            for p in t.get("partitions") or []:
+                code = err
+                if code == E.NONE and self.partition_log(t["name"], p["partition_index"]) is None:
+                    code = E.UNKNOWN_TOPIC_OR_PARTITION
+                metadata = p.get("committed_metadata") or ""
+                if code == E.NONE and len(metadata) > 4096:
+                    code = E.OFFSET_METADATA_TOO_LARGE
+                if code == E.NONE:
+                    entries.append([t["name"], p["partition_index"],
+                                    max(-1, p["committed_offset"]), metadata])
+                parts.append({"partition_index": p["partition_index"], "error_code": code})
+            topics.append({"name": t["name"], "partitions": parts})
+        body = {"throttle_time_ms": 0, "topics": topics}
+        if not entries:
+            self._reply(conn, slot, h, body)
+            return
+        chunks = [entries[i:i + 512] for i in range(0, len(entries), 512)]
+        pending = {"n": len(chunks), "failed": False}
+
+        def applied(result: MetaResult | Exception) -> None:
+            if isinstance(result, Exception) or not result.ok:
+                pending["failed"] = True
+            pending["n"] -= 1
+            if pending["n"] == 0:
+                if pending["failed"]:
+                    for tp in topics:
+                        for part in tp["partitions"]:
+                            if part["error_code"] == E.NONE:
+                                part["error_code"] = E.COORDINATOR_NOT_AVAILABLE
+                self._reply(conn, slot, h, body)
+
+        for chunk in chunks:
+            try:
+                data = encode_command("group.commit", group=group, offsets=chunk)
+            except MetaError:
+                applied(RuntimeError("bad commit"))
+                continue
+            self.meta.propose(data, applied)
+
+    def _offset_fetch(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        group = req["group_id"]
+        committed = self._machine().committed(group)
+        requested = req.get("topics")
+        if requested is None:
+            by_topic: dict[str, list[int]] = {}
+            for (topic, part) in sorted(committed):
+                by_topic.setdefault(topic, []).append(part)
+            requested = [{"name": t, "partition_indexes": ps} for t, ps in by_topic.items()]
+        topics = []
+        for t in requested:
+            parts = []
+            for index in t.get("partition_indexes") or []:
+                offset, metadata = committed.get((t["name"], index), (-1, ""))
+                parts.append({"partition_index": index, "committed_offset": offset,
+                              "committed_leader_epoch": -1, "metadata": metadata,
+                              "error_code": 0})
+            topics.append({"name": t["name"], "partitions": parts})
+        self._reply(conn, self._slot(conn), h,
+                    {"throttle_time_ms": 0, "topics": topics, "error_code": 0})
+
+    # ---- SASL ----------------------------------------------------------------------------------
+
+    def _sasl_handshake(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        from real.kafka.sasl import handshake_response
+
+        slot = self._slot(conn)
+        if self.sasl_factory is None:
+            self._reply(conn, slot, h, {"error_code": E.UNSUPPORTED_SASL_MECHANISM,
+                                        "mechanisms": []})
+            self._close(conn)
+            return
+        if conn.sasl is None:
+            conn.sasl = self.sasl_factory()
+        code = conn.sasl.start(req.get("mechanism", ""), h.api_version)
+        self._reply(conn, slot, h, handshake_response(code))
+        if code != E.NONE:
+            self._sasl_failed(conn)
+            return
+        conn.raw_sasl = conn.sasl.raw_tokens
+
+    def _sasl_failed(self, conn: _Conn) -> None:
+        self.stats.auth_failures += 1
+        why = getattr(conn.sasl, "failure", None) or "SASL state error"
+        self.log(f"kafka: SASL authentication failed on connection {conn.id} ({conn.peer}): "
+                 f"{why}")
+        self._close(conn)
+
+    def _sasl_step(self, conn: _Conn, token: bytes) -> Any:
+        from real.kafka.sasl import SaslStep
+
+        server = conn.sasl
+        if server is None:
+            return SaslStep(E.ILLEGAL_SASL_STATE, b"", False, None,
+                            "SaslAuthenticate before SaslHandshake")
+        step = server.step(token)
+        if step.error_code == E.NONE and step.done:
+            conn.authenticated, conn.user = True, step.username
+            self.log(f"kafka: connection {conn.id} ({conn.peer}) authenticated as "
+                     f"{step.username}")
+        return step
+
+    def _sasl_authenticate(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        from real.kafka.sasl import authenticate_response
+
+        step = self._sasl_step(conn, bytes(req.get("auth_bytes") or b""))
+        self._reply(conn, self._slot(conn), h, authenticate_response(step))
+        if step.error_code != E.NONE:
+            self._sasl_failed(conn)
+
+    def _raw_sasl_token(self, conn: _Conn, token: bytes) -> None:
+        """SaslHandshake v0: the tokens that follow are bare size-prefixed frames."""
+        from real.kafka.sasl import raw_token_frame
+
+        step = self._sasl_step(conn, token)
+        if step.error_code != E.NONE:
+            self._sasl_failed(conn)
+            return
+        conn.raw_sasl = bool(conn.sasl.raw_tokens) and not step.done
+        slot = self._slot(conn)
+        slot.data = raw_token_frame(step.server_bytes)
+        self._flush(conn)
+
+    # ---- introspection -------------------------------------------------------------------------
+
+    def gauges(self) -> dict[str, Any]:
+        return {"connections": len(self.conns), "partitions_open": len(self.logs),
+                "fetch_waits": len(self._fetch_waits),
+                "produce_waits": len(self._produce_waits),
+                "requests": dict(sorted(self.stats.requests.items())),
+                "malformed": self.stats.malformed, "produced_batches":
+                self.stats.produced_batches, "produced_bytes": self.stats.produced_bytes,
+                "fetched_bytes": self.stats.fetched_bytes,
+                "duplicates": self.stats.duplicates, "auth_failures": self.stats.auth_failures}

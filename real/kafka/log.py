@@ -1,0 +1,397 @@
+"""`PartitionLog`: one Kafka partition stored in one shard (any `ShardEngine`).
+
+Storage layout. Each stored `Record` is ONE Kafka record batch: `payload` = the batch bytes with
+the base offset rewritten to its Kafka offset and the partition leader epoch set (the CRC-32C does
+not cover either, so the bytes stay valid); `timestamp_ms` = the batch's max timestamp, clamped
+to >= 0 (the port requires it; the batch bytes keep their own value); `key` = None. Two offset
+spaces follow: the shard's (one per batch) and Kafka's (one per record). The log keeps an
+in-memory index `_bases[i]` = Kafka base offset of the batch at shard offset `_shard_start + i`,
+so any Kafka offset maps to its batch by bisection.
+
+Open (the constructor) scans the engine once, reading only each stored batch's 61-byte header,
+and rebuilds the index and the producer state; a stored payload that is not a batch, or bases
+that are not contiguous, raise `CorruptPartition`. The cost is one pass over the shard's bytes
+(Kafka avoids it with producer-state snapshots; we have none).
+
+Idempotent producers (Kafka's ProducerStateManager rules, as of Kafka 2.5+ / KIP-360):
+per producer id the log remembers the current epoch and its last `PRODUCER_BATCHES` (5) batches
+(first/last sequence, Kafka base and last offset, shard offset). A batch with producer_id >= 0:
+- epoch below the current one -> INVALID_PRODUCER_EPOCH (fenced);
+- same epoch and the same sequence range as a remembered batch -> a duplicate: nothing stored,
+  NONE with the original base offset (`duplicate=True`; `shard_end` is the end of the original's
+  shard record, which is what must be durable before acknowledging);
+- same epoch: first sequence must be last sequence + 1 (modulo 2**31), else
+  OUT_OF_ORDER_SEQUENCE_NUMBER;
+- higher epoch (a bump): first sequence must be 0, else OUT_OF_ORDER_SEQUENCE_NUMBER;
+- unknown producer id: any sequence is accepted (Kafka >= 2.5 does the same, so producers survive
+  retention deleting their last batches).
+At most `producers_max` producer ids are remembered; the least recently appending one is
+forgotten beyond that (it then counts as unknown). Retention forgets producers whose last batch
+is deleted (Kafka's truncateHead).
+
+Limits: a batch over `batch_bytes_max` is MESSAGE_TOO_LARGE (Kafka's `max.message.bytes` default
+1048588); the engine's `StorageFull` is KAFKA_STORAGE_ERROR and `BatchTooLarge` is
+RECORD_LIST_TOO_LARGE. Other engine errors (closed, failed device) propagate to the caller.
+Timestamps are CreateTime only (`log_append_time_ms` is always -1).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from real.kafka import errors
+from real.kafka.records import (
+    HEADER,
+    HEADER_BYTES,
+    LOG_OVERHEAD,
+    MAGIC,
+    MAGIC_AT,
+    PREFIX,
+    SEQUENCE_MODULUS,
+    BatchInfo,
+    KRecord,
+    RecordsError,
+    build_batch,
+    decode_batch,
+    split_batches,
+)
+from real.storage.errors import BatchTooLarge, StorageFull
+from real.storage.port import ShardEngine
+from real.storage.record import Record
+
+PRODUCER_BATCHES = 5  # Kafka's ProducerStateEntry.NUM_BATCHES_TO_RETAIN
+PRODUCERS_MAX_DEFAULT = 10_000
+BATCH_BYTES_MAX_DEFAULT = 1_048_588  # Kafka's message.max.bytes / max.message.bytes default
+SCAN_RECORDS = 1024
+SCAN_BYTES = 4 << 20
+
+
+class CorruptPartition(Exception):
+    """The shard holds something that is not this log's format (names the shard offset)."""
+
+
+class AppendResult(NamedTuple):
+    """What Produce answers for one partition, plus what the broker must wait for.
+
+    `shard_end`: the shard offset that must be durable (`durable_end() >= shard_end`) before the
+    append may be acknowledged with acks=-1/1. `base_offset` is -1 on error.
+    """
+
+    error_code: int
+    base_offset: int
+    log_append_time_ms: int
+    log_start_offset: int
+    shard_end: int
+    duplicate: bool = False
+    error_message: str | None = None
+
+
+class _Batch(NamedTuple):
+    """A remembered batch of one producer (enough to answer a retry of it)."""
+
+    first_seq: int
+    last_seq: int
+    base_offset: int
+    last_offset: int
+    shard_offset: int
+
+
+class _Producer(NamedTuple):
+    epoch: int
+    batches: tuple[_Batch, ...]  # oldest first, at most PRODUCER_BATCHES
+
+
+class PartitionLog:
+    """A Kafka partition over a `ShardEngine` (see the module docstring for layout and rules)."""
+
+    def __init__(
+        self,
+        engine: ShardEngine,
+        *,
+        leader_epoch: int = 0,
+        producers_max: int = PRODUCERS_MAX_DEFAULT,
+        batch_bytes_max: int = BATCH_BYTES_MAX_DEFAULT,
+    ) -> None:
+        if type(producers_max) is not int or producers_max < 1:
+            raise ValueError(f"producers_max must be an int >= 1, got {producers_max!r}")
+        if type(batch_bytes_max) is not int or batch_bytes_max < HEADER_BYTES:
+            raise ValueError(f"batch_bytes_max must be an int >= 61, got {batch_bytes_max!r}")
+        self._engine = engine
+        self.leader_epoch = leader_epoch
+        self.producers_max = producers_max
+        self.batch_bytes_max = batch_bytes_max
+        self._shard_start = engine.start_offset()
+        self._bases: list[int] = []
+        self._log_end = 0
+        self._producers: dict[int, _Producer] = {}  # insertion order = least recent first
+        self._rebuild()
+        self.invariants()
+
+    # --------------------------------------------------------------------------------- offsets
+
+    @property
+    def log_start_offset(self) -> int:
+        """Kafka offset of the first stored record (the base of the first batch)."""
+        return self._bases[0] if self._bases else self._log_end
+
+    @property
+    def log_end_offset(self) -> int:
+        """Kafka offset the next appended record gets."""
+        return self._log_end
+
+    @property
+    def shard_end(self) -> int:
+        """The shard's end offset (one shard record per batch)."""
+        return self._shard_start + len(self._bases)
+
+    def high_watermark(self, durable_shard_end: int) -> int:
+        """Kafka offset just past the durable prefix, given the engine's `durable_end()`."""
+        index = durable_shard_end - self._shard_start
+        if index >= len(self._bases):
+            return self._log_end
+        if index <= 0:
+            return self.log_start_offset
+        return self._bases[index]
+
+    # ---------------------------------------------------------------------------------- append
+
+    def append(self, data: bytes | bytearray | memoryview, infos: Sequence[BatchInfo],
+               now_ms: int) -> AppendResult:
+        """Stores the batches `split_batches(data)` found, atomically (all or none).
+
+        Returns NONE with the Kafka base offset of the first batch, a duplicate's original base
+        offset, or an error code with nothing stored. `now_ms` is reserved for LogAppendTime.
+        """
+        del now_ms  # CreateTime only; kept so LogAppendTime can be added without an API change
+        if not infos:
+            return self._error(errors.INVALID_RECORD, "no record batch to append")
+        view = data if type(data) is memoryview else memoryview(data)
+        staged: dict[int, _Producer] = {}
+        records: list[Record] = []
+        bases: list[int] = []
+        next_offset = self._log_end
+        shard_next = self._shard_start + len(self._bases)
+        epoch, limit, pack_prefix = self.leader_epoch, self.batch_bytes_max, PREFIX.pack
+        for info in infos:
+            if info.size > limit:
+                return self._error(errors.MESSAGE_TOO_LARGE,
+                                   f"batch of {info.size} bytes > {limit}")
+            if info.producer_id >= 0:
+                verdict = self._check_producer(staged, info, next_offset, shard_next)
+                if verdict is not None:
+                    return verdict
+            # with_base_offset inlined (hot path): new offset and epoch, the rest as it came
+            pos = info.pos
+            payload = pack_prefix(next_offset, info.size - LOG_OVERHEAD, epoch) + view[
+                pos + LOG_OVERHEAD + 4 : pos + info.size]
+            ts = info.max_timestamp
+            # The shard offset is set already, so engines store this Record as is (no copy).
+            records.append(Record(shard_next, ts if ts >= 0 else 0, None, payload))
+            bases.append(next_offset)
+            next_offset += info.last_offset_delta + 1
+            shard_next += 1
+        return self._store(records, bases, next_offset, staged)
+
+    def _store(self, records: list[Record], bases: list[int], next_offset: int,
+               staged: dict[int, _Producer]) -> AppendResult:
+        try:
+            shard_base = self._engine.append(records)
+        except StorageFull as exc:
+            return self._error(errors.KAFKA_STORAGE_ERROR, str(exc))
+        except BatchTooLarge as exc:
+            return self._error(errors.RECORD_LIST_TOO_LARGE, str(exc))
+        shard_end = shard_base + len(records)
+        assert shard_base == records[0].offset, (shard_base, records[0].offset)
+        base_offset = bases[0]
+        self._bases += bases
+        self._log_end = next_offset
+        if staged:
+            producers = self._producers
+            for pid, state in staged.items():
+                producers.pop(pid, None)
+                producers[pid] = state  # most recent last
+            while len(producers) > self.producers_max:
+                del producers[next(iter(producers))]
+        assert self._log_end > base_offset
+        return AppendResult(errors.NONE, base_offset, -1, self._bases[0], shard_end)
+
+    def _check_producer(self, staged: dict[int, _Producer], info: BatchInfo, base_offset: int,
+                        shard_offset: int) -> AppendResult | None:
+        """Applies the idempotence rules to one batch; stages its state, or returns a verdict."""
+        pid, epoch, first = info.producer_id, info.producer_epoch, info.base_sequence
+        last = info.last_sequence
+        entry = staged.get(pid) or self._producers.get(pid)
+        kept: tuple[_Batch, ...] = ()
+        if entry is not None:
+            if epoch < entry.epoch:
+                return self._error(errors.INVALID_PRODUCER_EPOCH,
+                                   f"producer {pid} epoch {epoch} < current {entry.epoch}")
+            if epoch == entry.epoch:
+                for old in entry.batches:
+                    if old.first_seq == first and old.last_seq == last:
+                        return AppendResult(errors.NONE, old.base_offset, -1,
+                                            self.log_start_offset, old.shard_offset + 1, True)
+                expected = (entry.batches[-1].last_seq + 1) % SEQUENCE_MODULUS
+                if first != expected:
+                    return self._error(errors.OUT_OF_ORDER_SEQUENCE_NUMBER,
+                                       f"producer {pid} sequence {first}, expected {expected}")
+                kept = entry.batches[-(PRODUCER_BATCHES - 1):]
+            elif first != 0:
+                return self._error(errors.OUT_OF_ORDER_SEQUENCE_NUMBER,
+                                   f"producer {pid} new epoch {epoch} starts at sequence {first}")
+        batch = _Batch(first, last, base_offset, base_offset + info.last_offset_delta, shard_offset)
+        staged[pid] = _Producer(epoch, (*kept, batch))
+        return None
+
+    def append_records(self, records: list[KRecord], now_ms: int,
+                       compression: int = 0) -> AppendResult:
+        """Bridge: stores `records` as one batch (negative timestamps become `now_ms`)."""
+        if not records:
+            return self._error(errors.INVALID_RECORD, "no records to append")
+        fixed = [r if r.timestamp_ms >= 0 else r._replace(timestamp_ms=now_ms) for r in records]
+        batch = build_batch(fixed, compression=compression)
+        try:
+            infos = split_batches(batch)
+        except RecordsError as exc:  # pragma: no cover - build_batch makes valid batches
+            return self._error(exc.error_code, exc.message)
+        return self.append(batch, infos, now_ms)
+
+    def _error(self, code: int, message: str) -> AppendResult:
+        assert code != errors.NONE
+        return AppendResult(code, -1, -1, self.log_start_offset, self.shard_end, False, message)
+
+    # ----------------------------------------------------------------------------------- reads
+
+    def fetch(self, offset: int, max_bytes: int, upto: int) -> tuple[int, bytes]:
+        """(error, whole batches) from the batch holding `offset` up to Kafka offset `upto`.
+
+        Only batches that end at or before `upto` (the high watermark) are returned; at least
+        one batch even if it exceeds `max_bytes` (the engine's byte count, which adds 24 bytes
+        per batch, stops the rest). A batch that starts before `offset` is returned whole: Kafka
+        clients skip the records below the offset they asked for. OFFSET_OUT_OF_RANGE outside
+        [log_start, log_end]; `offset >= upto` gives NONE and no bytes.
+        """
+        if not self.log_start_offset <= offset <= self._log_end:
+            return errors.OFFSET_OUT_OF_RANGE, b""
+        upto = min(upto, self._log_end)
+        if offset >= upto:
+            return errors.NONE, b""
+        first = bisect_right(self._bases, offset) - 1
+        below = len(self._bases) if upto >= self._log_end else bisect_right(self._bases, upto) - 1
+        count = below - first
+        if count <= 0:
+            return errors.NONE, b""
+        got = self._engine.read(self._shard_start + first, count, max(0, max_bytes))
+        assert 1 <= len(got) <= count
+        assert got[0].offset == self._shard_start + first
+        if len(got) == 1:
+            return errors.NONE, got[0].payload
+        return errors.NONE, b"".join([rec.payload for rec in got])
+
+    def offset_for_time(self, ts_ms: int) -> tuple[int, int]:
+        """(offset, timestamp) of the first record with timestamp >= ts_ms, or (-1, -1).
+
+        The engine's time index finds the first batch whose max timestamp is >= ts_ms; only that
+        batch is decoded (and the next ones only if a clamped negative timestamp misled it).
+        """
+        shard_offset = self._engine.offset_for_time(max(0, ts_ms))
+        while shard_offset < self.shard_end:
+            (stored,) = self._engine.read(shard_offset, 1, 0)
+            for rec in decode_batch(stored.payload):
+                if rec.timestamp_ms >= ts_ms:
+                    return rec.offset, rec.timestamp_ms
+            shard_offset += 1
+        return -1, -1
+
+    # ----------------------------------------------------------------------------- retention
+
+    def delete_before(self, kafka_offset: int) -> int:
+        """Retention: drops the batches wholly below `kafka_offset`; returns the new log start.
+
+        The last batch is always kept, even if `kafka_offset` is past it: the shard is the only
+        durable state, and an empty shard would lose the Kafka log end offset on reopen.
+        """
+        if kafka_offset >= self._log_end:
+            drop = len(self._bases) - 1
+        else:
+            drop = bisect_right(self._bases, kafka_offset) - 1
+        if drop <= 0:
+            return self.log_start_offset
+        self._engine.delete_before(self._shard_start + drop)
+        self._shard_start += drop
+        del self._bases[:drop]
+        start = self.log_start_offset
+        for pid in [p for p, s in self._producers.items() if s.batches[-1].last_offset < start]:
+            del self._producers[pid]
+        assert self._engine.start_offset() == self._shard_start
+        assert start <= kafka_offset or drop == 0
+        return start
+
+    def close(self) -> None:
+        self._engine.close()
+
+    # ------------------------------------------------------------------------------- recovery
+
+    def _rebuild(self) -> None:
+        """Scans every stored batch header: the index, the log end and the producer state."""
+        offset, end = self._shard_start, self._engine.end_offset()
+        expected: int | None = None
+        while offset < end:
+            for rec in self._engine.read(offset, SCAN_RECORDS, SCAN_BYTES):
+                base, delta, pid, epoch, first = _stored_header(rec)
+                if expected is not None and base != expected:
+                    raise CorruptPartition(
+                        f"shard offset {rec.offset}: batch base offset {base}, expected {expected}"
+                    )
+                self._bases.append(base)
+                expected = base + delta + 1
+                if pid >= 0:
+                    self._remember(pid, epoch, first, base, delta, rec.offset)
+                offset = rec.offset + 1
+        self._log_end = 0 if expected is None else expected
+
+    def _remember(self, pid: int, epoch: int, first: int, base: int, delta: int,
+                  shard_offset: int) -> None:
+        last = (first + delta) % SEQUENCE_MODULUS
+        batch = _Batch(first, last, base, base + delta, shard_offset)
+        entry = self._producers.pop(pid, None)
+        if entry is not None and epoch < entry.epoch:
+            self._producers[pid] = entry  # a stale epoch cannot be stored; keep the newer state
+            return
+        kept = entry.batches[-(PRODUCER_BATCHES - 1):] if entry and entry.epoch == epoch else ()
+        self._producers[pid] = _Producer(epoch, (*kept, batch))
+        while len(self._producers) > self.producers_max:
+            del self._producers[next(iter(self._producers))]
+
+    # ------------------------------------------------------------------------------ checking
+
+    def state(self) -> tuple[list[int], int, dict[int, _Producer]]:
+        """(index, log end, producer state): lets tests compare a reopened log with the live one."""
+        return list(self._bases), self._log_end, dict(self._producers)
+
+    def invariants(self) -> None:
+        bases = self._bases
+        assert self.shard_end == self._engine.end_offset(), (self.shard_end, bases[-1:])
+        assert self._shard_start == self._engine.start_offset(), self._shard_start
+        assert all(a < b for a, b in zip(bases, bases[1:], strict=False)), "bases not increasing"
+        assert not bases or bases[-1] < self._log_end, (bases[-1:], self._log_end)
+        assert len(self._producers) <= self.producers_max
+        for pid, entry in self._producers.items():
+            assert 1 <= len(entry.batches) <= PRODUCER_BATCHES, (pid, entry)
+
+
+def _stored_header(rec: Record) -> tuple[int, int, int, int, int]:
+    """(base offset, last offset delta, producer id, epoch, base sequence) of a stored batch."""
+    payload = rec.payload
+    if len(payload) < HEADER_BYTES or payload[MAGIC_AT] != MAGIC:
+        raise CorruptPartition(f"shard offset {rec.offset}: payload is not a magic-2 batch")
+    (base, length, _epoch, _magic, _crc, _attrs, delta, _first_ts, _max_ts, pid, epoch, first,
+     count) = HEADER.unpack_from(payload)
+    if LOG_OVERHEAD + length != len(payload) or delta != count - 1:
+        raise CorruptPartition(
+            f"shard offset {rec.offset}: batch_length {length} / record count {count} do not "
+            f"match a {len(payload)}-byte payload"
+        )
+    return base, delta, pid, epoch, first
