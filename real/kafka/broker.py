@@ -89,6 +89,9 @@ class KafkaConfig:
     group_min_session_timeout_ms: int = 6_000
     group_max_session_timeout_ms: int = 1_800_000
     producer_id_block: int = 1000
+    retention_check_ms: int = 60_000
+    """How often retention.ms / retention.bytes are applied (Kafka's
+    log.retention.check.interval.ms)."""
     sasl: bool = False
     """Require SASL (PLAIN or SCRAM-SHA-256) before any request but ApiVersions and SASL ones."""
 
@@ -181,9 +184,14 @@ class KafkaBroker:
     def __init__(self, config: KafkaConfig, clock: Callable[[], int], shards: Any,
                  meta: MetaPort, *, member_prefix: str = "0",
                  sasl_factory: Callable[[], Any] | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None,
+                 wall_clock: Callable[[], int] | None = None) -> None:
+        """`clock`: monotonic ms for timeouts and long polls; `wall_clock`: epoch ms, compared
+        with record timestamps by time-based retention (defaults to `clock`)."""
         self.config = config
         self.clock = clock
+        self.wall_clock = wall_clock or clock
+        self._next_retention: int | None = None
         self.shards = shards
         self.meta = meta
         self.log = log or (lambda _line: None)
@@ -339,6 +347,11 @@ class KafkaBroker:
     def tick(self) -> None:
         now = self.clock()
         self.groups.tick(now)
+        if self._next_retention is None:
+            self._next_retention = now + self.config.retention_check_ms
+        elif now >= self._next_retention:
+            self._next_retention = now + self.config.retention_check_ms
+            self.apply_retention(self.wall_clock())
         if self._fetch_waits:
             due = [w for w in self._fetch_waits if w.deadline_ms <= now]
             if due:
@@ -410,6 +423,54 @@ class KafkaBroker:
 
     def _high_watermark(self, topic: str, partition: int, log: PartitionLog) -> int:
         return log.high_watermark(self.shards.durable_end(shard_name(topic, partition)))
+
+    def apply_retention(self, now_wall_ms: int) -> int:
+        """Drop whole batches of open partitions past their topic's retention.ms (by record
+        timestamp, Kafka's CreateTime) or beyond retention.bytes; returns batches dropped. The
+        newest batch always stays (it anchors the log end offset across restarts)."""
+        sm = self._machine()
+        dropped = 0
+        for (topic, partition), log in list(self.logs.items()):
+            info = sm.topic(topic)
+            if info is None:
+                continue
+            config = dict(info.config)
+            retention_ms = int(config.get("retention.ms", int(TOPIC_DEFAULTS["retention.ms"])))
+            retention_bytes = int(config.get("retention.bytes", -1))
+            start = log.log_start_offset
+            target = start
+            if retention_ms >= 0:
+                offset, _ts = log.offset_for_time(now_wall_ms - retention_ms)
+                target = max(target, offset if offset >= 0 else log.log_end_offset)
+            if retention_bytes >= 0:
+                target = max(target, self._offset_for_bytes(topic, partition, retention_bytes))
+            if target > start:
+                first = self.shards.engine(shard_name(topic, partition)).start_offset()
+                log.delete_before(target)
+                after = self.shards.engine(shard_name(topic, partition)).start_offset()
+                dropped += after - first
+                if log.log_start_offset != start:
+                    self.log(f"kafka: retention moved {topic}-{partition} log start "
+                             f"{start} -> {log.log_start_offset}")
+        return dropped
+
+    def _offset_for_bytes(self, topic: str, partition: int, keep_bytes: int) -> int:
+        """The Kafka offset of the first batch to keep so the partition holds <= keep_bytes."""
+        engine = self.shards.engine(shard_name(topic, partition))
+        excess = engine.bytes_total() - keep_bytes
+        offset, end = engine.start_offset(), engine.end_offset()
+        first_kept = None
+        while excess > 0 and offset < end:
+            for rec in engine.read(offset, 256, 1 << 30):
+                if excess <= 0:
+                    break
+                excess -= rec.size()
+                offset = rec.offset + 1
+        if offset < end:
+            (rec,) = engine.read(offset, 1, 0)
+            first_kept = int.from_bytes(rec.payload[:8], "big")
+        log = self.logs[(topic, partition)]
+        return log.log_end_offset if first_kept is None else first_kept
 
     # ---- ApiVersions, Metadata -----------------------------------------------------------------
 
@@ -730,6 +791,11 @@ class KafkaBroker:
                     out["error_message"] = str(exc)
                     continue
                 too_big = [i for i in infos if i.size > self.config.max_message_bytes]
+                if len(infos) != 1:
+                    out["error_code"] = E.INVALID_RECORD
+                    out["error_message"] = (f"produce v3+ carries exactly one record batch per "
+                                            f"partition, got {len(infos)}")
+                    continue
                 if too_big:
                     out["error_code"] = E.MESSAGE_TOO_LARGE
                     out["error_message"] = (f"batch of {too_big[0].size} bytes exceeds "
@@ -737,11 +803,15 @@ class KafkaBroker:
                     continue
                 result = log.append(records, infos, now)
                 out["error_code"] = result.error_code
+                out["error_message"] = result.error_message
                 out["base_offset"] = result.base_offset
                 out["log_start_offset"] = log.log_start_offset
                 if result.error_code == 0:
                     if result.duplicate:
+                        # a retry is acknowledged only once the original batch is durable
                         self.stats.duplicates += 1
+                        shard = shard_name(name, index)
+                        needs[shard] = max(needs.get(shard, 0), result.shard_end)
                     else:
                         self.stats.produced_batches += len(infos)
                         self.stats.produced_bytes += len(records)

@@ -371,7 +371,6 @@ class Broker:
         pos = 0
         names = self._names
         limit = self.config.max_packet_size
-        v5 = conn.version == MQTT_5
         while pos < n and conn.state != 2:
             # fixed header: type/flags byte, remaining length (1..4 byte varint)
             index = pos + 1
@@ -404,6 +403,8 @@ class Broker:
                 break  # incomplete body: wait for more
             byte0 = buf[pos]
             if byte0 >> 4 == 3 and conn.state == 1 and byte0 & 6 != 6:
+                # (the version is read per packet: a CONNECT earlier in this same buffer set it)
+                v5 = conn.version == MQTT_5
                 qos = byte0 >> 1 & 3
                 tlen = buf[index] << 8 | buf[index + 1] if end - index >= 2 else -1
                 body = index + 2 + tlen

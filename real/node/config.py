@@ -120,6 +120,7 @@ class NodeConfig:
     kafka_group_initial_rebalance_delay_ms: int = 0
     kafka_group_min_session_timeout_ms: int = 6000
     kafka_group_max_session_timeout_ms: int = 1_800_000
+    kafka_retention_check_ms: int = 60_000
     kafka_sasl: bool = False
     bridges: tuple[Any, ...] = ()
     """MQTT <-> Kafka bridge rules (`[[bridge]]` tables; real/kafka/bridge.py)."""
@@ -249,6 +250,7 @@ KEYS: tuple[Key, ...] = (
         _range(1, 86_400_000)),
     Key("kafka.group_max_session_timeout_ms", "kafka_group_max_session_timeout_ms", int,
         _range(1, 86_400_000)),
+    Key("kafka.retention_check_ms", "kafka_retention_check_ms", int, _range(100, 86_400_000)),
     Key("kafka.sasl", "kafka_sasl", bool, _any),
     Key("bridge", "bridges", tuple, _any),
     Key("storage.engine", "storage_engine", str, _engine),

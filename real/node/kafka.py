@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -76,6 +77,7 @@ def kafka_config(cfg: Any, advertised_port: int) -> KafkaConfig:
                                          d.group_min_session_timeout_ms),
         group_max_session_timeout_ms=get("kafka_group_max_session_timeout_ms",
                                          d.group_max_session_timeout_ms),
+        retention_check_ms=get("kafka_retention_check_ms", d.retention_check_ms),
         sasl=get("kafka_sasl", d.sasl),
     )
 
@@ -239,7 +241,8 @@ def open_kafka(cfg: Any, meta_service: Any, shards: Any, devices: Any,
                ) -> KafkaService:
     port = MetaPortAdapter(meta_service)
     broker = KafkaBroker(kafka_config(cfg, cfg.kafka_port), lambda: 0, shards, port,
-                         member_prefix=os.urandom(4).hex(), sasl_factory=sasl_factory, log=log)
+                         member_prefix=os.urandom(4).hex(), sasl_factory=sasl_factory, log=log,
+                         wall_clock=lambda: int(time.time() * 1000))
     service = KafkaService(broker, shards, log, store_clock=devices.clock)
     port.after = service.flush
     return service

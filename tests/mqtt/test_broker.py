@@ -697,3 +697,21 @@ def test_connection_limit_closes_extra_connections_only() -> None:
     b.send(Disconnect())
     d = h.connect("d")  # room again
     assert d.take()[0].reason_code == 0
+
+
+def test_v5_connect_and_publish_with_properties_in_one_read() -> None:
+    """A v5 client may send CONNECT and PUBLISH in one TCP segment: the inline PUBLISH parser must
+    read the PUBLISH as v5 (properties) although the version was learnt in the same buffer.
+    (Found by the Kafka bridge test: the payload arrived prefixed with its properties.)"""
+    h = Harness()
+    sub = h.connect("sub", MQTT_5)
+    subscribe(sub, Subscription("t/#", qos=1))
+    pub = h.open(MQTT_5)
+    props = Properties.of((PropertyId.CONTENT_TYPE, "text/plain"),
+                          (PropertyId.USER_PROPERTY, ("k", "v")))
+    pub.send(Connect("pub", protocol_version=MQTT_5),
+             Publish(topic="t/x", payload=b"22", qos=1, packet_id=7, properties=props),
+             Publish(topic="t/x", payload=b"23", qos=1, packet_id=8, properties=props))
+    got = [p for p in sub.take() if isinstance(p, Publish)]
+    assert [p.payload for p in got] == [b"22", b"23"]
+    assert got[0].properties.get(PropertyId.CONTENT_TYPE) == "text/plain"
