@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 JOBS   ?= 2
 
-.PHONY: tools fuzz-mqtt bench-mqtt venv run test lint integration chaos bench bench-sim bench-storage crash-storage bughunt slow notebooks sweep figure16 clean
+.PHONY: tools fuzz-mqtt fuzz-kafka bench-mqtt bench-kafka venv run test lint integration chaos bench bench-sim bench-storage crash-storage bughunt slow notebooks sweep figure16 clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,7 +58,7 @@ notebooks: $(STAMP)
 	$(PY) -m pytest -q -m notebooks || [ $$? -eq 5 ]
 
 ## Benchmarks; results under reports/ (bench-sim: one simulated hour, about 90 s).
-bench: bench-sim bench-storage bench-mqtt
+bench: bench-sim bench-storage bench-mqtt bench-kafka
 	$(PY) -m pytest -q -m bench -p no:xdist
 
 ## Storage engines x fsync policy x batch size, real and simulated (reports/bench-storage.md).
@@ -74,6 +74,16 @@ crash-storage: $(STAMP)
 ## reports/bench-mqtt.md. About 6 minutes.
 bench-mqtt: $(STAMP) tools
 	$(PY) -m scenarios.bench_mqtt
+
+## Kafka: confluent-kafka, 1 KiB records, produce + consume MB/s and records/s, TwinMQ (memory and
+## file engines) vs Tansu (memory only; installed into .bench/tansu-venv); reports/bench-kafka.md.
+## About 2-3 minutes.
+bench-kafka: $(STAMP)
+	$(PY) -m scenarios.bench_kafka
+
+## Opt-in long fuzz run of a live node: 100,000 malformed Kafka frames (reports/fuzz-kafka.json).
+fuzz-kafka: $(STAMP)
+	$(PY) -m scenarios.fuzz_kafka --inputs 100000
 
 ## Opt-in long fuzz run of a live node: 100,000 malformed MQTT inputs (reports/fuzz-mqtt.json).
 fuzz-mqtt: $(STAMP)
