@@ -213,6 +213,7 @@ class KafkaBroker:
         self._pid_proposing = False
         # Hooks: called after a batch is stored (the MQTT bridge subscribes here).
         self.on_append: list[Callable[[str, int, bytes], None]] = []
+        self._appended: deque[tuple[str, int, str, int, bytes]] = deque()
         self._handlers: dict[int, Callable[[_Conn, RequestHeader, dict], None]] = {
             api.PRODUCE: self._produce,
             api.FETCH: self._fetch,
@@ -296,8 +297,8 @@ class KafkaBroker:
         name = api.NAMES[key]
         self.stats.requests[name] = self.stats.requests.get(name, 0) + 1
         conn.client_id = header.client_id
-        if self.config.sasl and not conn.authenticated and (
-                conn.sasl.permits(key) if conn.sasl is not None else key not in (
+        if self.config.sasl and not conn.authenticated and not (
+                conn.sasl.permits(key) if conn.sasl is not None else key in (
                     api.API_VERSIONS, api.SASL_HANDSHAKE)):
             self._malformed(conn, f"{name} before SASL authentication")
             return
@@ -378,6 +379,18 @@ class KafkaBroker:
             self._produce_waits = still
         if self._fetch_waits:
             self._wake_fetches(None)
+        if self._appended:
+            self._release_appended()
+
+    def _release_appended(self) -> None:
+        """Run the `on_append` hooks for stored batches that are durable now, in append order."""
+        while self._appended:
+            shard, end, topic, partition, data = self._appended[0]
+            if not self._durable({shard: end}):
+                break
+            self._appended.popleft()
+            for hook in self.on_append:
+                hook(topic, partition, data)
 
     def _durable(self, needs: dict[str, int]) -> bool:
         shards = self.shards
@@ -599,7 +612,7 @@ class KafkaBroker:
         slot = self._slot(conn)
         topics = req.get("topics") or []
         results: list[dict] = []
-        pending = {"n": 0}
+        pending = {"n": 1}  # the loop itself: replies once it is done
         validate_only = bool(req.get("validate_only"))
 
         def finish() -> None:
@@ -640,13 +653,14 @@ class KafkaBroker:
                 finish()
 
             self._create_topic(t["name"], count, engine, config, done)
+        pending["n"] -= 1
         finish()
 
     def _delete_topics(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
         slot = self._slot(conn)
         names = req.get("topic_names") or [t.get("name") for t in req.get("topics") or []]
         results: list[dict] = []
-        pending = {"n": 0}
+        pending = {"n": 1}  # the loop itself: replies once it is done
 
         def finish() -> None:
             if pending["n"] == 0:
@@ -671,12 +685,13 @@ class KafkaBroker:
                 finish()
 
             self.meta.propose(encode_command("topic.delete", name=name), applied)
+        pending["n"] -= 1
         finish()
 
     def _create_partitions(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
         slot = self._slot(conn)
         results: list[dict] = []
-        pending = {"n": 0}
+        pending = {"n": 1}  # the loop itself: replies once it is done
 
         def finish() -> None:
             if pending["n"] == 0:
@@ -709,6 +724,7 @@ class KafkaBroker:
 
                 self.meta.propose(encode_command("topic.add_shards", name=t["name"],
                                                  shards=count), applied)
+        pending["n"] -= 1
         finish()
 
     def _describe_configs(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
@@ -817,11 +833,16 @@ class KafkaBroker:
                         self.stats.produced_bytes += len(records)
                         shard = shard_name(name, index)
                         needs[shard] = max(needs.get(shard, 0), result.shard_end)
-                        for hook in self.on_append:
-                            hook(name, index, bytes(records))
+                        if self.on_append:
+                            # subscribers (the MQTT bridge) see a batch once it is durable,
+                            # as Kafka consumers do
+                            self._appended.append((shard, result.shard_end, name, index,
+                                                   bytes(records)))
             responses.append({"name": name, "partition_responses": parts})
         if needs and self._fetch_waits:
             self._wake_fetches(None)
+        if self._appended:
+            self._release_appended()
         if acks == 0:
             return
         body = {"responses": responses, "throttle_time_ms": 0}
@@ -1027,7 +1048,7 @@ class KafkaBroker:
     def _delete_groups(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
         slot = self._slot(conn)
         results: list[dict] = []
-        pending = {"n": 0}
+        pending = {"n": 1}  # the loop itself: replies once it is done
 
         def finish() -> None:
             if pending["n"] == 0:
@@ -1050,6 +1071,7 @@ class KafkaBroker:
                 finish()
 
             self.meta.propose(encode_command("group.delete", group=group), applied)
+        pending["n"] -= 1
         finish()
 
     def _offset_commit(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
