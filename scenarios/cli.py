@@ -22,6 +22,7 @@ commands:
   sim run FILE       run one simulated scenario (--seed N)
   sim sweep FILE     run many seeds in parallel (--seeds 1-1000 --jobs 2)
   sim mqtt FILE      simulate the MQTT broker (--seed N, --trace OUT, --state-log journal|memory)
+  sim kafka FILE     simulate the Kafka broker (--seed N, --trace OUT, --state-log, --bug NAME)
 """
 
 
@@ -36,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
             from model.mqtt import main as mqtt_main
 
             return mqtt_main(rest[1:])
+        if rest[:1] == ["kafka"]:
+            from model.kafka import main as kafka_main
+
+            return kafka_main(rest[1:])
         from model.__main__ import main as sim_main
 
         return sim_main(rest)
