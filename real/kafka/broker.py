@@ -601,8 +601,13 @@ class KafkaBroker:
                 already = "already exists" in (result.error or "")
                 done(E.TOPIC_ALREADY_EXISTS if already else E.INVALID_REQUEST, result.error)
             else:
-                for p in range(partitions):
-                    self.partition_log(name, p)
+                try:
+                    for p in range(partitions):
+                        self.partition_log(name, p)
+                except Exception as exc:  # noqa: BLE001 - a storage error fails this request only
+                    self.log(f"kafka: topic {name} created but its storage failed: {exc}")
+                    done(E.KAFKA_STORAGE_ERROR, f"storage error: {exc}")
+                    return
                 self.log(f"kafka: created topic {name} ({partitions} partitions)")
                 done(E.NONE, None)
 

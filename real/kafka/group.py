@@ -61,6 +61,7 @@ join. Groups live until `delete`; the broker deletes groups whose offsets expire
 from __future__ import annotations
 
 import enum
+import heapq
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -164,11 +165,22 @@ class Group:
     static_members: dict[str, str] = field(default_factory=dict)  # instance id -> member id
     pending: dict[str, int] = field(default_factory=dict)  # KIP-394 member id -> deadline
     pending_sync: dict[str, None] = field(default_factory=dict)  # ordered set: not synced yet
+    protocol_counts: dict[str, int] = field(default_factory=dict)  # name -> members offering it
     join_deadline_ms: int | None = None  # PreparingRebalance: initial delay or rebalance timeout
     initial_delay: bool = False  # the join timer is the initial-rebalance-delay one
     join_remaining_ms: int = 0  # how far the initial delay may still be extended
     new_member_added: bool = False
     sync_deadline_ms: int | None = None  # when members that have not synced are removed
+    due_ms: int | None = None  # a lower bound of every deadline above (see GroupCoordinator)
+
+    def count_protocols(self, member: Member, sign: int) -> None:
+        counts = self.protocol_counts
+        for name, _ in member.protocols:
+            left = counts.get(name, 0) + sign
+            if left:
+                counts[name] = left
+            else:
+                del counts[name]
 
     def rebalance_timeout_ms(self) -> int:
         return max((m.rebalance_ms for m in self.members.values()), default=0)
@@ -184,7 +196,12 @@ class GroupCoordinator:
 
     Public API: `join`, `sync` (replies through a callable), `heartbeat`, `leave` (return the
     response body), `describe`, `list_groups`, `delete`, `check_commit`, `touch_for_commit`,
-    `tick`, `next_deadline_ms`, `invariants`.
+    `tick`, `next_deadline_ms`, plus `group_state` / `generation` for introspection and
+    `invariants` for tests.
+
+    Costs: heartbeat, sync, leave, check_commit and `next_deadline_ms` are O(1) amortised in
+    the group size (a leave or expiry that starts a rebalance is O(members)); a join is
+    O(distinct protocols + members); `tick` visits only groups whose cached timer bound is due.
     """
 
     def __init__(self, *, member_prefix: str, initial_rebalance_delay_ms: int = 0,
@@ -200,6 +217,12 @@ class GroupCoordinator:
         self.group_max_size = group_max_size
         self._groups: dict[str, Group] = {}
         self._next_member = 0
+        # Timers: each group caches `due_ms`, a lower bound of its deadlines, lowered whenever a
+        # deadline is set (`_due`) and recomputed exactly when `tick` visits the group; the
+        # heap holds (due_ms, group_id) entries, stale ones skipped lazily. Heartbeats only push
+        # deadlines later, so they never touch the heap: `next_deadline_ms` is O(1) amortised
+        # and `tick` visits only groups with something (possibly) due.
+        self._timers: list[tuple[int, str]] = []
         self._outbox: deque[tuple[Reply, dict]] = deque()
 
     # ---- JoinGroup -------------------------------------------------------------------------
@@ -250,6 +273,7 @@ class GroupCoordinator:
         member_id = self._new_member_id(args.instance_id or args.client_id)
         if args.instance_id is None and version >= 4:
             group.pending[member_id] = now + args.session_ms
+            self._due(group, now + args.session_ms)
             self._outbox.append((args.reply, _join_error(member_id, errors.MEMBER_ID_REQUIRED)))
             return None
         self._add_member(now, group, member_id, args)
@@ -271,19 +295,19 @@ class GroupCoordinator:
             return errors.UNKNOWN_MEMBER_ID
         state = group.state
         if state is PREPARING:
-            self._update_member(now, member, args)
+            self._update_member(now, group, member, args)
             return None
         if state is COMPLETING and member.protocols == args.protocols:
             # it probably lost the join response: answer with the current generation again
-            self._touch(now, member)
+            self._touch(now, group, member)
             self._outbox.append((args.reply, _join_ok(group, member)))
             return None
         if state is STABLE and member_id != group.leader_id and member.protocols == args.protocols:
-            self._touch(now, member)
+            self._touch(now, group, member)
             self._outbox.append((args.reply, _join_ok(group, member)))
             return None
         if state in (COMPLETING, STABLE):
-            self._update_member(now, member, args)
+            self._update_member(now, group, member, args)
             self._prepare_rebalance(now, group)
             return None
         return errors.UNKNOWN_MEMBER_ID
@@ -297,28 +321,32 @@ class GroupCoordinator:
             group.protocol_type = args.protocol_type
         if group.leader_id is None:
             group.leader_id = member_id
-        group.members[member_id] = Member(
+        member = group.members[member_id] = Member(
             member_id, args.instance_id, args.client_id, args.client_host, args.session_ms,
             args.rebalance_ms, args.protocol_type, args.protocols,
             deadline_ms=now + NEW_MEMBER_JOIN_TIMEOUT_MS, join_reply=args.reply)
+        group.count_protocols(member, +1)
+        self._due(group, now + NEW_MEMBER_JOIN_TIMEOUT_MS)
         if args.instance_id is not None:
             group.static_members[args.instance_id] = member_id
         if group.state in (EMPTY, COMPLETING, STABLE):
             self._prepare_rebalance(now, group)
 
-    def _update_member(self, now: int, member: Member, args: JoinArgs) -> None:
+    def _update_member(self, now: int, group: Group, member: Member, args: JoinArgs) -> None:
         """A known member rejoins: new protocols/timeouts; its newest JoinGroup is the one that
         will be answered (an older waiting one is answered REBALANCE_IN_PROGRESS now)."""
         if member.join_reply is not None:
             self._outbox.append((member.join_reply,
                                  _join_error(member.member_id, errors.REBALANCE_IN_PROGRESS)))
+        group.count_protocols(member, -1)
         member.protocols = args.protocols
+        group.count_protocols(member, +1)
         member.session_ms = args.session_ms
         member.rebalance_ms = args.rebalance_ms
         member.client_id = args.client_id
         member.client_host = args.client_host
         member.join_reply = args.reply
-        self._touch(now, member)
+        self._touch(now, group, member)
 
     def _replace_static(self, now: int, group: Group, old_id: str, args: JoinArgs) -> None:
         """KIP-345: a static member restarted (empty member id, known instance id)."""
@@ -341,7 +369,7 @@ class GroupCoordinator:
         if old_id in group.pending_sync:
             del group.pending_sync[old_id]
             group.pending_sync[new_id] = None
-        self._update_member(now, member, args)
+        self._update_member(now, group, member, args)
         if group.state is STABLE and _select_protocol(group) == group.protocol_name:
             # No rebalance: answer with the current generation. The leader field names the old
             # leader id, so a restarted leader does not compute an assignment nobody would get.
@@ -368,6 +396,7 @@ class GroupCoordinator:
                     self._outbox.append((member.sync_reply,
                                          _sync_error(errors.REBALANCE_IN_PROGRESS)))
                     member.sync_reply = None
+                    self._touch(now, group, member)
         group.sync_deadline_ms = None
         group.pending_sync.clear()
         rebalance_ms = group.rebalance_timeout_ms()
@@ -380,6 +409,7 @@ class GroupCoordinator:
         else:
             group.initial_delay = False
             group.join_deadline_ms = now + rebalance_ms
+        self._due(group, group.join_deadline_ms)
         _transition(group, PREPARING)
         self._try_complete_join(now, group)
 
@@ -394,6 +424,7 @@ class GroupCoordinator:
             delay = min(self.initial_rebalance_delay_ms, group.join_remaining_ms)
             group.join_remaining_ms -= delay
             group.join_deadline_ms = now + delay
+            self._due(group, group.join_deadline_ms)
             return
         self._complete_join(now, group)
 
@@ -409,6 +440,7 @@ class GroupCoordinator:
             group.initial_delay = False
             group.join_deadline_ms = now + max(group.rebalance_timeout_ms(),
                                                self.min_session_timeout_ms)
+            self._due(group, group.join_deadline_ms)
             return
         group.generation_id += 1
         group.join_deadline_ms = None
@@ -425,13 +457,15 @@ class GroupCoordinator:
                 self._outbox.append((member.join_reply, _join_ok(group, member)))
                 member.join_reply = None
             member.is_new = False
-            self._touch(now, member)
+            self._touch(now, group, member)
             group.pending_sync[member.member_id] = None
         group.sync_deadline_ms = now + group.rebalance_timeout_ms()
+        self._due(group, group.sync_deadline_ms)
 
     def _drop(self, group: Group, member_id: str) -> None:
         """Remove a member, answering its waiting requests with UNKNOWN_MEMBER_ID."""
         member = group.members.pop(member_id)
+        group.count_protocols(member, -1)
         if member.join_reply is not None:
             self._outbox.append((member.join_reply,
                                  _join_error(UNKNOWN_MEMBER, errors.UNKNOWN_MEMBER_ID)))
@@ -455,11 +489,19 @@ class GroupCoordinator:
         elif group.state is PREPARING:
             self._try_complete_join(now, group)
 
-    def _touch(self, now: int, member: Member) -> None:
+    def _touch(self, now: int, group: Group, member: Member) -> None:
+        """Restart a member's session (a heartbeat, join, sync or commit arrived)."""
         if member.is_new and member.join_reply is not None:
             member.deadline_ms = now + NEW_MEMBER_JOIN_TIMEOUT_MS
         else:
             member.deadline_ms = now + member.session_ms
+        self._due(group, member.deadline_ms)
+
+    def _due(self, group: Group, at: int) -> None:
+        """A deadline `at` was set in `group`: lower the group's cached bound if needed."""
+        if group.due_ms is None or at < group.due_ms:
+            group.due_ms = at
+            heapq.heappush(self._timers, (at, group.group_id))
 
     # ---- SyncGroup ---------------------------------------------------------------------------
 
@@ -494,7 +536,7 @@ class GroupCoordinator:
         if group.state is PREPARING:
             return _sync_error(errors.REBALANCE_IN_PROGRESS)
         assert group.state in (COMPLETING, STABLE), group.state
-        self._touch(now, member)
+        self._touch(now, group, member)
         self._synced(group, member_id)
         if group.state is STABLE:
             return _sync_ok(group, member.assignment)
@@ -517,7 +559,7 @@ class GroupCoordinator:
             if member.sync_reply is not None:
                 self._outbox.append((member.sync_reply, _sync_ok(group, member.assignment)))
                 member.sync_reply = None
-                self._touch(now, member)
+                self._touch(now, group, member)
 
     def _synced(self, group: Group, member_id: str) -> None:
         group.pending_sync.pop(member_id, None)
@@ -550,7 +592,7 @@ class GroupCoordinator:
             return errors.UNKNOWN_MEMBER_ID
         if req["generation_id"] != group.generation_id:
             return errors.ILLEGAL_GENERATION
-        self._touch(now, member)
+        self._touch(now, group, member)
         if group.state is PREPARING:
             return errors.REBALANCE_IN_PROGRESS
         return errors.NONE
@@ -688,7 +730,7 @@ class GroupCoordinator:
         if group.state is COMPLETING:
             return errors.REBALANCE_IN_PROGRESS
         if now_ms is not None:
-            self._touch(now_ms, member)
+            self._touch(now_ms, group, member)
         return errors.NONE
 
     def touch_for_commit(self, group_id: str) -> None:
@@ -704,9 +746,21 @@ class GroupCoordinator:
         """Fire everything due at `now_ms`: pending (KIP-394) members and member sessions
         expire, initial delays extend or end, rebalance timeouts complete joins, and members
         that did not sync in time are removed. Replies that become ready are sent."""
-        for group in list(self._groups.values()):
+        visit: dict[str, Group] = {}
+        timers = self._timers
+        while timers and timers[0][0] <= now_ms:
+            at, group_id = heapq.heappop(timers)
+            group = self._groups.get(group_id)
+            if group is not None and group.due_ms == at:
+                visit[group_id] = group
+        for group in visit.values():
             self._tick_group(now_ms, group)
-            _check_group(group)
+            if self._groups.get(group.group_id) is group:
+                group.due_ms = None
+                due = min(_group_deadlines(group), default=None)
+                if due is not None:
+                    self._due(group, due)
+                _check_group(group)
         self._flush(None)
 
     def _tick_group(self, now: int, group: Group) -> None:
@@ -729,13 +783,17 @@ class GroupCoordinator:
             self._prepare_rebalance(now, group)
 
     def next_deadline_ms(self) -> int | None:
-        """The earliest time at which `tick` has something to do, or None."""
-        best: int | None = None
-        for group in self._groups.values():
-            for due in _group_deadlines(group):
-                if best is None or due < best:
-                    best = due
-        return best
+        """When `tick` must next be called, or None. Never later than the earliest deadline,
+        but may be earlier (a deadline that a heartbeat has since pushed back); ticking early
+        is harmless and refreshes the bound."""
+        timers = self._timers
+        while timers:
+            at, group_id = timers[0]
+            group = self._groups.get(group_id)
+            if group is not None and group.due_ms == at:
+                return at
+            heapq.heappop(timers)
+        return None
 
     # ---- plumbing ----------------------------------------------------------------------------
 
@@ -790,13 +848,9 @@ def _supports(group: Group, args: JoinArgs) -> bool:
 
 
 def _candidates(group: Group) -> dict[str, None]:
-    """The protocols every member supports (an ordered set; O(members x protocols))."""
-    counts: dict[str, int] = {}
-    for member in group.members.values():
-        for name, _ in member.protocols:
-            counts[name] = counts.get(name, 0) + 1
+    """The protocols every member supports (an ordered set; O(distinct protocols))."""
     size = len(group.members)
-    return {name: None for name, count in counts.items() if count == size}
+    return {name: None for name, count in group.protocol_counts.items() if count == size}
 
 
 def _select_protocol(group: Group) -> str:
@@ -914,7 +968,15 @@ def _check_group_full(group: Group) -> None:
     for member_id in group.pending_sync:
         assert member_id in members, member_id
         assert state in (COMPLETING, STABLE), state
+    counts: dict[str, int] = {}
+    for member in members.values():
+        for name, _ in member.protocols:
+            counts[name] = counts.get(name, 0) + 1
+    assert counts == group.protocol_counts, (counts, group.protocol_counts)
     if members:
         assert _candidates(group), "no protocol supported by every member"
     if state is STABLE:
         assert group.protocol_name in _candidates(group), group.protocol_name
+    earliest = min(_group_deadlines(group), default=None)
+    if earliest is not None:  # the timer cache never sleeps past a deadline
+        assert group.due_ms is not None and group.due_ms <= earliest, (group.due_ms, earliest)

@@ -12,6 +12,7 @@ keeps them filesystem- and S3-safe ("a/b" -> "a%2Fb").
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from real.storage import EngineFactory, MemoryEngine, ShardEngine, ShardStore
 from real.storage.devices import Clock
 
 FSYNC_POLICIES = ("always", "group", "never")
+SHARD_KEY_MAX = 200  # longer keys end in "~" + a hash of the full shard name
 SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -49,14 +51,19 @@ def settings_from_config(cfg: Any) -> StorageSettings:
 
 
 def shard_key(name: str) -> str:
-    """A reversible, filesystem- and S3-safe spelling of a shard name (percent-escapes)."""
+    """A filesystem- and S3-safe spelling of a shard name (percent-escapes; reversible up to
+    SHARD_KEY_MAX characters, longer ones end in "~" and a hash of the name)."""
     out = []
     for ch in name:
         if ch in SAFE and not (ch == "." and not out):
             out.append(ch)
         else:
             out.extend(f"%{b:02X}" for b in ch.encode())
-    return "".join(out)
+    key = "".join(out)
+    if len(key) > SHARD_KEY_MAX:  # a directory name must stay under NAME_MAX (255 bytes)
+        digest = hashlib.sha256(name.encode()).hexdigest()[:32]
+        key = f"{key[:SHARD_KEY_MAX - 33]}~{digest}"
+    return key
 
 
 def _is_loopback(url: str) -> bool:

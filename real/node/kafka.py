@@ -35,6 +35,7 @@ class MetaPortAdapter:
     def __init__(self, service: Any) -> None:
         self.service = service
         self.after: Callable[[], None] = lambda: None
+        self.on_error: Callable[[str], None] = lambda _tb: None
 
     def machine(self) -> MetaStateMachine:
         return self.service.replica.sm
@@ -43,6 +44,8 @@ class MetaPortAdapter:
         def finished(result: MetaResult | Exception) -> None:
             try:
                 done(result)
+            except Exception:  # noqa: BLE001 - a core bug must cost one request, not the node
+                self.on_error(traceback.format_exc())
             finally:
                 self.after()
 
@@ -245,6 +248,12 @@ def open_kafka(cfg: Any, meta_service: Any, shards: Any, devices: Any,
                          wall_clock=lambda: int(time.time() * 1000))
     service = KafkaService(broker, shards, log, store_clock=devices.clock)
     port.after = service.flush
+
+    def meta_callback_failed(tb: str) -> None:
+        service.internal_errors += 1
+        log(f"kafka: internal error in a meta callback:\n{tb}")
+
+    port.on_error = meta_callback_failed
     return service
 
 
