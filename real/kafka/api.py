@@ -4,7 +4,10 @@ Chosen so kafka-python 3.x, confluent-kafka 2.x / kcat (librdkafka) and aiokafka
 their defaults (see docs/kafka.md and ../shared/reference/kafka.md): every range stops below the
 API's first *flexible* version except ApiVersions, whose v3 (flexible body, response header v0)
 librdkafka and kafka-python send first. Floors: Produce 3 / Fetch 4 are the first versions with
-RecordBatch v2 (magic 2), which is the only record format stored.
+RecordBatch v2 (magic 2), which is the only record format stored; Produce is nevertheless
+advertised from v0 because librdkafka <= 2.11 (Debian's kcat) sends gzip/snappy/lz4 batches
+uncompressed to a broker without Produce v0 (its compression feature check); a v0-2 request's
+magic 0/1 message set is refused with UNSUPPORTED_FOR_MESSAGE_FORMAT.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ NAMES: dict[int, str] = {
 
 # api_key -> (min_version, max_version) advertised in ApiVersions and accepted by the codec.
 VERSIONS: dict[int, tuple[int, int]] = {
-    PRODUCE: (3, 8),
+    PRODUCE: (0, 8),
     FETCH: (4, 11),
     LIST_OFFSETS: (1, 5),
     METADATA: (0, 8),

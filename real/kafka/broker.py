@@ -1040,13 +1040,17 @@ class KafkaBroker:
                                                                  h.api_version))
 
     def _describe_groups(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        committed = set(self._machine().groups())
+        for group in req.get("groups") or []:
+            if group in committed:  # offsets from before a restart: the group exists, Empty
+                self.groups.touch_for_commit(group)
         groups = self.groups.describe(list(req.get("groups") or []))
         self._reply(conn, self._slot(conn), h, {"throttle_time_ms": 0, "groups": groups})
 
     def _list_groups(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
         known = {g["group_id"]: g for g in self.groups.list_groups()}
         for name in self._machine().groups():
-            known.setdefault(name, {"group_id": name, "protocol_type": "consumer"})
+            known.setdefault(name, {"group_id": name, "protocol_type": ""})
         self._reply(conn, self._slot(conn), h, {"throttle_time_ms": 0, "error_code": 0,
                                                 "groups": [known[k] for k in sorted(known)]})
 
@@ -1084,7 +1088,7 @@ class KafkaBroker:
         group = req["group_id"]
         generation = req.get("generation_id_or_member_epoch", req.get("generation_id", -1))
         err = self.groups.check_commit(group, generation, req.get("member_id", ""),
-                                       req.get("group_instance_id"))
+                                       req.get("group_instance_id"), now_ms=self.clock())
         topics = []
         entries = []
         for t in req.get("topics") or []:
@@ -1118,6 +1122,8 @@ class KafkaBroker:
                         for part in tp["partitions"]:
                             if part["error_code"] == E.NONE:
                                 part["error_code"] = E.COORDINATOR_NOT_AVAILABLE
+                else:
+                    self.groups.touch_for_commit(group)
                 self._reply(conn, slot, h, body)
 
         for chunk in chunks:

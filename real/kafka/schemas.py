@@ -165,7 +165,7 @@ def _spec(api_key: int, min_version: int, max_version: int, first_flexible: int 
 
 # --- the tables: (api key, min version, max version, first flexible version, request, response)
 
-_spec(api.PRODUCE, 3, 13, 9, """
+_spec(api.PRODUCE, 0, 13, 9, """
 transactional_id string v=3+ null=3+ def=null
 acks             int16
 timeout_ms       int32
