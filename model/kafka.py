@@ -110,11 +110,13 @@ from typing import IO, Any
 
 import simpy
 
-from model.dist import Dist, DistError
+from model.dist import Dist
 from model.fs import SimFileSystem, SimFsConfig
-from model.mqtt import FIN, DiskSpec, NetSpec, SimConn, SimNet
+
+# One scenario-loading vocabulary for both broker simulators (errors name file and key).
+from model.mqtt import FIN, ConfigError, DiskSpec, NetSpec, SimConn, SimNet, _table, _value
 from model.rng import SeedTree
-from model.scenario import coerce_scalar, read_toml
+from model.scenario import read_toml
 from model.trace import Trace
 from model.world import crash_detail
 from real.kafka import api
@@ -150,10 +152,6 @@ V_OFFSET_COMMIT, V_OFFSET_FETCH, V_FIND_COORDINATOR = 7, 5, 2
 V_JOIN, V_SYNC, V_HEARTBEAT, V_INIT_PID = 5, 3, 3, 1
 
 # ================================================================================ configuration
-
-
-class ConfigError(ValueError):
-    """A bad scenario file: the message names the file, the section and the key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,42 +293,6 @@ def config_from_dict(raw: dict[str, Any], source: str = "<memory>") -> KafkaSimC
     config = KafkaSimConfig(**values)
     validate_config(config, fname)
     return config
-
-
-def _table(base: Any, raw: object, where: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a table")
-    names = [f.name for f in dataclasses.fields(base)]
-    values: dict[str, Any] = {}
-    for key in raw:
-        if key not in names:
-            raise ConfigError(f"unknown key {key!r} in {where} (expected one of {sorted(names)})")
-        values[key] = _value(base, key, raw[key], f"{key!r} in {where}")
-    try:
-        return dataclasses.replace(base, **values)
-    except (AssertionError, ValueError) as exc:
-        raise ConfigError(f"{where}: invalid value ({exc})") from None
-
-
-def _value(base: Any, key: str, value: Any, where: str) -> Any:
-    """Coerce `value` to the type of `base.key`'s default; the error names `where`."""
-    default = getattr(base, key)
-    if isinstance(default, Dist):
-        try:
-            return Dist.parse(value, where)
-        except DistError as exc:
-            raise ConfigError(str(exc)) from None
-    if isinstance(default, (bool, int, float, str)):
-        ok, value = coerce_scalar(default, value)
-    elif isinstance(default, tuple):
-        ok = isinstance(value, list) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-        value = tuple(float(v) for v in value) if ok else value
-    else:
-        ok = False
-    if not ok:
-        raise ConfigError(f"{where}: expected {type(default).__name__}, got {value!r}")
-    return value
 
 
 def validate_config(c: KafkaSimConfig, fname: str = "scenario.toml") -> None:
