@@ -10,7 +10,7 @@ harness, at apply time).
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, Phase, note, settings
+from hypothesis import HealthCheck, Phase, note, seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -288,11 +288,18 @@ class BuggyRaftMachine(RaftMachine):
 
 
 def test_oracles_catch_planted_vote_bug() -> None:
-    with pytest.raises(SafetyViolation):
-        run_state_machine_as_test(
-            BuggyRaftMachine,
-            settings=settings(max_examples=300, stateful_step_count=100, deadline=None,
-                              suppress_health_check=list(HealthCheck), database=None,
-                              phases=[Phase.generate], report_multiple_bugs=False,
-                              print_blob=False),
-        )
+    """Fixed seeds, not random ones: a single random 300-example run missed the bug about 1 time
+    in 12 (CI saw it), so the self-test tries seeded runs in turn and needs one to catch it."""
+    for attempt in range(8):
+        machine = seed(attempt)(type(f"BuggyRaftMachine{attempt}", (BuggyRaftMachine,), {}))
+        try:
+            run_state_machine_as_test(
+                machine,
+                settings=settings(max_examples=300, stateful_step_count=100, deadline=None,
+                                  suppress_health_check=list(HealthCheck), database=None,
+                                  phases=[Phase.generate], report_multiple_bugs=False,
+                                  print_blob=False),
+            )
+        except SafetyViolation:
+            return
+    pytest.fail("no seeded run of the buggy machine raised SafetyViolation")
