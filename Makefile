@@ -79,7 +79,7 @@ bench-mqtt: $(STAMP) tools
 ## file engines) vs Tansu (memory only; installed into .bench/tansu-venv); reports/bench-kafka.md.
 ## About 2-3 minutes.
 bench-kafka: $(STAMP)
-	$(PY) -m scenarios.bench_kafka
+	$(PY) -m scenarios.bench_kafka --brokers tansu,twinmq-memory,twinmq-file,twinmq-file-loopsync
 
 ## Opt-in long fuzz run of a live node: 100,000 malformed Kafka frames (reports/fuzz-kafka.json).
 fuzz-kafka: $(STAMP)

@@ -33,6 +33,13 @@ def _auto_or_bool(text: str) -> str | bool:
     return value
 
 
+def _bool(text: str) -> bool:
+    value = {"true": True, "false": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"must be true or false, got {text!r}")
+    return value
+
+
 # flag -> NodeConfig field
 SERVE_FLAGS = {
     "--node-id": ("node_id", int),
@@ -43,6 +50,7 @@ SERVE_FLAGS = {
     "--admin-port": ("admin_port", int),
     "--storage": ("storage_engine", str),
     "--fsync": ("storage_fsync", str),
+    "--sync-thread": ("storage_sync_thread", _bool),
     "--s3-endpoint": ("storage_s3_endpoint", str),
     "--ws-port": ("ws_port", int),
     "--mqtts-port": ("mqtts_port", int),

@@ -39,7 +39,9 @@ Brokers
   supports, so Tansu always runs from memory.
 * twinmq-memory / twinmq-file: `python -m real serve --data-dir D --mqtt-port P1 --admin-port P2
   --kafka-port P3 --ws-port P4 --storage memory|file` (plus `--fsync` when `--twinmq-fsync` is
-  given; otherwise the node's default, `group`). A TwinMQ broker that does not answer on its Kafka
+  given; otherwise the node's default, `group`). `twinmq-file-loopsync` (opt-in; `make bench-kafka`
+  includes it) is twinmq-file with `--sync-thread false`: the journal's fdatasync inline on the
+  event loop, to show what the sync threads buy. A TwinMQ broker that does not answer on its Kafka
   port within `--wait-s` gives an `error` cell (with the reason and its log tail) and its later
   scenarios are skipped with the same reason; the run goes on.
 
@@ -80,6 +82,9 @@ from scenarios.tansu import CALFKIT_VERSION, ensure_tansu, free_port
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 BROKERS = ("tansu", "twinmq-memory", "twinmq-file")
+# Not run by default: the file engine with its fdatasyncs on the event loop (--sync-thread false),
+# for measuring what the sync threads buy.
+EXTRA_BROKERS = ("twinmq-file-loopsync",)
 TOPIC = "bench"
 BASELINE = "tansu"
 TARGET_RATIO = 1.0
@@ -222,15 +227,18 @@ def tansu_broker(exe: Path, work: Path, wait_s: float) -> Broker:
     return Broker("tansu", argv, port, work, wait_s)
 
 
-def twinmq_broker(engine: str, work: Path, wait_s: float, fsync: str | None) -> Broker:
+def twinmq_broker(name: str, work: Path, wait_s: float, fsync: str | None) -> Broker:
     """`python -m real serve` with every listener on a free port and `--storage engine`."""
+    engine = name.removeprefix("twinmq-").removesuffix("-loopsync")
     port = free_port()
     argv = [sys.executable, "-m", "real", "serve", "--data-dir", str(work / "twinmq-data"),
             "--mqtt-port", str(free_port()), "--admin-port", str(free_port()),
             "--kafka-port", str(port), "--ws-port", str(free_port()), "--storage", engine]
     if fsync is not None:
         argv += ["--fsync", fsync]
-    return Broker(f"twinmq-{engine}", argv, port, work, wait_s, cwd=ROOT)
+    if name.endswith("-loopsync"):
+        argv += ["--sync-thread", "false"]
+    return Broker(name, argv, port, work, wait_s, cwd=ROOT)
 
 
 def create_topic(bootstrap: str, partitions: int, timeout_s: float = 30.0) -> str:
@@ -502,21 +510,25 @@ def prepare_brokers(names: list[str], cfg: argparse.Namespace
                                 "storage": "memory://tansu/ (the binary supports memory only)"}
     for name in names:
         if name.startswith("twinmq-"):
-            engine = name.removeprefix("twinmq-")
-            factories[name] = (lambda e: lambda w: twinmq_broker(e, w, cfg.wait_s,
-                                                                 cfg.twinmq_fsync))(engine)
+            engine = name.removeprefix("twinmq-").removesuffix("-loopsync")
+            factories[name] = (lambda n: lambda w: twinmq_broker(n, w, cfg.wait_s,
+                                                                 cfg.twinmq_fsync))(name)
             status[name] = {"status": "ok", "version": f"git {_git_rev()}",
                             "storage": engine,
                             "fsync": ((cfg.twinmq_fsync or "node default (group)")
                                       if engine == "file" else "n/a")}
+            if engine == "file":
+                status[name]["sync"] = ("event loop" if name.endswith("-loopsync")
+                                        else "worker threads")
     return factories, status
 
 
 def run(cfg: argparse.Namespace, command: str) -> dict[str, Any]:
     names = [b for b in cfg.brokers.split(",") if b]
-    unknown = sorted(set(names) - set(BROKERS))
+    unknown = sorted(set(names) - set(BROKERS) - set(EXTRA_BROKERS))
     if unknown:
-        raise SystemExit(f"--brokers: unknown {unknown}; expected some of {list(BROKERS)}")
+        known = [*BROKERS, *EXTRA_BROKERS]
+        raise SystemExit(f"--brokers: unknown {unknown}; expected some of {known}")
     chosen = choose_scenarios(cfg)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="twinmq-bench-kafka-", dir=cfg.tmp) as tmp_s:
@@ -668,7 +680,7 @@ def targets(rows: list[dict[str, Any]], chosen: list[Scenario], brokers: list[st
     True | False | None (None: not measured, e.g. a broker failed or was not run)."""
     out: list[dict[str, Any]] = []
     for sc in chosen:
-        for broker in (b for b in brokers if b.startswith("twinmq-")):
+        for broker in (b for b in brokers if b in BROKERS and b.startswith("twinmq-")):
             for key, label in TARGET_METRICS:
                 r = ratio(value(rows, broker, sc.name, key), value(rows, BASELINE, sc.name, key))
                 out.append({"scenario": sc.name, "broker": broker, "metric": key,

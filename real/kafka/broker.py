@@ -260,19 +260,29 @@ class KafkaBroker:
         if conn is None or conn.closing:
             return
         buf = conn.buf
-        buf += data
+        if buf:  # a partial frame is waiting: frames come out of the buffer
+            buf += data
+            src: bytes | bytearray = buf
+        else:  # the common case: frames are sliced straight out of what was read
+            src = data
         pos = 0
+        total = len(src)
         limit = self.config.max_request_bytes
-        while len(buf) - pos >= 4 and not conn.closing:
-            size = int.from_bytes(buf[pos:pos + 4], "big", signed=True)
-            if size < 0 or size > limit:
-                self._malformed(conn, f"request size {size} outside [0, {limit}]")
-                break
-            if len(buf) - pos - 4 < size:
-                break
-            frame = bytes(buf[pos + 4:pos + 4 + size])
-            pos += 4 + size
-            self._frame(conn, frame)
+        with memoryview(src) as view:
+            while total - pos >= 4 and not conn.closing:
+                size = int.from_bytes(view[pos:pos + 4], "big", signed=True)
+                if size < 0 or size > limit:
+                    self._malformed(conn, f"request size {size} outside [0, {limit}]")
+                    break
+                if total - pos - 4 < size:
+                    break
+                frame = bytes(view[pos + 4:pos + 4 + size])  # the one copy of a request
+                pos += 4 + size
+                self._frame(conn, frame)
+            if src is not buf:
+                if pos < total and not conn.closing:
+                    buf += view[pos:]
+                pos = 0
         if pos:
             del buf[:pos]
 

@@ -40,6 +40,7 @@ files existing and parsing) run after merging, and name the keys involved.
     engine = "file"            # memory | file | rocksdb | s3 (the default; topics may choose)
     fsync = "group"            # always | group | never (file and rocksdb engines)
     group_commit_ms = 2        # group: fsync at most this long after the oldest unsynced append
+    sync_thread = true         # group, file engine: fdatasync on worker threads, not the loop
     segment_bytes = 67108864   # file journal segment size
     s3_endpoint = ""           # empty: start an embedded SeaweedFS S3 server on loopback
     s3_bucket = "twinmq"
@@ -127,6 +128,7 @@ class NodeConfig:
     storage_engine: str = "file"
     storage_fsync: str = "group"
     storage_group_commit_ms: int = 2
+    storage_sync_thread: bool = True
     storage_segment_bytes: int = 64 << 20
     storage_s3_endpoint: str = ""
     storage_s3_bucket: str = "twinmq"
@@ -256,6 +258,7 @@ KEYS: tuple[Key, ...] = (
     Key("storage.engine", "storage_engine", str, _engine),
     Key("storage.fsync", "storage_fsync", str, _fsync),
     Key("storage.group_commit_ms", "storage_group_commit_ms", int, _range(1, 60_000)),
+    Key("storage.sync_thread", "storage_sync_thread", bool, _any),
     Key("storage.segment_bytes", "storage_segment_bytes", int, _range(4096, 1 << 40)),
     Key("storage.s3_endpoint", "storage_s3_endpoint", str, _endpoint),
     Key("storage.s3_bucket", "storage_s3_bucket", str, _bucket),

@@ -33,6 +33,7 @@ class StorageSettings:
     fsync: str = "group"
     group_commit_ms: int = 2
     group_commit_bytes: int = 1 << 20
+    sync_thread: bool = True  # file engine, fsync "group": fdatasync off the event loop
     segment_bytes: int = 64 << 20
     s3_endpoint: str = ""  # empty: start an embedded SeaweedFS on loopback
     s3_bucket: str = "twinmq"
@@ -45,6 +46,7 @@ def settings_from_config(cfg: Any) -> StorageSettings:
     return StorageSettings(
         engine=cfg.storage_engine, fsync=cfg.storage_fsync,
         group_commit_ms=cfg.storage_group_commit_ms, segment_bytes=cfg.storage_segment_bytes,
+        sync_thread=cfg.storage_sync_thread,
         s3_endpoint=cfg.storage_s3_endpoint, s3_bucket=cfg.storage_s3_bucket,
         s3_linger_ms=cfg.storage_s3_linger_ms,
     )
@@ -141,6 +143,7 @@ class Devices:
             config = JournalConfig(
                 fsync=s.fsync, group_commit_ms=s.group_commit_ms,
                 group_commit_bytes=s.group_commit_bytes, segment_bytes=s.segment_bytes,
+                background_sync=s.sync_thread and s.fsync == "group",
                 **s.extra.get("file", {}),
             )
             return JournalEngine(self.fs(), key, self.clock, config)
@@ -169,6 +172,7 @@ class Devices:
     def describe(self) -> dict[str, Any]:
         s = self.settings
         return {"default_engine": s.engine, "fsync": s.fsync, "group_commit_ms": s.group_commit_ms,
+                "sync_thread": s.sync_thread,
                 "segment_bytes": s.segment_bytes, "s3_bucket": s.s3_bucket,
                 "s3_endpoint": s.s3_endpoint or self.s3_endpoint, "root": str(self.root)}
 

@@ -88,19 +88,16 @@ def kafka_config(cfg: Any, advertised_port: int) -> KafkaConfig:
 class KafkaService:
     """One KafkaBroker behind the Kafka listener(s)."""
 
-    def __init__(self, broker: KafkaBroker, shards: Any, log: Callable[[str], None],
-                 store_clock: Callable[[], int] | None = None) -> None:
+    def __init__(self, broker: KafkaBroker, shards: Any, log: Callable[[str], None]) -> None:
         self.broker = broker
         self.shards = shards
         self.log = log
-        self.store_clock = store_clock
+        self.store: Any = None  # the node's StoreDriver: group commit, durable progress
         self.conns: dict[int, Any] = {}
         self.listeners: list[Any] = []
         self.internal_errors = 0
         self._deadline_handle: asyncio.TimerHandle | None = None
         self._deadline_at: int | None = None
-        self._flush_handle: asyncio.TimerHandle | None = None
-        self.progress_listeners: list[Callable[[], None]] = []
         self.bridge: Any = None
         self.after_flush: Callable[[], None] | None = None
         self._in_after = False
@@ -163,7 +160,8 @@ class KafkaService:
                 if close:
                     conn.close()
         self._schedule_deadline()
-        self._schedule_store_flush()
+        if self.store is not None:
+            self.store.kick()
         if self.after_flush is not None and not self._in_after:
             self._in_after = True
             try:
@@ -190,25 +188,8 @@ class KafkaService:
         self.broker.tick()
         self.flush()
 
-    def _schedule_store_flush(self) -> None:
-        shards = self.shards
-        if self._flush_handle is not None or self.store_clock is None:
-            return
-        due = shards.next_flush_ms()
-        if due is None:
-            return
-        delay = max(0, due - self.store_clock()) / 1000
-        self._flush_handle = asyncio.get_running_loop().call_later(delay, self._store_flush)
-
-    def _store_flush(self) -> None:
-        self._flush_handle = None
-        assert self.store_clock is not None
-        self.shards.poll(self.store_clock())
-        self.on_store_progress()
-        for listener in self.progress_listeners:
-            listener()
-
     def on_store_progress(self) -> None:
+        """A StoreDriver listener: some shard's durable_end may have moved."""
         self.broker.durable_progress()
         self.flush()
 
@@ -229,10 +210,9 @@ class KafkaService:
                 await listener.wait_closed()
         for conn in list(self.conns.values()):
             conn.abort()
-        for handle in (self._deadline_handle, self._flush_handle):
-            if handle is not None:
-                handle.cancel()
-        self._deadline_handle = self._flush_handle = None
+        if self._deadline_handle is not None:
+            self._deadline_handle.cancel()
+        self._deadline_handle = None
         for name in self.shards.list():
             if name.startswith("kafka:"):
                 with contextlib.suppress(Exception):
@@ -246,7 +226,7 @@ def open_kafka(cfg: Any, meta_service: Any, shards: Any, devices: Any,
     broker = KafkaBroker(kafka_config(cfg, cfg.kafka_port), lambda: 0, shards, port,
                          member_prefix=os.urandom(4).hex(), sasl_factory=sasl_factory, log=log,
                          wall_clock=lambda: int(time.time() * 1000))
-    service = KafkaService(broker, shards, log, store_clock=devices.clock)
+    service = KafkaService(broker, shards, log)
     port.after = service.flush
 
     def meta_callback_failed(tb: str) -> None:

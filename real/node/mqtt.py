@@ -57,19 +57,16 @@ def broker_config(cfg: Any) -> BrokerConfig:
 class MqttService:
     """One broker behind any number of listeners."""
 
-    def __init__(self, broker: Broker, shards: ShardStore | None, log: Callable[[str], None],
-                 store_clock: Callable[[], int] | None = None) -> None:
+    def __init__(self, broker: Broker, shards: ShardStore | None, log: Callable[[str], None]
+                 ) -> None:
         self.broker = broker
         self.shards = shards
         self.log = log
-        self.store_clock = store_clock
+        self.store: Any = None  # the node's StoreDriver: group commit, durable progress
         self.conns: dict[int, Any] = {}
-        self._flush_handle: asyncio.TimerHandle | None = None
         self.listeners: list[Any] = []
         self.internal_errors = 0
         self.allow_anonymous: str | bool = "auto"
-        # Other services sharing the ShardStore: told when a poll moved some durable_end.
-        self.progress_listeners: list[Callable[[], None]] = []
         # Called after every flush (the Kafka service, when a bridge connects the two cores).
         self.after_flush: Callable[[], None] | None = None
         self._in_after = False
@@ -127,7 +124,8 @@ class MqttService:
                     conn.close()
                 elif conn.write_buffer_size() > WRITE_HIGH_WATER:
                     broker.set_congested(conn_id, True)
-        self._schedule_store_flush()
+        if self.store is not None:
+            self.store.kick()
         if self.after_flush is not None and not self._in_after:
             self._in_after = True
             try:
@@ -135,27 +133,8 @@ class MqttService:
             finally:
                 self._in_after = False
 
-    def _schedule_store_flush(self) -> None:
-        shards = self.shards
-        if shards is None or self._flush_handle is not None:
-            return
-        due = shards.next_flush_ms()
-        if due is None:
-            return
-        loop = asyncio.get_running_loop()
-        now = self.store_clock() if self.store_clock is not None else 0
-        self._flush_handle = loop.call_later(max(0, due - now) / 1000, self._store_flush)
-
-    def _store_flush(self) -> None:
-        self._flush_handle = None
-        shards = self.shards
-        assert shards is not None
-        shards.poll(self.store_clock() if self.store_clock is not None else 0)
-        self.on_store_progress()
-        for listener in self.progress_listeners:
-            listener()
-
     def on_store_progress(self) -> None:
+        """A StoreDriver listener: some shard's durable_end may have moved."""
         self.broker.durable_progress()
         self._flush()
 
@@ -166,8 +145,6 @@ class MqttService:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), TICK_S)
-            if self.shards is not None:
-                self.shards.poll(self.store_clock() if self.store_clock is not None else 0)
             self.broker.tick()
             self._flush()
 
@@ -179,9 +156,6 @@ class MqttService:
                 await listener.wait_closed()
         for conn in list(self.conns.values()):
             conn.abort()
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
         if self.shards is not None:
             with contextlib.suppress(Exception):
                 self.shards.sync(STATE_SHARD)
@@ -227,7 +201,7 @@ def open_mqtt(cfg: Any, shards: ShardStore, devices: Any, log: Callable[[str], N
     log(f"mqtt: recovered {len(broker.sessions)} sessions, {len(broker.retained)} retained "
         f"messages from {broker.recovered_records} state records in "
         f"{time.monotonic() - started:.2f}s")
-    service = MqttService(broker, shards, log, store_clock=devices.clock)
+    service = MqttService(broker, shards, log)
     service.allow_anonymous = cfg.mqtt_allow_anonymous
     if passwords is not None:
         log(f"mqtt: {len(passwords.users())} users from {cfg.mqtt_password_file}")

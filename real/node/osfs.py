@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 
 from real.storage.devices import DeviceError, NotFound
 from real.storage.errors import InvalidArgument
@@ -107,6 +108,26 @@ class OsFileSystem:
             os.fdatasync(fd)
         except OSError as exc:
             raise DeviceError("sync", path, _describe(exc)) from None
+
+    def sync_handle(self, path: str) -> Callable[[], None]:
+        """`DetachedSync`: a duplicate of the file's descriptor, fdatasynced (then closed) by the
+        returned one-shot callable on any thread; closing or replacing `path`'s cached handle
+        meanwhile cannot redirect it to another file."""
+        fd = self._fd(path, create=False, op="sync")
+        try:
+            dup = os.dup(fd)
+        except OSError as exc:
+            raise DeviceError("sync", path, _describe(exc)) from None
+
+        def sync() -> None:
+            try:
+                os.fdatasync(dup)
+            except OSError as exc:
+                raise DeviceError("sync", path, _describe(exc)) from None
+            finally:
+                os.close(dup)
+
+        return sync
 
     def sync_dir(self, path: str) -> None:
         try:

@@ -25,6 +25,7 @@ from real.node.engines import Devices, settings_from_config
 from real.node.kafka import KafkaService, open_kafka, start_kafka_listeners
 from real.node.mqtt import STATE_SHARD, MqttService, open_mqtt, start_mqtt_listeners
 from real.node.replica import MetaReplica, ProposalLost
+from real.node.storedriver import StoreDriver
 from real.raft.types import Message, ProposalDropped, RaftConfig
 from real.storage import ShardStore
 
@@ -236,8 +237,9 @@ async def _serve_with(cfg: NodeConfig, disk: RaftDisk, devices: Devices,
     service.mqtt = mqtt
     kafka = open_kafka(cfg, service, service.shards, devices, log, _sasl_factory(cfg, log))
     service.kafka = kafka
-    mqtt.progress_listeners.append(kafka.on_store_progress)
-    kafka.progress_listeners.append(mqtt.on_store_progress)
+    store = StoreDriver(service.shards, devices.clock, log)
+    store.listeners += [mqtt.on_store_progress, kafka.on_store_progress]
+    mqtt.store = kafka.store = store
     if cfg.bridges:
         from real.kafka.bridge import Bridge
 
@@ -273,6 +275,7 @@ async def _serve_with(cfg: NodeConfig, disk: RaftDisk, devices: Devices,
         service.stop_ticking()
         await kafka.close()
         await mqtt.close()
+        await store.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     log("twinmq stopped")

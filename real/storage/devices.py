@@ -112,6 +112,19 @@ class FileSystem(Protocol):
         ...
 
 
+@runtime_checkable
+class DetachedSync(Protocol):
+    """Optional `FileSystem` extension: an fdatasync that can run away from the owner's thread.
+
+    `sync_handle(path)` runs on the owner's thread and returns a one-shot callable; calling it
+    (on any thread, exactly once) makes at least the content `path` had when the handle was taken
+    durable, even if the owner appends to, truncates or closes `path` meanwhile. It raises
+    `DeviceError` like `sync`. Without this extension a journal's background sync runs `sync`
+    inline on the owner's thread (same durability, no overlap)."""
+
+    def sync_handle(self, path: str) -> Callable[[], None]: ...
+
+
 def write_file_atomic(fs: FileSystem, path: str, data: bytes) -> None:
     """Replaces `path` with `data` durably: temp file, sync, rename, sync the directory."""
     tmp = path + ".tmp"

@@ -25,6 +25,15 @@ Durability (FileSystem vocabulary: `sync` = fdatasync, `sync_dir` = directory en
   and by `sync()`/`close()`/a roll. `next_flush_ms()` is that deadline.
 - `fsync="never"`: the same buffer, written (not synced) at the same deadlines; fdatasync and
   durable_end advance only at `sync()`, `close()` and segment rolls.
+- `fsync="group"` with `background_sync=True` (the real node's default): the same buffer and
+  deadlines, but the owner runs the fdatasync itself, possibly on another thread, so appends
+  and reads go on while the disk works. `start_sync(now_ms)` (owner's thread, once
+  `next_flush_ms()` is due) writes the buffer and returns a `SyncJob` whose `sync()` fdatasyncs
+  (`DetachedSync.sync_handle` when the filesystem has it, else `fs.sync` inline); the owner
+  calls `finish_sync(job, error)` afterwards and only then does `durable_end` move to `job.end`.
+  One job at a time: while it runs `next_flush_ms()` is None, and the byte threshold only writes
+  (no fdatasync inside `append`). `poll`, `sync`, `close` and rolls still commit in place.
+  A job made moot by `truncate`/`close`/`destroy` meanwhile moves nothing; a failed one poisons.
 - Every policy: a segment is fdatasynced when sealed, before its index files are written and the
   next segment is created (creation is followed by `sync_dir`), so only the active segment can hold
   undurable bytes. `truncate` and `delete_before` are durable when they return. Opening fdatasyncs
@@ -64,6 +73,7 @@ from dataclasses import dataclass
 
 from real.storage.devices import (
     Clock,
+    DetachedSync,
     DeviceError,
     FileSystem,
     parent_dir,
@@ -101,13 +111,20 @@ from real.storage.journal_segment import (
     scan_segment,
     segment_name,
 )
-from real.storage.record import BATCH_RECORDS_MAX, Record, appendable_size, encode_records
+from real.storage.record import (
+    BATCH_RECORDS_MAX,
+    Record,
+    appendable_size,
+    encode_records,
+    encode_records_parts,
+)
 
 __all__ = [
     "CorruptLog",
     "EngineFailed",
     "JournalConfig",
     "JournalEngine",
+    "SyncJob",
     "clear_journal_directory",
     "destroy_journal_directory",
 ]
@@ -131,6 +148,7 @@ class JournalConfig:
     segment_ms: int | None = 7 * 24 * 3600 * 1000
     index_interval_bytes: int = 4096
     records_max_per_append: int = 10_000
+    background_sync: bool = False
 
     def __post_init__(self) -> None:
         if self.fsync not in FSYNC_POLICIES:
@@ -143,11 +161,61 @@ class JournalConfig:
             _int_in("segment_ms", self.segment_ms, 1, 1 << 62)
         _int_in("index_interval_bytes", self.index_interval_bytes, 1, SEGMENT_BYTES_MAX)
         _int_in("records_max_per_append", self.records_max_per_append, 1, BATCH_RECORDS_MAX)
+        if type(self.background_sync) is not bool:
+            raise InvalidArgument(f"background_sync must be a bool, got {self.background_sync!r}")
+        if self.background_sync and self.fsync != "group":
+            raise InvalidArgument(
+                f"background_sync needs fsync 'group', got fsync {self.fsync!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncJob:
+    """One background group commit (see the module doc): call `sync()` once, on any thread if
+    `detached` (else on the owner's), then hand the job back with `JournalEngine.finish_sync`."""
+
+    end: int  # durable_end once the job has finished
+    sync: Callable[[], None]
+    detached: bool
+    epoch: int
 
 
 def _int_in(key: str, value: object, low: int, high: int) -> None:
     if type(value) is not int or not low <= value <= high:
         raise InvalidArgument(f"{key} must be an int in [{low}, {high}], got {value!r}")
+
+
+class _Pending:
+    """The group-commit write buffer: encoded batches as parts (big payloads are the callers'
+    objects), joined once when written or read."""
+
+    __slots__ = ("_parts", "_length")
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._length = 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def add(self, parts: list[bytes], length: int) -> None:
+        self._parts += parts
+        self._length += length
+
+    def view(self) -> bytes:
+        """The buffered bytes (joined once, until the next add)."""
+        parts = self._parts
+        if len(parts) != 1:
+            parts[:] = [b"".join(parts)]
+        return parts[0]
+
+    def take(self) -> bytes:
+        data = self.view() if self._parts else b""
+        self.clear()
+        return data
+
+    def clear(self) -> None:
+        self._parts = []
+        self._length = 0
 
 
 @dataclass(slots=True)
@@ -187,14 +255,18 @@ class JournalEngine:
         if not callable(clock):
             raise InvalidArgument(f"clock must be a callable returning ms, got {clock!r}")
         self.fs, self.directory, self.clock, self.config = fs, directory, clock, config
+        self._detached_sync = isinstance(fs, DetachedSync)
         self.records_max_per_append = config.records_max_per_append
         self._segments: list[_Segment] = []
         self._bases: list[int] = []
         self._cache: dict[int, SegmentIndex] = {}  # sealed base -> index, LRU order
         self._start = 0
         self._hidden_bytes = 0  # Record.size() sum of the first segment's records below start
-        self._pending = bytearray()
+        self._pending = _Pending()
         self._pending_since_ms: int | None = None
+        self._unsynced_since_ms: int | None = None  # background_sync: oldest append no job covers
+        self._job: SyncJob | None = None
+        self._epoch = 0  # bumped by truncate/close/destroy: a running job's end means nothing then
         self._active_since_ms: int | None = None
         self._durable_end = 0
         self._closed = False
@@ -388,37 +460,45 @@ class JournalEngine:
             ts = rec.timestamp_ms
             if ts > max_ts:
                 max_ts = ts
-        data = encode_records(records, base_offset=base)  # offsets assigned while encoding
+        # offsets assigned while encoding; big payloads stay the caller's objects (no copy)
+        parts, size = encode_records_parts(records, base_offset=base)
         try:
-            self._write_batch(data, base, len(records), total, max_ts)
+            self._write_batch(parts, size, base, len(records), total, max_ts)
         except DeviceError as exc:
             raise self._poison("append", exc) from exc
         assert self.end_offset() == base + len(records)
         assert self._durable_end <= self.end_offset()
         return base
 
-    def _write_batch(self, data: bytes, base: int, count: int, size: int, max_ts: int) -> None:
+    def _write_batch(self, parts: list[bytes], length: int, base: int, count: int, size: int,
+                     max_ts: int) -> None:
         seg = self._segments[-1]
-        if seg.end > seg.base and self._should_roll(seg, len(data)):
+        if seg.end > seg.base and self._should_roll(seg, length):
             self._roll()
             seg = self._segments[-1]
         assert seg.index is not None and seg.end == base
         if seg.end == seg.base:
             self._active_since_ms = self.clock()
         position = seg.log_bytes + len(self._pending)
-        seg.index.add_batch(position, base - seg.base, base + count - seg.base, len(data), max_ts)
+        seg.index.add_batch(position, base - seg.base, base + count - seg.base, length, max_ts)
         seg.end += count
         seg.bytes_total += size
         seg.max_ts = max(seg.max_ts, max_ts)
         policy = self.config.fsync
         if policy == "always":
-            seg.log_bytes = self.fs.append(seg.path, data)
+            seg.log_bytes = self.fs.append(seg.path, b"".join(parts))
             self.fs.sync(seg.path)
             self._durable_end = seg.end
             return
         if self._pending_since_ms is None:
             self._pending_since_ms = self.clock()
-        self._pending += data
+        self._pending.add(parts, length)
+        if self.config.background_sync:
+            if self._unsynced_since_ms is None:
+                self._unsynced_since_ms = self._pending_since_ms
+            if len(self._pending) >= self.config.group_commit_bytes:
+                self._flush_pending()  # the fdatasync is the owner's job (start_sync)
+            return
         if len(self._pending) >= self.config.group_commit_bytes:
             self._due_work()
 
@@ -452,8 +532,7 @@ class JournalEngine:
         """Hands the buffer to the OS with one write (not durable yet)."""
         if self._pending:
             seg = self._segments[-1]
-            seg.log_bytes = self.fs.append(seg.path, bytes(self._pending))
-            self._pending.clear()
+            seg.log_bytes = self.fs.append(seg.path, self._pending.take())
         self._pending_since_ms = None
 
     def _commit(self) -> None:
@@ -462,6 +541,7 @@ class JournalEngine:
         if self._durable_end < self.end_offset():
             self.fs.sync(self._segments[-1].path)
             self._durable_end = self.end_offset()
+        self._unsynced_since_ms = None
         assert not self._pending
         assert self._durable_end == self.end_offset()
 
@@ -562,6 +642,8 @@ class JournalEngine:
         target.end, target.bytes_total = summary.end_offset, summary.bytes_total
         target.max_ts, target.log_bytes, target.index = summary.max_timestamp, size, result.index
         self._durable_end = target.end
+        self._unsynced_since_ms = None
+        self._epoch += 1
         self._active_since_ms = self.clock() if target.end > target.base else None
 
     def _cut_point(self, seg: _Segment, offset: int) -> tuple[int, list[Record]]:
@@ -629,6 +711,7 @@ class JournalEngine:
         if self._closed:
             return
         self._closed = True
+        self._epoch += 1
         try:
             if self._failed is None:
                 self._commit()
@@ -646,8 +729,9 @@ class JournalEngine:
         if not self._closed:
             self._closed = True
             self._pending.clear()
-            self._pending_since_ms = None
+            self._pending_since_ms = self._unsynced_since_ms = None
             self.fs.close(self._segments[-1].path)
+        self._epoch += 1
         destroy_journal_directory(self.fs, self.directory)
         path = self._path(segment_name(0, LOG_SUFFIX))
         empty = _Segment(0, path, 0, 0, -1, 0, SegmentIndex(self.config.index_interval_bytes))
@@ -665,6 +749,10 @@ class JournalEngine:
 
     def next_flush_ms(self) -> int | None:
         self._check_usable("next_flush_ms", closed_ok=True)
+        if self.config.background_sync:
+            if self._job is not None or self._unsynced_since_ms is None:
+                return None
+            return self._unsynced_since_ms + self.config.group_commit_ms
         if self._pending_since_ms is None:
             return None
         return self._pending_since_ms + self.config.group_commit_ms
@@ -681,6 +769,51 @@ class JournalEngine:
         assert self._pending_since_ms is None
         assert not self._pending
 
+    @property
+    def background_sync(self) -> bool:
+        return self.config.background_sync
+
+    def start_sync(self, now_ms: int) -> SyncJob | None:
+        """Background group commit, step 1 (owner's thread): once `next_flush_ms()` is due,
+        writes the buffer and returns the job that makes it durable; None if nothing is due."""
+        self._check_usable("start_sync")
+        if not self.config.background_sync:
+            raise InvalidArgument("start_sync needs background_sync=True")
+        due = self.next_flush_ms()
+        if due is None or now_ms < due:
+            return None
+        path = self._segments[-1].path
+        try:
+            self._flush_pending()
+            fs = self.fs
+            if self._detached_sync:
+                run, detached = fs.sync_handle(path), True  # type: ignore[attr-defined]
+            else:
+                run, detached = (lambda: fs.sync(path)), False
+        except DeviceError as exc:
+            raise self._poison("start_sync", exc) from exc
+        self._unsynced_since_ms = None
+        self._job = SyncJob(self.end_offset(), run, detached, self._epoch)
+        assert self._durable_end <= self._job.end
+        return self._job
+
+    def finish_sync(self, job: SyncJob, error: BaseException | None = None) -> None:
+        """Background group commit, step 3 (owner's thread): `job.sync()` returned (error None)
+        or raised `error`. Moves `durable_end` to `job.end`, unless a truncate, close or destroy
+        since `start_sync` made the job moot; an error poisons the engine (raises EngineFailed)."""
+        if job is not self._job:
+            raise InvalidArgument("finish_sync: not the job this engine is running")
+        self._job = None
+        if job.epoch != self._epoch:
+            return
+        if error is not None:
+            if not isinstance(error, StorageError):
+                error = DeviceError("sync", self._segments[-1].path, repr(error))
+            raise self._poison("finish_sync", error) from error
+        if self._failed is None and job.end > self._durable_end:
+            self._durable_end = job.end
+        assert self._durable_end <= self.end_offset()
+
     # ----------------------------------------------------------------------------- test hooks
 
     def reopen(self) -> JournalEngine:
@@ -696,6 +829,10 @@ class JournalEngine:
         assert segs[0].base <= self._start <= self.end_offset(), (segs[0].base, self._start)
         assert self._durable_end <= self.end_offset(), (self._durable_end, self.end_offset())
         assert not self._pending or self.config.fsync != "always"
+        job = self._job
+        assert job is None or job.end <= self.end_offset() or job.epoch != self._epoch
+        if self.config.background_sync and self._unsynced_since_ms is None and self._job is None:
+            assert self._durable_end == self.end_offset() or self._failed is not None
         assert (self._pending_since_ms is None) == (not self._pending), self._pending_since_ms
         assert len(self._cache) <= INDEX_CACHE_SEGMENTS, len(self._cache)
         for i, seg in enumerate(segs):
@@ -764,7 +901,7 @@ class JournalEngine:
                 if len(head) != want:
                     raise CorruptLog(seg.path, position + len(head), "bytes written earlier")
             low = max(position, file_end) - file_end
-            return head + bytes(pending[low : low + length - len(head)])
+            return head + pending.view()[low : low + length - len(head)]
 
         return read_at
 

@@ -194,6 +194,13 @@ _PLAIN_TAIL = b"\x00\x01\x01\x01\x00"  # no headers, producer id/epoch/sequence 
 
 def _encode_plain(out: bytearray, rec: Record, offset_delta: int, ts_delta: int) -> None:
     """`_encode_record` for a record without headers, producer fields or meta (the hot path)."""
+    _encode_plain_head(out, rec, offset_delta, ts_delta)
+    out += rec.payload
+    out += _PLAIN_TAIL
+
+
+def _encode_plain_head(out: bytearray, rec: Record, offset_delta: int, ts_delta: int) -> None:
+    """`_encode_plain` up to the payload's length (the payload and the tail follow)."""
     if 0 <= offset_delta < 64:
         out.append(offset_delta << 1)
     else:
@@ -208,8 +215,7 @@ def _encode_plain(out: bytearray, rec: Record, offset_delta: int, ts_delta: int)
     else:
         _uvarint(out, len(key) + 1)
         out += key
-    payload = rec.payload
-    n = len(payload)
+    n = len(rec.payload)
     if n < 0x80:
         out.append(n)
     elif n < 0x4000:
@@ -217,8 +223,6 @@ def _encode_plain(out: bytearray, rec: Record, offset_delta: int, ts_delta: int)
         out.append(n >> 7)
     else:
         _uvarint(out, n)
-    out += payload
-    out += _PLAIN_TAIL
 
 
 def encode_records(records: Sequence[Record], base_offset: int | None = None) -> bytes:
@@ -227,6 +231,19 @@ def encode_records(records: Sequence[Record], base_offset: int | None = None) ->
     With `base_offset`, record i is stored at offset `base_offset + i` whatever its own `offset`
     (engines assign offsets this way without building new `Record`s).
     """
+    return b"".join(encode_records_parts(records, base_offset)[0])
+
+
+SHARED_PAYLOAD_BYTES = 8192
+"""`encode_records_parts` hands payloads at least this big back as they are (no copy)."""
+
+
+def encode_records_parts(
+    records: Sequence[Record], base_offset: int | None = None
+) -> tuple[list[bytes], int]:
+    """`encode_records` as (parts, total length): the batch is `b"".join(parts)`, but payloads of
+    `SHARED_PAYLOAD_BYTES` or more are parts of their own, the caller's objects uncopied (the file
+    journal buffers parts and joins them once per write)."""
     if len(records) > BATCH_RECORDS_MAX:
         raise InvalidRecord(f"batch of {len(records)} records exceeds {BATCH_RECORDS_MAX}")
     if base_offset is None:
@@ -237,24 +254,35 @@ def encode_records(records: Sequence[Record], base_offset: int | None = None) ->
             raise InvalidRecord(f"base_offset must be an int64 >= 0, got {base_offset!r}")
         assigned = True
     base_ts = records[0].timestamp_ms if records else 0
+    parts: list[bytes] = []
     body = bytearray()
+    length = 0
     for i, rec in enumerate(records):
         if type(rec) is not Record:
             raise InvalidRecord(f"expected Record, got {type(rec).__name__}")
         offset_delta = i if assigned else rec.offset - base_offset
+        payload = rec.payload
         if rec.headers == () and rec.meta == () and rec.producer_id == -1 and (
             rec.producer_epoch == -1 and rec.sequence == -1
         ):
-            _encode_plain(body, rec, offset_delta, rec.timestamp_ms - base_ts)
+            if len(payload) >= SHARED_PAYLOAD_BYTES and type(payload) is bytes:
+                _encode_plain_head(body, rec, offset_delta, rec.timestamp_ms - base_ts)
+                length += len(body) + len(payload)
+                parts += (bytes(body), payload)
+                body = bytearray(_PLAIN_TAIL)
+            else:
+                _encode_plain(body, rec, offset_delta, rec.timestamp_ms - base_ts)
         else:
             _encode_record(body, rec, offset_delta, rec.timestamp_ms - base_ts)
-    fields = (MAGIC, VERSION, len(records), base_offset, base_ts, len(body))
+    if body:
+        length += len(body)
+        parts.append(bytes(body))
+    fields = (MAGIC, VERSION, len(records), base_offset, base_ts, length)
     head = HEADER.pack(*fields, 0)[:CRC_FIELD_AT]
-    crc = crc32c(body, crc32c(head))
-    out = head + crc.to_bytes(4, "big") + bytes(body)
-    assert len(out) == HEADER_BYTES + len(body)
-    assert out[:4] == MAGIC
-    return out
+    crc = crc32c(head)
+    for part in parts:
+        crc = crc32c(part, crc)
+    return [head, crc.to_bytes(4, "big"), *parts], HEADER_BYTES + length
 
 
 # ----------------------------------------------------------------------------------- decoding

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from real.storage.errors import (
     InvalidArgument,
@@ -156,7 +157,8 @@ class ShardStore:
     # ------------------------------------------------------------------------------- durability
     # `append` returns once the records are accepted; an offset is acknowledged (durable per the
     # shard's engine and policy) once it is below `durable_end(name)`. The shell drives group
-    # commit and S3 linger for every shard: sleep until `next_flush_ms()`, then `poll(now)`.
+    # commit and S3 linger for every shard: sleep until `next_flush_ms()`, then `poll(now)` (or
+    # `start_syncs(now)`, to run the file journal's fdatasyncs off the shell's thread).
 
     def durable_end(self, name: str) -> int:
         return self.engine(name).durable_end()
@@ -176,6 +178,25 @@ class ShardStore:
                 engine.poll(now_ms)
                 polled.append(name)
         return polled
+
+    def start_syncs(self, now_ms: int) -> list[tuple[str, ShardEngine, Any]]:
+        """`poll` for a shell that runs fdatasyncs away from its thread: a due shard whose engine
+        has `background_sync` (the file journal's option) starts a job, returned as (name,
+        engine, job): run `job.sync()`, then `engine.finish_sync(job, error)`. Other due shards
+        are polled in place."""
+        jobs = []
+        for name in self.list():
+            engine = self._shards[name][1]
+            due = engine.next_flush_ms()
+            if due is None or due > now_ms:
+                continue
+            if getattr(engine, "background_sync", False):
+                job = engine.start_sync(now_ms)  # type: ignore[attr-defined]
+                if job is not None:
+                    jobs.append((name, engine, job))
+            else:
+                engine.poll(now_ms)
+        return jobs
 
     def close(self) -> None:
         """Closes every engine (in name order); the catalogue stays readable."""

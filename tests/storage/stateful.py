@@ -19,6 +19,10 @@ Two optional hooks widen the machine:
   before`, and the survivors equal the reference's prefix. Engines implement `durable_end()`.
 - `clock`: a `FakeClock` the factory also handed the engine; a rule advances it and calls
   `engine.poll(now)`, so group-commit and linger deadlines fire inside the run.
+
+Engines with `background_sync` (the file journal's option) also get a rule that steps one
+background group commit at a time: `start_sync`, the job's `sync()`, `finish_sync`, interleaved
+with everything else (a crash or reopen abandons a running job).
 """
 
 from __future__ import annotations
@@ -78,6 +82,8 @@ def make_engine_machine(
             self.engine = factory()
             self.start = self.engine.start_offset()
             self.log: list[Record] = []  # the reference: offsets start, start+1, ...
+            self.job: object | None = None  # a background sync job and whether it ran
+            self.job_ran = False
             note(f"engine {self.engine.kind}, start {self.start}")
 
         @property
@@ -161,19 +167,54 @@ def make_engine_machine(
         def sync(self) -> None:
             self.engine.sync()
 
-        @rule(ms=st.sampled_from([0, 1, 3, 10, 1000]))
-        def advance_clock_and_poll(self, ms: int) -> None:
+        @rule(ms=st.sampled_from([0, 1, 3, 10, 1000]), poll=st.booleans())
+        def advance_clock_and_poll(self, ms: int, poll: bool) -> None:
+            """Time passes; with `poll`, the engine does its due work in place (without, a
+            background sync job can find it due)."""
             if clock is None:
                 return
             now = clock.advance(ms)
-            poll = getattr(self.engine, "poll", None)
-            if poll is not None:
-                poll(now)
+            do_poll = getattr(self.engine, "poll", None)
+            if do_poll is not None and poll:
+                do_poll(now)
+
+        @rule(step=st.sampled_from(["start", "sync", "finish", "sync+finish"]))
+        def background_sync(self, step: str) -> None:
+            engine = self.engine
+            if not getattr(engine, "background_sync", False):
+                return
+            job = self.job
+            if step == "start" and job is None:
+                now = NO_LIMIT
+                due = engine.next_flush_ms()  # type: ignore[attr-defined]
+                if clock is not None:  # time passes until the deadline
+                    now = clock.advance(max(0, due - clock())) if due is not None else clock()
+                self.job, self.job_ran = engine.start_sync(now), False  # type: ignore[attr-defined]
+                note(f"start_sync -> {self.job}")
+                return
+            if step.startswith("sync") and job is not None and not self.job_ran:
+                job.sync()  # type: ignore[attr-defined]
+                self.job_ran = True
+            if step.endswith("finish") and job is not None and self.job_ran:
+                before = engine.durable_end()  # type: ignore[attr-defined]
+                engine.finish_sync(job)  # type: ignore[attr-defined]
+                after = engine.durable_end()  # type: ignore[attr-defined]
+                note(f"finish_sync: durable_end {before} -> {after}")
+                assert after >= before
+                self.job = None
+
+        def abandon_job(self) -> None:
+            """A crash or reopen: the running job's engine object is gone (a detached job still
+            holds a descriptor, which running it releases)."""
+            job, self.job = self.job, None
+            if job is not None and not self.job_ran and job.detached:  # type: ignore[attr-defined]
+                job.sync()  # type: ignore[attr-defined]
 
         @rule()
         def crash_and_recover(self) -> None:
             if crash is None:
                 return
+            self.abandon_job()
             durable = self.engine.durable_end()  # type: ignore[attr-defined]
             note(f"crash: durable_end {durable}, end {self.end}")
             assert self.start <= durable <= self.end, (self.start, durable, self.end)
@@ -188,6 +229,11 @@ def make_engine_machine(
         @rule()
         def close_and_reopen(self) -> None:
             self.engine.close()
+            if self.job is not None and self.job_ran:  # a job that outlived close moves nothing
+                durable = self.engine.durable_end()  # type: ignore[attr-defined]
+                self.engine.finish_sync(self.job)  # type: ignore[attr-defined]
+                assert self.engine.durable_end() == durable  # type: ignore[attr-defined]
+            self.abandon_job()
             try:
                 self.engine.append([])
             except EngineClosed:
@@ -217,6 +263,7 @@ def make_engine_machine(
 
         def teardown(self) -> None:
             self.engine.close()
+            self.abandon_job()
 
     EngineVsReference.TestCase.settings = settings(
         max_examples=max_examples,

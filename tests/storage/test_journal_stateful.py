@@ -104,6 +104,14 @@ TestSimNeverCrash = machine(_make, examples=15, crash=_crash, clock=_CLOCK_NEVER
 _make, _crash = sim_journals("always", _CLOCK_ALWAYS, 3, segment_ms=10)
 TestSimAlwaysCrash = machine(_make, examples=10, crash=_crash, clock=_CLOCK_ALWAYS)
 
+# Background group commit (start_sync / job.sync() / finish_sync stepped by the machine).
+TestOsGroupBackground = machine(
+    os_journals("group", group_commit_bytes=300, background_sync=True), examples=8)
+_CLOCK_BACKGROUND = FakeClock()
+_make, _crash = sim_journals("group", _CLOCK_BACKGROUND, 6, group_commit_ms=2, segment_ms=20,
+                             group_commit_bytes=200, background_sync=True)
+TestSimGroupBackgroundCrash = machine(_make, examples=15, crash=_crash, clock=_CLOCK_BACKGROUND)
+
 # Longer runs, outside the default suite (make slow).
 TestOsAlwaysLong = pytest.mark.slow(machine(os_journals("always"), examples=60, steps=80))
 TestOsGroupAgeLong = pytest.mark.slow(
@@ -112,6 +120,11 @@ TestOsGroupAgeLong = pytest.mark.slow(
 _make, _crash = sim_journals("group", _CLOCK_GROUP, 4, group_commit_ms=2, segment_ms=20)
 TestSimGroupCrashLong = pytest.mark.slow(
     machine(_make, examples=150, steps=80, crash=_crash, clock=_CLOCK_GROUP)
+)
+_make, _crash = sim_journals("group", _CLOCK_BACKGROUND, 7, group_commit_ms=2, segment_ms=20,
+                             background_sync=True)
+TestSimGroupBackgroundCrashLong = pytest.mark.slow(
+    machine(_make, examples=150, steps=80, crash=_crash, clock=_CLOCK_BACKGROUND)
 )
 _make, _crash = sim_journals("never", _CLOCK_NEVER, 5, segment_ms=5, records_max_per_append=4)
 TestSimNeverCrashLong = pytest.mark.slow(
