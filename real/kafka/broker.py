@@ -16,7 +16,7 @@ partition counts, per-topic config, committed group offsets and producer-id bloc
 state machine, changed only through `MetaPort.propose` (Raft in the real node).
 
 Durability: a Produce with acks=1 or acks=-1 is answered once every partition it wrote has its
-shard's `durable_end` past the appended batch (the engine's fsync policy decides when that is);
+shard's `ack_end` (= `durable_end`, or "written" under fsync never) past the appended batch;
 consumers see up to the high watermark, which is the durable end too, so nothing a consumer read
 can vanish in a crash that the configuration promises to survive.
 """
@@ -406,7 +406,7 @@ class KafkaBroker:
         shards = self.shards
         for name, end in needs.items():
             try:
-                if shards.durable_end(name) < end:
+                if shards.ack_end(name) < end:
                     return False
             except Exception:  # noqa: BLE001 - a deleted shard holds nothing back
                 continue
@@ -445,7 +445,7 @@ class KafkaBroker:
                 self.log(f"kafka: could not delete shard {name}: {exc}")
 
     def _high_watermark(self, topic: str, partition: int, log: PartitionLog) -> int:
-        return log.high_watermark(self.shards.durable_end(shard_name(topic, partition)))
+        return log.high_watermark(self.shards.ack_end(shard_name(topic, partition)))
 
     def apply_retention(self, now_wall_ms: int) -> int:
         """Drop whole batches of open partitions past their topic's retention.ms (by record

@@ -792,7 +792,7 @@ class Broker:
 
     def _durable_end(self) -> int:
         log = self.log
-        durable = getattr(log, "durable_end", None)
+        durable = getattr(log, "ack_end", None) or getattr(log, "durable_end", None)
         return durable() if durable is not None else log.end_offset()  # type: ignore[attr-defined]
 
     def _release_durable(self) -> None:

@@ -272,6 +272,7 @@ class JournalEngine:
         self._closed = False
         self._failed: Exception | None = None
         self._recover()
+        self._written_end = self._durable_end  # fsync "never": the acknowledgement point
         assert self._durable_end == self.end_offset()
         assert self._segments and self._segments[-1].index is not None
 
@@ -534,6 +535,7 @@ class JournalEngine:
             seg = self._segments[-1]
             seg.log_bytes = self.fs.append(seg.path, self._pending.take())
         self._pending_since_ms = None
+        self._written_end = self.end_offset()
 
     def _commit(self) -> None:
         """Writes the buffer and fdatasyncs the active segment: durable_end reaches the end."""
@@ -641,7 +643,7 @@ class JournalEngine:
         summary = result.summary
         target.end, target.bytes_total = summary.end_offset, summary.bytes_total
         target.max_ts, target.log_bytes, target.index = summary.max_timestamp, size, result.index
-        self._durable_end = target.end
+        self._durable_end = self._written_end = target.end
         self._unsynced_since_ms = None
         self._epoch += 1
         self._active_since_ms = self.clock() if target.end > target.base else None
@@ -736,7 +738,7 @@ class JournalEngine:
         path = self._path(segment_name(0, LOG_SUFFIX))
         empty = _Segment(0, path, 0, 0, -1, 0, SegmentIndex(self.config.index_interval_bytes))
         self._segments, self._bases, self._cache = [empty], [0], {}
-        self._start = self._hidden_bytes = self._durable_end = 0
+        self._start = self._hidden_bytes = self._durable_end = self._written_end = 0
         self._failed = None  # whatever poisoned it is gone with the files
         assert self.end_offset() == 0
         assert not any(journal_owns(name) for name in self.fs.list_dir(self.directory))
@@ -745,6 +747,16 @@ class JournalEngine:
 
     def durable_end(self) -> int:
         self._check_usable("durable_end", closed_ok=True)
+        return self._durable_end
+
+    def ack_end(self) -> int:
+        """Where producers may be acknowledged, as the policy promises: `durable_end()` under
+        "always" and "group"; under "never" the end of what was written to the OS (it survives a
+        crash of the process, not of the machine: Kafka's default), which `poll` moves every
+        `group_commit_ms`."""
+        self._check_usable("ack_end", closed_ok=True)
+        if self.config.fsync == "never":
+            return max(self._written_end, self._durable_end)
         return self._durable_end
 
     def next_flush_ms(self) -> int | None:

@@ -163,6 +163,13 @@ class ShardStore:
     def durable_end(self, name: str) -> int:
         return self.engine(name).durable_end()
 
+    def ack_end(self, name: str) -> int:
+        """Where a broker may acknowledge appends to `name`: the engine's `ack_end()` (the file
+        journal under fsync "never": written to the OS), else its `durable_end()`."""
+        engine = self.engine(name)
+        ack_end = getattr(engine, "ack_end", None)
+        return ack_end() if ack_end is not None else engine.durable_end()  # type: ignore[attr-defined]
+
     def next_flush_ms(self) -> int | None:
         """The earliest deadline of any shard's pending group commit or linger (None if idle)."""
         due = [d for n in self.list() if (d := self._shards[n][1].next_flush_ms()) is not None]

@@ -31,6 +31,7 @@ from real.mqtt import (
     Subscription,
 )
 from real.mqtt.auth import PasswordFile, hash_password
+from real.storage.journal import JournalConfig
 from tests.kafka.harness import (
     START_MS,
     Harness,
@@ -516,6 +517,24 @@ def test_produce_reply_waits_for_the_file_engine_group_commit(acks: int) -> None
     ((_, body),) = c.take()
     assert body["responses"][0]["partition_responses"][0]["base_offset"] == 0
     assert h.shards.durable_end(shard_name("t", 0)) == 1
+
+
+def test_fsync_never_answers_once_written_not_at_the_next_roll() -> None:
+    """fsync "never" promises no machine-crash durability: the reply goes out when the group
+    deadline writes the batch to the OS (Kafka's default), while durable_end stays put."""
+    h = Harness(KafkaConfig(default_engine=FILE),
+                journal=JournalConfig(fsync="never", group_commit_ms=5))
+    h.create_topic("t")
+    c = h.open()
+    c.send(api.PRODUCE, 8, produce_body("t", batch(b"a", b"b"), acks=1))
+    assert c.take() == []  # not even written yet
+    h.flush()
+    ((_, body),) = c.take()
+    assert body["responses"][0]["partition_responses"][0]["error_code"] == E.NONE
+    name = shard_name("t", 0)
+    assert (h.shards.ack_end(name), h.shards.durable_end(name)) == (1, 0)
+    log = h.broker.partition_log("t", 0)
+    assert log is not None and log.high_watermark(h.shards.ack_end(name)) == 2
 
 
 def test_crash_before_group_commit_loses_only_unacknowledged_data() -> None:
