@@ -98,7 +98,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
-import math
 import struct
 import sys
 from bisect import bisect_left
@@ -114,7 +113,18 @@ from model.dist import Dist
 from model.fs import SimFileSystem, SimFsConfig
 
 # One scenario-loading vocabulary for both broker simulators (errors name file and key).
-from model.mqtt import FIN, ConfigError, DiskSpec, NetSpec, SimConn, SimNet, _table, _value
+from model.mqtt import (
+    FIN,
+    ConfigError,
+    DiskSpec,
+    NetSpec,
+    SimConn,
+    SimNet,
+    _percentile_ms,
+    _table,
+    _value,
+)
+from model.mqtt import reproduce_line as _reproduce_line
 from model.rng import SeedTree
 from model.scenario import read_toml
 from model.trace import Trace
@@ -1899,13 +1909,6 @@ class KafkaChecker:
         return out
 
 
-def _percentile_ms(sorted_us: list[int], q: float) -> float:
-    if not sorted_us:
-        return 0.0
-    index = min(len(sorted_us) - 1, max(0, math.ceil(q * len(sorted_us)) - 1))
-    return round(sorted_us[index] / US_PER_MS, 3)
-
-
 # ================================================================================ API and CLI
 
 
@@ -1916,13 +1919,7 @@ def run(config: KafkaSimConfig, trace_out: IO[str] | None = None,
 
 
 def reproduce_line(config: KafkaSimConfig) -> str:
-    source = config.source
-    if source == "<memory>":
-        return f"(in-memory config) seed {config.seed}"
-    path = Path(source)
-    if path.is_absolute() and path.is_relative_to(ROOT):
-        source = path.relative_to(ROOT).as_posix()
-    return f"python -m model.kafka {source} --seed {config.seed}"
+    return _reproduce_line(config, "model.kafka")  # type: ignore[arg-type]
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1347,14 +1347,15 @@ def run(config: MqttSimConfig, trace_out: IO[str] | None = None,
     return MqttWorld(config, trace_out=trace_out, keep_trace=keep_trace).run()
 
 
-def reproduce_line(config: MqttSimConfig) -> str:
+def reproduce_line(config: MqttSimConfig, module: str = "model.mqtt") -> str:
+    """The command that replays `config` (`module`: the simulator's, also used by model.kafka)."""
     source = config.source
     if source == "<memory>":
         return f"(in-memory config) seed {config.seed}"
     path = Path(source)
     if path.is_absolute() and path.is_relative_to(ROOT):
         source = path.relative_to(ROOT).as_posix()
-    return f"python -m model.mqtt {source} --seed {config.seed}"
+    return f"python -m {module} {source} --seed {config.seed}"
 
 
 def _parser() -> argparse.ArgumentParser:

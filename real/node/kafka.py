@@ -203,13 +203,9 @@ class KafkaService:
             self.flush()
 
     async def close(self) -> None:
-        for listener in self.listeners:
-            listener.close()
-        for listener in self.listeners:
-            with contextlib.suppress(Exception):
-                await listener.wait_closed()
-        for conn in list(self.conns.values()):
-            conn.abort()
+        from real.node.transport import stop_serving
+
+        await stop_serving(self.listeners, self.conns)
         if self._deadline_handle is not None:
             self._deadline_handle.cancel()
         self._deadline_handle = None

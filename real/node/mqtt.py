@@ -149,13 +149,9 @@ class MqttService:
             self._flush()
 
     async def close(self) -> None:
-        for listener in self.listeners:
-            listener.close()
-        for listener in self.listeners:
-            with contextlib.suppress(Exception):
-                await listener.wait_closed()
-        for conn in list(self.conns.values()):
-            conn.abort()
+        from real.node.transport import stop_serving
+
+        await stop_serving(self.listeners, self.conns)
         if self.shards is not None:
             with contextlib.suppress(Exception):
                 self.shards.sync(STATE_SHARD)

@@ -35,6 +35,7 @@ The TLS handshake is bounded by `handshake_timeout_s` too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import itertools
@@ -387,6 +388,17 @@ class _WsProtocol(_BaseProtocol):
                 if event.reply:
                     self.transport.write(event.reply)
                 self.transport.close()
+
+
+async def stop_serving(listeners: list[Any], conns: dict[int, Any]) -> None:
+    """Close `listeners` (and wait for them), then abort every connection in `conns`."""
+    for listener in listeners:
+        listener.close()
+    for listener in listeners:
+        with contextlib.suppress(Exception):
+            await listener.wait_closed()
+    for conn in list(conns.values()):
+        conn.abort()
 
 
 async def start_listener(kind: str, host: str, port: int, handler: Handler, *,
