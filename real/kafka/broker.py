@@ -434,6 +434,11 @@ class KafkaBroker:
         self.logs[key] = log
         return log
 
+    def create_topic(self, name: str, done: Callable[[int, str | None], None]) -> None:
+        """Create `name` with the default partition count through meta (the node creates the
+        bridge's topics this way); `done(error_code, message)` once meta has answered."""
+        self._create_topic(name, self.config.default_partitions, None, {}, done)
+
     def _drop_topic_logs(self, topic: str) -> None:
         for key in [k for k in self.logs if k[0] == topic]:
             log = self.logs.pop(key)

@@ -516,6 +516,9 @@ class Broker:
             due = min(due, at)
         return max(due, now)
 
+    def next_deadline_ms(self) -> int | None:  # MERGE: the brokers branch replaces this
+        return int(self.next_deadline())
+
     def durable_progress(self) -> None:
         """The state log's durable_end may have advanced (the shell polled it): release acks."""
         self._release_durable()

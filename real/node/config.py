@@ -63,11 +63,14 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from real.kafka.sasl import SaslUsers, ScramFile, scram_path
 from real.mqtt.auth import Acl, AuthConfigError, PasswordFile
 from real.mqtt.topics import TOPIC_LEVELS_MAX
+
+if TYPE_CHECKING:
+    from real.server.node import NodeSpec
 
 STORAGE_ENGINES = ("memory", "file", "rocksdb", "s3")
 FSYNC_POLICIES = ("always", "group", "never")
@@ -450,3 +453,42 @@ def _build(values: dict[str, Any], source: str) -> NodeConfig:
 
 
 _TICKS = ("heartbeat_tick", "election_tick_min", "election_tick_max")
+
+
+def node_spec(cfg: NodeConfig, *, kafka_port: int, register_addr: str) -> NodeSpec:
+    """The frozen spec of the node `cfg` describes (NodeConfig holds every default; this only
+    maps keys). `kafka_port` is the bound Kafka port (advertised unless configured)."""
+    from real.kafka.broker import KafkaConfig
+    from real.mqtt.broker import BrokerConfig
+    from real.raft.types import RaftConfig
+    from real.server.node import NodeSpec
+
+    mqtt = BrokerConfig(
+        node_id=cfg.node_id, max_packet_size=cfg.mqtt_max_packet_size,
+        max_connections=cfg.mqtt_max_connections, receive_maximum=cfg.mqtt_receive_maximum,
+        max_inflight=cfg.mqtt_max_inflight, max_queued=cfg.mqtt_max_queued,
+        queue_policy=cfg.mqtt_queue_policy, queue_qos0=cfg.mqtt_queue_qos0,
+        topic_alias_max=cfg.mqtt_topic_alias_max, keep_alive_max=cfg.mqtt_keep_alive_max,
+        session_expiry_max=cfg.mqtt_session_expiry_max,
+        sys_interval_ms=cfg.mqtt_sys_interval_s * 1000,
+        retain_available=cfg.mqtt_retain_available, max_topic_levels=cfg.mqtt_max_topic_levels)
+    wildcard = cfg.bind in ("0.0.0.0", "::")
+    kafka = KafkaConfig(
+        node_id=cfg.node_id,
+        host=cfg.kafka_advertised_host or ("127.0.0.1" if wildcard else cfg.bind),
+        port=cfg.kafka_advertised_port or kafka_port,
+        cluster_id=cfg.kafka_cluster_id, auto_create_topics=cfg.kafka_auto_create_topics,
+        default_partitions=cfg.kafka_default_partitions, default_engine=cfg.storage_engine,
+        max_request_bytes=cfg.kafka_max_request_bytes,
+        max_message_bytes=cfg.kafka_max_message_bytes,
+        group_initial_rebalance_delay_ms=cfg.kafka_group_initial_rebalance_delay_ms,
+        group_min_session_timeout_ms=cfg.kafka_group_min_session_timeout_ms,
+        group_max_session_timeout_ms=cfg.kafka_group_max_session_timeout_ms,
+        retention_check_ms=cfg.kafka_retention_check_ms, sasl=cfg.kafka_sasl)
+    raft = RaftConfig(election_tick_min=cfg.election_tick_min,
+                      election_tick_max=cfg.election_tick_max, heartbeat_tick=cfg.heartbeat_tick)
+    return NodeSpec(node_id=cfg.node_id, voters=(cfg.node_id,), raft=raft, tick_ms=cfg.tick_ms,
+                    snapshot_entries=cfg.snapshot_entries, register_addr=register_addr,
+                    mqtt=mqtt, kafka=kafka, bridges=tuple(cfg.bridges),
+                    allow_anonymous=cfg.mqtt_allow_anonymous,
+                    default_engine=cfg.storage_engine)

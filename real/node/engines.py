@@ -1,44 +1,28 @@
-"""Real devices and engines for a node: one place that turns storage settings into a `ShardStore`.
-
-`StorageSettings` is the protocol-neutral slice of the node config (`[storage]` in TOML). `Devices`
-opens the real devices lazily (a directory tree for the file journal, one RocksDB for every
-`rocksdb` shard, one S3 bucket — an embedded SeaweedFS on loopback unless an endpoint is given) and
-`Devices.factories()` gives `ShardStore` one factory per engine kind, so a topic can pick its
-engine and the node default applies otherwise (the hybrid storage of the design).
-
-Shard names become directory names and key prefixes through `shard_key`, a reversible escape that
-keeps them filesystem- and S3-safe ("a/b" -> "a%2Fb").
+"""The node's real storage devices, opened lazily: a directory tree for the file journal, one
+RocksDB for every `rocksdb` shard, one S3 bucket (an embedded SeaweedFS on loopback unless an
+endpoint is given). `Devices.factories()` gives `ShardStore` one factory per engine kind through
+the pure wiring of real/server/storage.py, which the simulator runs over its simulated devices,
+so a topic can pick its engine and the node default applies otherwise (the hybrid storage of the
+design).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from real.storage import EngineFactory, MemoryEngine, ShardEngine, ShardStore
+from real.server.storage import (  # noqa: F401 - re-exported for the shell's callers
+    FSYNC_POLICIES,
+    SHARD_KEY_MAX,
+    StorageSettings,
+    engine_factories,
+    open_engine,
+    shard_key,
+)
+from real.storage import EngineFactory, ShardEngine, ShardStore
 from real.storage.devices import Clock
-
-FSYNC_POLICIES = ("always", "group", "never")
-SHARD_KEY_MAX = 200  # longer keys end in "~" + a hash of the full shard name
-SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-
-
-@dataclass(frozen=True, slots=True)
-class StorageSettings:
-    engine: str = "file"
-    fsync: str = "group"
-    group_commit_ms: int = 2
-    group_commit_bytes: int = 1 << 20
-    sync_thread: bool = True  # file engine, fsync "group": fdatasync off the event loop
-    segment_bytes: int = 64 << 20
-    s3_endpoint: str = ""  # empty: start an embedded SeaweedFS on loopback
-    s3_bucket: str = "twinmq"
-    s3_linger_ms: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def settings_from_config(cfg: Any) -> StorageSettings:
@@ -50,22 +34,6 @@ def settings_from_config(cfg: Any) -> StorageSettings:
         s3_endpoint=cfg.storage_s3_endpoint, s3_bucket=cfg.storage_s3_bucket,
         s3_linger_ms=cfg.storage_s3_linger_ms,
     )
-
-
-def shard_key(name: str) -> str:
-    """A filesystem- and S3-safe spelling of a shard name (percent-escapes; reversible up to
-    SHARD_KEY_MAX characters, longer ones end in "~" and a hash of the name)."""
-    out = []
-    for ch in name:
-        if ch in SAFE and not (ch == "." and not out):
-            out.append(ch)
-        else:
-            out.extend(f"%{b:02X}" for b in ch.encode())
-    key = "".join(out)
-    if len(key) > SHARD_KEY_MAX:  # a directory name must stay under NAME_MAX (255 bytes)
-        digest = hashlib.sha256(name.encode()).hexdigest()[:32]
-        key = f"{key[:SHARD_KEY_MAX - 33]}~{digest}"
-    return key
 
 
 def _is_loopback(url: str) -> bool:
@@ -133,38 +101,12 @@ class Devices:
     # ----------------------------------------------------------------------------- engines
 
     def open(self, kind: str, shard: str) -> ShardEngine:
-        s = self.settings
-        key = shard_key(shard)
-        if kind == "memory":
-            return MemoryEngine()
-        if kind == "file":
-            from real.storage.journal import JournalConfig, JournalEngine
-
-            config = JournalConfig(
-                fsync=s.fsync, group_commit_ms=s.group_commit_ms,
-                group_commit_bytes=s.group_commit_bytes, segment_bytes=s.segment_bytes,
-                background_sync=s.sync_thread and s.fsync == "group",
-                **s.extra.get("file", {}),
-            )
-            return JournalEngine(self.fs(), key, self.clock, config)
-        if kind == "rocksdb":
-            from real.storage.kvengine import KvEngine, KvEngineConfig
-
-            config = KvEngineConfig(
-                fsync=s.fsync, group_commit_ms=s.group_commit_ms,
-                group_commit_bytes=s.group_commit_bytes, **s.extra.get("rocksdb", {}),
-            )
-            return KvEngine(self.kv(), shard, self.clock, config)
-        if kind == "s3":
-            from real.storage.s3engine import S3Engine, S3EngineConfig
-
-            config = S3EngineConfig(linger_ms=s.s3_linger_ms, **s.extra.get("s3", {}))
-            return S3Engine(self.store(), key, self.clock, config)
-        raise ValueError(f"unknown engine kind {kind!r}")
+        return open_engine(kind, shard, self.settings, self.clock, fs=self.fs, kv=self.kv,
+                           store=self.store)
 
     def factories(self) -> dict[str, EngineFactory]:
-        kinds = ("memory", "file", "rocksdb", "s3")
-        return {kind: (lambda name, kind=kind: self.open(kind, name)) for kind in kinds}
+        return engine_factories(self.settings, self.clock, fs=self.fs, kv=self.kv,
+                                store=self.store)
 
     def shard_store(self) -> ShardStore:
         return ShardStore(self.factories(), default_engine=self.settings.engine)

@@ -186,6 +186,11 @@ class Listener:
             await asyncio.wait_for(self._idle.wait(), grace_s)
         assert not self._protocols and not self._conns, (self._protocols, self._conns)
 
+    async def start_serving(self) -> None:
+        """Start accepting (for a listener started with `start_serving=False`)."""
+        assert self._server is not None and not self._closing
+        await self._server.start_serving()
+
     def _started(self, server: asyncio.Server) -> None:
         self._server = server
         names = [sock.getsockname() for sock in server.sockets]
@@ -405,8 +410,12 @@ async def start_listener(kind: str, host: str, port: int, handler: Handler, *,
                          ssl_context: ssl.SSLContext | None = None, ws_path: str = "/mqtt",
                          ws_frame_max: int = ws.FRAME_MAX_DEFAULT,
                          handshake_timeout_s: float = 10.0,
-                         write_high_water: int = 1 << 20) -> Listener:
+                         write_high_water: int = 1 << 20,
+                         start_serving: bool = True) -> Listener:
     """Listen on `host:port` (port 0 picks a free one; see `.port`) for `kind` connections.
+
+    With `start_serving=False` the port is bound (and `.port` known) but connections are refused
+    until `await listener.start_serving()`.
 
     `kind` is "tcp", "ws" (no `ssl_context`) or "tls", "wss" (`ssl_context` required). With a
     host name that resolves to several addresses and port 0, each address gets its own port and
@@ -432,7 +441,8 @@ async def start_listener(kind: str, host: str, port: int, handler: Handler, *,
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         functools.partial(protocol, listener), host, port, ssl=ssl_context,
-        ssl_handshake_timeout=handshake_timeout_s if secure else None)
+        ssl_handshake_timeout=handshake_timeout_s if secure else None,
+        start_serving=start_serving)
     listener._started(server)
     return listener
 

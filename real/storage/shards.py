@@ -27,6 +27,7 @@ from typing import Any
 from real.storage.errors import (
     InvalidArgument,
     ShardExists,
+    StorageError,
     StorageFull,
     UnknownEngine,
     UnknownShard,
@@ -85,6 +86,8 @@ class ShardStore:
         self.default_engine = default_engine
         self.shards_max = shards_max
         self._shards: dict[str, tuple[str, ShardEngine]] = {}
+        self.sync_failures: list[tuple[str, str]] = []
+        """(shard, error) of engines that failed in `start_syncs`; the caller drains it."""
 
     # ------------------------------------------------------------------------------- catalogue
 
@@ -171,9 +174,17 @@ class ShardStore:
         return ack_end() if ack_end is not None else engine.durable_end()  # type: ignore[attr-defined]
 
     def next_flush_ms(self) -> int | None:
-        """The earliest deadline of any shard's pending group commit or linger (None if idle)."""
-        due = [d for n in self.list() if (d := self._shards[n][1].next_flush_ms()) is not None]
-        return min(due) if due else None
+        """The earliest deadline of any shard's pending group commit or linger (None if idle).
+        A poisoned engine has none (it fails its own requests; it must not stop the others)."""
+        due = None
+        for name in self.list():
+            try:
+                at = self._shards[name][1].next_flush_ms()
+            except StorageError:
+                continue
+            if at is not None and (due is None or at < due):
+                due = at
+        return due
 
     def poll(self, now_ms: int) -> list[str]:
         """Does the due work of every shard whose deadline has passed; returns their names."""
@@ -190,19 +201,23 @@ class ShardStore:
         """`poll` for a shell that runs fdatasyncs away from its thread: a due shard whose engine
         has `background_sync` (the file journal's option) starts a job, returned as (name,
         engine, job): run `job.sync()`, then `engine.finish_sync(job, error)`. Other due shards
-        are polled in place."""
+        are polled in place. A shard whose engine fails (and poisons itself) is skipped and its
+        error appended to `sync_failures` (the caller reports them); the others go on."""
         jobs = []
         for name in self.list():
             engine = self._shards[name][1]
-            due = engine.next_flush_ms()
-            if due is None or due > now_ms:
-                continue
-            if getattr(engine, "background_sync", False):
-                job = engine.start_sync(now_ms)  # type: ignore[attr-defined]
-                if job is not None:
-                    jobs.append((name, engine, job))
-            else:
-                engine.poll(now_ms)
+            try:
+                due = engine.next_flush_ms()
+                if due is None or due > now_ms:
+                    continue
+                if getattr(engine, "background_sync", False):
+                    job = engine.start_sync(now_ms)  # type: ignore[attr-defined]
+                    if job is not None:
+                        jobs.append((name, engine, job))
+                else:
+                    engine.poll(now_ms)
+            except StorageError as exc:
+                self.sync_failures.append((name, str(exc)))
         return jobs
 
     def close(self) -> None:

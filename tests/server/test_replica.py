@@ -9,7 +9,6 @@ import pytest
 
 from real.meta import MetaResult, encode_command
 from real.node.disk import RaftDisk
-from real.node.replica import PROPOSALS_PENDING_MAX, MetaReplica, ProposalLost
 from real.raft import RaftConfig, RaftNode
 from real.raft.types import (
     Entry,
@@ -20,6 +19,7 @@ from real.raft.types import (
     Ready,
     Role,
 )
+from real.server.replica import PROPOSALS_PENDING_MAX, MetaReplica, ProposalLost
 
 
 class Recorder:
@@ -163,7 +163,7 @@ def test_follower_without_leader_drops_proposals(tmp_path: Path) -> None:
 def test_replica_is_free_of_io_so_the_simulator_can_host_it() -> None:
     import ast
 
-    source = (Path(__file__).resolve().parents[2] / "real" / "node" / "replica.py").read_text()
+    source = (Path(__file__).resolve().parents[2] / "real" / "server" / "replica.py").read_text()
     names = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):

@@ -1,0 +1,493 @@
+"""`NodeCore`: one TwinMQ node as a pure object, hosted by `twinmq serve` and by the simulator.
+
+    core = NodeCore(spec, env)             # recovers meta, shards and both brokers
+    core.open(conn_id, Proto.MQTT, peer=..., listener="tcp", loopback=True)
+    core.receive(conn_id, data)            # client bytes, any chunking
+    core.closed(conn_id)                   # the transport is gone
+    core.set_congested(conn_id, True)      # the host's write buffer for conn_id is over its mark
+    core.step(msg)                         # a Raft message from a peer
+    core.tick()                            # time passed (the host calls it at next_deadline_ms)
+    core.synced(token, error)              # a SyncRequest's job has run (on any thread)
+    rd = core.ready()                      # NodeReady: writes, aborts, Raft messages, syncs
+    ... the host writes rd.writes, sends rd.messages, runs rd.syncs, sleeps until
+        core.next_deadline_ms() (its monotonic clock) or the next input.
+
+Every input runs to completion: Raft readies are persisted (through the injected Raft storage,
+fsync inline), sent, applied and advanced; meta proposal callbacks run; both brokers' output is
+drained until neither has more (the bridge can make one broker produce output for the other).
+What the node produced accumulates until the host pulls it with `ready()`.
+
+The parts are wired here, in the constructor, from a frozen `NodeSpec` and what the host injects
+(`NodeEnv`: Raft storage, engine factories, clocks, a seeded rng, auth, a line logger). Nothing is
+wired after construction. A crash is dropping the object; a restart builds a new one over the same
+devices.
+
+Clocks: `env.clock` is monotonic milliseconds (Raft ticks, group commit, Kafka timeouts), and
+`env.wall_clock` epoch milliseconds (MQTT expiry times that are written to the state log, Kafka
+retention by record time, bridge record timestamps). `next_deadline_ms()` is in `env.clock`'s
+domain; the MQTT broker's own deadline (wall clock) is converted.
+
+Durability: shard group commits come out as `SyncRequest`s: the host runs `job.sync()` (the
+asyncio host on a worker thread when `job.detached`; the simulator after the simulated disk time)
+and hands it back with `synced(token, error)`, which moves `durable_end` (or poisons the engine)
+and releases what waited for it (MQTT PUBACK/PUBREC, Kafka produce replies, bridge records).
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from real.kafka import errors as kafka_errors
+from real.kafka.bridge import Bridge, BridgeRule
+from real.kafka.broker import KafkaBroker, KafkaConfig
+from real.meta import MetaResult, MetaStateMachine, encode_command
+from real.mqtt.broker import Broker, BrokerConfig
+from real.raft import RaftNode
+from real.raft.types import Message, ProposalDropped, RaftConfig
+from real.server.replica import MetaReplica, Storage
+from real.storage import EngineFactory, ShardEngine, ShardStore
+
+STATE_SHARD = "mqtt-state"
+"""The MQTT broker's state log (sessions, queued messages, retained, packet-id state)."""
+TICKS_PER_WAKE_MAX = 64
+"""If the host stalls, at most this many Raft ticks are delivered at once (the rest are dropped:
+a stalled node must not fire several election timeouts in one go)."""
+REGISTER_RETRY_MS = 100
+
+
+class Proto(enum.Enum):
+    MQTT = "mqtt"
+    KAFKA = "kafka"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    """Everything a node is, fixed for its lifetime (built from the config by the host)."""
+
+    node_id: int
+    voters: tuple[int, ...]
+    """The initial meta Raft configuration (this node alone for the embedded default)."""
+    raft: RaftConfig
+    tick_ms: int
+    snapshot_entries: int
+    register_addr: str
+    """The address registered in meta (`node.register`; the admin address today)."""
+    mqtt: BrokerConfig
+    kafka: KafkaConfig
+    bridges: tuple[BridgeRule, ...] = ()
+    allow_anonymous: str | bool = "auto"
+    """MQTT: true/false, or "auto" = anonymous only on loopback listeners."""
+    default_engine: str = "file"
+
+    def __post_init__(self) -> None:
+        assert self.node_id in self.voters, (self.node_id, self.voters)
+        assert self.tick_ms >= 1, self.tick_ms
+        assert self.mqtt.node_id == self.node_id == self.kafka.node_id, self
+        assert self.allow_anonymous in ("auto", True, False), self.allow_anonymous
+
+
+@dataclass(slots=True)
+class NodeEnv:
+    """What a host injects: devices, clocks, randomness, auth and a logger."""
+
+    raft_storage: Storage
+    engines: dict[str, EngineFactory]
+    clock: Callable[[], int]
+    wall_clock: Callable[[], int]
+    rng: random.Random
+    log: Callable[[str], None] = lambda _line: None
+    authenticate: Callable[..., Any] | None = None
+    acl: Any = None
+    sasl_factory: Callable[[], Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRequest:
+    """Run `job.sync()` (on any thread if `job.detached`), then `NodeCore.synced(token, error)`."""
+
+    token: int
+    shard: str
+    job: Any
+
+
+@dataclass(slots=True)
+class NodeReady:
+    writes: list[tuple[int, bytes, bool]] = field(default_factory=list)
+    """(conn id, bytes, close after writing), in production order."""
+    aborts: list[int] = field(default_factory=list)
+    """Connections to reset at once (an internal error cost this connection)."""
+    messages: list[Message] = field(default_factory=list)
+    """Raft messages for peers."""
+    syncs: list[SyncRequest] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.writes or self.aborts or self.messages or self.syncs)
+
+
+@dataclass(slots=True)
+class NodeStats:
+    internal_errors: int = 0
+    syncs_started: int = 0
+    syncs_done: int = 0
+    sync_errors: int = 0
+
+
+class _MetaPort:
+    """The brokers' view of meta: the applied state machine, proposals through the replica."""
+
+    def __init__(self, core: NodeCore) -> None:
+        self._core = core
+
+    def machine(self) -> MetaStateMachine:
+        return self._core.replica.sm
+
+    def propose(self, data: bytes, done: Callable[[MetaResult | Exception], None]) -> None:
+        self._core.propose(data, done)
+
+
+class NodeCore:
+    def __init__(self, spec: NodeSpec, env: NodeEnv) -> None:
+        self.spec = spec
+        self.env = env
+        self.log = env.log
+        self.stats = NodeStats()
+        self._ready = NodeReady()
+        self._conns: dict[int, Proto] = {}
+        self._loopback: dict[int, bool] = {}
+        self._syncs: dict[int, tuple[str, ShardEngine, Any]] = {}
+        self._sync_tokens = 0
+        self._settling = False
+        self.replica = self._open_replica(spec, env)
+        self.shards = ShardStore(env.engines, default_engine=spec.default_engine)
+        self.mqtt = self._open_mqtt(spec, env)
+        self.kafka = KafkaBroker(spec.kafka, env.clock, self.shards, _MetaPort(self),
+                                 member_prefix=f"{env.rng.getrandbits(32):08x}",
+                                 sasl_factory=env.sasl_factory, log=env.log,
+                                 wall_clock=env.wall_clock)
+        self.bridge = (Bridge(spec.bridges, self.kafka, self.mqtt, env.wall_clock)
+                       if spec.bridges else None)
+        self.registered = False
+        self.kafka_ready = False
+        """True once this node is registered in meta and the bridge's topics exist: the host
+        accepts Kafka connections from then on (so clients see every topic of before a crash)."""
+        self._registering = False
+        self._register_at = 0
+        self._topics_missing: list[str] = []
+        self._tick_at = env.clock() + spec.tick_ms
+        self._role_seen: tuple[str, int, int] = ("", 0, 0)
+        if self.replica.raft.conf.voters == (spec.node_id,):
+            self.replica.raft.campaign()  # the only voter: no need to wait an election timeout
+        self._settle()
+
+    # ---- construction ------------------------------------------------------------------------
+
+    def _open_replica(self, spec: NodeSpec, env: NodeEnv) -> MetaReplica:
+        durable = env.raft_storage.durable()
+        rng = random.Random(env.rng.getrandbits(64))  # noqa: S311 - seeded by design
+        raft = RaftNode(spec.node_id, spec.raft, rng, durable, peers=spec.voters)
+        return MetaReplica(raft, env.raft_storage, self._send,
+                           compact_entries=spec.snapshot_entries)
+
+    def _send(self, msg: Message) -> None:
+        self._ready.messages.append(msg)
+
+    def _open_mqtt(self, spec: NodeSpec, env: NodeEnv) -> Broker:
+        if STATE_SHARD not in self.shards.list():
+            self.shards.attach(STATE_SHARD)
+        broker = Broker(spec.mqtt, env.wall_clock, log=self.shards.engine(STATE_SHARD),
+                        authenticate=env.authenticate, acl=env.acl)
+        broker.recover()
+        self.log(f"mqtt: recovered {len(broker.sessions)} sessions, {len(broker.retained)} "
+                 f"retained messages from {broker.recovered_records} state records")
+        return broker
+
+    # ---- inputs: clients ---------------------------------------------------------------------
+
+    def accepting(self, proto: Proto) -> bool:
+        """Whether the host should accept connections of `proto` now."""
+        return proto is Proto.MQTT or self.kafka_ready
+
+    def open(self, conn_id: int, proto: Proto, *, peer: str = "", listener: str = "tcp",
+             loopback: bool = False) -> None:
+        assert conn_id not in self._conns, conn_id
+        self._conns[conn_id] = proto
+        if proto is Proto.MQTT:
+            setting = self.spec.allow_anonymous
+            anonymous_ok = loopback if setting == "auto" else bool(setting)
+            self.mqtt.open(conn_id, peer=peer, listener=listener, anonymous_ok=anonymous_ok)
+        else:
+            self.kafka.open(conn_id, peer)
+        self._settle()
+
+    def receive(self, conn_id: int, data: bytes) -> None:
+        proto = self._conns.get(conn_id)
+        if proto is None:
+            return  # closed by the node already; the host has not heard yet
+        try:
+            if proto is Proto.MQTT:
+                self.mqtt.receive(conn_id, data)
+            else:
+                self.kafka.receive(conn_id, data)
+        except Exception:  # noqa: BLE001 - a core bug must cost one connection, not the node
+            self.stats.internal_errors += 1
+            self.log(f"{proto.value}: internal error on connection {conn_id}, closing it:\n"
+                     f"{traceback.format_exc()}")
+            self._forget(conn_id)
+            self._ready.aborts.append(conn_id)
+        self._settle()
+
+    def closed(self, conn_id: int) -> None:
+        if conn_id in self._conns:
+            self._forget(conn_id)
+            self._settle()
+
+    def set_congested(self, conn_id: int, congested: bool) -> None:
+        if self._conns.get(conn_id) is Proto.MQTT:
+            self.mqtt.set_congested(conn_id, congested)
+            self._settle()
+
+    def disconnect_client(self, client_id: str) -> bool:
+        """Admin: close the MQTT connection of `client_id` (v5: DISCONNECT 0x98)."""
+        session = self.mqtt.sessions.get(client_id)
+        if session is None or session.conn_id is None or session.conn_id not in self._conns:
+            return False
+        self.mqtt.kick(session.conn_id)
+        self._settle()
+        return True
+
+    def _forget(self, conn_id: int) -> None:
+        proto = self._conns.pop(conn_id)
+        if proto is Proto.MQTT:
+            self.mqtt.closed(conn_id)
+        else:
+            self.kafka.closed(conn_id)
+
+    # ---- inputs: peers, time, I/O ------------------------------------------------------------
+
+    def step(self, msg: Message) -> None:
+        """A Raft message from a peer (ticks due by now run first, as a tick-by-tick node)."""
+        self._run_ticks()
+        self.replica.raft.step(msg)
+        self._settle()
+
+    def propose(self, data: bytes, done: Callable[[MetaResult | Exception], None]) -> None:
+        """Propose a meta command; `done(result | exception)` once it applied or failed (maybe
+        before this returns: ProposalDropped when no leader can take it now)."""
+        def finished(result: MetaResult | Exception) -> None:
+            try:
+                done(result)
+            except Exception:  # noqa: BLE001 - a failing callback costs its request only
+                self.stats.internal_errors += 1
+                self.log(f"meta: internal error in a proposal callback:\n"
+                         f"{traceback.format_exc()}")
+
+        try:
+            self.replica.propose(data, finished)
+        except ProposalDropped as exc:
+            finished(exc)
+        self._settle()
+
+    def tick(self) -> None:
+        """Time passed: Raft ticks, broker timers, group commits that are due."""
+        self._run_ticks()
+        self.mqtt.tick()
+        self.kafka.tick()
+        self._start_syncs()
+        self._settle()
+
+    def synced(self, token: int, error: BaseException | None) -> None:
+        name, engine, job = self._syncs.pop(token)
+        self.stats.syncs_done += 1
+        try:
+            engine.finish_sync(job, error)  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - the engine is poisoned; its requests fail from now on
+            self.stats.sync_errors += 1
+            self.log(f"storage: fdatasync of shard {name!r} failed:\n{traceback.format_exc()}")
+        self._durable_progress()
+        self._settle()
+
+    def _run_ticks(self) -> None:
+        now = self.env.clock()
+        if now < self._tick_at:
+            return
+        tick_ms = self.spec.tick_ms
+        n = 1 + (now - self._tick_at) // tick_ms
+        if n > TICKS_PER_WAKE_MAX:
+            n = TICKS_PER_WAKE_MAX
+            self._tick_at = now + tick_ms
+        else:
+            self._tick_at += n * tick_ms
+        self.replica.tick(n)
+
+    def _start_syncs(self) -> None:
+        shards = self.shards
+        due = shards.next_flush_ms()
+        if due is None or due > self.env.clock():
+            return
+        try:
+            jobs = shards.start_syncs(self.env.clock())
+        except Exception:  # noqa: BLE001 - a poisoned engine fails its own requests later
+            self.stats.sync_errors += 1
+            self.log(f"storage: group commit failed:\n{traceback.format_exc()}")
+            jobs = []
+        for name, error in shards.sync_failures:
+            self.stats.sync_errors += 1
+            self.log(f"storage: group commit of shard {name!r} failed: {error}")
+        shards.sync_failures.clear()
+        for name, engine, job in jobs:
+            self._sync_tokens += 1
+            self._syncs[self._sync_tokens] = (name, engine, job)
+            self._ready.syncs.append(SyncRequest(self._sync_tokens, name, job))
+            self.stats.syncs_started += 1
+        self._durable_progress()  # engines polled in place may have moved
+
+    def _durable_progress(self) -> None:
+        self.mqtt.durable_progress()
+        self.kafka.durable_progress()
+
+    # ---- the settle loop ---------------------------------------------------------------------
+
+    def _settle(self) -> None:
+        """Run everything an input set off to completion and collect the output."""
+        if self._settling:
+            return  # re-entered from a callback: the outer loop picks the work up
+        self._settling = True
+        try:
+            for _ in range(1000):
+                progressed = self.replica.process_ready() > 0
+                self._register()
+                progressed |= self._drain()
+                if not progressed and not self.replica.raft.has_ready():
+                    break
+            else:
+                raise AssertionError("NodeCore._settle did not converge")
+        finally:
+            self._settling = False
+        self._log_role()
+
+    def _drain(self) -> bool:
+        out = self._ready.writes
+        before = len(out)
+        for broker in (self.mqtt, self.kafka):
+            for conn_id, data, close in broker.drain():
+                if conn_id in self._conns:
+                    out.append((conn_id, data, close))
+        return len(out) > before
+
+    def _log_role(self) -> None:
+        raft = self.replica.raft
+        now = (raft.role.value, raft.term, raft.leader)
+        if now != self._role_seen:
+            self._role_seen = now
+            self.log(f"meta raft: node {raft.id} is {now[0]} in term {now[1]} "
+                     f"(leader {now[2]})")
+
+    # ---- registration in meta ----------------------------------------------------------------
+
+    def _register(self) -> None:
+        """Register in meta once a leader is known, then create the bridge's missing topics;
+        both retry after REGISTER_RETRY_MS when meta cannot take them yet."""
+        if self._registering or self.kafka_ready or self.env.clock() < self._register_at:
+            return
+        if self.registered:
+            self._create_missing_topics()
+            return
+        if self.replica.raft.leader == 0:
+            return
+        addr = self.spec.register_addr
+        data = encode_command("node.register", node_id=self.spec.node_id, addr=addr,
+                              admin_addr=addr)
+        self._registering = True
+
+        def done(result: MetaResult | Exception) -> None:
+            self._registering = False
+            if isinstance(result, Exception) or not result.ok:
+                self._register_at = self.env.clock() + REGISTER_RETRY_MS
+                return
+            self.registered = True
+            self.log(f"meta: node {self.spec.node_id} registered ({result.value}) at index "
+                     f"{self.replica.sm.applied_index}")
+            self._topics_missing = [] if self.bridge is None else self.bridge.kafka_topics()
+
+        self.propose(data, done)
+
+    def _create_missing_topics(self) -> None:
+        """Create the bridge's Kafka topics that meta does not have, one at a time."""
+        machine = self.replica.sm
+        while self._topics_missing and machine.topic(self._topics_missing[0]) is not None:
+            self._topics_missing.pop(0)
+        if not self._topics_missing:
+            if not self.kafka_ready:
+                self.kafka_ready = True
+                if self.bridge is not None:
+                    self.log(f"bridge: {len(self.bridge.rules)} MQTT <-> Kafka rules over Kafka "
+                             f"topics {', '.join(self.bridge.kafka_topics())}")
+            return
+        name = self._topics_missing[0]
+        self._registering = True
+
+        def created(code: int, message: str | None) -> None:
+            self._registering = False
+            if code in (kafka_errors.NONE, kafka_errors.TOPIC_ALREADY_EXISTS):
+                return
+            self._register_at = self.env.clock() + REGISTER_RETRY_MS
+            self.log(f"bridge: cannot create Kafka topic {name!r} yet: {message}")
+
+        self.kafka.create_topic(name, created)
+
+    # ---- output --------------------------------------------------------------------------------
+
+    def ready(self) -> NodeReady:
+        """What the node produced since the last call (the host writes, sends, runs it)."""
+        rd, self._ready = self._ready, NodeReady()
+        return rd
+
+    def next_deadline_ms(self) -> int:
+        """When `tick` next has work, on `env.clock` (never later than the next Raft tick that
+        may produce output)."""
+        raft = self.replica.raft
+        due = self._tick_at + (raft.ticks_until_due() - 1) * self.spec.tick_ms
+        for at in (self.kafka.next_deadline_ms(), self.shards.next_flush_ms(),
+                   self._mqtt_deadline_ms()):
+            if at is not None and at < due:
+                due = at
+        if not self.kafka_ready and not self._registering and self.replica.raft.leader:
+            due = min(due, self._register_at)
+        return due
+
+    def _mqtt_deadline_ms(self) -> int | None:
+        wall_due = self.mqtt.next_deadline_ms()
+        if wall_due is None:
+            return None
+        env = self.env
+        return env.clock() + max(0, wall_due - env.wall_clock())
+
+    def close(self) -> None:
+        """A graceful stop: make every shard durable (best effort: a failing one is logged) and
+        fail the proposals still waiting. (A crash just drops the object.)"""
+        for name in self.shards.list():
+            try:
+                self.shards.sync(name)
+            except Exception as exc:  # noqa: BLE001 - reported; the others still get synced
+                self.log(f"storage: could not sync shard {name!r} at shutdown: {exc}")
+        self.replica.fail_pending("node shutting down")
+
+    # ---- checks ------------------------------------------------------------------------------
+
+    def invariants(self) -> None:
+        """Cheap structural checks over every part (the simulator runs them after each input)."""
+        self.replica.raft.invariants()
+        assert self.replica.raft.applied == self.replica.sm.applied_index
+        for conn_id, proto in self._conns.items():
+            broker_conns = self.mqtt.conns if proto is Proto.MQTT else self.kafka.conns
+            assert conn_id in broker_conns, (conn_id, proto)
+        assert len(self._syncs) <= len(self.shards.list()), self._syncs
+        for part in (self.mqtt, self.kafka):
+            check = getattr(part, "invariants", None)
+            if check is not None:
+                check()

@@ -1,0 +1,108 @@
+"""The node's storage wiring, the same in both worlds: settings + device ports -> engine factories.
+
+`StorageSettings` is the protocol-neutral `[storage]` slice of the node config. `engine_factories`
+turns it and the node's devices (a `FileSystem` for the file journal, a `KeyValue` for RocksDB
+shards, an `ObjectStore` for S3 shards; each a zero-argument getter, so a device is opened only
+when a shard needs it) into one factory per engine kind for `ShardStore`: the real node passes
+its OS directory, RocksDB and S3 client (real/node/engines.py), the simulator its simulated
+filesystem, key-value store and object store (model/host.py).
+
+Shard names become directory names and key prefixes through `shard_key`, a reversible escape that
+keeps them filesystem- and S3-safe ("a/b" -> "a%2Fb").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from real.storage import EngineFactory, MemoryEngine, ShardEngine
+from real.storage.devices import Clock, FileSystem, KeyValue, ObjectStore
+
+ENGINE_KINDS = ("memory", "file", "rocksdb", "s3")
+FSYNC_POLICIES = ("always", "group", "never")
+SHARD_KEY_MAX = 200  # longer keys end in "~" + a hash of the full shard name
+SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    engine: str = "file"
+    fsync: str = "group"
+    group_commit_ms: int = 2
+    group_commit_bytes: int = 1 << 20
+    sync_thread: bool = True  # file engine, fsync "group": fdatasync off the node's thread
+    segment_bytes: int = 64 << 20
+    s3_endpoint: str = ""  # empty: start an embedded SeaweedFS on loopback
+    s3_bucket: str = "twinmq"
+    s3_linger_ms: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def shard_key(name: str) -> str:
+    """A filesystem- and S3-safe spelling of a shard name (percent-escapes; reversible up to
+    SHARD_KEY_MAX characters, longer ones end in "~" and a hash of the name)."""
+    out = []
+    for ch in name:
+        if ch in SAFE and not (ch == "." and not out):
+            out.append(ch)
+        else:
+            out.extend(f"%{b:02X}" for b in ch.encode())
+    key = "".join(out)
+    if len(key) > SHARD_KEY_MAX:  # a directory name must stay under NAME_MAX (255 bytes)
+        digest = hashlib.sha256(name.encode()).hexdigest()[:32]
+        key = f"{key[:SHARD_KEY_MAX - 33]}~{digest}"
+    return key
+
+
+def _missing(kind: str) -> Any:
+    raise ValueError(f"this node has no device for {kind!r} shards")
+
+
+def open_engine(kind: str, shard: str, settings: StorageSettings, clock: Clock, *,
+                fs: Callable[[], FileSystem] | None = None,
+                kv: Callable[[], KeyValue] | None = None,
+                store: Callable[[], ObjectStore] | None = None) -> ShardEngine:
+    """One engine of `kind` for `shard` over the given devices."""
+    s = settings
+    key = shard_key(shard)
+    if kind == "memory":
+        return MemoryEngine()
+    if kind == "file":
+        from real.storage.journal import JournalConfig, JournalEngine
+
+        config = JournalConfig(
+            fsync=s.fsync, group_commit_ms=s.group_commit_ms,
+            group_commit_bytes=s.group_commit_bytes, segment_bytes=s.segment_bytes,
+            background_sync=s.sync_thread and s.fsync == "group",
+            **s.extra.get("file", {}),
+        )
+        return JournalEngine(_missing("file") if fs is None else fs(), key, clock, config)
+    if kind == "rocksdb":
+        from real.storage.kvengine import KvEngine, KvEngineConfig
+
+        kv_config = KvEngineConfig(
+            fsync=s.fsync, group_commit_ms=s.group_commit_ms,
+            group_commit_bytes=s.group_commit_bytes, **s.extra.get("rocksdb", {}),
+        )
+        return KvEngine(_missing("rocksdb") if kv is None else kv(), shard, clock, kv_config)
+    if kind == "s3":
+        from real.storage.s3engine import S3Engine, S3EngineConfig
+
+        s3_config = S3EngineConfig(linger_ms=s.s3_linger_ms, **s.extra.get("s3", {}))
+        return S3Engine(_missing("s3") if store is None else store(), key, clock, s3_config)
+    raise ValueError(f"unknown engine kind {kind!r}")
+
+
+def engine_factories(settings: StorageSettings, clock: Clock, *,
+                     fs: Callable[[], FileSystem] | None = None,
+                     kv: Callable[[], KeyValue] | None = None,
+                     store: Callable[[], ObjectStore] | None = None,
+                     kinds: tuple[str, ...] = ENGINE_KINDS) -> dict[str, EngineFactory]:
+    """A `ShardStore` factory per engine kind in `kinds`, over the given devices."""
+    def factory(kind: str) -> EngineFactory:
+        return lambda name: open_engine(kind, name, settings, clock, fs=fs, kv=kv, store=store)
+
+    return {kind: factory(kind) for kind in kinds}
