@@ -1,4 +1,5 @@
-"""RaftDisk: write, reopen, torn tails, crash at every byte, compaction, locking."""
+"""RaftDisk: write, reopen, torn tails, crash at every byte, compaction, locking, and a log in
+the format written before RaftLog existed."""
 
 from __future__ import annotations
 
@@ -231,3 +232,44 @@ def test_directory_is_locked(tmp_path: Path) -> None:
         RaftDisk(tmp_path)
     disk.close()
     RaftDisk(tmp_path).close()
+
+
+# A log written by the RaftDisk of commit 3a85ca0 (before the format moved to
+# real/server/raftlog.py): entries 1-2 + HardState(1, 1, 1); snapshot 5 (voters 1, 2, learner 5)
+# + a conf-change entry 6 + HardState(2, 2, 5); entry 7 + HardState(3, 0, 6). All synced.
+OLD_FORMAT_LOG = bytes.fromhex(
+    "54574d51524c30310000001353734cc44500000000000000010000000000000001006100000014d4"
+    "7c66314500000000000000010000000000000002006262000000199933e957480000000000000001"
+    "00000000000000010000000000000001000000312f11471053000000000000000500000000000000"
+    "0200020001000000000000000100000000000000020000000000000005696d67350000001d071e82"
+    "e74500000000000000020000000000000006016164642d766f7465723a3300000019f4494a0f4800"
+    "000000000000020000000000000002000000000000000500000026fc999eff450000000000000003"
+    "000000000000000700787878787878787878787878787878787878787800000019c410f870480000"
+    "00000000000300000000000000000000000000000006"
+)
+
+
+def test_a_log_written_by_the_old_raftdisk_recovers(tmp_path: Path) -> None:
+    (tmp_path / LOG_NAME).write_bytes(OLD_FORMAT_LOG + encode_entry(e(8))[:5])  # + a torn tail
+    disk = RaftDisk(tmp_path)
+    want = DurableState(
+        HardState(3, 0, 6),
+        Snapshot(SnapshotMeta(5, 2, ConfState((1, 2), (5,))), b"img5"),
+        (Entry(2, 6, EntryKind.CONF_CHANGE, b"add-voter:3"), Entry(3, 7, EntryKind.NORMAL,
+                                                                    b"x" * 20)),
+    )
+    assert disk.durable() == want
+    assert disk.recovery.records == 8 and disk.recovery.truncated_bytes == 5
+    disk.save(entries=(e(8, 3),), hard_state=HardState(3, 0, 7), sync=True)
+    disk.close()
+    data = (tmp_path / LOG_NAME).read_bytes()
+    assert data.startswith(OLD_FORMAT_LOG) and len(data) > len(OLD_FORMAT_LOG)
+    assert RaftDisk(tmp_path).durable().entries[-1] == e(8, 3)
+
+
+def test_corruption_names_the_file_and_byte(tmp_path: Path) -> None:
+    buf = bytearray(OLD_FORMAT_LOG)
+    buf[len(MAGIC) + 9] ^= 0x01  # inside the first record's payload
+    (tmp_path / LOG_NAME).write_bytes(bytes(buf))
+    with pytest.raises(DiskCorruption, match=rf"{tmp_path / LOG_NAME}: bad record at byte 8 "):
+        RaftDisk(tmp_path)
