@@ -497,6 +497,11 @@ class SimFileSystem:
 
     # ------------------------------------------------------------------------------ inspection
 
+    def sample_sync_us(self) -> int:
+        """One fdatasync latency (`sync_latency`), charged to nobody: a host that runs a sync in
+        the background waits this long before it runs `sync` and reports the completion."""
+        return self._sample(self.config.sync_latency)
+
     def take_elapsed_us(self) -> int:
         """Simulated time charged since the last call (µs); resets the meter."""
         elapsed, self._elapsed_us = self._elapsed_us, 0

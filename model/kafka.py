@@ -1,9 +1,10 @@
-"""The Kafka broker in the simulator: the pure `KafkaBroker` driven by SimPy, with simulated
-producers, consumer groups, assign-and-seek readers, faults and history checkers.
+"""Kafka in the simulator: one whole TwinMQ node (`NodeCore`, hosted by model/host.py) serving
+simulated producers, consumer groups and assign-and-seek readers, with faults and history checkers.
 
-This is the SimPy twin of the asyncio shell (real/node/kafka.py). The same
-`real.kafka.broker.KafkaBroker` (partition logs, group coordinator, produce durability, long-poll
-fetch) runs here; only the world around it is simulated:
+The node is the product's own composed object, as `twinmq serve` runs it: the real
+`KafkaBroker` (partition logs, group coordinator, produce durability, long-poll fetch) over the
+node's `ShardStore`, with topics created through the node's meta Raft group; only the world
+around it is simulated:
 
 - **Storage.** Partitions are shards of a `real.storage.shards.ShardStore`. With
   `state_log = "journal"` every shard is a `JournalEngine` (fsync "group") over one shared
@@ -12,17 +13,15 @@ fetch) runs here; only the world around it is simulated:
   from what the files hold. With `state_log = "memory"` the shards are `MemoryEngine`s that a
   crash wipes: a deliberately broken broker, to show the checkers notice lost data. Filesystem
   calls charge simulated time; the broker process waits it out before it sends anything.
-- **Meta service.** `SimMeta` is the broker's `MetaPort`: a `real.meta.MetaStateMachine` owned by
-  the world (it survives broker crashes, as the Raft group would) that applies each proposal after
-  a sampled commit delay, in proposal order, and hands the result back to the broker incarnation
-  that proposed it (a crashed incarnation never hears back; the command is still applied).
-- **Network.** Connections are `model.mqtt.SimConn` pipes: in-order bytes, sampled one-way latency,
-  optional bandwidth, network-wide delay spikes; an abrupt close discards what is in flight.
-- **Broker process.** One SimPy process per incarnation, as real/node/kafka.py drives the core:
-  arrivals (open, bytes, close, meta results) are fed in order; then the shard store's group
-  commit (`next_flush_ms` -> `poll` -> `KafkaBroker.durable_progress`, which releases held produce
-  replies and long polls) and `KafkaBroker.tick()` at `next_deadline_ms()` (fetch deadlines,
-  session and rebalance timeouts).
+- **Meta service.** Topic creation and committed offsets go through the node's own meta Raft
+  replica (single voter), whose log is the real on-disk format on the same simulated disk: a
+  crash loses what was not fsynced, and the restarted node recovers the applied commands.
+- **Network.** Connections are `model.conn.SimConn` pipes: in-order bytes, sampled one-way
+  latency, optional bandwidth, network-wide delay spikes; an abrupt close discards what is in
+  flight.
+- **Host.** `SimHost` feeds arrivals (open, bytes, close) to the node in order, waits for the
+  filesystem time, and runs the node's timers and group commits (the fdatasync in the
+  background, as the real host's worker thread does).
 
 **Clients** speak the wire protocol through `real.kafka.codec` (`encode_request` /
 `decode_response`) and `real.kafka.records` (`build_batch` / `decode_batches`). Each keeps its
@@ -109,17 +108,14 @@ from typing import IO, Any
 
 import simpy
 
+# One scenario-loading vocabulary for both broker simulators (errors name file and key).
+from model.conn import FIN, NetSpec, SimConn, SimNet, Switchboard
 from model.dist import Dist
 from model.fs import SimFileSystem, SimFsConfig
-
-# One scenario-loading vocabulary for both broker simulators (errors name file and key).
+from model.host import SimHost, sim_node_spec
 from model.mqtt import (
-    FIN,
     ConfigError,
     DiskSpec,
-    NetSpec,
-    SimConn,
-    SimNet,
     _percentile_ms,
     _table,
     _value,
@@ -131,7 +127,7 @@ from model.trace import Trace
 from model.world import crash_detail
 from real.kafka import api
 from real.kafka import errors as E
-from real.kafka.broker import KafkaBroker, KafkaConfig
+from real.kafka.broker import KafkaConfig
 from real.kafka.codec import (
     RequestHeader,
     decode_request,
@@ -140,17 +136,14 @@ from real.kafka.codec import (
     encode_response,
 )
 from real.kafka.records import KRecord, build_batch, decode_batches
-from real.meta import MetaResult, MetaStateMachine
-from real.storage.journal import JournalConfig, JournalEngine
-from real.storage.memory import MemoryEngine
-from real.storage.shards import ShardStore
+from real.server.node import NodeCore, Proto
+from real.server.storage import StorageSettings
 
 US_PER_MS = 1000
 OUTCOME_CODES = {"ok": 0, "correctness": 1, "liveness": 2, "crash": 3}
 USAGE_ERROR = 4
 STATE_LOGS = ("journal", "memory")
 BUGS = ("drop-acked-batch", "no-dedupe")
-DATA_DIR = "kafka-data"
 IDS_MAX = 20  # example ids listed per problem in the result
 BROKER_LOG_MAX = 50  # broker log lines kept for the result
 RETRY_BACKOFF_US = 20_000  # a client's pause before retrying a failed metadata/join step
@@ -162,12 +155,6 @@ V_OFFSET_COMMIT, V_OFFSET_FETCH, V_FIND_COORDINATOR = 7, 5, 2
 V_JOIN, V_SYNC, V_HEARTBEAT, V_INIT_PID = 5, 3, 3, 1
 
 # ================================================================================ configuration
-
-
-@dataclass(frozen=True, slots=True)
-class MetaSpec:
-    commit: Dist = Dist("uniform", 0.5, 2.0)
-    """Delay from a meta proposal to its commit and apply (a Raft round trip)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +243,6 @@ class KafkaSimConfig:
     broker: KafkaConfig = SIM_BROKER
     network: NetSpec = NetSpec()
     disk: DiskSpec = DiskSpec()
-    meta: MetaSpec = MetaSpec()
     producers: tuple[ProducerSpec, ...] = (ProducerSpec(),)
     groups: tuple[GroupSpec, ...] = (GroupSpec(),)
     readers: tuple[ReaderSpec, ...] = (ReaderSpec(),)
@@ -264,8 +250,8 @@ class KafkaSimConfig:
     source: str = "<memory>"
 
 
-_TABLES: dict[str, Any] = {"network": NetSpec(), "disk": DiskSpec(), "meta": MetaSpec(),
-                           "faults": FaultSpec(), "broker": SIM_BROKER}
+_TABLES: dict[str, Any] = {"network": NetSpec(), "disk": DiskSpec(), "faults": FaultSpec(),
+                           "broker": SIM_BROKER}
 _ARRAYS: dict[str, type] = {"producers": ProducerSpec, "groups": GroupSpec,
                             "readers": ReaderSpec}
 
@@ -433,289 +419,6 @@ class History:
 
     def emit(self, node: int, kind: str, **fields: Any) -> None:
         self.trace.emit(int(self.env.now), node, kind, **fields)
-
-
-# ================================================================================ meta service
-
-
-class SimMeta:
-    """The broker's `MetaPort`: proposals apply in order after a sampled commit delay; the state
-    machine belongs to the world and survives broker crashes (as a Raft group would)."""
-
-    def __init__(self, world: KafkaWorld, rng: Any) -> None:
-        self.world = world
-        self.rng = rng
-        self.sm = MetaStateMachine()
-        self.index = 0
-        self.last_commit_us = 0
-        self.proposals = 0
-
-    def machine(self) -> MetaStateMachine:
-        return self.sm
-
-    def propose(self, data: bytes, done: Callable[[MetaResult | Exception], None]) -> None:
-        world = self.world
-        now = int(world.env.now)
-        at = max(now + self.world.config.meta.commit.sample_us(self.rng), self.last_commit_us)
-        self.last_commit_us = at
-        self.proposals += 1
-        gen = world.broker.gen
-        world.net.later(max(0, at - now), lambda: self._commit(data, done, gen))
-
-    def _commit(self, data: bytes, done: Callable[[MetaResult | Exception], None],
-                gen: int) -> None:
-        self.index += 1
-        result = self.sm.apply(self.index, data)
-        assert self.sm.applied_index == self.index
-        self.world.broker.meta_done(gen, done, result)
-
-
-# ================================================================================ broker
-
-
-class SimKafkaBroker:
-    """The broker's machine: the pure `KafkaBroker`, its shard store and one driving process per
-    incarnation. `gen` counts incarnations; a crash bumps it so the old process stops."""
-
-    def __init__(self, world: KafkaWorld) -> None:
-        self.world = world
-        self.env = world.env
-        self.gen = 0
-        self.up = False
-        self.broker: KafkaBroker | None = None
-        self.shards: ShardStore | None = None
-        self.memory_engines: dict[str, MemoryEngine] = {}
-        self.conns: dict[int, SimConn] = {}
-        self.inbox: deque[tuple[str, Any, Any]] = deque()
-        self.wake: simpy.Event | None = None
-        self.recovered_batches = 0
-        self.bug_fired = False
-        self.log_lines: list[str] = []
-
-    def start(self) -> Generator[simpy.Event, Any, None]:
-        """Open the shard store, re-open every known partition (recovery), then serve."""
-        self.gen += 1
-        gen = self.gen
-        world = self.world
-        self.shards = self._open_store()
-        broker = KafkaBroker(world.config.broker, world.clock_ms, self.shards, world.meta,
-                             member_prefix=f"b{gen}", log=self._log)
-        batches = partitions = 0
-        for topic in world.meta.sm.topics():
-            for index in range(len(topic.shards)):
-                log = broker.partition_log(topic.name, index)
-                assert log is not None
-                partitions += 1
-                batches += self.shards.describe(f"kafka:{topic.name}:{index}").records
-        elapsed = world.fs.take_elapsed_us()
-        if elapsed:
-            yield self.env.timeout(elapsed)
-        assert self.gen == gen, "a crash is only injected while the broker is up"
-        self.broker = broker
-        self.up = True
-        self.recovered_batches += batches
-        world.history.emit(0, "broker-up", gen=gen, partitions=partitions, batches=batches)
-        yield from self._serve(gen)
-
-    def _log(self, line: str) -> None:
-        if len(self.log_lines) < BROKER_LOG_MAX:
-            self.log_lines.append(f"{self.env.now}us {line}")
-
-    def _open_store(self) -> ShardStore:
-        world = self.world
-        if world.config.state_log == "memory":
-            def factory(name: str) -> Any:
-                return self.memory_engines.setdefault(name, MemoryEngine())
-        else:
-            jc = JournalConfig(fsync="group", group_commit_ms=world.config.disk.group_commit_ms)
-
-            def factory(name: str) -> Any:
-                path = f"{DATA_DIR}/{name.replace(':', '_')}"
-                return JournalEngine(world.fs, path, world.clock_ms, jc)
-        return ShardStore({"file": factory, "memory": factory}, default_engine="file")
-
-    def crash(self) -> bool:
-        """Power loss: the process stops, unsynced file data is lost, every connection resets."""
-        if not self.up:
-            return False
-        self.up = False
-        self.gen += 1
-        self.broker = None
-        self.shards = None
-        self.inbox.clear()
-        world = self.world
-        if world.config.state_log == "memory":
-            self.memory_engines.clear()
-        else:
-            world.fs.crash()
-            world.fs.take_elapsed_us()
-        for conn in world.open_conns():
-            if conn.broker_gen == self.gen - 1:
-                world.reset(conn, by_client=False)
-        self.conns.clear()
-        self._wake()
-        return True
-
-    def accept(self, conn: SimConn, item: bytes | None, opening: bool) -> None:
-        """An arrival from a client pipe (the world checked the broker is up)."""
-        if opening:
-            conn.broker_gen = self.gen
-            self.inbox.append(("open", conn, b""))
-        elif conn.broker_gen == self.gen:
-            self.inbox.append(("data" if item is not FIN else "closed", conn, item or b""))
-        else:
-            return
-        self._wake()
-
-    def peer_reset(self, conn: SimConn) -> None:
-        if self.up and conn.broker_gen == self.gen:
-            self.inbox.append(("closed", conn, b""))
-            self._wake()
-
-    def meta_done(self, gen: int, done: Callable[[MetaResult | Exception], None],
-                  result: MetaResult) -> None:
-        """A proposal of incarnation `gen` applied: its callback runs in that incarnation's
-        process (a crashed incarnation never hears back)."""
-        if self.up and self.gen == gen:
-            self.inbox.append(("meta", done, result))
-            self._wake()
-
-    def _wake(self) -> None:
-        wake = self.wake
-        if wake is not None and not wake.triggered:
-            wake.succeed()
-
-    # ---------------------------------------------------------------------------- the process
-
-    def _serve(self, gen: int) -> Generator[simpy.Event, Any, None]:
-        env = self.env
-        while True:
-            while self.inbox:
-                kind, who, data = self.inbox.popleft()
-                self._handle(kind, who, data)
-                yield from self._settle(gen)
-                if self.gen != gen:
-                    return
-            self._timed_work()
-            yield from self._settle(gen)
-            if self.gen != gen:
-                return
-            if self.inbox:
-                continue
-            wake_ms = self._next_wake_ms()
-            self.wake = env.event()
-            events = [self.wake]
-            if wake_ms is not None:
-                events.append(env.timeout(max(1, wake_ms * US_PER_MS - int(env.now))))
-            yield env.any_of(events)
-            self.wake = None
-            if self.gen != gen:
-                return
-
-    def _handle(self, kind: str, who: Any, data: Any) -> None:
-        broker = self.broker
-        assert broker is not None
-        if kind == "meta":
-            who(data)
-        elif kind == "open":
-            if who.reset:
-                return
-            self.conns[who.id] = who
-            broker.open(who.id, who.client.name)
-        elif kind == "data":
-            if who.id in self.conns:
-                data = self._planted_bugs(who, data)
-                if data:
-                    broker.receive(who.id, data)
-        elif self.conns.pop(who.id, None) is not None:
-            broker.closed(who.id)
-
-    def _timed_work(self) -> None:
-        broker, shards = self.broker, self.shards
-        assert broker is not None and shards is not None
-        now = self.world.clock_ms()
-        due = shards.next_flush_ms()
-        if due is not None and now >= due:
-            shards.poll(now)
-            broker.durable_progress()
-        deadline = broker.next_deadline_ms()
-        if deadline is not None and now >= deadline:
-            broker.tick()
-
-    def _next_wake_ms(self) -> int | None:
-        broker, shards = self.broker, self.shards
-        assert broker is not None and shards is not None
-        times = [t for t in (broker.next_deadline_ms(), shards.next_flush_ms()) if t is not None]
-        return min(times) if times else None
-
-    def _settle(self, gen: int) -> Generator[simpy.Event, Any, None]:
-        """Wait for the filesystem time the last step used, then send what the broker wrote."""
-        elapsed = self.world.fs.take_elapsed_us()
-        if elapsed:
-            yield self.env.timeout(elapsed)
-            if self.gen != gen:
-                return
-        self._flush()
-
-    def _flush(self) -> None:
-        broker = self.broker
-        assert broker is not None
-        while True:
-            batch = broker.drain()
-            if not batch:
-                return
-            for conn_id, data, close in batch:
-                conn = self.conns.get(conn_id)
-                if conn is None:
-                    if close:
-                        broker.closed(conn_id)
-                    continue
-                if data:
-                    conn.down.send(data)
-                if close:
-                    del self.conns[conn_id]
-                    self.world.forget(conn)
-                    conn.down.send(FIN)
-                    broker.closed(conn_id)
-
-    # ---------------------------------------------------------------------------- planted bugs
-
-    def _planted_bugs(self, conn: SimConn, data: bytes) -> bytes:
-        """The scenario's `bugs`: misbehave around the broker (one whole request per send)."""
-        bugs = self.world.config.bugs
-        if not bugs or int.from_bytes(data[4:6], "big") != api.PRODUCE:
-            return data
-        header, body = decode_request(data[4:])
-        now_ms = self.world.clock_ms()
-        if ("drop-acked-batch" in bugs and not self.bug_fired
-                and now_ms >= self.world.config.bug_at_ms):
-            self.bug_fired = True
-            self._fake_ack(conn, header, body)
-            return b""
-        if "no-dedupe" in bugs:
-            for topic in body["topic_data"]:
-                for part in topic["partition_data"]:
-                    records = decode_batches(part["records"])
-                    part["records"] = build_batch(records)
-            return encode_request(header, body)
-        return data
-
-    def _fake_ack(self, conn: SimConn, header: RequestHeader, body: dict) -> None:
-        broker = self.broker
-        assert broker is not None
-        responses = []
-        for topic in body["topic_data"]:
-            parts = []
-            for part in topic["partition_data"]:
-                log = broker.partition_log(topic["name"], part["index"])
-                base = log.log_end_offset if log is not None else 0
-                parts.append({"index": part["index"], "error_code": 0, "base_offset": base,
-                              "log_append_time_ms": -1, "log_start_offset": 0})
-                self.world.history.emit(0, "bug", bug="drop-acked-batch", p=part["index"],
-                                        offset=base)
-            responses.append({"name": topic["name"], "partition_responses": parts})
-        conn.down.send(encode_response(api.PRODUCE, header.api_version, header.correlation_id,
-                                       {"responses": responses, "throttle_time_ms": 0}))
 
 
 # ================================================================================ clients
@@ -1522,8 +1225,17 @@ class KafkaWorld:
                                 sync_latency=config.disk.fsync)
         self.fs = SimFileSystem(seeds.derive("fs"), fs_config)
         self.fault_rng = seeds.derive("faults")
-        self.meta = SimMeta(self, seeds.derive("meta"))
-        self.broker = SimKafkaBroker(self)
+        self.recovered_batches = 0
+        self.bug_fired = False
+        self.log_lines: list[str] = []
+        engine = "file" if config.state_log == "journal" else "memory"
+        self.host = SimHost(
+            self.env, sim_node_spec(kafka=dataclasses.replace(config.broker, default_engine=engine),
+                                    default_engine=engine),
+            StorageSettings(engine=engine, group_commit_ms=config.disk.group_commit_ms),
+            self.fs, seeds.derive("node"), log=self._log, on_up=self._broker_up,
+            filter_input=self._planted_bugs)
+        self.board = Switchboard(self.net, self.host)
         self.producers: list[Producer] = []
         self.consumers: list[GroupConsumer] = []
         self.readers: list[Reader] = []
@@ -1546,8 +1258,6 @@ class KafkaWorld:
                 self.readers.append(Reader(self, node, i, rspec,
                                            seeds.derive(f"client-reader{i}")))
                 node += 1
-        self._conns: dict[int, SimConn] = {}
-        self._next_conn = 1
         self.spike_active = False
 
     def clock_ms(self) -> int:
@@ -1560,46 +1270,67 @@ class KafkaWorld:
     # ---------------------------------------------------------------------------- connections
 
     def dial(self, channel: Channel) -> SimConn:
-        conn = SimConn(self.net, self._next_conn, channel, self._to_broker)  # type: ignore[arg-type]
-        self._next_conn += 1
-        self._conns[conn.id] = conn
-        self.net.stats["connections"] += 1
-        conn.up.send(b"")  # the open travels first, then the request bytes behind it
-        return conn
-
-    def forget(self, conn: SimConn) -> None:
-        self._conns.pop(conn.id, None)
-
-    def open_conns(self) -> list[SimConn]:
-        return list(self._conns.values())
-
-    def _to_broker(self, conn: SimConn, item: bytes | None) -> None:
-        broker = self.broker
-        if conn.broker_gen == 0 and item == b"":
-            if not broker.up:
-                self.reset(conn, by_client=False)  # connection refused
-                return
-            broker.accept(conn, item, opening=True)
-            return
-        if item is FIN:
-            self._conns.pop(conn.id, None)
-        if broker.up:
-            broker.accept(conn, item, opening=False)
+        return self.board.dial(channel, Proto.KAFKA)
 
     def reset(self, conn: SimConn, by_client: bool) -> None:
-        """Abrupt close: in-flight bytes vanish; the closing side knows now, the other later."""
-        if conn.reset:
-            return
-        conn.reset = True
-        self._conns.pop(conn.id, None)
-        self.net.stats["resets"] += 1
-        delay = self.net.latency_us()
-        channel: Channel = conn.client  # type: ignore[assignment]
-        if by_client:
-            channel.closed(conn)
-            self.net.later(delay, lambda: self.broker.peer_reset(conn))
-        else:
-            self.net.later(delay, lambda: channel.closed(conn))
+        self.board.reset(conn, by_client)
+
+    def _log(self, line: str) -> None:
+        if len(self.log_lines) < BROKER_LOG_MAX:
+            self.log_lines.append(f"{self.env.now}us {line}")
+
+    def _broker_up(self, core: NodeCore) -> None:
+        """Re-open (recover) every partition meta knows, as the simulated broker always did."""
+        batches = partitions = 0
+        for topic in core.replica.sm.topics():
+            for index in range(len(topic.shards)):
+                log = core.kafka.partition_log(topic.name, index)
+                assert log is not None
+                partitions += 1
+                batches += core.shards.describe(f"kafka:{topic.name}:{index}").records
+        self.recovered_batches += batches
+        self.history.emit(0, "broker-up", gen=self.host.gen, partitions=partitions,
+                          batches=batches)
+
+    # ---------------------------------------------------------------------------- planted bugs
+
+    def _planted_bugs(self, conn: SimConn, data: bytes) -> bytes:
+        """The scenario's `bugs`: misbehave around the broker (one whole request per send)."""
+        bugs = self.config.bugs
+        if not bugs or int.from_bytes(data[4:6], "big") != api.PRODUCE:
+            return data
+        header, body = decode_request(data[4:])
+        now_ms = self.clock_ms()
+        if ("drop-acked-batch" in bugs and not self.bug_fired
+                and now_ms >= self.config.bug_at_ms):
+            self.bug_fired = True
+            self._fake_ack(conn, header, body)
+            return b""
+        if "no-dedupe" in bugs:
+            for topic in body["topic_data"]:
+                for part in topic["partition_data"]:
+                    records = decode_batches(part["records"])
+                    part["records"] = build_batch(records)
+            return encode_request(header, body)
+        return data
+
+    def _fake_ack(self, conn: SimConn, header: RequestHeader, body: dict) -> None:
+        core = self.host.core
+        assert core is not None
+        broker = core.kafka
+        responses = []
+        for topic in body["topic_data"]:
+            parts = []
+            for part in topic["partition_data"]:
+                log = broker.partition_log(topic["name"], part["index"])
+                base = log.log_end_offset if log is not None else 0
+                parts.append({"index": part["index"], "error_code": 0, "base_offset": base,
+                              "log_append_time_ms": -1, "log_start_offset": 0})
+                self.history.emit(0, "bug", bug="drop-acked-batch", p=part["index"],
+                                        offset=base)
+            responses.append({"name": topic["name"], "partition_responses": parts})
+        conn.down.send(encode_response(api.PRODUCE, header.api_version, header.correlation_id,
+                                       {"responses": responses, "throttle_time_ms": 0}))
 
     # ---------------------------------------------------------------------------- faults
 
@@ -1628,13 +1359,13 @@ class KafkaWorld:
                 self.net.later(max(0, t - int(self.env.now)), action)
 
     def _crash_broker(self) -> None:
-        if not self.broker.crash():
+        if not self.host.crash():
             return
         self.history.crashes.append(int(self.env.now))
         self.history.faults["broker_crash"] += 1
         downtime = self.config.faults.broker_restart.sample_us(self.fault_rng)
         self.history.emit(0, "crash", downtime_us=downtime)
-        self.net.later(max(1, downtime), lambda: self.env.process(self.broker.start()))
+        self.net.later(max(1, downtime), lambda: self.env.process(self.host.start()))
 
     def _drop_client(self) -> None:
         targets = self.config.faults.client_drop_targets
@@ -1681,7 +1412,7 @@ class KafkaWorld:
     def run(self) -> dict[str, Any]:
         cfg = self.config
         env = self.env
-        env.process(self.broker.start())
+        env.process(self.host.start())
         for client in self.clients():
             env.process(client.run())  # type: ignore[attr-defined]
         self._schedule_faults()
@@ -1706,12 +1437,11 @@ class KafkaWorld:
         result.update(report)
         result.update({
             "faults": dict(self.history.faults),
-            "recovered_batches": self.broker.recovered_batches,
-            "meta_proposals": self.meta.proposals,
+            "recovered_batches": self.recovered_batches,
             "net": dict(self.net.stats),
             "fs_crashes": self.fs.stats.crashes,
             "fs_syncs": self.fs.stats.syncs,
-            "broker_log": list(self.broker.log_lines),
+            "broker_log": list(self.log_lines),
             "trace_events": self.trace.count,
             "trace_hash": self.trace.hexdigest(),
             "reproduce": reproduce_line(cfg),

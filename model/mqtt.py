@@ -82,8 +82,10 @@ from typing import IO, Any
 
 import simpy
 
+from model.conn import FIN, NetSpec, SimConn, SimNet, Switchboard
 from model.dist import Dist, DistError
 from model.fs import SimFileSystem, SimFsConfig
+from model.host import SimHost, sim_node_spec
 from model.rng import SeedTree
 from model.scenario import coerce_scalar, read_toml
 from model.trace import Trace
@@ -106,11 +108,11 @@ from real.mqtt import (
     Subscription,
     encode,
 )
-from real.mqtt.broker import Broker, BrokerConfig
+from real.mqtt.broker import BrokerConfig
 from real.mqtt.session import next_packet_id
 from real.mqtt.topics import TopicError, matches, validate_topic_filter, validate_topic_name
-from real.storage.journal import JournalConfig, JournalEngine
-from real.storage.memory import MemoryEngine
+from real.server.node import NodeCore, Proto
+from real.server.storage import StorageSettings
 
 US_PER_MS = 1000
 OUTCOME_CODES = {"ok": 0, "correctness": 1, "liveness": 2, "crash": 3}
@@ -119,7 +121,6 @@ STATE_DIR = "mqtt-state"
 STATE_LOGS = ("journal", "memory")
 CLIENT_PACKET_MAX = 1 << 28
 LOST_IDS_MAX = 100  # (subscriber, publisher, seq) of lost messages listed in the result
-FIN = None  # a graceful close travelling behind the data in a pipe
 ROOT = Path(__file__).resolve().parent.parent
 
 # ================================================================================ configuration
@@ -127,17 +128,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class ConfigError(ValueError):
     """A bad scenario file: the message names the file, the section and the key."""
-
-
-@dataclass(frozen=True, slots=True)
-class NetSpec:
-    latency: Dist = Dist("uniform", 0.5, 2.0)
-    """One-way latency of each send (model.dist table, ms)."""
-    bandwidth_mb_s: float = 0.0
-    """Per connection and direction, 10^6 bytes/s; 0 means unlimited."""
-    write_high_water_bytes: int = 1 << 20
-    """With a bandwidth: once a connection has more untransmitted bytes than this, the broker is
-    told it is congested (`set_congested`), until the backlog falls to half (real shell: 1 MiB)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,296 +383,6 @@ class History:
     def receipt(self, node: int, r: Receipt) -> None:
         self.receipts.append(r)
         self.emit(node, "recv", p=r.publisher, seq=r.seq, qos=r.qos, dup=r.dup)
-
-
-# ================================================================================ network
-
-
-class _Pipe:
-    """One direction of a connection: in-order delivery after latency (+ bandwidth, + spike)."""
-
-    __slots__ = ("net", "conn", "deliver", "free_us", "last_us")
-
-    def __init__(self, net: SimNet, conn: SimConn, deliver: Callable[[SimConn, bytes | None],
-                                                                      None]) -> None:
-        self.net = net
-        self.conn = conn
-        self.deliver = deliver
-        self.free_us = 0  # when the pipe finishes transmitting what it was given
-        self.last_us = 0  # the latest scheduled arrival (arrivals never overtake)
-
-    def send(self, item: bytes | None) -> None:
-        if self.conn.reset:
-            return
-        net = self.net
-        now = int(net.env.now)
-        start = max(now, self.free_us)
-        self.free_us = start + net.transfer_us(len(item) if item else 0)
-        at = max(self.free_us + net.latency_us(), self.last_us)
-        self.last_us = at
-        stats = net.stats
-        stats["bytes"] += len(item) if item else 0
-        if net.spec.bandwidth_mb_s > 0:
-            stats["backlog_max"] = max(stats["backlog_max"], self.backlog_bytes())
-        event = net.env.timeout(at - now)
-        event.callbacks.append(lambda _e: self._arrive(item))
-
-    def _arrive(self, item: bytes | None) -> None:
-        if not self.conn.reset:
-            self.deliver(self.conn, item)
-
-    def backlog_bytes(self) -> int:
-        """Bytes handed to the pipe and not yet transmitted (0 without a bandwidth limit)."""
-        bw = self.net.spec.bandwidth_mb_s
-        return 0 if bw <= 0 else int(max(0, self.free_us - int(self.net.env.now)) * bw)
-
-
-class SimConn:
-    """A client's connection to the broker. `broker_gen` is the broker incarnation that accepted
-    it (0 until its open arrives)."""
-
-    __slots__ = ("id", "client", "reset", "broker_gen", "up", "down", "congested")
-
-    def __init__(self, net: SimNet, conn_id: int, client: SimClient,
-                 to_broker: Callable[[SimConn, bytes | None], None]) -> None:
-        self.id = conn_id
-        self.client = client
-        self.reset = False
-        self.broker_gen = 0
-        self.congested = False  # the broker was told its write buffer is over high water
-        self.up = _Pipe(net, self, to_broker)
-        self.down = _Pipe(net, self, client.arrive)
-
-
-class SimNet:
-    """Latency sampling, bandwidth and the delay-spike overlay shared by every connection."""
-
-    def __init__(self, env: simpy.Environment, spec: NetSpec, rng: Any) -> None:
-        self.env = env
-        self.spec = spec
-        self.rng = rng
-        self.extra_us = 0
-        self.stats = {"bytes": 0, "connections": 0, "resets": 0, "backlog_max": 0}
-
-    def latency_us(self) -> int:
-        return max(1, self.spec.latency.sample_us(self.rng) + self.extra_us)
-
-    def transfer_us(self, nbytes: int) -> int:
-        bw = self.spec.bandwidth_mb_s
-        return 0 if bw <= 0 or nbytes == 0 else math.ceil(nbytes / bw)
-
-    def later(self, delay_us: int, action: Callable[[], None]) -> None:
-        event = self.env.timeout(delay_us)
-        event.callbacks.append(lambda _e: action())
-
-
-# ================================================================================ broker
-
-
-class SimBroker:
-    """The broker's machine: the pure `Broker`, its state log and one driving process per
-    incarnation. `gen` counts incarnations; a crash bumps it so the old process stops."""
-
-    def __init__(self, world: MqttWorld) -> None:
-        self.world = world
-        self.env = world.env
-        self.gen = 0
-        self.up = False
-        self.broker: Broker | None = None
-        self.log: Any = None
-        self.memory_log: MemoryEngine | None = None
-        self.conns: dict[int, SimConn] = {}
-        self.inbox: deque[tuple[str, SimConn, bytes]] = deque()
-        self.wake: simpy.Event | None = None
-        self.recovered_records = 0
-
-    def start(self) -> Generator[simpy.Event, Any, None]:
-        """Open the state log (recovering it), recover the broker, then serve."""
-        self.gen += 1
-        gen = self.gen
-        world = self.world
-        self.log = self._open_log()
-        broker = Broker(world.config.broker, world.clock_ms, log=self.log)
-        broker.recover()
-        elapsed = world.fs.take_elapsed_us()
-        if elapsed:
-            yield self.env.timeout(elapsed)
-        assert self.gen == gen, "a crash is only injected while the broker is up"
-        self.broker = broker
-        self.up = True
-        self.recovered_records += broker.recovered_records
-        world.history.emit(0, "broker-up", gen=gen, records=broker.recovered_records,
-                           sessions=len(broker.sessions))
-        yield from self._serve(gen)
-
-    def _open_log(self) -> Any:
-        world = self.world
-        if world.config.state_log == "memory":
-            if self.memory_log is None:
-                self.memory_log = MemoryEngine()
-            return self.memory_log
-        jc = JournalConfig(fsync="group", group_commit_ms=world.config.disk.group_commit_ms)
-        return JournalEngine(world.fs, STATE_DIR, world.clock_ms, jc)
-
-    def crash(self) -> bool:
-        """Power loss: the process stops, unsynced file data is lost, every connection resets."""
-        if not self.up:
-            return False
-        self.up = False
-        self.gen += 1
-        self.broker = None
-        self.log = None
-        self.inbox.clear()
-        world = self.world
-        if world.config.state_log == "memory":
-            self.memory_log = None  # the broken broker: its whole state was in memory
-        else:
-            world.fs.crash()
-            world.fs.take_elapsed_us()
-        for conn in world.open_conns():
-            if conn.broker_gen == self.gen - 1:
-                world.reset(conn, by_client=False)
-        self.conns.clear()
-        self._wake()
-        return True
-
-    def accept(self, conn: SimConn, item: bytes | None, opening: bool) -> None:
-        """An arrival from a client pipe (the world checked the broker is up)."""
-        if opening:
-            conn.broker_gen = self.gen
-            self.inbox.append(("open", conn, b""))
-        elif conn.broker_gen == self.gen:
-            self.inbox.append(("data" if item is not FIN else "closed", conn, item or b""))
-        else:
-            return
-        self._wake()
-
-    def peer_reset(self, conn: SimConn) -> None:
-        """The client's side of `conn` reset; the broker learns it now."""
-        if self.up and conn.broker_gen == self.gen:
-            self.inbox.append(("closed", conn, b""))
-            self._wake()
-
-    def _wake(self) -> None:
-        wake = self.wake
-        if wake is not None and not wake.triggered:
-            wake.succeed()
-
-    # ---------------------------------------------------------------------------- the process
-
-    def _serve(self, gen: int) -> Generator[simpy.Event, Any, None]:
-        env = self.env
-        while True:
-            while self.inbox:
-                kind, conn, data = self.inbox.popleft()
-                self._handle(kind, conn, data)
-                yield from self._settle(gen)
-                if self.gen != gen:
-                    return
-            self._timed_work()
-            yield from self._settle(gen)
-            if self.gen != gen:
-                return
-            if self.inbox:
-                continue
-            wake_us = self._next_wake_us()
-            self.wake = env.event()
-            yield env.any_of([self.wake, env.timeout(max(1, wake_us - int(env.now)))])
-            self.wake = None
-            if self.gen != gen:
-                return
-
-    def _handle(self, kind: str, conn: SimConn, data: bytes) -> None:
-        broker = self.broker
-        assert broker is not None
-        if kind == "open":
-            if conn.reset:
-                return
-            self.conns[conn.id] = conn
-            broker.open(conn.id, peer=conn.client.name)
-        elif kind == "data":
-            if conn.id in self.conns:
-                broker.receive(conn.id, data)
-        elif kind == "writable":
-            if conn.id in self.conns and conn.congested:
-                conn.congested = False
-                broker.set_congested(conn.id, False)
-        else:
-            if self.conns.pop(conn.id, None) is not None:
-                broker.closed(conn.id)
-
-    def _timed_work(self) -> None:
-        broker, log = self.broker, self.log
-        assert broker is not None
-        now = self.world.clock_ms()
-        due = log.next_flush_ms()
-        if due is not None and now >= due:
-            log.poll(now)
-            broker.durable_progress()
-        if now >= broker.next_deadline():
-            broker.tick()
-
-    def _next_wake_us(self) -> int:
-        broker = self.broker
-        assert broker is not None
-        due = broker.next_deadline()
-        flush = self.log.next_flush_ms()
-        if flush is not None:
-            due = min(due, flush)
-        return int(due) * US_PER_MS
-
-    def _settle(self, gen: int) -> Generator[simpy.Event, Any, None]:
-        """Wait for the filesystem time the last step used, then send what the broker wrote."""
-        elapsed = self.world.fs.take_elapsed_us()
-        if elapsed:
-            yield self.env.timeout(elapsed)
-            if self.gen != gen:
-                return
-        self._flush()
-
-    def _flush(self) -> None:
-        broker = self.broker
-        assert broker is not None
-        while True:
-            batch = broker.drain()
-            if not batch:
-                return
-            for conn_id, data, close in batch:
-                conn = self.conns.get(conn_id)
-                if conn is None:
-                    if close:
-                        broker.closed(conn_id)
-                    continue
-                if data:
-                    conn.down.send(data)
-                if close:
-                    del self.conns[conn_id]
-                    self.world.forget(conn)
-                    conn.down.send(FIN)
-                    broker.closed(conn_id)
-                elif data and not conn.congested:
-                    self._check_high_water(conn)
-
-    def _check_high_water(self, conn: SimConn) -> None:
-        """Like the real shell: over high water -> congested; writable again at half of it."""
-        net = self.world.net
-        high = net.spec.write_high_water_bytes
-        backlog = conn.down.backlog_bytes()
-        if backlog <= high:
-            return
-        assert self.broker is not None
-        conn.congested = True
-        self.broker.set_congested(conn.id, True)
-        self.world.history.emit(conn.client.node, "congested", backlog=backlog)
-        gen = self.gen
-        delay = math.ceil((backlog - high // 2) / net.spec.bandwidth_mb_s)
-
-        def writable() -> None:
-            if self.gen == gen and conn.id in self.conns:
-                self.inbox.append(("writable", conn, b""))
-                self._wake()
-
-        net.later(max(1, delay), writable)
 
 
 # ================================================================================ clients
@@ -991,7 +691,15 @@ class MqttWorld:
                                 sync_latency=config.disk.fsync)
         self.fs = SimFileSystem(seeds.derive("fs"), fs_config)
         self.fault_rng = seeds.derive("faults")
-        self.broker = SimBroker(self)
+        self.recovered_records = 0
+        engine = "file" if config.state_log == "journal" else "memory"
+        self.host = SimHost(
+            self.env, sim_node_spec(mqtt=config.broker, default_engine=engine),
+            StorageSettings(engine=engine, group_commit_ms=config.disk.group_commit_ms),
+            self.fs, seeds.derive("node"), on_up=self._broker_up,
+            write_high_water=config.network.write_high_water_bytes,
+            on_congested=lambda conn, backlog: self.history.emit(
+                conn.client.node, "congested", backlog=backlog))
         self.subscribers: list[Subscriber] = []
         self.publishers: list[Publisher] = []
         node = 1
@@ -1007,8 +715,7 @@ class MqttWorld:
                 rng = seeds.derive(f"client-pub{index}")
                 self.publishers.append(Publisher(self, node, index, pspec, rng))
                 node += 1
-        self._conns: dict[int, SimConn] = {}  # every connection not reset, by id
-        self._next_conn = 1
+        self.board = Switchboard(self.net, self.host)
         self.spike_active = False
 
     def clock_ms(self) -> int:
@@ -1017,48 +724,17 @@ class MqttWorld:
 
     # ---------------------------------------------------------------------------- connections
 
+    def _broker_up(self, core: NodeCore) -> None:
+        broker = core.mqtt
+        self.recovered_records += broker.recovered_records
+        self.history.emit(0, "broker-up", gen=self.host.gen, records=broker.recovered_records,
+                          sessions=len(broker.sessions))
+
     def dial(self, client: SimClient) -> SimConn:
-        conn = SimConn(self.net, self._next_conn, client, self._to_broker)
-        self._next_conn += 1
-        self._conns[conn.id] = conn
-        self.net.stats["connections"] += 1
-        conn.up.send(b"")  # the open travels first, then the CONNECT bytes behind it
-        return conn
-
-    def forget(self, conn: SimConn) -> None:
-        """The broker closed `conn` gracefully: a later crash need not reset it."""
-        self._conns.pop(conn.id, None)
-
-    def open_conns(self) -> list[SimConn]:
-        return list(self._conns.values())
-
-    def _to_broker(self, conn: SimConn, item: bytes | None) -> None:
-        broker = self.broker
-        opening = conn.broker_gen == 0
-        if opening and item == b"":
-            if not broker.up:
-                self.reset(conn, by_client=False)  # connection refused
-                return
-            broker.accept(conn, item, opening=True)
-            return
-        if item is FIN:
-            self._conns.pop(conn.id, None)
-        if broker.up:
-            broker.accept(conn, item, opening=False)
+        return self.board.dial(client, Proto.MQTT)
 
     def reset(self, conn: SimConn, by_client: bool) -> None:
-        """Abrupt close: in-flight bytes vanish; the closing side knows now, the other later."""
-        if conn.reset:
-            return
-        conn.reset = True
-        self._conns.pop(conn.id, None)
-        self.net.stats["resets"] += 1
-        delay = self.net.latency_us()
-        if by_client:
-            conn.client.closed(conn)
-            self.net.later(delay, lambda: self.broker.peer_reset(conn))
-        else:
-            self.net.later(delay, lambda: conn.client.closed(conn))
+        self.board.reset(conn, by_client)
 
     # ---------------------------------------------------------------------------- faults
 
@@ -1087,13 +763,13 @@ class MqttWorld:
                 self.net.later(max(0, t - int(self.env.now)), action)
 
     def _crash_broker(self) -> None:
-        if not self.broker.crash():
+        if not self.host.crash():
             return
         self.history.crashes.append(int(self.env.now))
         self.history.faults["broker_crash"] += 1
         downtime = self.config.faults.broker_restart.sample_us(self.fault_rng)
         self.history.emit(0, "crash", downtime_us=downtime)
-        self.net.later(max(1, downtime), lambda: self.env.process(self.broker.start()))
+        self.net.later(max(1, downtime), lambda: self.env.process(self.host.start()))
 
     def _drop_client(self) -> None:
         targets = self.config.faults.client_drop_targets
@@ -1132,7 +808,7 @@ class MqttWorld:
     def run(self) -> dict[str, Any]:
         cfg = self.config
         env = self.env
-        env.process(self.broker.start())
+        env.process(self.host.start())
         for sub in self.subscribers:
             env.process(sub.run())
         for pub in self.publishers:
@@ -1159,7 +835,7 @@ class MqttWorld:
         result.update(report)
         result.update({
             "faults": dict(self.history.faults),
-            "recovered_records": self.broker.recovered_records,
+            "recovered_records": self.recovered_records,
             "net": dict(self.net.stats),
             "fs_crashes": self.fs.stats.crashes,
             "fs_syncs": self.fs.stats.syncs,
