@@ -148,9 +148,10 @@ class SimHost:
             self.on_up(core)
         yield from self._serve(gen)
 
-    def crash(self) -> bool:
-        """Power loss: the process stops, unsynced data is lost, every connection resets.
-        Returns False if the machine was down already."""
+    def crash(self, *, power_loss: bool = True) -> bool:
+        """The process stops and every connection resets; with `power_loss` (the default) the
+        machine loses power too, so unsynced file data is lost (else the OS keeps what was
+        written). Returns False if the machine was down already."""
         if not self.up:
             return False
         self.up = False
@@ -158,7 +159,8 @@ class SimHost:
         self.core = None
         opening = [who for kind, who, _ in self.inbox if kind == "open"]
         self.inbox.clear()
-        self.fs.crash()
+        if power_loss:
+            self.fs.crash()
         self.fs.take_elapsed_us()
         self.stats.crashes += 1
         conns, self.conns = list(self.conns.values()) + opening, {}

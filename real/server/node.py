@@ -477,6 +477,14 @@ class NodeCore:
                 self.log(f"storage: could not sync shard {name!r} at shutdown: {exc}")
         self.replica.fail_pending("node shutting down")
 
+    def quiescent(self) -> bool:
+        """No group commit pending or running: what was acknowledged or stored is durable (or, for
+        fsync "never", written to the OS)."""
+        return not self._syncs and self.shards.next_flush_ms() is None
+
+    def connections(self) -> int:
+        return len(self._conns)
+
     # ---- checks ------------------------------------------------------------------------------
 
     def invariants(self) -> None:
