@@ -12,6 +12,7 @@ shell:
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,11 +27,19 @@ from real.raft.types import (
     ProposalDropped,
     ReadState,
     Ready,
+    Role,
     Snapshot,
 )
 
 PROPOSALS_PENDING_MAX = 1024
 READS_PENDING_MAX = 1024
+FORWARD_TIMEOUT_TICKS = 100
+"""A proposal forwarded to the leader that has not applied within this many ticks is reported
+lost (it may still apply later: callers retry idempotent commands)."""
+ENVELOPE = b"\x00TMQF"
+"""Prefix of a forwarded proposal's entry: origin node (u32), sequence (u64), then the command.
+Meta commands never start with a zero byte, so older logs (no envelopes) apply unchanged."""
+_ENVELOPE_HEAD = struct.Struct(">IQ")
 
 
 class ProposalLost(Exception):
@@ -70,6 +79,9 @@ class MetaReplica:
         assert self.sm.applied_index == self.snapshot_index, (self.sm.applied_index, durable)
         assert raft.applied == self.snapshot_index, (raft.applied, self.snapshot_index)
         self._proposals: dict[int, _Waiter] = {}
+        self._forwarded: dict[int, tuple[int, Callable[[MetaResult | Exception], None]]] = {}
+        self._forward_seq = 0
+        self._ticks = 0
         self._reads: dict[bytes, Callable[[int], None]] = {}
         self._ready_reads: list[ReadState] = []
         self.readies = 0
@@ -79,21 +91,43 @@ class MetaReplica:
     def tick(self, n: int = 1) -> None:
         assert n >= 1, n
         self.raft.tick(n)
+        self._ticks += n
+        if self._forwarded:
+            self._expire_forwarded()
+
+    def _expire_forwarded(self) -> None:
+        for seq in sorted(self._forwarded):
+            deadline, done = self._forwarded[seq]
+            if deadline <= self._ticks:
+                del self._forwarded[seq]
+                done(ProposalLost(f"forwarded proposal {self.raft.id}/{seq} did not apply within "
+                                  f"{FORWARD_TIMEOUT_TICKS} ticks"))
 
     def propose(self, data: bytes, done: Callable[[MetaResult | Exception], None]) -> int:
         """Propose `data`; `done(result)` is called once it applies (or `done(ProposalLost)`).
-        Raises ProposalDropped if not accepted now. Returns the entry's index."""
-        if len(self._proposals) >= PROPOSALS_PENDING_MAX:
+        On a follower the proposal is forwarded to the leader, enveloped with this node's id and
+        a sequence number so that its apply can be recognised here. Raises ProposalDropped if no
+        leader can take it now. Returns the entry's index (0 when forwarded)."""
+        if len(self._proposals) + len(self._forwarded) >= PROPOSALS_PENDING_MAX:
             raise ProposalDropped(f"{PROPOSALS_PENDING_MAX} proposals already pending")
-        before = self.raft.last_index()
-        self.raft.propose(data)
-        index = self.raft.last_index()
+        raft = self.raft
+        if raft.role is not Role.LEADER:
+            return self._forward(data, done)
+        before = raft.last_index()
+        raft.propose(data)
+        index = raft.last_index()
         if index != before + 1:
-            raise ProposalDropped(f"node {self.raft.id} is not the leader (leader "
-                                  f"{self.raft.leader}); forwarded proposals are not tracked")
+            raise ProposalDropped(f"node {raft.id}: the proposal was not appended")
         assert index not in self._proposals, index
-        self._proposals[index] = _Waiter(self.raft.term_at(index), done)
+        self._proposals[index] = _Waiter(raft.term_at(index), done)
         return index
+
+    def _forward(self, data: bytes, done: Callable[[MetaResult | Exception], None]) -> int:
+        self._forward_seq += 1
+        seq = self._forward_seq
+        self.raft.propose(ENVELOPE + _ENVELOPE_HEAD.pack(self.raft.id, seq) + data)  # or raises
+        self._forwarded[seq] = (self._ticks + FORWARD_TIMEOUT_TICKS, done)
+        return 0
 
     def read_index(self, context: bytes, done: Callable[[int], None]) -> None:
         """Linearizable read: `done(index)` once the state machine has applied `index`."""
@@ -139,7 +173,15 @@ class MetaReplica:
                                                              "snapshot"))
         for entry in rd.committed_entries:
             data = entry.data if entry.kind is EntryKind.NORMAL else b""
+            forwarded = None
+            if data.startswith(ENVELOPE):
+                origin, seq = _ENVELOPE_HEAD.unpack_from(data, len(ENVELOPE))
+                data = data[len(ENVELOPE) + _ENVELOPE_HEAD.size:]
+                if origin == self.raft.id:
+                    forwarded = self._forwarded.pop(seq, None)
             result = self.sm.apply(entry.index, data)
+            if forwarded is not None:
+                forwarded[1](result)
             waiter = self._proposals.pop(entry.index, None)
             if waiter is not None and waiter.term == entry.term:
                 waiter.done(result)
@@ -176,4 +218,6 @@ class MetaReplica:
         """Shutdown: resolve every waiter."""
         for index in sorted(self._proposals):
             self._proposals.pop(index).done(ProposalLost(f"entry {index}: {why}"))
+        for seq in sorted(self._forwarded):
+            self._forwarded.pop(seq)[1](ProposalLost(f"forwarded proposal {seq}: {why}"))
         self._reads.clear()
