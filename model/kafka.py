@@ -121,6 +121,7 @@ from model.mqtt import (
     _value,
 )
 from model.mqtt import reproduce_line as _reproduce_line
+from model.net import NetConfig, Network
 from model.rng import SeedTree
 from model.scenario import read_toml
 from model.trace import Trace
@@ -136,6 +137,7 @@ from real.kafka.codec import (
     encode_response,
 )
 from real.kafka.records import KRecord, build_batch, decode_batches
+from real.raft.types import Message
 from real.server.node import NodeCore, Proto
 from real.server.storage import StorageSettings
 
@@ -222,6 +224,18 @@ class FaultSpec:
     rebalance)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterSpec:
+    nodes: int = 1
+    """Nodes of the simulated cluster, each a whole `NodeCore` on its own simulated disk; meta
+    Raft runs across all of them and every client talks to node 1 (shards stay on node 1 until
+    they are replicated)."""
+    crash_targets: str = "serving"
+    """Which node a broker crash hits: "serving" (node 1) or "any" (uniform over the nodes)."""
+    latency: Dist = Dist("uniform", 0.2, 1.0)
+    """One-way latency of a Raft message between nodes (ms)."""
+
+
 SIM_BROKER = KafkaConfig(default_partitions=3, default_engine="file",
                          group_min_session_timeout_ms=100, fetch_wait_max_ms=5000)
 
@@ -241,6 +255,7 @@ class KafkaSimConfig:
     bugs: tuple[str, ...] = ()
     bug_at_ms: float = 300.0
     broker: KafkaConfig = SIM_BROKER
+    cluster: ClusterSpec = ClusterSpec()
     network: NetSpec = NetSpec()
     disk: DiskSpec = DiskSpec()
     producers: tuple[ProducerSpec, ...] = (ProducerSpec(),)
@@ -251,7 +266,7 @@ class KafkaSimConfig:
 
 
 _TABLES: dict[str, Any] = {"network": NetSpec(), "disk": DiskSpec(), "faults": FaultSpec(),
-                           "broker": SIM_BROKER}
+                           "broker": SIM_BROKER, "cluster": ClusterSpec()}
 _ARRAYS: dict[str, type] = {"producers": ProducerSpec, "groups": GroupSpec,
                             "readers": ReaderSpec}
 
@@ -307,6 +322,9 @@ def validate_config(c: KafkaSimConfig, fname: str = "scenario.toml") -> None:
     need(c.broker.auto_create_topics, "[broker] auto_create_topics must be true (clients "
                                       "create their topic through Metadata)")
     need(c.disk.group_commit_ms >= 0, "[disk] group_commit_ms must be >= 0")
+    need(1 <= c.cluster.nodes <= 9, f"[cluster] nodes must be 1..9, got {c.cluster.nodes}")
+    need(c.cluster.crash_targets in ("serving", "any"),
+         f"[cluster] crash_targets must be serving or any, got {c.cluster.crash_targets!r}")
     f = c.faults
     need(f.client_drop_targets in ("all", "producers", "consumers"),
          f"[faults] client_drop_targets must be all, producers or consumers, "
@@ -1228,13 +1246,8 @@ class KafkaWorld:
         self.recovered_batches = 0
         self.bug_fired = False
         self.log_lines: list[str] = []
-        engine = "file" if config.state_log == "journal" else "memory"
-        self.host = SimHost(
-            self.env, sim_node_spec(kafka=dataclasses.replace(config.broker, default_engine=engine),
-                                    default_engine=engine),
-            StorageSettings(engine=engine, group_commit_ms=config.disk.group_commit_ms),
-            self.fs, seeds.derive("node"), log=self._log, on_up=self._broker_up,
-            filter_input=self._planted_bugs)
+        self.hosts = self._build_hosts(seeds)
+        self.host = self.hosts[1]
         self.board = Switchboard(self.net, self.host)
         self.producers: list[Producer] = []
         self.consumers: list[GroupConsumer] = []
@@ -1268,6 +1281,37 @@ class KafkaWorld:
         return [*self.producers, *self.consumers, *self.readers]
 
     # ---------------------------------------------------------------------------- connections
+
+    def _build_hosts(self, seeds: SeedTree) -> dict[int, SimHost]:
+        """Node 1 (the clients' node) keeps the streams of the one-node world ("fs", "node");
+        the others' streams come after every existing one."""
+        config = self.config
+        engine = "file" if config.state_log == "journal" else "memory"
+        ids = tuple(range(1, config.cluster.nodes + 1))
+        storage = StorageSettings(engine=engine, group_commit_ms=config.disk.group_commit_ms)
+        kafka = dataclasses.replace(config.broker, default_engine=engine)
+        hosts: dict[int, SimHost] = {}
+        for nid in ids:
+            spec = sim_node_spec(nid, voters=ids, kafka=kafka, default_engine=engine)
+            if nid == 1:
+                fs, rng = self.fs, seeds.derive("node")
+            else:
+                fs = SimFileSystem(seeds.derive(f"fs-{nid}"), self.fs.config)
+                rng = seeds.derive(f"node-{nid}")
+            hosts[nid] = SimHost(self.env, spec, storage, fs, rng,
+                                 log=self._log if nid == 1 else None,
+                                 on_up=self._broker_up if nid == 1 else None,
+                                 filter_input=self._planted_bugs if nid == 1 else None,
+                                 send_raft=self._send_raft)
+        self.peers: Network | None = None
+        if len(ids) > 1:
+            self.peers = Network(self.env, list(ids), NetConfig(latency=config.cluster.latency),
+                                 seeds.derive, lambda dst, msg: hosts[dst].deliver(msg))
+        return hosts
+
+    def _send_raft(self, msg: Message) -> None:
+        assert self.peers is not None, f"a one-node cluster sent {msg}"
+        self.peers.send(msg.src, msg.dst, msg)
 
     def dial(self, channel: Channel) -> SimConn:
         return self.board.dial(channel, Proto.KAFKA)
@@ -1359,13 +1403,21 @@ class KafkaWorld:
                 self.net.later(max(0, t - int(self.env.now)), action)
 
     def _crash_broker(self) -> None:
-        if not self.host.crash():
+        nid = 1
+        if self.config.cluster.crash_targets == "any":
+            nid = 1 + self.fault_rng.randrange(len(self.hosts))
+        host = self.hosts[nid]
+        if not host.crash():
             return
-        self.history.crashes.append(int(self.env.now))
+        if nid == 1:
+            self.history.crashes.append(int(self.env.now))
         self.history.faults["broker_crash"] += 1
         downtime = self.config.faults.broker_restart.sample_us(self.fault_rng)
-        self.history.emit(0, "crash", downtime_us=downtime)
-        self.net.later(max(1, downtime), lambda: self.env.process(self.host.start()))
+        if nid == 1:
+            self.history.emit(0, "crash", downtime_us=downtime)
+        else:
+            self.history.emit(0, "crash", downtime_us=downtime, target=nid)
+        self.net.later(max(1, downtime), lambda: self.env.process(host.start()))
 
     def _drop_client(self) -> None:
         targets = self.config.faults.client_drop_targets
@@ -1412,7 +1464,8 @@ class KafkaWorld:
     def run(self) -> dict[str, Any]:
         cfg = self.config
         env = self.env
-        env.process(self.host.start())
+        for host in self.hosts.values():
+            env.process(host.start())
         for client in self.clients():
             env.process(client.run())  # type: ignore[attr-defined]
         self._schedule_faults()
