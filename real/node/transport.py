@@ -64,6 +64,7 @@ from wsproto.events import (
     AcceptConnection,
     BytesMessage,
     CloseConnection,
+    Event,
     Ping,
     RejectConnection,
     RejectData,
@@ -356,8 +357,8 @@ class _WsProtocol(_BaseProtocol):
             self._frames(data)
 
     def shutdown(self) -> None:
-        if self.conn is not None:
-            self.conn.close(CloseReason.GOING_AWAY, "server shutting down")  # type: ignore[call-arg]
+        if isinstance(self.conn, WsConn):
+            self.conn.close(CloseReason.GOING_AWAY, "server shutting down")
         else:
             self.transport.abort()
 
@@ -438,7 +439,7 @@ class _WsProtocol(_BaseProtocol):
         if self.transport.is_closing():
             return  # wsproto refuses input after the close handshake
         self.ws.receive_data(data)
-        pending: list[bytes] = []
+        pending: list[bytes | bytearray] = []
         for event in self.ws.events():
             if type(event) is BytesMessage:
                 if not self._frame_data(event, pending):
@@ -450,7 +451,7 @@ class _WsProtocol(_BaseProtocol):
             self._control(event)
         self._deliver(pending)
 
-    def _frame_data(self, event: BytesMessage, pending: list[bytes]) -> bool:
+    def _frame_data(self, event: BytesMessage, pending: list[bytes | bytearray]) -> bool:
         """Queue a data frame's bytes; False (and the connection failed) past `ws_frame_max`."""
         self._frame_bytes += len(event.data)
         limit = self.listener.settings.ws_frame_max
@@ -464,23 +465,23 @@ class _WsProtocol(_BaseProtocol):
             pending.append(event.data)
         return True
 
-    def _deliver(self, pending: list[bytes]) -> None:
+    def _deliver(self, pending: list[bytes | bytearray]) -> None:
         conn = self.conn
         assert conn is not None
         if pending and not conn.closed and not self.transport.is_closing():
-            self.handler.data_received(conn, pending[0] if len(pending) == 1 else
+            # bytes(x) of a bytes object is the object itself: no copy for one frame
+            self.handler.data_received(conn, bytes(pending[0]) if len(pending) == 1 else
                                        b"".join(pending))
         pending.clear()
 
-    def _control(self, event: object) -> None:
-        kind = type(event)
-        if kind is Ping:
+    def _control(self, event: Event) -> None:
+        if isinstance(event, Ping):
             if self.ws.state is ConnectionState.OPEN:  # nothing may follow our close frame
-                self.transport.write(self.ws.send(event.response()))  # type: ignore[attr-defined]
-        elif kind is TextMessage:
+                self.transport.write(self.ws.send(event.response()))
+        elif isinstance(event, TextMessage):
             self._fail(CloseReason.UNSUPPORTED_DATA, "text frame (MQTT-6.0.0-1: binary only)")
-        elif kind is CloseConnection:
-            self._closed(event)  # type: ignore[arg-type]
+        elif isinstance(event, CloseConnection):
+            self._closed(event)
         # a Pong needs nothing
 
     def _closed(self, event: CloseConnection) -> None:
