@@ -215,7 +215,7 @@ async def run(args: argparse.Namespace) -> dict:
             with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
                 metrics = r.read().decode()
             result["protocol_errors"] = next(
-                (int(line.split()[-1]) for line in metrics.splitlines()
+                (int(float(line.split()[-1])) for line in metrics.splitlines()
                  if line.startswith("twinmq_mqtt_protocol_errors_total")), None)
     finally:
         proc.terminate()

@@ -1,4 +1,4 @@
-"""A minimal HTTP/1.1 admin server on asyncio streams.
+"""The admin HTTP/1.1 server: `h11` (python-hyper's sans-I/O HTTP) on asyncio streams.
 
     GET /health       200 {"status", "node_id", "raft": {...}, "meta": {...}}
     GET /meta/nodes   200 [{"node_id", "addr", ...}]
@@ -7,14 +7,16 @@
     GET /node         200 {"node_id", "listeners", "uptime_s", ...}
     GET /mqtt/clients | /mqtt/sessions | /mqtt/subscriptions | /mqtt/topics | /mqtt/retained
                       200 [...] (the broker's live state, sorted)
-    GET /metrics      200 Prometheus text exposition format 0.0.4
+    GET /metrics      200 Prometheus text exposition format 0.0.4 (see real/node/metrics.py)
     POST /mqtt/clients/<client id, URL-quoted>/disconnect   200 / 404
-    anything else     404 (unknown path), 405 (method), 400 (malformed), 431 (head too large)
+    anything else     404 (unknown path), 405 (method), 400 (malformed, or a request body),
+                      431 (head over `request_bytes_max`), 503 (over `connections_max`)
 
-The request head is parsed by a pure function (`parse_head`); the routes are a pure function of an
-`AdminView`. Persistent connections are supported with bounds (requests per connection, idle time,
-head bytes, concurrent connections). A bad request gets its error response and only that connection
-is closed.
+h11 parses the requests and frames the responses; what stays here is the routing (`route`, a pure
+function of an `AdminView`) and the bounds: the request head (`request_bytes_max`), concurrent
+connections (`connections_max`), requests per connection and idle time. Persistent connections
+follow HTTP/1.1 (and `Connection: close`, HTTP/1.0). A bad request gets its error response as JSON
+{"error": ...} and only that connection closes.
 """
 
 from __future__ import annotations
@@ -24,18 +26,21 @@ import contextlib
 import json
 import re
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, Protocol
 from urllib.parse import unquote
 
+import h11
+
 REQUESTS_PER_CONNECTION_MAX = 100
 IDLE_SECONDS_MAX = 10.0
-HEADERS_MAX = 64
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 
 
 class AdminView(Protocol):
+    """What the node passes in. Views without an MQTT broker may lack the optional methods:
+    node_info, mqtt_clients, mqtt_sessions, mqtt_subscriptions, mqtt_topics, mqtt_retained,
+    metrics (returns `Text`) and mqtt_disconnect(client_id) -> bool."""
+
     def health(self) -> dict[str, Any]: ...
     def meta_nodes(self) -> list[dict[str, Any]]: ...
     def meta_config(self) -> dict[str, Any]: ...
@@ -46,7 +51,7 @@ class AdminView(Protocol):
 class Text:
     """A non-JSON response body (the Prometheus exposition)."""
 
-    body: str
+    body: str | bytes
     content_type: str = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -57,120 +62,76 @@ _OPTIONAL_GETS = {"/node": "node_info", "/mqtt/clients": "mqtt_clients",
                   "/metrics": "metrics"}
 
 
-class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        assert status in _REASONS, status
-        self.status = status
-        self.message = message
+def route(view: AdminView, method: str, path: str) -> tuple[int, Any]:
+    """(status, JSON body or `Text`) for `method` on `path` (the target without its query).
 
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    method: str
-    path: str
-    version: str
-    headers: tuple[tuple[str, str], ...]
-    """Lower-cased names, in order."""
-
-    def header(self, name: str) -> str | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
-
-    @property
-    def keep_alive(self) -> bool:
-        conn = (self.header("connection") or "").lower()
-        if self.version == "HTTP/1.0":
-            return conn == "keep-alive"
-        return conn != "close"
-
-
-def parse_head(head: bytes) -> Request:
-    """Parse a request head ending in CRLF CRLF. Raises HttpError(400) naming the problem."""
-    assert head.endswith(b"\r\n\r\n"), head[-4:]
-    lines = head[:-4].decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3:
-        raise HttpError(400, f"malformed request line {lines[0][:80]!r}")
-    method, target, version = parts
-    if not _TOKEN.match(method):
-        raise HttpError(400, f"malformed method {method[:20]!r}")
-    if version not in ("HTTP/1.0", "HTTP/1.1"):
-        raise HttpError(400, f"unsupported HTTP version {version[:20]!r}")
-    if not target.startswith("/"):
-        raise HttpError(400, f"request target must start with '/', got {target[:80]!r}")
-    if len(lines) - 1 > HEADERS_MAX:
-        raise HttpError(431, f"more than {HEADERS_MAX} header fields")
-    headers = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not _TOKEN.match(name):
-            raise HttpError(400, f"malformed header line {line[:80]!r}")
-        headers.append((name.lower(), value.strip(" \t")))
-    req = Request(method, target.split("?", 1)[0], version, tuple(headers))
-    if req.header("transfer-encoding") is not None or (req.header("content-length") or "0") != "0":
-        raise HttpError(400, "request bodies are not accepted")
-    return req
-
-
-def route(view: AdminView, req: Request) -> tuple[int, Any]:
-    """(status, JSON body) for a parsed request. Pure apart from reading `view`."""
+    Pure apart from reading `view` (and the disconnect POST, which acts through it)."""
     routes = {"/health": view.health, "/meta/nodes": view.meta_nodes,
               "/meta/config": view.meta_config, "/storage": view.storage}
-    for path, name in _OPTIONAL_GETS.items():  # views without an MQTT broker lack these
-        method = getattr(view, name, None)
-        if method is not None:
-            routes[path] = method
-    kick = _DISCONNECT.match(req.path)
+    for route_path, name in _OPTIONAL_GETS.items():  # views without an MQTT broker lack these
+        getter = getattr(view, name, None)
+        if getter is not None:
+            routes[route_path] = getter
+    kick = _DISCONNECT.match(path)
     disconnect = getattr(view, "mqtt_disconnect", None)
     if kick is not None and disconnect is not None:
-        if req.method != "POST":
-            return 405, {"error": f"method {req.method} not allowed on {req.path}; use POST"}
+        if method != "POST":
+            return 405, {"error": f"method {method} not allowed on {path}; use POST"}
         client_id = unquote(kick.group(1))
         if disconnect(client_id):
             return 200, {"disconnected": client_id}
         return 404, {"error": f"no connected client {client_id!r}"}
-    handler = routes.get(req.path)
+    handler = routes.get(path)
     if handler is None:
-        return 404, {"error": f"no such path {req.path!r}", "paths": sorted(routes)}
-    if req.method != "GET":
-        return 405, {"error": f"method {req.method} not allowed on {req.path}; use GET"}
+        return 404, {"error": f"no such path {path!r}", "paths": sorted(routes)}
+    if method != "GET":
+        return 405, {"error": f"method {method} not allowed on {path}; use GET"}
     return 200, handler()
 
 
-def render(status: int, body: Any, *, keep_alive: bool) -> bytes:
+def response_events(status: int, body: Any, *, close: bool) -> list[h11.Response | h11.Data]:
+    """The h11 events of one response: JSON (sorted keys, one line) or a `Text` body."""
     if isinstance(body, Text):
-        payload, content_type = body.body.encode(), body.content_type
+        raw = body.body
+        payload = raw.encode() if isinstance(raw, str) else raw
+        content_type = body.content_type
     else:
         payload = (json.dumps(body, sort_keys=True, separators=(",", ":")) + "\n").encode()
         content_type = "application/json"
-    head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
-            f"Content-Type: {content_type}\r\n"
-            f"Content-Length: {len(payload)}\r\n"
-            f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n")
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(payload)))]
+    if close:
+        headers.append(("Connection", "close"))
     if status == 405:
-        head += "Allow: GET, POST\r\n"
-    return head.encode("latin-1") + b"\r\n" + payload
+        headers.append(("Allow", "GET, POST"))
+    reason = HTTPStatus(status).phrase.encode()
+    return [h11.Response(status_code=status, headers=headers, reason=reason),
+            h11.Data(data=payload)]
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        assert 400 <= status < 600, status
+        self.status = status
+        self.message = message
 
 
 class AdminServer:
     def __init__(self, view: AdminView, host: str, port: int, *, request_bytes_max: int,
                  connections_max: int) -> None:
-        assert request_bytes_max >= 256 and connections_max >= 1
+        assert request_bytes_max >= 256, request_bytes_max
+        assert connections_max >= 1, connections_max
         self.view = view
         self.host, self.port = host, port
         self.request_bytes_max = request_bytes_max
         self.connections_max = connections_max
         self.active = 0
         self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._writers: dict[int, asyncio.StreamWriter] = {}
 
     async def start(self) -> int:
         """Bind and listen; return the bound port (useful with port 0)."""
-        self._server = await asyncio.start_server(self._handle, self.host, self.port,
-                                                  limit=self.request_bytes_max)
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
         port = self._server.sockets[0].getsockname()[1]
         assert port > 0
         return port
@@ -179,47 +140,99 @@ class AdminServer:
         assert self._server is not None, "start() first"
         await stop.wait()
         self._server.close()
-        for writer in list(self._writers):
+        for writer in list(self._writers.values()):
             writer.close()
         await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.request_bytes_max)
         if self.active >= self.connections_max:
             body = {"error": f"too many admin connections (max {self.connections_max})"}
-            writer.write(render(503, body, keep_alive=False))
+            _send(writer, conn, 503, body, close=True)
             await _close(writer)
             return
         self.active += 1
-        self._writers.add(writer)
+        key = id(writer)
+        self._writers[key] = writer
         try:
-            await self._serve_connection(reader, writer)
+            await self._serve_connection(reader, writer, conn)
         finally:
             self.active -= 1
-            self._writers.discard(writer)
+            del self._writers[key]
             await _close(writer)
 
     async def _serve_connection(self, reader: asyncio.StreamReader,
-                                writer: asyncio.StreamWriter) -> None:
-        for _ in range(REQUESTS_PER_CONNECTION_MAX):
+                                writer: asyncio.StreamWriter, conn: h11.Connection) -> None:
+        for served in range(1, REQUESTS_PER_CONNECTION_MAX + 1):
             try:
-                async with asyncio.timeout(IDLE_SECONDS_MAX):
-                    head = await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+                request = await self._next_request(reader, conn)
+            except _Refused as refusal:
+                _send(writer, conn, refusal.status, {"error": refusal.message}, close=True)
                 return
-            except asyncio.LimitOverrunError:
-                msg = f"request head exceeds {self.request_bytes_max} bytes"
-                writer.write(render(431, {"error": msg}, keep_alive=False))
+            if request is None:
                 return
-            try:
-                req = parse_head(head)
-            except HttpError as err:
-                writer.write(render(err.status, {"error": err.message}, keep_alive=False))
-                return
-            status, body = route(self.view, req)
-            writer.write(render(status, body, keep_alive=req.keep_alive))
+            status, body = route(self.view, request.method.decode("ascii"),
+                                 request.target.decode("ascii").split("?", 1)[0])
+            _send(writer, conn, status, body, close=served == REQUESTS_PER_CONNECTION_MAX)
             await writer.drain()
-            if not req.keep_alive:
-                return
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return  # h11 says the connection ends here (Connection: close, HTTP/1.0)
+            conn.start_next_cycle()
+
+    async def _next_request(self, reader: asyncio.StreamReader,
+                            conn: h11.Connection) -> h11.Request | None:
+        """The next request, its (empty) body read; None when the client leaves or idles."""
+        fed = len(conn.trailing_data[0])  # pipelined bytes already buffered count too
+        request: h11.Request | None = None
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as err:
+                raise self._refusal(err.error_status_hint, str(err)) from err
+            if event is h11.NEED_DATA:
+                if request is None and fed > self.request_bytes_max:
+                    raise self._refusal(431, "head too long")
+                data = await _read(reader, self.request_bytes_max)
+                if data is None:
+                    return None
+                fed += len(data)
+                conn.receive_data(data)
+            elif isinstance(event, h11.Request):
+                if fed - len(conn.trailing_data[0]) > self.request_bytes_max:
+                    raise self._refusal(431, "head too long")
+                _check_no_body(event)
+                request = event
+            elif isinstance(event, h11.EndOfMessage):
+                assert request is not None
+                return request
+            else:  # ConnectionClosed (or PAUSED, which needs a response first)
+                return None
+
+    def _refusal(self, status: int, message: str) -> _Refused:
+        if status == 431:
+            return _Refused(431, f"request head exceeds {self.request_bytes_max} bytes")
+        return _Refused(status, f"malformed request: {message}")
+
+
+def _check_no_body(request: h11.Request) -> None:
+    for name, value in request.headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            raise _Refused(400, "request bodies are not accepted")
+
+
+async def _read(reader: asyncio.StreamReader, size: int) -> bytes | None:
+    """Up to `size` bytes (b"" at EOF), or None when the client stays silent too long."""
+    try:
+        async with asyncio.timeout(IDLE_SECONDS_MAX):
+            return await reader.read(size)
+    except (TimeoutError, ConnectionError):
+        return None
+
+
+def _send(writer: asyncio.StreamWriter, conn: h11.Connection, status: int, body: Any, *,
+          close: bool) -> None:
+    events = [*response_events(status, body, close=close), h11.EndOfMessage()]
+    writer.write(b"".join(conn.send(event) or b"" for event in events))
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:

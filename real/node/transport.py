@@ -19,14 +19,28 @@ handler keeps writing) and waits for `writable`. The low-water mark is a quarter
 Built on asyncio Protocols rather than streams: for TCP and TLS, `data_received` is the handler's
 bound method (no copy, no extra frame). TCP_NODELAY is set on every accepted socket.
 
-WebSocket listeners run the pure codec in `real/node/websocket.py`: the request head is bounded
-(8 KiB) and must complete within `handshake_timeout_s`, else the connection is dropped; a refused
-handshake gets its HTTP error (400/404/405/426/431) and only that connection closes. Each
-`conn.write(data)` becomes one binary frame. A frame error closes that connection with the close
-code chosen by the codec (1002, 1003, 1007, 1009). `conn.close()` on a WebSocket sends a close
-frame (1000), drops further input, and closes the TCP connection when the client answers with its
-close frame, or after `WS_CLOSE_TIMEOUT_S`. `Listener.close()` closes every connection (WebSocket
-ones with 1001 "going away") and `wait_closed()` aborts any still open after a grace period.
+WebSocket listeners (RFC 6455, MQTT 5 section 6) run `wsproto`, python-hyper's sans-I/O
+WebSocket library (its handshake parsing is `h11`). What stays ours is the policy around it:
+
+* The request head is bounded (`HEAD_BYTES_MAX`, 431 past it) and must complete within
+  `handshake_timeout_s`, else the connection is dropped. Bytes that cannot start an HTTP request
+  (raw MQTT sent to a WebSocket port) are refused with 400 at once, not at the timeout.
+* A refused handshake gets an HTTP error with a text/plain reason and only that connection closes:
+  404 for a path other than `ws_path`, 426 for a Sec-WebSocket-Version other than 13, 400 for the
+  rest (wsproto's choice: malformed head, not GET, missing Host/Upgrade/Connection/key/version) and
+  for a client offering no MQTT subprotocol (MQTT-6.0.0-3).
+* Subprotocol: "mqtt" if offered (MQTT-6.0.0-4); else "mqttv3.1" for old MQTT 3.1 clients, which
+  would fail a connection answered with a subprotocol they did not offer (RFC 6455 4.1).
+* Each `conn.write(data)` becomes one binary frame (dropped once the client's close frame is
+  read). MQTT bytes from the client are delivered as they arrive, whatever the framing
+  (MQTT-6.0.0-2); the data frames of one read reach the handler in one call (per-frame calls
+  cost the broker more than wsproto itself). A frame error closes only that connection, with
+  wsproto's close code (1002 protocol error, 1007 bad UTF-8) or ours: 1003 for a text frame
+  (MQTT-6.0.0-1), 1009 for a frame whose payload passes `ws_frame_max` (counted as it arrives).
+* `conn.close()` sends a close frame (1000), drops further input, and closes the TCP connection
+  when the client answers with its close frame, or after `WS_CLOSE_TIMEOUT_S`.
+  `Listener.close()` closes every connection (WebSocket ones with 1001 "going away") and
+  `wait_closed()` aborts any still open after a grace period.
 
 TLS (tls, wss) needs an `ssl.SSLContext`; `make_ssl_context` builds a server one, TLS 1.2 or later.
 The TLS handshake is bounded by `handshake_timeout_s` too.
@@ -44,9 +58,27 @@ import ssl
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from real.node import websocket as ws
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.frame_protocol import CloseReason
+from wsproto.utilities import RemoteProtocolError
 
 KINDS = ("tcp", "tls", "ws", "wss")
+HEAD_BYTES_MAX = 8 << 10  # a WebSocket request head, request line to blank line inclusive
+FRAME_MAX_DEFAULT = 16 << 20  # ws_frame_max: the payload bytes of one client frame
+FRAME_MAX_MIN = 125  # a control frame's payload limit (RFC 6455 5.5)
+SUBPROTOCOLS = ("mqtt", "mqttv3.1")  # in order of preference
 WS_CLOSE_TIMEOUT_S = 5.0  # how long a closing WebSocket waits for the client's close frame
 CLOSE_GRACE_S = 5.0  # Listener.wait_closed aborts connections still open after this long
 _conn_ids = itertools.count(1)
@@ -126,10 +158,12 @@ class WsConn(Conn):
         self._proto = proto
 
     def write(self, data: bytes) -> None:
-        if not self.closed:
-            self._transport.write(ws.encode_binary(data))
+        """One binary frame; dropped once closed or once the client's close frame was read."""
+        ws = self._proto.ws
+        if not self.closed and ws.state is ConnectionState.OPEN:
+            self._transport.write(ws.send(BytesMessage(data)))
 
-    def close(self, code: int = ws.CloseCode.NORMAL, reason: str = "") -> None:
+    def close(self, code: int = CloseReason.NORMAL_CLOSURE, reason: str = "") -> None:
         """Send a close frame after what was written; the TCP close follows the client's reply."""
         if not self.closed:
             self.closed = True
@@ -299,12 +333,13 @@ class _StreamProtocol(_BaseProtocol):
 
 
 class _WsProtocol(_BaseProtocol):
-    """WebSocket: the handshake, then frames through `WsDecoder`."""
+    """WebSocket: our bounds on the request head, then `wsproto` for the handshake and frames."""
 
     def __init__(self, listener: Listener) -> None:
         super().__init__(listener)
+        self.ws = WSConnection(ConnectionType.SERVER)
         self._head = bytearray()
-        self._decoder = ws.WsDecoder(listener.settings.ws_frame_max)
+        self._frame_bytes = 0  # payload bytes of the client frame being received
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -327,17 +362,16 @@ class _WsProtocol(_BaseProtocol):
             self._frames(data)
 
     def shutdown(self) -> None:
-        if self.conn is not None:
-            self.conn.close(ws.CloseCode.GOING_AWAY, "server shutting down")  # type: ignore
+        if isinstance(self.conn, WsConn):
+            self.conn.close(CloseReason.GOING_AWAY, "server shutting down")
         else:
             self.transport.abort()
 
     def start_close(self, code: int, reason: str) -> None:
         """Send our close frame; close the TCP connection on the reply or after a timeout."""
-        frame = self._decoder.start_close(code, reason)
-        if not frame:
+        if self.ws.state is not ConnectionState.OPEN:
             return
-        self.transport.write(frame)
+        self.transport.write(self.ws.send(CloseConnection(code, reason)))
         self.transport.resume_reading()  # the client's close frame must be read
         self._cancel_timer()
         loop = asyncio.get_running_loop()
@@ -352,47 +386,146 @@ class _WsProtocol(_BaseProtocol):
         if self.transport.is_closing():
             return
         self._head += data
-        settings = self.listener.settings
+        if not _may_start_http(self._head):
+            self._refuse(400, "not an HTTP request (expected a WebSocket upgrade GET)")
+            return
+        end = self._head.find(b"\r\n\r\n", 0, HEAD_BYTES_MAX)
+        if end < 0:
+            if len(self._head) >= HEAD_BYTES_MAX:
+                self._refuse(431, f"request head longer than {HEAD_BYTES_MAX} bytes")
+            return
+        head, rest = bytes(self._head[:end + 4]), bytes(self._head[end + 4:])
+        self._head = bytearray()
         try:
-            end = ws.head_end(self._head)
-            if end < 0:
-                return
-            request = ws.parse_handshake(bytes(self._head[:end]), settings.ws_path)
-        except ws.HandshakeError as refusal:
-            self._cancel_timer()
-            self.transport.write(refusal.response())
-            self.transport.close()
+            self.ws.receive_data(head)
+            [request] = self.ws.events()
+        except RemoteProtocolError as err:
+            hint = err.event_hint
+            assert isinstance(hint, RejectConnection), hint
+            self._refuse(hint.status_code, f"WebSocket handshake refused: {err}", hint.headers)
+            return
+        except UnicodeError as err:  # wsproto decodes Host as IDNA
+            self._refuse(400, f"WebSocket handshake refused: bad Host header ({err})")
+            return
+        assert isinstance(request, Request), request
+        self._accept(request, rest)
+
+    def _accept(self, request: Request, rest: bytes) -> None:
+        path = request.target.partition("?")[0]
+        ws_path = self.listener.settings.ws_path
+        if path != ws_path:
+            self._refuse(404, f"no WebSocket endpoint at {path[:100]!r} (it is {ws_path!r})")
+            return
+        subprotocol = select_subprotocol(request.subprotocols)
+        if subprotocol is None:
+            self._refuse(400, "no MQTT subprotocol offered: Sec-WebSocket-Protocol must list "
+                              f"'mqtt' (MQTT-6.0.0-3), got {request.subprotocols}")
             return
         self._cancel_timer()
-        subprotocol = ws.select_subprotocol(request.subprotocols)
-        assert subprotocol is not None, request.subprotocols
-        self.transport.write(ws.handshake_response(request, subprotocol))
-        rest = bytes(self._head[end:])
-        self._head = bytearray()
+        self.transport.write(self.ws.send(AcceptConnection(subprotocol=subprotocol)))
         self.conn = self.listener._new_conn(self, WsConn, self)
         _announce(self.handler, self.conn)
         if rest:
             self._frames(rest)
 
+    def _refuse(self, status: int, reason: str, headers: Any = ()) -> None:
+        """Answer the handshake with HTTP `status` and `reason` as the body, then close."""
+        assert 400 <= status < 500, status
+        self._cancel_timer()
+        body = (reason + "\n").encode()
+        head = [(b"Content-Type", b"text/plain; charset=utf-8"),
+                (b"Content-Length", b"%d" % len(body)), (b"Connection", b"close"), *headers]
+        refusal = RejectConnection(status_code=status, headers=head, has_body=True)
+        self.transport.write(self.ws.send(refusal) + self.ws.send(RejectData(body)))
+        self.transport.close()
+
     def _frames(self, data: bytes) -> None:
-        conn = self.conn
-        assert conn is not None
-        for event in self._decoder.feed(data):
+        """Feed wsproto; hand the handler the payload of consecutive data frames in one call."""
+        if self.transport.is_closing():
+            return  # wsproto refuses input after the close handshake
+        self.ws.receive_data(data)
+        pending: list[bytes | bytearray] = []
+        for event in self.ws.events():
+            if type(event) is BytesMessage:
+                if not self._frame_data(event, pending):
+                    return
+                continue
+            self._deliver(pending)
             if self.transport.is_closing():
                 return
-            if type(event) is ws.Data:
-                if not conn.closed:  # the handler may have closed it during this loop
-                    self.handler.data_received(conn, event.payload)
-            elif type(event) is ws.Send:
-                if not conn.closed:  # nothing may follow our close frame
-                    self.transport.write(event.data)
-            else:
-                assert type(event) is ws.CloseConnection, event
-                conn.closed = True
-                self._cancel_timer()
-                if event.reply:
-                    self.transport.write(event.reply)
-                self.transport.close()
+            self._control(event)
+        self._deliver(pending)
+
+    def _frame_data(self, event: BytesMessage, pending: list[bytes | bytearray]) -> bool:
+        """Queue a data frame's bytes; False (and the connection failed) past `ws_frame_max`."""
+        self._frame_bytes += len(event.data)
+        limit = self.listener.settings.ws_frame_max
+        if self._frame_bytes > limit:
+            self._deliver(pending)
+            self._fail(CloseReason.MESSAGE_TOO_BIG, f"frame exceeds {limit} bytes")
+            return False
+        if event.frame_finished:
+            self._frame_bytes = 0
+        if event.data:
+            pending.append(event.data)
+        return True
+
+    def _deliver(self, pending: list[bytes | bytearray]) -> None:
+        conn = self.conn
+        assert conn is not None
+        if pending and not conn.closed and not self.transport.is_closing():
+            # bytes(x) of a bytes object is the object itself: no copy for one frame
+            self.handler.data_received(conn, bytes(pending[0]) if len(pending) == 1 else
+                                       b"".join(pending))
+        pending.clear()
+
+    def _control(self, event: Event) -> None:
+        if isinstance(event, Ping):
+            if self.ws.state is ConnectionState.OPEN:  # nothing may follow our close frame
+                self.transport.write(self.ws.send(event.response()))
+        elif isinstance(event, TextMessage):
+            self._fail(CloseReason.UNSUPPORTED_DATA, "text frame (MQTT-6.0.0-1: binary only)")
+        elif isinstance(event, CloseConnection):
+            self._closed(event)
+        # a Pong needs nothing
+
+    def _closed(self, event: CloseConnection) -> None:
+        """The client's close frame (echoed, or the reply to ours), or wsproto's parse error."""
+        state = self.ws.state
+        if state is ConnectionState.REMOTE_CLOSING:
+            self.transport.write(self.ws.send(event.response()))
+        elif state is not ConnectionState.CLOSED:  # a frame error: close with its code
+            self._fail(event.code, event.reason or "protocol error")
+            return
+        self._drop()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Close with `code` (unless our close frame is already out), then drop the TCP link."""
+        if self.ws.state is ConnectionState.OPEN:
+            self.transport.write(self.ws.send(CloseConnection(code, reason)))
+        self._drop()
+
+    def _drop(self) -> None:
+        assert self.conn is not None
+        self.conn.closed = True
+        self._cancel_timer()
+        self.transport.close()
+
+
+def _may_start_http(head: bytearray) -> bool:
+    """Whether `head` can still begin an HTTP request line: an upper-case method, then a space."""
+    method = bytes(head[:8]).split(b" ", 1)[0]
+    if not method:
+        return False
+    return method.isalpha() and method.isupper() and (len(method) < 8 or b" " in head[:8])
+
+
+def select_subprotocol(offered: list[str] | tuple[str, ...]) -> str | None:
+    """The subprotocol to answer: "mqtt" if offered, else "mqttv3.1" if offered, else None."""
+    for name in SUBPROTOCOLS:
+        if name in offered:
+            return name
+    return None
 
 
 async def stop_serving(listeners: list[Any], conns: dict[int, Any]) -> None:
@@ -408,7 +541,7 @@ async def stop_serving(listeners: list[Any], conns: dict[int, Any]) -> None:
 
 async def start_listener(kind: str, host: str, port: int, handler: Handler, *,
                          ssl_context: ssl.SSLContext | None = None, ws_path: str = "/mqtt",
-                         ws_frame_max: int = ws.FRAME_MAX_DEFAULT,
+                         ws_frame_max: int = FRAME_MAX_DEFAULT,
                          handshake_timeout_s: float = 10.0,
                          write_high_water: int = 1 << 20,
                          start_serving: bool = True) -> Listener:
@@ -434,7 +567,8 @@ async def start_listener(kind: str, host: str, port: int, handler: Handler, *,
         raise ValueError(f"handshake_timeout_s must be > 0, got {handshake_timeout_s!r}")
     if write_high_water < 1:
         raise ValueError(f"write_high_water must be >= 1, got {write_high_water!r}")
-    ws.WsDecoder(ws_frame_max)  # validates ws_frame_max
+    if ws_frame_max < FRAME_MAX_MIN:
+        raise ValueError(f"ws_frame_max must be >= {FRAME_MAX_MIN}, got {ws_frame_max!r}")
     settings = _Settings(kind, ws_path, ws_frame_max, handshake_timeout_s, write_high_water)
     listener = Listener(settings, handler)
     protocol = _WsProtocol if kind in ("ws", "wss") else _StreamProtocol

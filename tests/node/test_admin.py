@@ -1,4 +1,4 @@
-"""Admin HTTP: the pure parser/router, and the asyncio server's connection handling."""
+"""Admin HTTP: the pure router, and the h11 server's connection handling over loopback."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ from typing import Any
 
 import pytest
 
-from real.node.admin import AdminServer, HttpError, Request, parse_head, render, route
+from real.node.admin import REQUESTS_PER_CONNECTION_MAX, AdminServer, Text, route
 
 
 class View:
+    def __init__(self) -> None:
+        self.kicked: list[str] = []
+
     def health(self) -> dict[str, Any]:
         return {"status": "ok"}
 
@@ -25,62 +28,60 @@ class View:
         return {"default_engine": "file", "shards": []}
 
 
-def test_parse_head() -> None:
-    req = parse_head(b"GET /health?x=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-    assert req == Request("GET", "/health", "HTTP/1.1", (("host", "a"), ("connection", "close")))
-    assert not req.keep_alive
-    assert parse_head(b"GET / HTTP/1.1\r\n\r\n").keep_alive
-    assert not parse_head(b"GET / HTTP/1.0\r\n\r\n").keep_alive
+class MqttView(View):
+    def metrics(self) -> Text:
+        return Text("# TYPE up gauge\nup 1.0\n")
 
-
-@pytest.mark.parametrize(
-    ("head", "status", "needle"),
-    [
-        (b"GET /health\r\n\r\n", 400, "malformed request line"),
-        (b"GET  /health HTTP/1.1\r\n\r\n", 400, "malformed request line"),
-        (b"G(T /health HTTP/1.1\r\n\r\n", 400, "malformed method"),
-        (b"GET /health HTTP/2.0\r\n\r\n", 400, "unsupported HTTP version"),
-        (b"GET health HTTP/1.1\r\n\r\n", 400, "must start with '/'"),
-        (b"GET / HTTP/1.1\r\nno colon\r\n\r\n", 400, "malformed header line"),
-        (b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\n", 400, "bodies are not accepted"),
-        (b"GET / HTTP/1.1\r\n" + b"a: b\r\n" * 65 + b"\r\n", 431, "header fields"),
-    ],
-)
-def test_parse_head_rejects(head: bytes, status: int, needle: str) -> None:
-    with pytest.raises(HttpError) as info:
-        parse_head(head)
-    assert info.value.status == status and needle in info.value.message
+    def mqtt_disconnect(self, client_id: str) -> bool:
+        self.kicked.append(client_id)
+        return client_id == "c/1"
 
 
 def test_route() -> None:
-    get = parse_head(b"GET /meta/nodes HTTP/1.1\r\n\r\n")
-    assert route(View(), get) == (200, [{"node_id": 1}])
-    assert route(View(), parse_head(b"GET /meta/config HTTP/1.1\r\n\r\n")) == (200, {"k": 1})
-    status, body = route(View(), parse_head(b"GET /storage HTTP/1.1\r\n\r\n"))
-    assert status == 200 and body["default_engine"] == "file"
-    status, body = route(View(), parse_head(b"GET /x HTTP/1.1\r\n\r\n"))
-    assert status == 404 and "'/x'" in body["error"]
-    status, body = route(View(), parse_head(b"DELETE /health HTTP/1.1\r\n\r\n"))
-    assert status == 405 and "use GET" in body["error"]
+    assert route(View(), "GET", "/meta/nodes") == (200, [{"node_id": 1}])
+    assert route(View(), "GET", "/meta/config") == (200, {"k": 1})
+    status, body = route(View(), "GET", "/storage")
+    assert status == 200
+    assert body["default_engine"] == "file"
+    status, body = route(View(), "GET", "/x")
+    assert status == 404
+    assert "'/x'" in body["error"]
+    assert body["paths"] == ["/health", "/meta/config", "/meta/nodes", "/storage"]
+    status, body = route(View(), "DELETE", "/health")
+    assert status == 405
+    assert "use GET" in body["error"]
 
 
-def test_render() -> None:
-    raw = render(200, {"b": 1, "a": 2}, keep_alive=False)
-    head, _, body = raw.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close" in head
-    assert body == b'{"a":2,"b":1}\n' and f"Content-Length: {len(body)}".encode() in head
+def test_route_optional_methods() -> None:
+    view = MqttView()
+    assert route(view, "GET", "/metrics") == (200, Text("# TYPE up gauge\nup 1.0\n"))
+    assert route(view, "POST", "/mqtt/clients/c%2F1/disconnect") == (200, {"disconnected": "c/1"})
+    status, body = route(view, "POST", "/mqtt/clients/other/disconnect")
+    assert status == 404
+    assert "'other'" in body["error"]
+    status, body = route(view, "GET", "/mqtt/clients/c%2F1/disconnect")
+    assert status == 405
+    assert "use POST" in body["error"]
+    assert view.kicked == ["c/1", "other"]
+    assert route(View(), "GET", "/metrics")[0] == 404  # a view without a broker
 
 
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], Any]:
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     headers = dict(line.lower().split(": ", 1) for line in lines[1:] if line)
     body = await reader.readexactly(int(headers["content-length"]))
-    return int(lines[0].split(" ")[1]), headers, json.loads(body)
+    return int(lines[0].split(" ")[1]), headers, body
 
 
-async def with_server(test, **kw: int) -> None:
-    server = AdminServer(View(), "127.0.0.1", 0, request_bytes_max=kw.get("limit", 1024),
+async def read_json(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], Any]:
+    status, headers, body = await read_response(reader)
+    assert headers["content-type"] == "application/json"
+    return status, headers, json.loads(body)
+
+
+async def with_server(test, view: Any = None, **kw: int) -> None:
+    server = AdminServer(view or View(), "127.0.0.1", 0, request_bytes_max=kw.get("limit", 1024),
                          connections_max=kw.get("conns", 4))
     port = await server.start()
     stop = asyncio.Event()
@@ -91,6 +92,7 @@ async def with_server(test, **kw: int) -> None:
                 await test(port)
         finally:
             stop.set()
+    assert server.active == 0
 
 
 def test_keep_alive_and_bad_request_closes_only_its_connection() -> None:
@@ -99,27 +101,78 @@ def test_keep_alive_and_bad_request_closes_only_its_connection() -> None:
         r2, w2 = await asyncio.open_connection("127.0.0.1", port)
         for path in (b"/health", b"/meta/config"):
             w1.write(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
-            status, headers, _ = await read_response(r1)
-            assert status == 200 and headers["connection"] == "keep-alive"
+            status, headers, _ = await read_json(r1)
+            assert status == 200
+            assert "connection" not in headers  # HTTP/1.1: persistent
         w2.write(b"BOGUS\r\n\r\n")
-        status, headers, body = await read_response(r2)
-        assert status == 400 and headers["connection"] == "close"
-        assert "malformed request line" in body["error"]
+        status, headers, body = await read_json(r2)
+        assert status == 400
+        assert headers["connection"] == "close"
+        assert "malformed request" in body["error"]
         assert await r2.read() == b""  # closed by the server
-        w1.write(b"GET /meta/nodes HTTP/1.1\r\n\r\n")  # the good connection still works
-        assert (await read_response(r1))[2] == [{"node_id": 1}]
+        w1.write(b"GET /meta/nodes HTTP/1.1\r\nHost: x\r\n\r\n")  # the good one still works
+        assert (await read_json(r1))[2] == [{"node_id": 1}]
         w1.close()
         w2.close()
 
     asyncio.run(with_server(test))
 
 
-def test_oversized_head_gets_431() -> None:
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "needle"),
+    [
+        (b"GET /health\r\n\r\n", 400, "malformed request"),
+        (b"G(T /health HTTP/1.1\r\nHost: x\r\n\r\n", 400, "malformed request"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n", 400, "malformed request"),
+        (b"GET / HTTP/1.1\r\n\r\n", 400, "malformed request"),  # HTTP/1.1 needs Host
+        (b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", 400,
+         "bodies are not accepted"),
+        (b"POST /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+         400, "bodies are not accepted"),
+    ],
+)
+def test_bad_requests(request_bytes: bytes, status: int, needle: str) -> None:
     async def test(port: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /health HTTP/1.1\r\nX: " + b"a" * 2000 + b"\r\n\r\n")
-        status, _, body = await read_response(reader)
-        assert status == 431 and "exceeds 512 bytes" in body["error"]
+        writer.write(request_bytes)
+        got, headers, body = await read_json(reader)
+        assert (got, headers["connection"]) == (status, "close")
+        assert needle in body["error"]
+        assert await reader.read() == b""
+        writer.close()
+
+    asyncio.run(with_server(test))
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_oversized_head_gets_431(split: bool) -> None:
+    big = b"GET /health HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 2000 + b"\r\n\r\n"
+
+    async def test(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        if split:  # arrives in pieces: refused before the head completes
+            writer.write(big[:700])
+            await writer.drain()
+        else:  # arrives whole: refused all the same
+            writer.write(big)
+        status, _, body = await read_json(reader)
+        assert status == 431
+        assert "exceeds 512 bytes" in body["error"]
+        writer.close()
+
+    asyncio.run(with_server(test, limit=512))
+
+
+def test_head_at_the_limit_is_served() -> None:
+    head = b"GET /health HTTP/1.1\r\nHost: x\r\nX: "
+    head += b"a" * (512 - len(head) - 4) + b"\r\n\r\n"
+    assert len(head) == 512
+
+    async def test(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head + head)  # pipelined: each is measured on its own
+        assert (await read_json(reader))[2] == {"status": "ok"}
+        assert (await read_json(reader))[2] == {"status": "ok"}
         writer.close()
 
     asyncio.run(with_server(test, limit=512))
@@ -128,12 +181,62 @@ def test_oversized_head_gets_431() -> None:
 def test_connection_limit_gets_503() -> None:
     async def test(port: int) -> None:
         first = await asyncio.open_connection("127.0.0.1", port)
-        first[1].write(b"GET /health HTTP/1.1\r\n\r\n")
-        await read_response(first[0])  # the first connection is now counted as active
+        first[1].write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        await read_json(first[0])  # the first connection is now counted as active
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        status, _, body = await read_response(reader)
-        assert status == 503 and "max 1" in body["error"]
+        status, headers, body = await read_json(reader)
+        assert (status, headers["connection"]) == (503, "close")
+        assert "max 1" in body["error"]
         writer.close()
         first[1].close()
 
     asyncio.run(with_server(test, conns=1))
+
+
+def test_http10_and_connection_close_end_the_connection() -> None:
+    async def test(port: int) -> None:
+        for request in (b"GET /health HTTP/1.0\r\n\r\n",
+                        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            status, headers, body = await read_json(reader)
+            assert (status, body) == (200, {"status": "ok"})
+            assert headers["connection"] == "close"
+            assert await reader.read() == b""
+            writer.close()
+
+    asyncio.run(with_server(test))
+
+
+def test_requests_per_connection_bound() -> None:
+    async def test(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * (REQUESTS_PER_CONNECTION_MAX + 1))
+        for i in range(REQUESTS_PER_CONNECTION_MAX):
+            status, headers, _ = await read_json(reader)
+            assert status == 200
+            last = i == REQUESTS_PER_CONNECTION_MAX - 1
+            assert (headers.get("connection") == "close") == last
+        assert await reader.read() == b""
+        writer.close()
+
+    asyncio.run(with_server(test))
+
+
+def test_text_body_405_allow_and_disconnect_post() -> None:
+    async def test(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, body = await read_response(reader)
+        assert (status, body) == (200, b"# TYPE up gauge\nup 1.0\n")
+        assert headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+        writer.write(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        status, headers, body = await read_json(reader)
+        assert (status, headers["allow"]) == (405, "get, post")  # (read lower-cased)
+        writer.write(b"POST /mqtt/clients/c%2F1/disconnect HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 0\r\n\r\n")
+        status, _, body = await read_json(reader)
+        assert (status, body) == (200, {"disconnected": "c/1"})
+        writer.close()
+
+    asyncio.run(with_server(test, MqttView()))

@@ -149,8 +149,8 @@ def test_admin_endpoints_and_metrics(tmp_path: Path) -> None:
         info = node.get("/node")
         assert info["mqtt_listeners"][0] == {"kind": "tcp", "port": node.mqtt}  # type: ignore[index]
         metrics = node.get("/metrics")
-        assert 'twinmq_mqtt_messages_received_total{qos="1"} 1' in metrics
-        assert "twinmq_mqtt_connections 2" in metrics
+        assert 'twinmq_mqtt_messages_received_total{qos="1"} 1.0' in metrics
+        assert "twinmq_mqtt_connections 2.0" in metrics
         assert "twinmq_mqtt_deliver_latency_ms_count" in metrics
         request = urllib.request.Request(
             f"http://127.0.0.1:{node.admin}/mqtt/clients/watcher/disconnect", method="POST")
@@ -182,7 +182,7 @@ def test_password_file_and_anonymous_off(tmp_path: Path) -> None:
         sock = socket.create_connection(("127.0.0.1", node.mqtt), timeout=5)
         sock.sendall(encode(Connect("bad", username="alice", password=b"wrong"), MQTT_3_1_1))
         assert sock.recv(16) == bytes([0x20, 2, 0, 4])  # bad user name or password
-        assert "twinmq_mqtt_auth_failures_total 2" in node.get("/metrics")  # type: ignore[operator]
+        assert "twinmq_mqtt_auth_failures_total 2.0" in node.get("/metrics")  # type: ignore[operator]
     finally:
         node.stop()
 

@@ -1,0 +1,161 @@
+"""The node's Prometheus metrics, rendered by `prometheus-client` (text exposition format 0.0.4).
+
+    metrics = NodeMetrics(mqtt=broker, kafka=kafka_broker)   # once per node; either may be None
+    metrics.render()                                          # -> admin `Text`, per GET /metrics
+
+Each `NodeMetrics` has its own `CollectorRegistry` (never the library's global one), holding:
+
+* `MqttCollector`: `twinmq_mqtt_*` from `Broker.stats` and `Broker.gauges()`,
+* `KafkaCollector`: `twinmq_kafka_*` from `KafkaBroker.stats` and `KafkaBroker.gauges()`,
+* prometheus-client's `ProcessCollector` (`process_*`: CPU seconds, resident memory, open fds,
+  start time) and `PlatformCollector` (`python_info`).
+
+The brokers stay pure and keep plain counters; the collectors read them at scrape time, on the
+event loop, so a scrape sees one consistent state. Names carry the unit (`_bytes`, `_ms`) and
+counters end in `_total` (prometheus-client adds the suffix to a counter family's name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from real.mqtt.broker import LATENCY_BUCKETS_MS
+from real.node.admin import Text
+
+_MQTT_GAUGES = (
+    ("connections", "connections", "Connected MQTT clients."),
+    ("sessions", "sessions", "Sessions (connected and offline persistent)."),
+    ("subscriptions", "subscriptions", "Subscriptions of all sessions."),
+    ("retained_messages", "retained", "Retained messages."),
+    ("inflight_messages", "inflight", "Outbound QoS 1/2 messages awaiting acknowledgement."),
+    ("queued_messages", "queued", "Messages queued for offline or slow sessions."),
+    ("acks_awaiting_durability", "acks_awaiting_durability",
+     "PUBACK/PUBREC held until the state log is durable."),
+)
+_MQTT_COUNTERS = (  # (name without _total, Stats field, help)
+    ("connects", "connects", "Accepted CONNECTs."),
+    ("connects_refused", "connect_refused", "Refused CONNECTs (any reason)."),
+    ("auth_failures", "auth_failures", "CONNECTs refused by authentication."),
+    ("protocol_errors", "protocol_errors",
+     "Connections closed for a malformed packet or a protocol error."),
+    ("received_bytes", "bytes_in", "Bytes received from MQTT clients."),
+    ("sent_bytes", "bytes_out", "Bytes sent to MQTT clients."),
+    ("state_log_publishes", "logged_publishes",
+     "Messages written to the state log (persistent targets or retained)."),
+    ("checkpoints", "checkpoints", "State log checkpoints."),
+)
+_KAFKA_GAUGES = (
+    ("connections", "connections", "Open Kafka client connections."),
+    ("partitions_open", "partitions_open", "Partition logs open on this node."),
+    ("fetch_waits", "fetch_waits", "Fetch requests parked until data or their max wait."),
+    ("produce_waits", "produce_waits", "Produce requests waiting for durability (acks)."),
+)
+_KAFKA_COUNTERS = (
+    ("connections_accepted", "connections", "Accepted Kafka connections."),
+    ("malformed_requests", "malformed", "Requests closed as malformed."),
+    ("produced_batches", "produced_batches", "Record batches appended."),
+    ("produced_bytes", "produced_bytes", "Record batch bytes appended."),
+    ("fetched_bytes", "fetched_bytes", "Record batch bytes returned by Fetch."),
+    ("duplicate_batches", "duplicates", "Idempotent-producer batches acknowledged as "
+                                        "duplicates, not appended."),
+    ("auth_failures", "auth_failures", "SASL authentications refused."),
+)
+
+
+class MqttCollector(Collector):
+    """`twinmq_mqtt_*` families read from an MQTT `Broker` at each scrape."""
+
+    def __init__(self, broker: Any) -> None:
+        self.broker = broker
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.broker.stats
+        yield from _plain("twinmq_mqtt_", self.broker.gauges(), stats, _MQTT_GAUGES,
+                          _MQTT_COUNTERS)
+        by_qos_families = (("messages_received", stats.msgs_in, "PUBLISH packets received."),
+                           ("messages_sent", stats.msgs_out, "PUBLISH packets sent."))
+        for name, by_qos, text in by_qos_families:
+            family = CounterMetricFamily(f"twinmq_mqtt_{name}", text, labels=["qos"])
+            for qos in range(3):
+                family.add_metric([str(qos)], by_qos[qos])
+            yield family
+        dropped = CounterMetricFamily("twinmq_mqtt_messages_dropped",
+                                      "Messages not delivered, by reason.", labels=["reason"])
+        for reason, count in sorted(stats.dropped.items()):
+            dropped.add_metric([reason], count)
+        yield dropped
+        yield _latency_histogram(stats.latency_counts, stats.latency_sum_ms)
+
+
+def _plain(prefix: str, gauges: dict[str, Any], stats: object,
+           gauge_specs: tuple[tuple[str, str, str], ...],
+           counter_specs: tuple[tuple[str, str, str], ...]) -> Iterator[Metric]:
+    """Unlabelled families: gauges from the `gauges()` dict, counters from `stats` fields."""
+    for name, key, text in gauge_specs:
+        yield GaugeMetricFamily(prefix + name, text, value=gauges[key])
+    for name, field, text in counter_specs:
+        yield CounterMetricFamily(prefix + name, text, value=getattr(stats, field))
+
+
+def _latency_histogram(counts: list[int], total_ms: float) -> HistogramMetricFamily:
+    assert len(counts) == len(LATENCY_BUCKETS_MS) + 1, (len(counts), LATENCY_BUCKETS_MS)
+    buckets, cumulative = [], 0
+    for bound, count in zip(LATENCY_BUCKETS_MS, counts, strict=False):
+        cumulative += count
+        buckets.append((str(bound), cumulative))
+    buckets.append(("+Inf", cumulative + counts[-1]))
+    return HistogramMetricFamily("twinmq_mqtt_deliver_latency_ms",
+                                 "Time from a PUBLISH arriving to each copy being sent.",
+                                 buckets=buckets, sum_value=round(total_ms, 3))
+
+
+class KafkaCollector(Collector):
+    """`twinmq_kafka_*` families read from a `KafkaBroker` at each scrape."""
+
+    def __init__(self, broker: Any) -> None:
+        self.broker = broker
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.broker.stats
+        yield from _plain("twinmq_kafka_", self.broker.gauges(), stats, _KAFKA_GAUGES,
+                          _KAFKA_COUNTERS)
+        requests = CounterMetricFamily("twinmq_kafka_requests", "Requests handled, by API.",
+                                       labels=["api"])
+        for api, count in sorted(stats.requests.items()):
+            requests.add_metric([api], count)
+        yield requests
+
+
+class NodeMetrics:
+    """One node's registry: the brokers it runs plus process and platform metrics."""
+
+    def __init__(self, *, mqtt: Any = None, kafka: Any = None, process: bool = True) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        if mqtt is not None:
+            self.registry.register(MqttCollector(mqtt))
+        if kafka is not None:
+            self.registry.register(KafkaCollector(kafka))
+        if process:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+
+    def render(self) -> Text:
+        """The exposition for GET /metrics."""
+        return Text(generate_latest(self.registry))  # text/plain; version=0.0.4
+
+
+def render(broker: Any) -> str:
+    """The exposition of one MQTT broker with process metrics, as text (a fresh registry)."""
+    return generate_latest(NodeMetrics(mqtt=broker).registry).decode()
