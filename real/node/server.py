@@ -21,12 +21,12 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from real.meta import node_json
-from real.mqtt.metrics import render as render_metrics
 from real.node.admin import AdminServer, Text
 from real.node.config import ConfigError, NodeConfig, load_acl, load_passwords, node_spec
 from real.node.disk import RaftDisk
 from real.node.engines import Devices, settings_from_config
 from real.node.host import AsyncHost
+from real.node.metrics import NodeMetrics
 from real.node.transport import Listener, make_ssl_context, start_listener
 from real.server.node import STATE_SHARD, NodeCore, NodeEnv, Proto
 
@@ -40,6 +40,7 @@ class NodeView:
         self.host = host
         self.core = host.core
         self.started = time.monotonic()
+        self._metrics = NodeMetrics(mqtt=self.core.mqtt, kafka=self.core.kafka)
 
     def health(self) -> dict[str, Any]:
         raft, sm = self.core.replica.raft, self.core.replica.sm
@@ -88,7 +89,7 @@ class NodeView:
         return self.core.mqtt.retained_list()
 
     def metrics(self) -> Text:
-        return Text(render_metrics(self.core.mqtt))
+        return self._metrics.render()
 
     def mqtt_disconnect(self, client_id: str) -> bool:
         kicked = self.core.disconnect_client(client_id)

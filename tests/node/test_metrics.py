@@ -9,7 +9,6 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from real.kafka.broker import Stats as KafkaStats
-from real.mqtt import metrics as core_metrics
 from real.mqtt.broker import LATENCY_BUCKETS_MS
 from real.mqtt.broker import Stats as MqttStats
 from real.node.admin import Text
@@ -117,11 +116,9 @@ def test_process_metrics_and_a_registry_per_node() -> None:
     assert REGISTRY.get_sample_value("twinmq_mqtt_connects_total") is None  # not the global one
 
 
-def test_text_render_for_todays_server() -> None:
+def test_text_render_of_one_broker() -> None:
     text = render(FakeMqtt())
     assert isinstance(text, str)
-    alias = core_metrics.render(FakeMqtt())  # the transitional alias server.py calls today
-    assert types(alias) == types(text)
     assert "twinmq_mqtt_connections 2.0" in text
     assert "process_cpu_seconds_total" in text
     assert isinstance(Text(text).body, str)
