@@ -621,7 +621,7 @@ class SimKafkaBroker:
             if who.reset:
                 return
             self.conns[who.id] = who
-            broker.open(who.id, who.client.name)
+            broker.open(who.id, peer=who.client.name)
         elif kind == "data":
             if who.id in self.conns:
                 data = self._planted_bugs(who, data)

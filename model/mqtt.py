@@ -16,7 +16,7 @@ runs here; only the world around it is simulated:
   closed knows at once, the other side learns one latency later.
 - **Broker process.** One SimPy process per broker incarnation: it takes arrivals (open, bytes,
   close) from an inbox in order, feeds them to the broker, waits for the filesystem time, then
-  drains the broker's output into the pipes. It wakes itself at `Broker.next_deadline()` (ticks)
+  drains the broker's output into the pipes. It wakes itself at `Broker.next_deadline_ms()` (ticks)
   and at the journal's `next_flush_ms()` (group commit: `poll`, then `durable_progress`, which
   releases PUBACK/PUBRECs held for durability).
 - **Clients** speak MQTT through the real codec (`real.mqtt.encode` / `Decoder`). Publishers send
@@ -587,7 +587,10 @@ class SimBroker:
                 continue
             wake_us = self._next_wake_us()
             self.wake = env.event()
-            yield env.any_of([self.wake, env.timeout(max(1, wake_us - int(env.now)))])
+            events = [self.wake]
+            if wake_us is not None:
+                events.append(env.timeout(max(1, wake_us - int(env.now))))
+            yield env.any_of(events)
             self.wake = None
             if self.gen != gen:
                 return
@@ -619,17 +622,15 @@ class SimBroker:
         if due is not None and now >= due:
             log.poll(now)
             broker.durable_progress()
-        if now >= broker.next_deadline():
+        deadline = broker.next_deadline_ms()
+        if deadline is not None and now >= deadline:
             broker.tick()
 
-    def _next_wake_us(self) -> int:
+    def _next_wake_us(self) -> int | None:
         broker = self.broker
         assert broker is not None
-        due = broker.next_deadline()
-        flush = self.log.next_flush_ms()
-        if flush is not None:
-            due = min(due, flush)
-        return int(due) * US_PER_MS
+        times = [t for t in (broker.next_deadline_ms(), self.log.next_flush_ms()) if t is not None]
+        return min(times) * US_PER_MS if times else None
 
     def _settle(self, gen: int) -> Generator[simpy.Event, Any, None]:
         """Wait for the filesystem time the last step used, then send what the broker wrote."""

@@ -8,10 +8,14 @@ The shell (real/node/mqtt.py on sockets, model/mqtt.py in the simulator) drives 
     broker.set_congested(conn_id, flag)              its write buffer is over/under high water
     broker.tick()                                    time passed (keep-alive, session expiry,
                                                      wills, $SYS, acks waiting for durability)
+    broker.next_deadline_ms()                        when tick next has timed work
+    broker.durable_progress()                        the state log's durable end may have moved
     for conn_id, data, close in broker.drain(): write data, then close if asked
+    broker.invariants()                              cheap structural checks (harnesses, sim)
 
-Time comes from the injected `clock` (milliseconds); identifiers the broker assigns come from a
-counter seeded by `node_id`: the broker is deterministic given its inputs.
+That is `real.server.protocol.ProtocolCore`, the interface the Kafka broker satisfies too.
+Time comes from the injected `clock` (integer wall-clock milliseconds); identifiers the broker
+assigns come from a counter seeded by `node_id`: the broker is deterministic given its inputs.
 
 Durability: with a state log (a `ShardEngine`), persistent sessions, the QoS >= 1 messages queued to
 them and retained messages are written to it (see persist.py), and the PUBACK/PUBREC of a publish
@@ -169,7 +173,7 @@ class Conn:
                  "problem_info", "disconnect_sent", "pending")
 
     def __init__(self, conn_id: int, peer: str, listener: str, anonymous_ok: bool,
-                 max_packet_size: int, now: float) -> None:
+                 max_packet_size: int, now: int) -> None:
         self.id = conn_id
         self.peer = peer
         self.listener = listener
@@ -206,7 +210,9 @@ class _SharedGroup:
         self.cursor = 0
 
 
-Clock = Callable[[], float]
+Clock = Callable[[], int]
+"""Wall-clock integer milliseconds: expiry times are written to the state log and must keep
+their meaning across a restart."""
 
 
 class Broker:
@@ -241,9 +247,9 @@ class Broker:
         # returns a token the ack must wait for (`is_durable(token)`), or None.
         self.bridge: Any = None
         self._await_send: deque[tuple[int, str, int]] = deque()  # (offset, client, packet id)
-        self._wills: dict[str, tuple[float, Message]] = {}  # client id -> (due, will)
+        self._wills: dict[str, tuple[int, Message]] = {}  # client id -> (due, will)
         self._assigned = 0
-        self._next_keepalive_check = 0.0
+        self._next_keepalive_check = 0
         self._next_sys = self.started_ms
         self._generation = 0
         self._log_mark = 0  # log end after the last checkpoint
@@ -342,7 +348,7 @@ class Broker:
     # ================================================================== shell interface
 
     def open(self, conn_id: int, *, peer: str = "", listener: str = "tcp",
-             anonymous_ok: bool = True) -> None:
+             anonymous_ok: bool = False) -> None:
         assert conn_id not in self.conns, conn_id
         conn = Conn(conn_id, peer, listener, anonymous_ok, self.config.max_packet_size,
                     self.clock())
@@ -506,8 +512,10 @@ class Broker:
         size = log.bytes_total()  # type: ignore[attr-defined]
         return size > max(self.config.checkpoint_bytes, 2 * self._checkpoint_size)
 
-    def next_deadline(self) -> float:
-        """When `tick` next has timed work (the shell may tick more often)."""
+    def next_deadline_ms(self) -> int | None:
+        """When `tick` next has timed work, absolute ms in the broker's clock, never before now
+        (the shell may tick more often). The keep-alive/session-expiry check runs every
+        KEEP_ALIVE_CHECK_MS, so there is always a deadline."""
         now = self.clock()
         due = self._next_keepalive_check
         if self.config.sys_interval_ms:
@@ -1330,7 +1338,7 @@ class Broker:
         if not session.persistent:
             self._end_session(session)
 
-    def _will_message(self, will: Will, client_id: str, now: float) -> Message:
+    def _will_message(self, will: Will, client_id: str, now: int) -> Message:
         expiry = EXPIRY_NEVER
         interval = will.properties.get(PropertyId.MESSAGE_EXPIRY_INTERVAL)
         if interval is not None:
@@ -1359,15 +1367,15 @@ class Broker:
 
     # ---------------------------------------------------------------- timers
 
-    def _check_keepalives(self, now: float) -> None:
+    def _check_keepalives(self, now: int) -> None:
         for conn in list(self.conns.values()):
             if conn.state == 1 and conn.keep_alive_ms:
-                if now - conn.last_rx > conn.keep_alive_ms * 1.5:  # MQTT-3.1.2-22 (3.1.1: -24)
+                if (now - conn.last_rx) * 2 > conn.keep_alive_ms * 3:  # 1.5 x, MQTT-3.1.2-22
                     self._close(conn, RC.KEEP_ALIVE_TIMEOUT, "keep alive timeout")
             elif conn.state == 0 and now - conn.connected_ms > 30_000:
                 self._finish(conn)  # no CONNECT within 30 s
 
-    def _expire_sessions(self, now: float) -> None:
+    def _expire_sessions(self, now: int) -> None:
         expired = []
         for session in self.sessions.values():
             due = session.expires_at()
@@ -1376,7 +1384,7 @@ class Broker:
         for session in expired:
             self._end_session(session)
 
-    def _fire_wills(self, now: float) -> None:
+    def _fire_wills(self, now: int) -> None:
         due = [(cid, msg) for cid, (at, msg) in self._wills.items() if now >= at]
         for client_id, msg in due:
             del self._wills[client_id]
@@ -1396,7 +1404,7 @@ class Broker:
         _offset, matched = self._route(msg)
         return matched
 
-    def _publish_sys(self, now: float) -> None:
+    def _publish_sys(self, now: int) -> None:
         s = self.stats
         online = sum(1 for c in self.conns.values() if c.state == 1)
         values = {
@@ -1426,6 +1434,16 @@ class Broker:
         conn.out.append(data)
         if conn.id not in self._dirty:
             self._dirty[conn.id] = conn
+
+    # ================================================================== invariants
+
+    def invariants(self) -> None:
+        """Cheap structural checks (asserts); harnesses and the simulator call it after every
+        input, the real node does not (not on the hot path)."""
+        for conn_id, conn in self.conns.items():
+            assert conn.id == conn_id, (conn.id, conn_id)
+        for conn_id in self._dirty:
+            assert conn_id in self.conns, ("output for a gone conn", conn_id)
 
     # ================================================================== introspection (admin)
 

@@ -122,7 +122,7 @@ class KafkaService:
 
     def connection_made(self, conn: Any) -> None:
         self.conns[conn.id] = conn
-        self.broker.open(conn.id, conn.peer)
+        self.broker.open(conn.id, peer=conn.peer, listener=conn.listener)
 
     def data_received(self, conn: Any, data: bytes) -> None:
         try:

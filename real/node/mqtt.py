@@ -5,7 +5,7 @@ the pure `Broker` and then writes what it produced (`drain`). A timer task ticks
 (keep-alive, expiry, wills, $SYS) and polls the state log's group commit, so PUBACKs held for
 durability go out as soon as the log's `durable_end` passes them.
 
-Clock: wall-clock milliseconds (`time.time()`), because message and session expiry times are
+Clock: wall-clock integer milliseconds (`time.time()`), because message and session expiry times are
 written to the state log and must mean the same after a restart. (The storage engines keep their own
 monotonic clock for group commit.)
 """
@@ -26,8 +26,8 @@ STATE_SHARD = "mqtt-state"
 TICK_S = 0.05
 
 
-def wall_ms() -> float:
-    return time.time() * 1000.0
+def wall_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def broker_config(cfg: Any) -> BrokerConfig:
