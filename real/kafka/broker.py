@@ -1,9 +1,12 @@
 """The Kafka broker core: sans-I/O, one object per node, driven by the shell (real/node/kafka.py)
 or the simulator (model/kafka.py).
 
-Inputs: `open(conn_id, peer)`, `receive(conn_id, bytes)`, `closed(conn_id)`, `tick()` (timers:
-long-poll deadlines, group session/rebalance timeouts) and `durable_progress()` (a storage engine's
-group commit moved `durable_end`). Output: `drain()` -> [(conn_id, bytes, close)], in order.
+Inputs: `open(conn_id, peer=...)`, `receive(conn_id, bytes)`, `closed(conn_id)`,
+`set_congested(conn_id, flag)`, `tick()` (timers: long-poll deadlines, group session/rebalance
+timeouts, retention) and `durable_progress()` (a storage engine's group commit moved
+`durable_end`). Output: `drain()` -> [(conn_id, bytes, close)], in order; `next_deadline_ms()`
+says when `tick` next has work. `invariants()` checks the structure (harnesses, the simulator).
+That is `real.server.protocol.ProtocolCore`, the interface the MQTT broker satisfies too.
 
 Requests on one connection are answered in request order, as Kafka does: each request takes a
 *slot* in the connection's queue; a slot is filled now (Metadata) or later (a Produce waiting for
@@ -115,7 +118,7 @@ class _Slot:
 
 class _Conn:
     __slots__ = ("id", "peer", "buf", "slots", "closing", "client_id", "sasl", "user",
-                 "authenticated", "raw_sasl")
+                 "authenticated", "raw_sasl", "congested")
 
     def __init__(self, conn_id: int, peer: str) -> None:
         self.id = conn_id
@@ -128,6 +131,7 @@ class _Conn:
         self.user: str | None = None
         self.authenticated = False
         self.raw_sasl = False
+        self.congested = False  # recorded only: see KafkaBroker.set_congested
 
 
 @dataclass(slots=True)
@@ -241,10 +245,23 @@ class KafkaBroker:
 
     # ---- connections ---------------------------------------------------------------------------
 
-    def open(self, conn_id: int, peer: str = "") -> None:
+    def open(self, conn_id: int, *, peer: str = "", listener: str = "tcp",
+             anonymous_ok: bool = False) -> None:
+        """A transport connected. `listener` and `anonymous_ok` are accepted for the shared
+        interface and ignored: Kafka has one plain listener, and SASL (`config.sasl`) decides
+        about anonymous clients for all of them."""
         assert conn_id not in self.conns, conn_id
         self.conns[conn_id] = _Conn(conn_id, peer)
         self.stats.connections += 1
+
+    def set_congested(self, conn_id: int, congested: bool) -> None:
+        """Recorded and otherwise a no-op, on purpose: every byte the broker writes
+        answers a request, so a client's output is bounded by its own pipelining (at most
+        max.in.flight.requests.per.connection requests, each Fetch reply bounded by its
+        max_bytes). Unlike MQTT there is no unsolicited traffic to shed or queue."""
+        conn = self.conns.get(conn_id)
+        if conn is not None:
+            conn.congested = congested
 
     def closed(self, conn_id: int) -> None:
         conn = self.conns.pop(conn_id, None)
@@ -1231,6 +1248,18 @@ class KafkaBroker:
         slot = self._slot(conn)
         slot.data = raw_token_frame(step.server_bytes)
         self._flush(conn)
+
+    # ---- invariants ----------------------------------------------------------------------------
+
+    def invariants(self) -> None:
+        """Cheap structural checks (asserts); harnesses and the simulator call it after every
+        input."""
+        conns = self.conns
+        for wait in self._fetch_waits:
+            assert conns.get(wait.conn.id) is wait.conn, ("fetch wait on a gone conn", wait.conn.id)
+        for pwait in self._produce_waits:
+            assert conns.get(pwait.conn.id) is pwait.conn, ("produce wait on a gone conn",
+                                                            pwait.conn.id)
 
     # ---- introspection -------------------------------------------------------------------------
 

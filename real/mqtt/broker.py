@@ -8,10 +8,14 @@ The shell (real/node/mqtt.py on sockets, model/mqtt.py in the simulator) drives 
     broker.set_congested(conn_id, flag)              its write buffer is over/under high water
     broker.tick()                                    time passed (keep-alive, session expiry,
                                                      wills, $SYS, acks waiting for durability)
+    broker.next_deadline_ms()                        when tick next has timed work
+    broker.durable_progress()                        the state log's durable end may have moved
     for conn_id, data, close in broker.drain(): write data, then close if asked
+    broker.invariants()                              cheap structural checks (harnesses, sim)
 
-Time comes from the injected `clock` (milliseconds); identifiers the broker assigns come from a
-counter seeded by `node_id`: the broker is deterministic given its inputs.
+That is `real.server.protocol.ProtocolCore`, the interface the Kafka broker satisfies too.
+Time comes from the injected `clock` (integer wall-clock milliseconds); identifiers the broker
+assigns come from a counter seeded by `node_id`: the broker is deterministic given its inputs.
 
 Durability: with a state log (a `ShardEngine`), persistent sessions, the QoS >= 1 messages queued to
 them and retained messages are written to it (see persist.py), and the PUBACK/PUBREC of a publish
@@ -31,9 +35,11 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from enum import Enum, auto
 from typing import Any
 
 from real.mqtt import codec
+from real.mqtt.auth import Acl, ClientAcl, Login
 from real.mqtt.errors import MqttError
 from real.mqtt.packets import (
     MQTT_5,
@@ -67,7 +73,13 @@ from real.mqtt.persist import (
     recover,
     session_record,
 )
-from real.mqtt.properties import NO_PROPERTIES, Properties, PropertyId, encode_properties
+from real.mqtt.properties import (
+    NO_PROPERTIES,
+    Properties,
+    PropertyId,
+    PropertyValue,
+    encode_properties,
+)
 from real.mqtt.reasons import DISCONNECT_CODES
 from real.mqtt.reasons import ReasonCode as RC
 from real.mqtt.session import (
@@ -86,6 +98,7 @@ from real.mqtt.topics import (
     validate_topic_filter,
     validate_topic_name,
 )
+from real.storage.port import ShardEngine
 from real.storage.record import Record
 
 SESSION_EXPIRY_NEVER = 0xFFFFFFFF
@@ -95,7 +108,7 @@ KEEP_ALIVE_CHECK_MS = 250
 ROUTE_CACHE_MAX = 8192
 
 # MQTT 5 CONNACK reason -> 3.1.1 return code (section 3.2.2.3 of 3.1.1)
-V3_CONNACK = {
+V3_CONNACK: dict[int, int] = {
     RC.UNSUPPORTED_PROTOCOL_VERSION: 1, RC.CLIENT_IDENTIFIER_NOT_VALID: 2,
     RC.SERVER_UNAVAILABLE: 3, RC.SERVER_BUSY: 3, RC.BAD_USER_NAME_OR_PASSWORD: 4,
     RC.NOT_AUTHORIZED: 5, RC.BANNED: 5, RC.BAD_AUTHENTICATION_METHOD: 5,
@@ -159,6 +172,26 @@ class Stats:
         self.latency_sum_ms += ms
 
 
+class ConnState(Enum):
+    """Where a connection is in its life. The only changes are `_NEXT`'s, made by `Conn.to`."""
+
+    AWAITING_CONNECT = auto()  # transport open, no CONNECT yet (only CONNECT is accepted)
+    CONNECTED = auto()  # CONNECT accepted: attached to a session
+    CLOSING = auto()  # the broker asked the shell to close, or the transport is gone: no input
+
+
+# h11-style module names for the states: cheap to compare with `is` on the hot path
+AWAITING_CONNECT = ConnState.AWAITING_CONNECT
+CONNECTED = ConnState.CONNECTED
+CLOSING = ConnState.CLOSING
+
+_NEXT: dict[ConnState, frozenset[ConnState]] = {
+    AWAITING_CONNECT: frozenset({CONNECTED, CLOSING}),
+    CONNECTED: frozenset({CLOSING}),
+    CLOSING: frozenset({CLOSING}),  # closing twice (a close, then the transport's end) is fine
+}
+
+
 class Conn:
     """The broker's view of one transport connection."""
 
@@ -169,14 +202,14 @@ class Conn:
                  "problem_info", "disconnect_sent", "pending")
 
     def __init__(self, conn_id: int, peer: str, listener: str, anonymous_ok: bool,
-                 max_packet_size: int, now: float) -> None:
+                 max_packet_size: int, now: int) -> None:
         self.id = conn_id
         self.peer = peer
         self.listener = listener
         self.anonymous_ok = anonymous_ok
         self.decoder = codec.Decoder(max_packet_size=max_packet_size)
         self.version = 4
-        self.state = 0  # 0 awaiting CONNECT, 1 connected, 2 closing
+        self.state = AWAITING_CONNECT
         self.session: Session | None = None
         self.username: str | None = None
         self.keep_alive_ms = 0
@@ -197,6 +230,11 @@ class Conn:
         self.problem_info = True
         self.disconnect_sent = False
 
+    def to(self, state: ConnState) -> None:
+        """Move to `state`; a change `_NEXT` does not list is a broker bug."""
+        assert state in _NEXT[self.state], (self.id, self.state, state)
+        self.state = state
+
 
 class _SharedGroup:
     __slots__ = ("members", "cursor")
@@ -206,13 +244,15 @@ class _SharedGroup:
         self.cursor = 0
 
 
-Clock = Callable[[], float]
+Clock = Callable[[], int]
+Authenticate = Callable[[str | None, bytes | None, bool], int | Login]
+"""Wall-clock integer milliseconds: expiry times are written to the state log and must keep
+their meaning across a restart."""
 
 
 class Broker:
-    def __init__(self, config: BrokerConfig, clock: Clock, *, log: object | None = None,
-                 authenticate: Callable[[str | None, bytes | None, bool], int] | None = None,
-                 acl: object | None = None) -> None:
+    def __init__(self, config: BrokerConfig, clock: Clock, *, log: ShardEngine | None = None,
+                 authenticate: Authenticate | None = None, acl: Acl | None = None) -> None:
         """`log`: a ShardEngine for durable state (None: nothing survives a restart).
         `authenticate(username, password, anonymous_ok)` returns 0 or an MQTT 5 reason code, or
         an object with `.reason` and `.user` (the identity the ACL sees; None = anonymous), as
@@ -241,22 +281,36 @@ class Broker:
         # returns a token the ack must wait for (`is_durable(token)`), or None.
         self.bridge: Any = None
         self._await_send: deque[tuple[int, str, int]] = deque()  # (offset, client, packet id)
-        self._wills: dict[str, tuple[float, Message]] = {}  # client id -> (due, will)
+        self._wills: dict[str, tuple[int, Message]] = {}  # client id -> (due, will)
         self._assigned = 0
-        self._next_keepalive_check = 0.0
+        self._next_keepalive_check = 0
         self._next_sys = self.started_ms
         self._generation = 0
         self._log_mark = 0  # log end after the last checkpoint
         self._checkpoint_size = 0
         self.recovered_records = 0
+        # packet type -> handler, for a CONNECTED connection (CONNECT is handled before)
+        self._handlers: dict[type, Callable[[Conn, Any], None]] = {
+            Publish: self._on_publish,
+            Puback: self._on_puback,
+            Pubrec: self._on_pubrec,
+            Pubrel: self._on_pubrel,
+            Pubcomp: self._on_pubcomp,
+            Subscribe: self._on_subscribe,
+            Unsubscribe: self._on_unsubscribe,
+            Pingreq: self._on_pingreq,
+            Disconnect: self._on_disconnect,
+            Auth: self._on_auth,
+        }
 
     # ================================================================== recovery and checkpoints
 
     def recover(self) -> None:
         """Load the state log (if any) and checkpoint it. Call once, before any connection."""
-        if self.log is None:
+        log = self.log
+        if log is None:
             return
-        state = recover(read_all(self.log))
+        state = recover(read_all(log))
         self.recovered_records = state.records
         self._generation = state.generation
         for msg in state.retained.values():
@@ -267,7 +321,7 @@ class Broker:
             self.sessions[session.client_id] = session
             for topic_filter, opts in session.subscriptions.items():
                 self._index_subscription(session.client_id, topic_filter, opts)
-        if self.log.end_offset() > self.log.start_offset():  # type: ignore[attr-defined]
+        if log.end_offset() > log.start_offset():
             self.checkpoint()
 
     def checkpoint(self) -> None:
@@ -297,9 +351,9 @@ class Broker:
         messages = list(by_message.values())
         for msg, targets in messages:
             records.append(publish_record(msg, targets, now, id(msg) in retained_ids, gen))
-        begin = log.end_offset()  # type: ignore[attr-defined]
+        begin = log.end_offset()
         for start in range(0, len(records), 1024):
-            log.append(records[start:start + 1024])  # type: ignore[attr-defined]
+            log.append(records[start:start + 1024])
         # renumber: messages now live at their checkpoint offsets
         offset = begin + sum(1 for r in records if r.key == b"ses")
         for msg, _ in messages:
@@ -319,11 +373,11 @@ class Broker:
                                               now, gen))
         tail.append(checkpoint_record(gen, now))
         for start in range(0, len(tail), 1024):
-            log.append(tail[start:start + 1024])  # type: ignore[attr-defined]
-        log.sync()  # type: ignore[attr-defined]
-        log.delete_before(begin)  # type: ignore[attr-defined]
-        self._log_mark = log.end_offset()  # type: ignore[attr-defined]
-        self._checkpoint_size = log.bytes_total()  # type: ignore[attr-defined]
+            log.append(tail[start:start + 1024])
+        log.sync()
+        log.delete_before(begin)
+        self._log_mark = log.end_offset()
+        self._checkpoint_size = log.bytes_total()
         self.stats.checkpoints += 1
 
     @staticmethod
@@ -336,13 +390,13 @@ class Broker:
     def _append(self, record: Record) -> int:
         log = self.log
         assert log is not None
-        base = log.append([record])  # type: ignore[attr-defined]
+        base = log.append([record])
         return base
 
     # ================================================================== shell interface
 
     def open(self, conn_id: int, *, peer: str = "", listener: str = "tcp",
-             anonymous_ok: bool = True) -> None:
+             anonymous_ok: bool = False) -> None:
         assert conn_id not in self.conns, conn_id
         conn = Conn(conn_id, peer, listener, anonymous_ok, self.config.max_packet_size,
                     self.clock())
@@ -350,7 +404,7 @@ class Broker:
         if len(self.conns) > self.config.max_connections:
             self.stats.drop("connection_limit")
             conn.close_after = True  # refused in CONNACK once CONNECT arrives; closed now
-            conn.state = 2
+            conn.to(CLOSING)
             self._dirty[conn_id] = conn
 
     def receive(self, conn_id: int, data: bytes) -> None:
@@ -359,7 +413,7 @@ class Broker:
         through the full `Decoder` one complete packet at a time, so its checks and error
         reasons apply unchanged."""
         conn = self.conns.get(conn_id)
-        if conn is None or conn.state == 2:
+        if conn is None or conn.state is CLOSING:
             return
         conn.last_rx = self.clock()
         self.stats.bytes_in += len(data)
@@ -371,7 +425,7 @@ class Broker:
         pos = 0
         names = self._names
         limit = self.config.max_packet_size
-        while pos < n and conn.state != 2:
+        while pos < n and conn.state is not CLOSING:
             # fixed header: type/flags byte, remaining length (1..4 byte varint)
             index = pos + 1
             length = 0
@@ -402,7 +456,7 @@ class Broker:
             if end > n:
                 break  # incomplete body: wait for more
             byte0 = buf[pos]
-            if byte0 >> 4 == 3 and conn.state == 1 and byte0 & 6 != 6:
+            if byte0 >> 4 == 3 and conn.state is CONNECTED and byte0 & 6 != 6:
                 # (the version is read per packet: a CONNECT earlier in this same buffer set it)
                 v5 = conn.version == MQTT_5
                 qos = byte0 >> 1 & 3
@@ -428,21 +482,21 @@ class Broker:
                     continue
             self._decode(conn, buf[pos:end])
             pos = end
-        conn.pending = buf[pos:] if pos < n and conn.state != 2 else b""
+        conn.pending = buf[pos:] if pos < n and conn.state is not CLOSING else b""
 
     def _decode(self, conn: Conn, data: bytes) -> None:
         try:
             packets = conn.decoder.feed(data)
         except MqttError as exc:
-            for packet in exc.decoded:  # type: ignore[assignment]
-                if conn.state == 2:
+            for packet in exc.decoded:
+                if conn.state is CLOSING:
                     return
-                self._handle(conn, packet)  # type: ignore[arg-type]
-            if conn.state != 2:
+                self._handle(conn, packet)
+            if conn.state is not CLOSING:
                 self._protocol_error(conn, exc.reason_code, exc.detail)
             return
         for packet in packets:
-            if conn.state == 2:
+            if conn.state is CLOSING:
                 return
             self._handle(conn, packet)
 
@@ -459,7 +513,7 @@ class Broker:
         if conn is None:
             return
         conn.congested = congested
-        if not congested and conn.session is not None and conn.state == 1:
+        if not congested and conn.session is not None and conn.state is CONNECTED:
             self._pump(conn.session, conn)
 
     def kick(self, conn_id: int) -> None:
@@ -501,13 +555,15 @@ class Broker:
         checkpoint wrote (so a large live state does not checkpoint back to back)."""
         log = self.log
         assert log is not None
-        if log.end_offset() - self._log_mark < 1024:  # type: ignore[attr-defined]
+        if log.end_offset() - self._log_mark < 1024:
             return False
-        size = log.bytes_total()  # type: ignore[attr-defined]
+        size = log.bytes_total()
         return size > max(self.config.checkpoint_bytes, 2 * self._checkpoint_size)
 
-    def next_deadline(self) -> float:
-        """When `tick` next has timed work (the shell may tick more often)."""
+    def next_deadline_ms(self) -> int | None:
+        """When `tick` next has timed work, absolute ms in the broker's clock, never before now
+        (the shell may tick more often). The keep-alive/session-expiry check runs every
+        KEEP_ALIVE_CHECK_MS, so there is always a deadline."""
         now = self.clock()
         due = self._next_keepalive_check
         if self.config.sys_interval_ms:
@@ -516,45 +572,33 @@ class Broker:
             due = min(due, at)
         return max(due, now)
 
-    def next_deadline_ms(self) -> int | None:  # MERGE: the brokers branch replaces this
-        return int(self.next_deadline())
-
     def durable_progress(self) -> None:
         """The state log's durable_end may have advanced (the shell polled it): release acks."""
         self._release_durable()
 
     # ================================================================== packets
 
-    def _handle(self, conn: Conn, packet: Packet) -> None:
-        if conn.state == 0:
-            if type(packet) is not Connect:
+    def _handle(self, conn: Conn, packet: object) -> None:
+        """One decoded packet: CONNECT first, then the handler `_handlers` names for its type."""
+        if conn.state is AWAITING_CONNECT:
+            if not isinstance(packet, Connect):
                 self._close(conn, RC.PROTOCOL_ERROR, "the first packet must be CONNECT")
                 return
             self._on_connect(conn, packet)
             return
-        kind = type(packet)
-        if kind is Publish:
-            self._on_publish(conn, packet)  # type: ignore[arg-type]
-        elif kind is Puback:
-            self._on_puback(conn, packet)  # type: ignore[arg-type]
-        elif kind is Pubrec:
-            self._on_pubrec(conn, packet)  # type: ignore[arg-type]
-        elif kind is Pubrel:
-            self._on_pubrel(conn, packet)  # type: ignore[arg-type]
-        elif kind is Pubcomp:
-            self._on_pubcomp(conn, packet)  # type: ignore[arg-type]
-        elif kind is Subscribe:
-            self._on_subscribe(conn, packet)  # type: ignore[arg-type]
-        elif kind is Unsubscribe:
-            self._on_unsubscribe(conn, packet)  # type: ignore[arg-type]
-        elif kind is Pingreq:
-            self._send(conn, b"\xd0\x00")
-        elif kind is Disconnect:
-            self._on_disconnect(conn, packet)  # type: ignore[arg-type]
-        elif kind is Auth:
-            self._close(conn, RC.PROTOCOL_ERROR, "AUTH without an authentication method")
-        else:
-            self._close(conn, RC.PROTOCOL_ERROR, f"a client may not send {kind.__name__.upper()}")
+        assert conn.state is CONNECTED, conn.state
+        handler = self._handlers.get(type(packet))
+        if handler is None:  # CONNECT again, or a packet only a server sends
+            name = type(packet).__name__.upper()
+            self._close(conn, RC.PROTOCOL_ERROR, f"a client may not send {name}")
+            return
+        handler(conn, packet)
+
+    def _on_pingreq(self, conn: Conn, _p: Pingreq) -> None:
+        self._send(conn, b"\xd0\x00")
+
+    def _on_auth(self, conn: Conn, _p: Auth) -> None:
+        self._close(conn, RC.PROTOCOL_ERROR, "AUTH without an authentication method")
 
     # ---------------------------------------------------------------- CONNECT
 
@@ -564,8 +608,8 @@ class Broker:
         v5 = conn.version == MQTT_5
         props = p.properties
         if v5:  # known before any refusal: a refusing CONNACK must fit too (MQTT-3.1.2-24)
-            conn.max_packet_out = int(props.get(PropertyId.MAXIMUM_PACKET_SIZE,  # type: ignore[arg-type]
-                                                codec.PACKET_SIZE_MAX))
+            conn.max_packet_out = props.get_int(PropertyId.MAXIMUM_PACKET_SIZE,
+                                                codec.PACKET_SIZE_MAX)
             conn.problem_info = props.get(PropertyId.REQUEST_PROBLEM_INFORMATION, 1) == 1
         if v5 and props.get(PropertyId.AUTHENTICATION_METHOD) is not None:
             self._refuse(conn, RC.BAD_AUTHENTICATION_METHOD, "enhanced authentication is not "
@@ -595,7 +639,7 @@ class Broker:
         if self._authenticate is not None:
             result = self._authenticate(p.username, p.password, conn.anonymous_ok)
             code, user = ((result, p.username) if isinstance(result, int)
-                          else (result.reason, result.user))  # type: ignore[attr-defined]
+                          else (result.reason, result.user))
             if code:
                 self.stats.auth_failures += 1
                 self._refuse(conn, code, "authentication failed")
@@ -603,7 +647,7 @@ class Broker:
         conn.username = user
         # session expiry: v3 clean session 0 -> never expires while offline
         if v5:
-            expiry = int(props.get(PropertyId.SESSION_EXPIRY_INTERVAL, 0))  # type: ignore[arg-type]
+            expiry = props.get_int(PropertyId.SESSION_EXPIRY_INTERVAL, 0)
         else:
             expiry = 0 if p.clean_start else SESSION_EXPIRY_NEVER
         expiry = min(expiry, cfg.session_expiry_max)
@@ -613,11 +657,11 @@ class Broker:
             keep_alive = server_keep_alive = cfg.keep_alive_max
         conn.keep_alive_ms = keep_alive * 1000
         if v5:
-            conn.recv_max_out = int(props.get(PropertyId.RECEIVE_MAXIMUM, 65535))  # type: ignore[arg-type]
-            conn.alias_out_max = int(props.get(PropertyId.TOPIC_ALIAS_MAXIMUM, 0))  # type: ignore[arg-type]
+            conn.recv_max_out = props.get_int(PropertyId.RECEIVE_MAXIMUM, 65535)
+            conn.alias_out_max = props.get_int(PropertyId.TOPIC_ALIAS_MAXIMUM, 0)
         if p.will is not None:
             conn.will = p.will
-            conn.will_delay_s = int(p.will.properties.get(PropertyId.WILL_DELAY_INTERVAL, 0))  # type: ignore[arg-type]
+            conn.will_delay_s = p.will.properties.get_int(PropertyId.WILL_DELAY_INTERVAL, 0)
         # takeover
         old = self.sessions.get(client_id)
         if old is not None and old.conn_id is not None:
@@ -644,18 +688,18 @@ class Broker:
             session.username = user
             session.acl = None  # re-bound for the new identity by _client_acl
         conn.session = session
-        conn.state = 1
+        conn.to(CONNECTED)
         if self.log is not None and (session.persistent or prev_persistent):
             if session.persistent:
                 self._append(session_record(session, self.clock()))
             else:
                 self._append(delete_record(client_id, self.clock()))
         self.stats.connects += 1
-        ack_props: list[tuple[PropertyId, object]] = []
+        ack_props: list[tuple[PropertyId, PropertyValue]] = []
         if v5:
             if assigned:
                 ack_props.append((PropertyId.ASSIGNED_CLIENT_IDENTIFIER, client_id))
-            if expiry != int(props.get(PropertyId.SESSION_EXPIRY_INTERVAL, 0)):  # type: ignore[arg-type]
+            if expiry != props.get_int(PropertyId.SESSION_EXPIRY_INTERVAL, 0):
                 ack_props.append((PropertyId.SESSION_EXPIRY_INTERVAL, expiry))
             ack_props.append((PropertyId.RECEIVE_MAXIMUM, cfg.receive_maximum))
             ack_props.append((PropertyId.MAXIMUM_PACKET_SIZE, cfg.max_packet_size))
@@ -666,7 +710,7 @@ class Broker:
             if server_keep_alive is not None:
                 ack_props.append((PropertyId.SERVER_KEEP_ALIVE, server_keep_alive))
         self._send(conn, codec.encode(
-            Connack(present, 0, Properties(tuple(ack_props))), conn.version))  # type: ignore[arg-type]
+            Connack(present, 0, Properties(tuple(ack_props))), conn.version))
         # resume: re-send the inflight window in order (MQTT-4.4.0-1), no more than the new
         # connection's Receive Maximum allows (MQTT-3.3.4-9); the rest as slots free (_pump)
         session.resend.clear()
@@ -696,15 +740,15 @@ class Broker:
         assert session is not None
         v5 = conn.version == MQTT_5
         if v5 and props.items:
-            alias = props.get(PropertyId.TOPIC_ALIAS)
-            if alias is not None:
-                if alias == 0 or alias > cfg.topic_alias_max:  # type: ignore[operator]
+            alias = props.get_int(PropertyId.TOPIC_ALIAS, -1)
+            if alias >= 0:
+                if alias == 0 or alias > cfg.topic_alias_max:
                     self._close(conn, RC.TOPIC_ALIAS_INVALID, f"topic alias {alias} out of range")
                     return
                 if topic:
-                    conn.alias_in[alias] = topic  # type: ignore[index]
+                    conn.alias_in[alias] = topic
                 else:
-                    known = conn.alias_in.get(alias)  # type: ignore[arg-type]
+                    known = conn.alias_in.get(alias)
                     if known is None:
                         self._close(conn, RC.PROTOCOL_ERROR, f"unknown topic alias {alias}")
                         return
@@ -727,10 +771,10 @@ class Broker:
         if self.acl is None:
             allowed = topic[0] != "$"
         else:
-            allowed = topic[0] != "$" and self._client_acl(session).check_publish(topic)
-        if qos == 2 and packet_id in session.inbound_qos2:
+            allowed = topic[0] != "$" and self._may_publish(session, topic)
+        if qos == 2 and packet_id is not None and packet_id in session.inbound_qos2:
             # a re-sent QoS 2 PUBLISH we already accepted (MQTT-4.3.3-10): acknowledge only
-            self._send(conn, _pub_ack(0x50, packet_id, 0, v5))  # type: ignore[arg-type]
+            self._send(conn, _pub_ack(0x50, packet_id, 0, v5))
             return
         if qos and self._inbound_window_full(conn, session):
             self._close(conn, RC.RECEIVE_MAXIMUM_EXCEEDED, "more unacknowledged QoS 1/2 "
@@ -747,9 +791,9 @@ class Broker:
             expiry = EXPIRY_NEVER
             forwarded = NO_PROPERTIES
             if v5 and props.items:
-                interval = props.get(PropertyId.MESSAGE_EXPIRY_INTERVAL)
-                if interval is not None:
-                    expiry = int(now + interval * 1000)  # type: ignore[operator]
+                interval = props.get_int(PropertyId.MESSAGE_EXPIRY_INTERVAL, -1)
+                if interval >= 0:
+                    expiry = now + interval * 1000
                 forwarded = Properties(tuple(item for item in props.items
                                              if item[0] in _FORWARDED))
                 if props.get(PropertyId.SUBSCRIPTION_IDENTIFIER) is not None:
@@ -758,8 +802,9 @@ class Broker:
                     return
                 response = props.get(PropertyId.RESPONSE_TOPIC)
                 if response is not None:
+                    assert isinstance(response, str), response  # the decoder checked it
                     try:
-                        validate_topic_name(response, cfg.max_topic_levels)  # type: ignore[arg-type]
+                        validate_topic_name(response, cfg.max_topic_levels)
                     except TopicError as exc:  # MQTT-3.3.2-14: no wildcards in it
                         self._close(conn, RC.PROTOCOL_ERROR, f"Response Topic: {exc}")
                         return
@@ -775,13 +820,14 @@ class Broker:
                 reason = RC.NO_MATCHING_SUBSCRIBERS
         if qos == 0:
             return
+        assert packet_id is not None, "a QoS 1/2 PUBLISH has a packet id (codec, inline parser)"
         if qos == 2:
-            session.inbound_qos2.add(packet_id)  # type: ignore[arg-type]
+            session.inbound_qos2.add(packet_id)
         if not v5:
             reason = 0
-        ack = _pub_ack(0x40 if qos == 1 else 0x50, packet_id, reason, v5)  # type: ignore[arg-type]
+        ack = _pub_ack(0x40 if qos == 1 else 0x50, packet_id, reason, v5)
         if qos == 2 and reason >= 0x80:
-            session.inbound_qos2.discard(packet_id)  # type: ignore[arg-type]
+            session.inbound_qos2.discard(packet_id)
         if conn.acks_pending or (offset >= 0 and self.log is not None
                                  and offset >= self._durable_end()) or (
                                      token is not None and not self.bridge.is_durable(token)):
@@ -795,8 +841,9 @@ class Broker:
 
     def _durable_end(self) -> int:
         log = self.log
+        assert log is not None
         durable = getattr(log, "ack_end", None) or getattr(log, "durable_end", None)
-        return durable() if durable is not None else log.end_offset()  # type: ignore[attr-defined]
+        return durable() if durable is not None else log.end_offset()
 
     def _release_durable(self) -> None:
         pending = self._await_durable
@@ -808,7 +855,7 @@ class Broker:
                 pending[0][3] is None or bridge.is_durable(pending[0][3])):
             _, conn_id, ack, _token = pending.popleft()
             conn = self.conns.get(conn_id)
-            if conn is not None and conn.state == 1:
+            if conn is not None and conn.state is CONNECTED:
                 conn.acks_pending -= 1
                 self._send(conn, ack)
         held = self._await_send
@@ -820,7 +867,7 @@ class Broker:
                 continue
             inflight.held = False
             conn = self.conns.get(session.conn_id) if session.conn_id is not None else None
-            if conn is not None and conn.state == 1:
+            if conn is not None and conn.state is CONNECTED:
                 if not self._send_publish(conn, session, inflight.delivery, pid, dup=False):
                     del session.inflight[pid]
                     self._finish_logged(session, inflight.delivery)
@@ -894,7 +941,7 @@ class Broker:
         if msg.retain:
             self.retained.set(msg)
         acl = self.acl
-        if acl is None or not acl.needs_receive_check:  # type: ignore[attr-defined]
+        if acl is None or not acl.needs_receive_check:
             for session, delivery in targets:
                 self._deliver(session, delivery)
         else:
@@ -903,14 +950,19 @@ class Broker:
                     self._deliver(session, delivery)
         return offset, len(targets)
 
-    def _client_acl(self, session: Session) -> Any:
+    def _client_acl(self, session: Session) -> ClientAcl | None:
         """The ACL bound to the session's user and client id (built once), or None."""
-        if self.acl is None:
+        acl = self.acl
+        if acl is None:
             return None
-        if session.acl is None:
-            session.acl = self.acl.for_client(session.username,  # type: ignore[attr-defined]
-                                              session.client_id)
-        return session.acl
+        bound = session.acl
+        if bound is None:
+            bound = session.acl = acl.for_client(session.username, session.client_id)
+        return bound
+
+    def _may_publish(self, session: Session, topic: str) -> bool:
+        acl = self._client_acl(session)
+        return acl is None or acl.check_publish(topic)
 
     def _may_receive(self, session: Session, topic: str) -> bool:
         acl = self._client_acl(session)
@@ -937,19 +989,21 @@ class Broker:
 
     def _deliver(self, session: Session, d: Delivery) -> None:
         conn = self.conns.get(session.conn_id) if session.conn_id is not None else None
-        online = conn is not None and conn.state == 1
+        if conn is not None and conn.state is not CONNECTED:
+            conn = None
+        online = conn is not None
         if d.qos == 0:
-            if online and not conn.congested:  # type: ignore[union-attr]
-                self._send_publish(conn, session, d, None, dup=False)  # type: ignore[arg-type]
+            if conn is not None and not conn.congested:
+                self._send_publish(conn, session, d, None, dup=False)
                 return
             if not online and self.config.queue_qos0 and session.persistent:
                 self._enqueue(session, d)
                 return
             self.stats.drop("qos0_offline" if not online else "qos0_congested")
             return
-        if (online and not session.queue and not conn.congested  # type: ignore[union-attr]
-                and len(session.inflight) < self._window(conn)):  # type: ignore[arg-type]
-            self._start_inflight(conn, session, d)  # type: ignore[arg-type]
+        if (conn is not None and not session.queue and not conn.congested
+                and len(session.inflight) < self._window(conn)):
+            self._start_inflight(conn, session, d)
             return
         if not online and not session.persistent:
             self.stats.drop("no_session")
@@ -996,7 +1050,7 @@ class Broker:
         queue = session.queue
         window = self._window(conn)
         resend = session.resend
-        while resend and conn.state == 1 and len(session.inflight) - len(resend) < window:
+        while resend and conn.state is CONNECTED and len(session.inflight) - len(resend) < window:
             pid = resend.popleft()
             inflight = session.inflight.get(pid)
             if inflight is None or inflight.held:
@@ -1009,7 +1063,7 @@ class Broker:
         if resend:
             return
         now = self.clock()
-        while queue and not conn.congested and conn.state == 1:
+        while queue and not conn.congested and conn.state is CONNECTED:
             d = queue[0]
             if d.qos and len(session.inflight) >= window:
                 break
@@ -1061,7 +1115,7 @@ class Broker:
         props_b = None
         new_alias = None
         if v5:
-            items: list[tuple[PropertyId, object]] = list(msg.props.items)
+            items: list[tuple[PropertyId, PropertyValue]] = list(msg.props.items)
             if msg.expiry_at != EXPIRY_NEVER:
                 items.append((PropertyId.MESSAGE_EXPIRY_INTERVAL, msg.remaining_s(now)))
             for sub_id in d.sub_ids:
@@ -1074,7 +1128,7 @@ class Broker:
                     alias = new_alias = len(conn.alias_out) + 1
                 if alias is not None:
                     items.append((PropertyId.TOPIC_ALIAS, alias))
-            props_b = encode_properties(Properties(tuple(items)))  # type: ignore[arg-type]
+            props_b = encode_properties(Properties(tuple(items)))
         data = _publish_bytes(topic_b, msg.payload, d.qos, d.retain, dup, pid, props_b)
         if len(data) > conn.max_packet_out:
             self.stats.drop("packet_too_large")
@@ -1146,7 +1200,9 @@ class Broker:
         if v5:
             ids = p.properties.get_all(PropertyId.SUBSCRIPTION_IDENTIFIER)
             if ids:
-                sub_id = int(ids[0])  # type: ignore[arg-type]
+                first = ids[0]
+                assert type(first) is int, first  # the decoder checked it
+                sub_id = first
         codes: list[int] = []
         retained_out: list[tuple[Message, SubOpts]] = []
         changed = False
@@ -1226,7 +1282,7 @@ class Broker:
     def _on_unsubscribe(self, conn: Conn, p: Unsubscribe) -> None:
         session = conn.session
         assert session is not None
-        codes = []
+        codes: list[int] = []
         changed = False
         for topic_filter in p.topic_filters:
             opts = session.subscriptions.pop(topic_filter, None)
@@ -1248,14 +1304,14 @@ class Broker:
         session = conn.session
         assert session is not None
         if conn.version == MQTT_5:
-            new_expiry = p.properties.get(PropertyId.SESSION_EXPIRY_INTERVAL)
-            if new_expiry is not None:
+            new_expiry = p.properties.get_int(PropertyId.SESSION_EXPIRY_INTERVAL, -1)
+            if new_expiry >= 0:
                 if session.expiry_s == 0 and new_expiry != 0:
                     self._close(conn, RC.PROTOCOL_ERROR, "session expiry set at DISCONNECT after "
                                 "CONNECT said 0 (section 3.14.2.2.2)")
                     return
                 was = session.persistent
-                session.expiry_s = min(int(new_expiry), self.config.session_expiry_max)  # type: ignore[arg-type]
+                session.expiry_s = min(new_expiry, self.config.session_expiry_max)
                 if self.log is not None and (was or session.persistent):
                     if session.persistent:
                         self._append(session_record(session, self.clock()))
@@ -1270,7 +1326,7 @@ class Broker:
 
     def _protocol_error(self, conn: Conn, reason: int, detail: str) -> None:
         self.stats.protocol_errors += 1
-        if conn.state == 0:
+        if conn.state is AWAITING_CONNECT:
             if reason == RC.UNSUPPORTED_PROTOCOL_VERSION or conn.decoder.version is not None:
                 version = conn.decoder.version or 4
                 conn.version = version if version in (3, 4, 5) else 4
@@ -1282,11 +1338,11 @@ class Broker:
 
     def _close(self, conn: Conn, reason: int, detail: str) -> None:
         """Close `conn` for `reason`: MQTT 5 clients get a DISCONNECT with the reason code."""
-        if conn.state == 2:
+        if conn.state is CLOSING:
             return
         if reason >= 0x80:
             self.stats.protocol_errors += reason in (RC.PROTOCOL_ERROR, RC.MALFORMED_PACKET)
-        if conn.version == MQTT_5 and conn.state == 1 and not conn.disconnect_sent:
+        if conn.version == MQTT_5 and conn.state is CONNECTED and not conn.disconnect_sent:
             if reason not in DISCONNECT_CODES:  # e.g. 0x84 from a second, odd CONNECT
                 reason = RC.PROTOCOL_ERROR
             self._send(conn, self._with_reason_string(
@@ -1307,13 +1363,13 @@ class Broker:
         return codec.encode(build(NO_PROPERTIES), MQTT_5)
 
     def _finish(self, conn: Conn) -> None:
-        conn.state = 2
+        conn.to(CLOSING)
         conn.close_after = True
         self._dirty[conn.id] = conn
 
     def _detach(self, conn: Conn, abnormal: bool) -> None:
         """The connection is gone: schedule or publish its will, detach or end its session."""
-        conn.state = 2
+        conn.to(CLOSING)
         session = conn.session
         conn.session = None
         if session is None or session.conn_id != conn.id:
@@ -1333,11 +1389,11 @@ class Broker:
         if not session.persistent:
             self._end_session(session)
 
-    def _will_message(self, will: Will, client_id: str, now: float) -> Message:
+    def _will_message(self, will: Will, client_id: str, now: int) -> Message:
         expiry = EXPIRY_NEVER
-        interval = will.properties.get(PropertyId.MESSAGE_EXPIRY_INTERVAL)
-        if interval is not None:
-            expiry = int(now + interval * 1000)  # type: ignore[operator]
+        interval = will.properties.get_int(PropertyId.MESSAGE_EXPIRY_INTERVAL, -1)
+        if interval >= 0:
+            expiry = now + interval * 1000
         forwarded = Properties(tuple(i for i in will.properties.items if i[0] in _FORWARDED))
         return Message(will.topic, will.payload, will.qos, will.retain, forwarded, expiry,
                        client_id, now)
@@ -1362,15 +1418,15 @@ class Broker:
 
     # ---------------------------------------------------------------- timers
 
-    def _check_keepalives(self, now: float) -> None:
+    def _check_keepalives(self, now: int) -> None:
         for conn in list(self.conns.values()):
-            if conn.state == 1 and conn.keep_alive_ms:
-                if now - conn.last_rx > conn.keep_alive_ms * 1.5:  # MQTT-3.1.2-22 (3.1.1: -24)
+            if conn.state is CONNECTED and conn.keep_alive_ms:
+                if (now - conn.last_rx) * 2 > conn.keep_alive_ms * 3:  # 1.5 x, MQTT-3.1.2-22
                     self._close(conn, RC.KEEP_ALIVE_TIMEOUT, "keep alive timeout")
-            elif conn.state == 0 and now - conn.connected_ms > 30_000:
+            elif conn.state is AWAITING_CONNECT and now - conn.connected_ms > 30_000:
                 self._finish(conn)  # no CONNECT within 30 s
 
-    def _expire_sessions(self, now: float) -> None:
+    def _expire_sessions(self, now: int) -> None:
         expired = []
         for session in self.sessions.values():
             due = session.expires_at()
@@ -1379,7 +1435,7 @@ class Broker:
         for session in expired:
             self._end_session(session)
 
-    def _fire_wills(self, now: float) -> None:
+    def _fire_wills(self, now: int) -> None:
         due = [(cid, msg) for cid, (at, msg) in self._wills.items() if now >= at]
         for client_id, msg in due:
             del self._wills[client_id]
@@ -1399,9 +1455,9 @@ class Broker:
         _offset, matched = self._route(msg)
         return matched
 
-    def _publish_sys(self, now: float) -> None:
+    def _publish_sys(self, now: int) -> None:
         s = self.stats
-        online = sum(1 for c in self.conns.values() if c.state == 1)
+        online = sum(1 for c in self.conns.values() if c.state is CONNECTED)
         values = {
             "$SYS/broker/version": self.config.server_name,
             "$SYS/broker/uptime": f"{int((now - self.started_ms) // 1000)} seconds",
@@ -1430,12 +1486,22 @@ class Broker:
         if conn.id not in self._dirty:
             self._dirty[conn.id] = conn
 
+    # ================================================================== invariants
+
+    def invariants(self) -> None:
+        """Cheap structural checks (asserts); harnesses and the simulator call it after every
+        input, the real node does not (not on the hot path)."""
+        for conn_id, conn in self.conns.items():
+            assert conn.id == conn_id, (conn.id, conn_id)
+        for conn_id in self._dirty:
+            assert conn_id in self.conns, ("output for a gone conn", conn_id)
+
     # ================================================================== introspection (admin)
 
     def clients(self) -> list[dict[str, object]]:
         out = []
         for conn in self.conns.values():
-            if conn.state != 1 or conn.session is None:
+            if conn.state is not CONNECTED or conn.session is None:
                 continue
             out.append({"client_id": conn.session.client_id, "peer": conn.peer,
                         "listener": conn.listener, "protocol": conn.version,
@@ -1479,7 +1545,7 @@ class Broker:
 
     def gauges(self) -> dict[str, int]:
         return {
-            "connections": sum(1 for c in self.conns.values() if c.state == 1),
+            "connections": sum(1 for c in self.conns.values() if c.state is CONNECTED),
             "sessions": len(self.sessions),
             "subscriptions": sum(len(s.subscriptions) for s in self.sessions.values()),
             "retained": len(self.retained),
@@ -1538,7 +1604,11 @@ def _publish_bytes(topic_b: bytes, payload: bytes, qos: int, retain: bool, dup: 
     """A PUBLISH packet from pre-encoded parts: `props_b` is None for 3.1/3.1.1, else the whole
     property section as `encode_properties` writes it (length prefix included)."""
     header = 0x30 | (dup << 3) | (qos << 1) | retain
-    pid_b = pid.to_bytes(2, "big") if qos else b""  # type: ignore[union-attr]
+    if qos:
+        assert pid is not None, "a QoS 1/2 PUBLISH needs a packet id"
+        pid_b = pid.to_bytes(2, "big")
+    else:
+        pid_b = b""
     props_b = props_b or b""
     body_len = len(topic_b) + len(pid_b) + len(props_b) + len(payload)
     return b"".join((bytes((header,)), _varint(body_len), topic_b, pid_b, props_b, payload))

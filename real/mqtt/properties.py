@@ -173,6 +173,15 @@ class Properties:
                 return value
         return default
 
+    def get_int(self, pid: PropertyId, default: int) -> int:
+        """The first value of an integer property `pid` (the decoder checked its type), or
+        `default` when it is absent."""
+        for key, value in self.items:
+            if key == pid:
+                assert type(value) is int, (pid, value)
+                return value
+        return default
+
     def get_all(self, pid: PropertyId) -> list[PropertyValue]:
         """Every value of `pid` in wire order (User Property, Subscription Identifier)."""
         return [value for key, value in self.items if key == pid]

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Container, Sized
 from dataclasses import dataclass
 
+from real.mqtt.auth import ClientAcl
 from real.mqtt.properties import NO_PROPERTIES, Properties
 
 EXPIRY_NEVER = -1
@@ -121,7 +122,7 @@ class Session:
         self.disconnected_ms = created_ms  # when the last connection ended (for expiry)
         self.dropped = 0  # deliveries dropped by the queue limit or expiry
         self.username: str | None = None  # the authenticated user (None: anonymous)
-        self.acl: object | None = None  # the broker's ACL bound to (username, client id)
+        self.acl: ClientAcl | None = None  # the broker's ACL bound to (username, client id)
 
     @property
     def persistent(self) -> bool:

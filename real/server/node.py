@@ -171,6 +171,7 @@ class NodeCore:
                                  wall_clock=env.wall_clock)
         self.bridge = (Bridge(spec.bridges, self.kafka, self.mqtt, env.wall_clock)
                        if spec.bridges else None)
+        self.brokers: dict[Proto, ProtocolCore] = {Proto.MQTT: self.mqtt, Proto.KAFKA: self.kafka}
         self.registered = False
         self.kafka_ready = False
         """True once this node is registered in meta and the bridge's topics exist: the host
@@ -216,12 +217,9 @@ class NodeCore:
              loopback: bool = False) -> None:
         assert conn_id not in self._conns, conn_id
         self._conns[conn_id] = proto
-        if proto is Proto.MQTT:
-            setting = self.spec.allow_anonymous
-            anonymous_ok = loopback if setting == "auto" else bool(setting)
-            self.mqtt.open(conn_id, peer=peer, listener=listener, anonymous_ok=anonymous_ok)
-        else:
-            self.kafka.open(conn_id, peer)
+        setting = self.spec.allow_anonymous
+        anonymous_ok = loopback if setting == "auto" else bool(setting)
+        self.brokers[proto].open(conn_id, peer=peer, listener=listener, anonymous_ok=anonymous_ok)
         self._settle()
 
     def receive(self, conn_id: int, data: bytes) -> None:
@@ -229,10 +227,7 @@ class NodeCore:
         if proto is None:
             return  # closed by the node already; the host has not heard yet
         try:
-            if proto is Proto.MQTT:
-                self.mqtt.receive(conn_id, data)
-            else:
-                self.kafka.receive(conn_id, data)
+            self.brokers[proto].receive(conn_id, data)
         except Exception:  # noqa: BLE001 - a core bug must cost one connection, not the node
             self.stats.internal_errors += 1
             self.log(f"{proto.value}: internal error on connection {conn_id}, closing it:\n"
@@ -247,8 +242,9 @@ class NodeCore:
             self._settle()
 
     def set_congested(self, conn_id: int, congested: bool) -> None:
-        if self._conns.get(conn_id) is Proto.MQTT:
-            self.mqtt.set_congested(conn_id, congested)
+        proto = self._conns.get(conn_id)
+        if proto is not None:
+            self.brokers[proto].set_congested(conn_id, congested)
             self._settle()
 
     def disconnect_client(self, client_id: str) -> bool:
@@ -262,10 +258,7 @@ class NodeCore:
 
     def _forget(self, conn_id: int) -> None:
         proto = self._conns.pop(conn_id)
-        if proto is Proto.MQTT:
-            self.mqtt.closed(conn_id)
-        else:
-            self.kafka.closed(conn_id)
+        self.brokers[proto].closed(conn_id)
 
     # ---- inputs: peers, time, I/O ------------------------------------------------------------
 
@@ -295,8 +288,8 @@ class NodeCore:
     def tick(self) -> None:
         """Time passed: Raft ticks, broker timers, group commits that are due."""
         self._run_ticks()
-        self.mqtt.tick()
-        self.kafka.tick()
+        for broker in self.brokers.values():
+            broker.tick()
         self._start_syncs()
         self._settle()
 
@@ -347,8 +340,8 @@ class NodeCore:
         self._durable_progress()  # engines polled in place may have moved
 
     def _durable_progress(self) -> None:
-        self.mqtt.durable_progress()
-        self.kafka.durable_progress()
+        for broker in self.brokers.values():
+            broker.durable_progress()
 
     # ---- the settle loop ---------------------------------------------------------------------
 
@@ -373,7 +366,7 @@ class NodeCore:
     def _drain(self) -> bool:
         out = self._ready.writes
         before = len(out)
-        for broker in (self.mqtt, self.kafka):
+        for broker in self.brokers.values():
             for conn_id, data, close in broker.drain():
                 if conn_id in self._conns:
                     out.append((conn_id, data, close))
@@ -495,7 +488,5 @@ class NodeCore:
             broker_conns = self.mqtt.conns if proto is Proto.MQTT else self.kafka.conns
             assert conn_id in broker_conns, (conn_id, proto)
         assert len(self._syncs) <= len(self.shards.list()), self._syncs
-        for part in (self.mqtt, self.kafka):
-            check = getattr(part, "invariants", None)
-            if check is not None:
-                check()
+        for broker in self.brokers.values():
+            broker.invariants()

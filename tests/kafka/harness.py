@@ -205,7 +205,7 @@ class Harness:
         conn_id = self._next_conn
         self._next_conn += 1
         client = self.clients[conn_id] = KClient(self, conn_id, client_id, raw)
-        self.broker.open(conn_id, f"10.0.0.2:{40000 + conn_id}")
+        self.broker.open(conn_id, peer=f"10.0.0.2:{40000 + conn_id}")
         return client
 
     def pump(self) -> None:

@@ -74,7 +74,7 @@ class Harness:
         self.next_conn = 100
 
     def open(self, conn: int) -> None:
-        self.broker.open(conn, f"peer-{conn}")
+        self.broker.open(conn, peer=f"peer-{conn}")
         self.got[conn] = bytearray()
 
     def feed(self, conn: int, data: bytes) -> None:

@@ -8,10 +8,10 @@ from real.mqtt.packets import Packet
 
 
 class FakeClock:
-    def __init__(self, now: float = 1_000.0) -> None:
+    def __init__(self, now: int = 1_000) -> None:
         self.now = now
 
-    def __call__(self) -> float:
+    def __call__(self) -> int:
         return self.now
 
 
@@ -75,7 +75,7 @@ class Harness:
         conn_id = self._next
         self._next += 1
         client = self.clients[conn_id] = Client(self, conn_id, version, raw)
-        self.broker.open(conn_id, peer=f"10.0.0.1:{conn_id}")
+        self.broker.open(conn_id, peer=f"10.0.0.1:{conn_id}", anonymous_ok=True)
         return client
 
     def connect(self, client_id: str, version: int = MQTT_3_1_1, clean: bool = True,
@@ -89,7 +89,7 @@ class Harness:
                             properties=properties, **kwargs))  # type: ignore[arg-type]
         return client
 
-    def advance(self, ms: float) -> None:
+    def advance(self, ms: int) -> None:
         self.clock.now += ms
         self.broker.tick()
         self.pump()
