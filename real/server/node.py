@@ -49,6 +49,7 @@ from real.meta import MetaResult, MetaStateMachine, encode_command
 from real.mqtt.broker import Broker, BrokerConfig
 from real.raft import RaftNode
 from real.raft.types import Message, ProposalDropped, RaftConfig
+from real.server.protocol import ProtocolCore
 from real.server.replica import MetaReplica, Storage
 from real.storage import EngineFactory, ShardEngine, ShardStore
 
