@@ -12,15 +12,24 @@ keeps them filesystem- and S3-safe ("a/b" -> "a%2Fb").
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from real.storage import EngineFactory, MemoryEngine, ShardEngine, ShardStore
+from real.storage import EngineFactory, MemoryEngine, ShardStore
 from real.storage.devices import Clock
+from real.storage.port import DurableEngine
+
+if TYPE_CHECKING:  # imported lazily below: each pulls in its device library
+    from real.node.config import NodeConfig
+    from real.node.osfs import OsFileSystem
+    from real.node.rocks import RocksKeyValue
+    from real.node.s3 import S3ObjectStore
+    from real.node.seaweed import SeaweedServer
 
 FSYNC_POLICIES = ("always", "group", "never")
 SHARD_KEY_MAX = 200  # longer keys end in "~" + a hash of the full shard name
@@ -38,10 +47,10 @@ class StorageSettings:
     s3_endpoint: str = ""  # empty: start an embedded SeaweedFS on loopback
     s3_bucket: str = "twinmq"
     s3_linger_ms: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # engine kind -> its kwargs
 
 
-def settings_from_config(cfg: Any) -> StorageSettings:
+def settings_from_config(cfg: NodeConfig) -> StorageSettings:
     """The `[storage]` slice of a `NodeConfig`."""
     return StorageSettings(
         engine=cfg.storage_engine, fsync=cfg.storage_fsync,
@@ -55,7 +64,7 @@ def settings_from_config(cfg: Any) -> StorageSettings:
 def shard_key(name: str) -> str:
     """A filesystem- and S3-safe spelling of a shard name (percent-escapes; reversible up to
     SHARD_KEY_MAX characters, longer ones end in "~" and a hash of the name)."""
-    out = []
+    out: list[str] = []
     for ch in name:
         if ch in SAFE and not (ch == "." and not out):
             out.append(ch)
@@ -86,21 +95,21 @@ class Devices:
         self.root = Path(root)
         self.settings = settings
         self.clock = clock
-        self._fs: Any = None
-        self._kv: Any = None
-        self._store: Any = None
-        self._seaweed: Any = None
+        self._fs: OsFileSystem | None = None
+        self._kv: RocksKeyValue | None = None
+        self._store: S3ObjectStore | None = None
+        self._seaweed: SeaweedServer | None = None
 
     # ----------------------------------------------------------------------------- devices
 
-    def fs(self) -> Any:
+    def fs(self) -> OsFileSystem:
         if self._fs is None:
             from real.node.osfs import OsFileSystem
 
             self._fs = OsFileSystem(str(self.root / "journal"))
         return self._fs
 
-    def kv(self) -> Any:
+    def kv(self) -> RocksKeyValue:
         if self._kv is None:
             from real.node.rocks import RocksKeyValue
 
@@ -108,16 +117,16 @@ class Devices:
             self._kv = RocksKeyValue(str(self.root / "rocksdb"))
         return self._kv
 
-    def store(self) -> Any:
+    def store(self) -> S3ObjectStore:
         if self._store is None:
             from real.node.s3 import S3ObjectStore
             from real.node.seaweed import DUMMY_KEY, SeaweedServer
 
             endpoint = self.settings.s3_endpoint
             if not endpoint:
-                self._seaweed = SeaweedServer(data_dir=str(self.root / "seaweedfs"))
-                self._seaweed.start()
-                endpoint = self._seaweed.endpoint_url
+                seaweed = self._seaweed = SeaweedServer(data_dir=str(self.root / "seaweedfs"))
+                seaweed.start()
+                endpoint = seaweed.endpoint_url
             # A loopback endpoint (the embedded or a test SeaweedFS) takes any credentials; any
             # other endpoint gets boto3's usual chain (AWS_ACCESS_KEY_ID, profiles, roles), so no
             # secret ever sits in TwinMQ's config.
@@ -132,7 +141,7 @@ class Devices:
 
     # ----------------------------------------------------------------------------- engines
 
-    def open(self, kind: str, shard: str) -> ShardEngine:
+    def open(self, kind: str, shard: str) -> DurableEngine:
         s = self.settings
         key = shard_key(shard)
         if kind == "memory":
@@ -150,21 +159,21 @@ class Devices:
         if kind == "rocksdb":
             from real.storage.kvengine import KvEngine, KvEngineConfig
 
-            config = KvEngineConfig(
+            kv_config = KvEngineConfig(
                 fsync=s.fsync, group_commit_ms=s.group_commit_ms,
                 group_commit_bytes=s.group_commit_bytes, **s.extra.get("rocksdb", {}),
             )
-            return KvEngine(self.kv(), shard, self.clock, config)
+            return KvEngine(self.kv(), shard, self.clock, kv_config)
         if kind == "s3":
             from real.storage.s3engine import S3Engine, S3EngineConfig
 
-            config = S3EngineConfig(linger_ms=s.s3_linger_ms, **s.extra.get("s3", {}))
-            return S3Engine(self.store(), key, self.clock, config)
+            s3_config = S3EngineConfig(linger_ms=s.s3_linger_ms, **s.extra.get("s3", {}))
+            return S3Engine(self.store(), key, self.clock, s3_config)
         raise ValueError(f"unknown engine kind {kind!r}")
 
     def factories(self) -> dict[str, EngineFactory]:
         kinds = ("memory", "file", "rocksdb", "s3")
-        return {kind: (lambda name, kind=kind: self.open(kind, name)) for kind in kinds}
+        return {kind: functools.partial(self.open, kind) for kind in kinds}
 
     def shard_store(self) -> ShardStore:
         return ShardStore(self.factories(), default_engine=self.settings.engine)

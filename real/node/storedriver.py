@@ -26,13 +26,15 @@ import functools
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+
+from real.storage.port import BackgroundSyncEngine, SyncJob
+from real.storage.shards import ShardStore
 
 SYNC_WORKERS_DEFAULT = 4
 
 
 class StoreDriver:
-    def __init__(self, shards: Any, clock: Callable[[], int], log: Callable[[str], None],
+    def __init__(self, shards: ShardStore, clock: Callable[[], int], log: Callable[[str], None],
                  sync_workers: int = SYNC_WORKERS_DEFAULT) -> None:
         self.shards = shards
         self.clock = clock
@@ -89,13 +91,15 @@ class StoreDriver:
                 self._finish(name, engine, job, error)
         self._notify()
 
-    def _finished(self, name: str, engine: Any, job: Any, fut: asyncio.Future[None]) -> None:
+    def _finished(self, name: str, engine: BackgroundSyncEngine, job: SyncJob,
+                  fut: asyncio.Future[None]) -> None:
         self._running.discard(fut)
         error = None if fut.cancelled() else fut.exception()
         self._finish(name, engine, job, error)
         self._notify()
 
-    def _finish(self, name: str, engine: Any, job: Any, error: BaseException | None) -> None:
+    def _finish(self, name: str, engine: BackgroundSyncEngine, job: SyncJob,
+                error: BaseException | None) -> None:
         self.jobs_done += 1
         try:
             engine.finish_sync(job, error)
