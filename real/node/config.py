@@ -63,11 +63,14 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from real.kafka.sasl import SaslUsers, ScramFile, scram_path
 from real.mqtt.auth import Acl, AuthConfigError, PasswordFile
 from real.mqtt.topics import TOPIC_LEVELS_MAX
+
+if TYPE_CHECKING:
+    from real.kafka.bridge import BridgeRule
 
 STORAGE_ENGINES = ("memory", "file", "rocksdb", "s3")
 FSYNC_POLICIES = ("always", "group", "never")
@@ -123,7 +126,7 @@ class NodeConfig:
     kafka_group_max_session_timeout_ms: int = 1_800_000
     kafka_retention_check_ms: int = 60_000
     kafka_sasl: bool = False
-    bridges: tuple[Any, ...] = ()
+    bridges: tuple[BridgeRule, ...] = ()
     """MQTT <-> Kafka bridge rules (`[[bridge]]` tables; real/kafka/bridge.py)."""
     storage_engine: str = "file"
     storage_fsync: str = "group"
