@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeGuard, runtime_checkable
 
 from real.storage.devices import Durable
 from real.storage.record import Record
@@ -111,3 +111,9 @@ class BackgroundSyncEngine(DurableEngine, Protocol):
     def start_sync(self, now_ms: int) -> SyncJob | None: ...
 
     def finish_sync(self, job: SyncJob, error: BaseException | None = None) -> None: ...
+
+
+def runs_background_sync(engine: ShardEngine) -> TypeGuard[BackgroundSyncEngine]:
+    """Whether `engine` has background group commit switched on. A plain attribute read: an
+    isinstance check against the runtime-checkable protocol costs ~100x more, per due shard."""
+    return bool(getattr(engine, "background_sync", False))

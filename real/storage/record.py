@@ -346,8 +346,9 @@ def _decode_record(rd: _Reader, index: int, base_offset: int, base_ts: int) -> R
     headers = []
     for h in range(rd.uvarint(f"{where} header count")):
         headers.append((rd.text(f"{where} header {h} name"), rd.blob(f"{where} header {h} value")))
-    producer_id, epoch, sequence = (
-        rd.svarint(f"{where} {name}") for name in ("producer_id", "epoch", "sequence"))
+    producer_id = rd.svarint(f"{where} producer_id")
+    epoch = rd.svarint(f"{where} epoch")
+    sequence = rd.svarint(f"{where} sequence")
     meta = []
     for m in range(rd.uvarint(f"{where} meta count")):
         meta.append((rd.text(f"{where} meta {m} key"), rd.text(f"{where} meta {m} value")))

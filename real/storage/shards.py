@@ -32,7 +32,13 @@ from real.storage.errors import (
     UnknownShard,
 )
 from real.storage.memory import MemoryEngine
-from real.storage.port import BackgroundSyncEngine, DurableEngine, ShardEngine, SyncJob
+from real.storage.port import (
+    BackgroundSyncEngine,
+    DurableEngine,
+    ShardEngine,
+    SyncJob,
+    runs_background_sync,
+)
 from real.storage.record import Record
 
 EngineFactory = Callable[[str], DurableEngine]  # shard name -> its engine, opened (recovered)
@@ -201,7 +207,7 @@ class ShardStore:
             due = engine.next_flush_ms()
             if due is None or due > now_ms:
                 continue
-            if isinstance(engine, BackgroundSyncEngine) and engine.background_sync:
+            if runs_background_sync(engine):
                 job = engine.start_sync(now_ms)
                 if job is not None:
                     jobs.append((name, engine, job))
