@@ -37,12 +37,14 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/twinmq serve $(ARGS)
 
-## Fast suite plus a smoke slice of each slow suite (what .ci/run calls).
-test: $(STAMP) tools
+## Lint (fails fast), then the fast suite plus a smoke slice of each slow suite (what .ci/run calls).
+test: lint tools
 	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup
 
+## ruff over the code and tests; mypy over real/ and model/ (config in pyproject.toml [tool.mypy]).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check real model scenarios tests
+	$(VENV)/bin/mypy real model
 
 integration: $(STAMP) tools
 	$(PY) -m pytest -q -m integration

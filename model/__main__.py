@@ -13,7 +13,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from model.checkers import OUTCOME_CODES
 from model.scenario import Scenario, ScenarioError, load, with_bugs
@@ -78,7 +77,7 @@ def reproduce_line(file: str, seed: int, bugs: list[str]) -> str:
     return f"twinmq sim run {file} --seed {seed}{extra}"
 
 
-def _run(scenario: Scenario, args: Any) -> int:
+def _run(scenario: Scenario, args: argparse.Namespace) -> int:
     import dataclasses
 
     from model.world import World

@@ -9,8 +9,18 @@ from __future__ import annotations
 
 import random
 
+import simpy
+
 US_PER_MS = 1000
 NS_PER_US = 1000
+
+
+def now_us(env: simpy.Environment) -> int:
+    """`env.now` as the int it is: the simulator schedules integer microsecond delays only
+    (SimPy types `now` as int | float)."""
+    now = env.now
+    assert type(now) is int, now
+    return now
 
 
 class NodeClock:

@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
+from model.clock import now_us
 from model.scenario import FAULT_KINDS, FaultConfig
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class Nemesis:
         timer.callbacks.append(lambda _ev: None if self.healed else undo())
 
     def _emit(self, kind: str, node: int = 0, **fields: Any) -> None:
-        self.world.trace.emit(self.env.now, node, "fault", fault=kind, **fields)
+        self.world.trace.emit(now_us(self.env), node, "fault", fault=kind, **fields)
 
     def _alive(self) -> list[int]:
         w = self.world
@@ -140,7 +141,12 @@ class Nemesis:
         net = self.world.net
         for src, dst in pairs:
             net.block(src, dst)
-        self._after(dur, lambda: [net.unblock(s, d) for s, d in pairs])
+
+        def undo() -> None:
+            for src, dst in pairs:
+                net.unblock(src, dst)
+
+        self._after(dur, undo)
 
     def _loss(self) -> None:
         p = round(self.rng.uniform(*self.config.loss), 4)
@@ -159,7 +165,13 @@ class Nemesis:
         for dst in ids:
             if dst != nid:
                 net.set_extra_delay(nid, dst, extra)
-        self._after(dur, lambda: [net.set_extra_delay(nid, d, 0) for d in ids if d != nid])
+
+        def undo() -> None:
+            for dst in ids:
+                if dst != nid:
+                    net.set_extra_delay(nid, dst, 0)
+
+        self._after(dur, undo)
 
     def _skew(self) -> None:
         nid = self.rng.choice(self.world.node_ids)

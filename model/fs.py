@@ -75,6 +75,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from model.dist import Dist
 from real.storage.devices import DeviceError, NotFound
@@ -144,7 +145,7 @@ class SimFsConfig:
             raise InvalidArgument(f"syscall_ms must be >= 0, got {syscall_ms}")
         sigma = math.log(fdatasync_p99_ms / fdatasync_p50_ms) / _Z_P99
         syscall = Dist("fixed", syscall_ms)
-        fields: dict[str, object] = {
+        fields: dict[str, Any] = {  # SimFsConfig's keywords, checked by its __post_init__
             "sync_latency": Dist("lognormal", fdatasync_p50_ms, sigma, 10 * fdatasync_p99_ms),
             "sync_bandwidth_mb_s": device_write_mb_s,
             "write_bandwidth_mb_s": page_cache_write_mb_s,
@@ -157,7 +158,7 @@ class SimFsConfig:
         if unknown:
             raise InvalidArgument(f"from_measurements: unknown SimFsConfig field(s) {unknown}")
         fields.update(overrides)
-        return SimFsConfig(**fields)  # type: ignore[arg-type]
+        return SimFsConfig(**fields)
 
 
 @dataclass(slots=True)

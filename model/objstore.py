@@ -19,6 +19,7 @@ Bounded: at most `objects_max` objects and `bytes_max` stored bytes (a PUT past 
 
 from __future__ import annotations
 
+import builtins
 import random
 from dataclasses import dataclass, field
 
@@ -196,7 +197,7 @@ class SimObjectStore:
     def bytes_stored(self) -> int:
         return self._bytes
 
-    def keys(self) -> list[str]:
+    def keys(self) -> builtins.list[str]:
         return sorted(self._objects)
 
     def raw(self, key: str) -> bytes:

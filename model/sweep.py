@@ -10,9 +10,10 @@ import json
 import multiprocessing
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from model.checkers import OUTCOME_CODES
 from model.scenario import Scenario
@@ -108,7 +109,7 @@ def sweep(file: str, scenario: Scenario, seeds: list[int], jobs: int, bugs: list
     return _summary(file, results, len(seeds), wall, bugs, reproduce_line)
 
 
-def _results(scenario: Scenario, seeds: list[int], jobs: int) -> Any:
+def _results(scenario: Scenario, seeds: list[int], jobs: int) -> Iterator[SeedResult]:
     if jobs == 1:
         for seed in seeds:
             yield run_seed(seed, scenario)
@@ -119,7 +120,7 @@ def _results(scenario: Scenario, seeds: list[int], jobs: int) -> Any:
 
 
 def _summary(file: str, results: list[SeedResult], planned: int, wall: float, bugs: list[str],
-             reproduce: Any) -> int:
+             reproduce: Callable[[str, int, list[str]], str]) -> int:
     totals = {name: 0 for name in OUTCOME_CODES}
     for r in results:
         totals[r.outcome] += 1

@@ -14,6 +14,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from model.clock import now_us
 from model.node import ClientPropose
 from model.scenario import WorkloadConfig
 
@@ -70,7 +71,7 @@ class Client:
             return
         pid = self.next_pid
         self.next_pid += 1
-        p = Proposal(pid, self.encode(pid, self.config.value_bytes), self.env.now)
+        p = Proposal(pid, self.encode(pid, self.config.value_bytes), now_us(self.env))
         self.proposals[pid] = p
         self.by_data[p.data] = pid
         self.outstanding[pid] = None
@@ -82,14 +83,14 @@ class Client:
         if p.attempt >= self.config.max_attempts:
             p.abandoned = True
             del self.outstanding[p.pid]
-            self.world.trace.emit(self.env.now, 0, "abandon", pid=p.pid, attempts=p.attempt)
+            self.world.trace.emit(now_us(self.env), 0, "abandon", pid=p.pid, attempts=p.attempt)
             return
         leader = self._pick_leader()
         if leader is None:
             self._wait_for_leader(p)
             return
         p.attempt += 1
-        self.world.trace.emit(self.env.now, leader, "propose", pid=p.pid, attempt=p.attempt)
+        self.world.trace.emit(now_us(self.env), leader, "propose", pid=p.pid, attempt=p.attempt)
         self.world.nodes[leader].deliver(ClientPropose(p.pid, p.attempt, p.data))
         self._later(p, self.config.proposal_timeout_ms)
 
@@ -130,7 +131,7 @@ class Client:
 
     def on_dropped(self, pid: int, attempt: int, node: int, reason: str) -> None:
         p = self.proposals[pid]
-        self.world.trace.emit(self.env.now, node, "dropped", pid=pid, attempt=attempt)
+        self.world.trace.emit(now_us(self.env), node, "dropped", pid=pid, attempt=attempt)
         if p.attempt != attempt or p.committed_us >= 0:
             self.dropped_replies += 1
             return
@@ -144,7 +145,7 @@ class Client:
         p = self.proposals[pid]
         if p.committed_us >= 0:
             return None
-        p.committed_us, p.index = self.env.now, index
+        p.committed_us, p.index = now_us(self.env), index
         self.outstanding.pop(pid, None)
         return pid
 

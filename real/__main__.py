@@ -17,8 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from real.node.config import ConfigError, load_config
 
@@ -27,7 +28,8 @@ PROG = "twinmq"
 
 def _auto_or_bool(text: str) -> str | bool:
     """--allow-anonymous auto|true|false."""
-    value = {"auto": "auto", "true": True, "false": False}.get(text.lower())
+    choices: dict[str, str | bool] = {"auto": "auto", "true": True, "false": False}
+    value = choices.get(text.lower())
     if value is None:
         raise argparse.ArgumentTypeError(f"must be auto, true or false, got {text!r}")
     return value
@@ -40,8 +42,8 @@ def _bool(text: str) -> bool:
     return value
 
 
-# flag -> NodeConfig field
-SERVE_FLAGS = {
+# flag -> NodeConfig field and the parser of its value
+SERVE_FLAGS: dict[str, tuple[str, Callable[[str], object]]] = {
     "--node-id": ("node_id", int),
     "--data-dir": ("data_dir", str),
     "--bind": ("bind", str),
@@ -77,10 +79,10 @@ class _Exit(Exception):
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of calling sys.exit, so main() can return a status."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: error: {message}")
 
-    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:
             print(message, file=sys.stderr, end="")
         raise _Exit(status)
@@ -99,7 +101,7 @@ def build_parser() -> _Parser:
     return parser
 
 
-def _add_user_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_user_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     from real.mqtt.auth import ITERATIONS_DEFAULT
 
     user = sub.add_parser("user", help="manage a password file (mosquitto_passwd format, for "
@@ -121,7 +123,7 @@ def _add_user_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                             help="the password file (created by add if absent)")
 
 
-def _add_ctl_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_ctl_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     from real.node.ctl import CTL_COMMANDS, DEFAULT_ADMIN
 
     ctl = sub.add_parser("ctl", help="query or steer a running node over its admin HTTP API",
@@ -226,8 +228,8 @@ def _serve(args: argparse.Namespace) -> int:
         if rest is not None:
             raise
         assert failures is not None
-        for exc in failures.exceptions:
-            print(f"{PROG}: error: {exc}", file=sys.stderr)
+        for failure in failures.exceptions:
+            print(f"{PROG}: error: {failure}", file=sys.stderr)
         return 1
 
 

@@ -28,12 +28,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from real.kafka.records import KRecord, decode_batch
-from real.mqtt.properties import Properties, PropertyId
+from real.mqtt.properties import NO_PROPERTIES, Properties, PropertyId, PropertyValue
 from real.mqtt.topics import TopicError, matches, validate_topic_filter, validate_topic_name
 from real.storage.crc32c import crc32c
+
+if TYPE_CHECKING:
+    from real.kafka.log import PartitionLog
+    from real.meta.machine import MetaStateMachine
+    from real.mqtt.session import Message
 
 DIRECTIONS = ("both", "mqtt-to-kafka", "kafka-to-mqtt")
 _PROP_HEADERS = {
@@ -130,10 +135,39 @@ class BridgeStats:
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
+class _MetaView(Protocol):
+    def machine(self) -> MetaStateMachine: ...
+
+
+class KafkaSide(Protocol):
+    """What the bridge uses of a `KafkaBroker` (`_durable` is private there today: issue 10
+    gives both brokers one public interface)."""
+
+    @property
+    def meta(self) -> _MetaView: ...
+
+    on_append: list[Callable[[str, int, bytes], None]]
+
+    def partition_log(self, topic: str, partition: int) -> PartitionLog | None: ...
+
+    def durable_progress(self) -> None: ...
+
+    def _durable(self, needs: dict[str, int]) -> bool: ...
+
+
+class MqttSide(Protocol):
+    """What the bridge uses of an MQTT `Broker`: its `bridge` hook and `publish_external`."""
+
+    bridge: Bridge | None
+
+    def publish_external(self, topic: str, payload: bytes, qos: int,
+                         props: Properties = NO_PROPERTIES, retain: bool = False) -> int: ...
+
+
 class Bridge:
     """Connects one MQTT `Broker` and one `KafkaBroker` by `rules` (both cores, same process)."""
 
-    def __init__(self, rules: Sequence[BridgeRule], kafka: Any, mqtt: Any,
+    def __init__(self, rules: Sequence[BridgeRule], kafka: KafkaSide, mqtt: MqttSide,
                  clock: Callable[[], int]) -> None:
         self.rules = tuple(rules)
         self.kafka = kafka
@@ -156,7 +190,7 @@ class Bridge:
 
     # ---- MQTT -> Kafka -------------------------------------------------------------------------
 
-    def mqtt_published(self, msg: Any) -> dict[str, int] | None:
+    def mqtt_published(self, msg: Message) -> dict[str, int] | None:
         """Append `msg` to every matching rule's Kafka topic; returns what must be durable before
         the MQTT acknowledgement ({shard: end}), or None."""
         topic = msg.topic
@@ -225,7 +259,7 @@ class Bridge:
                 topic = None
         if topic is None:
             topic = rule.fallback_topic
-        items: list[tuple[PropertyId, Any]] = []
+        items: list[tuple[PropertyId, PropertyValue]] = []
         for name, value in record.headers:
             raw = value or b""
             prop = _PROP_HEADERS.get(name)
@@ -246,17 +280,21 @@ class Bridge:
         self.stats.to_mqtt += 1
 
 
-def _record_from_mqtt(msg: Any, now_ms: int) -> KRecord:
+def _record_from_mqtt(msg: Message, now_ms: int) -> KRecord:
     headers: list[tuple[str, bytes | None]] = []
     for pid, value in msg.props.items:
         if pid == PropertyId.USER_PROPERTY:
+            assert isinstance(value, tuple), value
             name, text = value
             headers.append((name, text.encode("utf-8")))
         elif pid == PropertyId.CONTENT_TYPE:
+            assert isinstance(value, str), value
             headers.append(("mqtt.content_type", value.encode("utf-8")))
         elif pid == PropertyId.RESPONSE_TOPIC:
+            assert isinstance(value, str), value
             headers.append(("mqtt.response_topic", value.encode("utf-8")))
         elif pid == PropertyId.CORRELATION_DATA:
-            headers.append(("mqtt.correlation_data", bytes(value)))
+            assert isinstance(value, bytes), value
+            headers.append(("mqtt.correlation_data", value))
     ts = int(msg.created_ms) if msg.created_ms else now_ms
     return KRecord(-1, max(0, ts), msg.topic.encode("utf-8"), bytes(msg.payload), tuple(headers))

@@ -286,7 +286,7 @@ def _array_codec(field: Field, version: int, flex: bool) -> tuple[Decoder, Encod
         _check_room(name, n, unit, buf, pos)
         if fixed is not None:
             return list(struct.unpack_from(f">{n}{fixed}", buf, pos)), pos + n * unit
-        items = []
+        items: list[object] = []
         append = items.append
         for _ in range(n):
             item, pos = elem_dec(buf, pos)
@@ -348,7 +348,8 @@ def _struct_codec(fields: tuple[Field, ...], version: int, flex: bool) -> tuple[
     """
     present = [f for f in fields if f.present(version)]
     inline = [f for f in present if f.tag is None or not flex]
-    tagged = sorted((f for f in present if f.tag is not None and flex), key=lambda f: f.tag)
+    tagged = sorted((f for f in present if f.tag is not None and flex),
+                    key=lambda f: -1 if f.tag is None else f.tag)
     absent = [f for f in fields if not f.present(version)] + tagged
     dec_plan, enc_plan = _inline_plan(inline, version, flex)
     tag_decs = {f.tag: (f.name, _field_codec(f, version, flex)[0]) for f in tagged}

@@ -656,7 +656,8 @@ class GroupCoordinator:
         return [self._describe_one(group_id) for group_id in group_ids]
 
     def _describe_one(self, group_id: str | None) -> dict:
-        body = {"error_code": errors.NONE, "group_id": group_id, "group_state": DEAD.value,
+        body: dict[str, object] = {
+                "error_code": errors.NONE, "group_id": group_id, "group_state": DEAD.value,
                 "protocol_type": "", "protocol_data": "", "members": [],
                 "authorized_operations": AUTHORIZED_OPERATIONS_OMITTED}
         if group_id is None:

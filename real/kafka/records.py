@@ -90,7 +90,7 @@ class BatchInfo(NamedTuple):
     size: int
     base_offset: int
     last_offset_delta: int
-    count: int
+    record_count: int  # not `count`, which would hide tuple.count
     first_timestamp: int
     max_timestamp: int
     attributes: int
@@ -192,7 +192,8 @@ def _check_prefix(buf: bytes | memoryview, pos: int, total: int, produce: bool) 
     """Why the batch at `pos` cannot be read: raises, or None for a tolerated truncated tail."""
     left = total - pos
     if left < MAGIC_AT + 1:
-        return _truncated(pos, f"a batch header, only {left} bytes left", produce)
+        _truncated(pos, f"a batch header, only {left} bytes left", produce)
+        return None
     magic = buf[pos + MAGIC_AT]
     if magic != MAGIC:
         if magic in (0, 1):
@@ -207,27 +208,28 @@ def _check_prefix(buf: bytes | memoryview, pos: int, total: int, produce: bool) 
             errors.CORRUPT_MESSAGE, f"batch at byte {pos}: batch_length {length} < 49"
         )
     if LOG_OVERHEAD + length > left:
-        return _truncated(pos, f"{LOG_OVERHEAD + length} bytes of batch, only {left} left",
-                          produce)
+        _truncated(pos, f"{LOG_OVERHEAD + length} bytes of batch, only {left} left", produce)
+        return None
     raise AssertionError(f"batch at byte {pos} has a valid prefix")  # pragma: no cover
 
 
 def _truncated(pos: int, what: str, produce: bool) -> None:
+    """Raises for a produce; a fetch tolerates the truncated tail."""
     if produce:
         raise RecordsError(errors.CORRUPT_MESSAGE, f"batch at byte {pos} truncated: want {what}")
-    return None
 
 
 def _check_fields(info: BatchInfo, produce: bool) -> None:
     at = f"batch at byte {info.pos}"
     if info.attributes & CODEC_MASK > CODEC_ZSTD:
         raise RecordsError(errors.CORRUPT_MESSAGE, f"{at}: unknown codec {info.compression}")
-    if info.count < 1:
-        raise RecordsError(errors.INVALID_RECORD, f"{at}: record_count {info.count} < 1")
-    if info.last_offset_delta != info.count - 1:
+    if info.record_count < 1:
+        raise RecordsError(errors.INVALID_RECORD, f"{at}: record_count {info.record_count} < 1")
+    if info.last_offset_delta != info.record_count - 1:
         raise RecordsError(
             errors.INVALID_RECORD,
-            f"{at}: last_offset_delta {info.last_offset_delta} != record_count {info.count} - 1",
+            f"{at}: last_offset_delta {info.last_offset_delta} != record_count "
+            f"{info.record_count} - 1",
         )
     if info.producer_id < NO_PRODUCER_ID or (
         info.producer_id >= 0 and (info.producer_epoch < 0 or info.base_sequence < 0)
@@ -480,7 +482,7 @@ def decode_batch(batch: bytes | bytearray | memoryview) -> list[KRecord]:
     append_ts = info.max_timestamp if info.log_append_time else None
     out, pos = [], 0
     try:
-        for _ in range(info.count):
+        for _ in range(info.record_count):
             rec, pos = _decode_record(body, pos, info.base_offset, info.first_timestamp,
                                       append_ts)
             out.append(rec)
@@ -490,9 +492,9 @@ def decode_batch(batch: bytes | bytearray | memoryview) -> list[KRecord]:
         ) from None
     if pos != len(body):
         raise RecordsError(
-            errors.CORRUPT_MESSAGE, f"{len(body) - pos} bytes after the {info.count} records"
+            errors.CORRUPT_MESSAGE, f"{len(body) - pos} bytes after the {info.record_count} records"
         )
-    assert len(out) == info.count
+    assert len(out) == info.record_count
     return out
 
 

@@ -26,6 +26,7 @@ from real.mqtt.packets import (
     MQTT_3_1_1,
     MQTT_5,
     VERSIONS,
+    Ack,
     Auth,
     Connack,
     Connect,
@@ -77,8 +78,8 @@ def encode(packet: Packet, version: int) -> bytes:
         raise InvalidPacket(exc.reason_code, exc.detail) from exc
     kind = type(packet).TYPE
     flags = 0b0010 if kind in _FLAGS_0010 else 0
-    if kind is PacketType.PUBLISH:
-        flags = packet.dup << 3 | packet.qos << 1 | packet.retain  # type: ignore[union-attr]
+    if type(packet) is Publish:
+        flags = packet.dup << 3 | packet.qos << 1 | packet.retain
     out = bytes([kind << 4 | flags]) + wire.encode_varint(len(body), "remaining length") + body
     assert out[0] >> 4 == kind
     assert len(out) <= PACKET_SIZE_MAX
@@ -115,7 +116,8 @@ def _enc_connack(p: Connack, version: int) -> bytes:
 def _enc_publish(p: Publish, version: int) -> bytes:
     out = wire.encode_utf8(p.topic, "PUBLISH.topic")
     if p.qos:
-        out += p.packet_id.to_bytes(2, "big")  # type: ignore[union-attr]
+        assert p.packet_id is not None, p  # check_packet: MQTT-2.2.1-3
+        out += p.packet_id.to_bytes(2, "big")
     return out + _props(p.properties, version) + p.payload
 
 
@@ -290,8 +292,9 @@ class Decoder:
         kind = PacketType(byte0 >> 4)
         reader = wire.Reader(body, base, kind.name)
         if kind is PacketType.CONNECT:
-            packet: Packet = _decode_connect(reader)
-            self._learn_version(packet)
+            connect = _decode_connect(reader)
+            self._learn_version(connect)
+            packet: Packet = connect
         else:
             assert self._version is not None
             packet = _DECODERS[kind](byte0 & 0x0F, reader, self._version)
@@ -368,7 +371,7 @@ def _decode_publish(flags: int, r: wire.Reader, version: int) -> Publish:
     return Publish(topic, payload, qos, bool(flags & 1), bool(flags & 8), packet_id, props)
 
 
-def _ack_decoder(cls: type) -> Callable[[int, wire.Reader, int], Packet]:
+def _ack_decoder(cls: type[Ack]) -> Callable[[int, wire.Reader, int], Packet]:
     def decode_ack(flags: int, r: wire.Reader, version: int) -> Packet:
         packet_id = r.u16("packet_id")
         code, props = _decode_reason_and_props(r, version, cls.TYPE)
@@ -389,7 +392,7 @@ def _decode_reason_and_props(r: wire.Reader, version: int,
 def _decode_subscribe(flags: int, r: wire.Reader, version: int) -> Subscribe:
     packet_id = r.u16("packet_id")
     props = decode_properties(r, PacketType.SUBSCRIBE) if version >= MQTT_5 else NO_PROPERTIES
-    subs = []
+    subs: list[Subscription] = []
     while r.left():
         index = len(subs)
         topic_filter = r.utf8(f"subscriptions[{index}].topic_filter")
@@ -416,7 +419,7 @@ def _decode_suback(flags: int, r: wire.Reader, version: int) -> Suback:
 def _decode_unsubscribe(flags: int, r: wire.Reader, version: int) -> Unsubscribe:
     packet_id = r.u16("packet_id")
     props = decode_properties(r, PacketType.UNSUBSCRIBE) if version >= MQTT_5 else NO_PROPERTIES
-    filters = []
+    filters: list[str] = []
     while r.left():
         filters.append(r.utf8(f"topic_filters[{len(filters)}]"))
     return Unsubscribe(packet_id, tuple(filters), props)

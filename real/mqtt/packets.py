@@ -159,7 +159,7 @@ Packet = (
     | Unsubscribe | Unsuback | Pingreq | Pingresp | Disconnect | Auth
 )
 Ack = Puback | Pubrec | Pubrel | Pubcomp
-PACKET_CLASSES: dict[PacketType, type] = {
+PACKET_CLASSES: dict[PacketType, type[Packet]] = {
     cls.TYPE: cls
     for cls in (Connect, Connack, Publish, Puback, Pubrec, Pubrel, Pubcomp, Subscribe, Suback,
                 Unsubscribe, Unsuback, Pingreq, Pingresp, Disconnect, Auth)

@@ -45,8 +45,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from real.mqtt.properties import Properties, PropertyId
+from real.mqtt.properties import Properties, PropertyId, PropertyValue
 from real.mqtt.session import EXPIRY_NEVER, Delivery, Inflight, Message, Session, SubOpts
+from real.storage.port import ShardEngine
 from real.storage.record import Record
 
 SES, DEL, PUB, ACK, CKP = b"ses", b"del", b"pub", b"ack", b"ckp"
@@ -114,14 +115,18 @@ def publish_record(msg: Message, targets: Iterable[tuple[str, Delivery]], now: i
     headers: list[tuple[str, bytes]] = []
     for pid, value in msg.props.items:
         if pid == PropertyId.USER_PROPERTY:
-            name, text = value  # type: ignore[misc]
+            assert isinstance(value, tuple), value
+            name, text = value
             headers.append((name, text.encode()))
         elif pid == PropertyId.CONTENT_TYPE:
-            meta.append(("ct", value))  # type: ignore[arg-type]
+            assert isinstance(value, str), value
+            meta.append(("ct", value))
         elif pid == PropertyId.RESPONSE_TOPIC:
-            meta.append(("rt", value))  # type: ignore[arg-type]
+            assert isinstance(value, str), value
+            meta.append(("rt", value))
         elif pid == PropertyId.CORRELATION_DATA:
-            meta.append(("cd", bytes(value).hex()))  # type: ignore[arg-type]
+            assert isinstance(value, bytes), value
+            meta.append(("cd", value.hex()))
         elif pid == PropertyId.PAYLOAD_FORMAT_INDICATOR:
             meta.append(("pf", str(value)))
     for client_id, d in targets:
@@ -184,7 +189,7 @@ def _parse_sub(rec: Record, text: str) -> tuple[str, SubOpts]:
 
 
 def message_from_record(rec: Record) -> Message:
-    props: list[tuple[PropertyId, object]] = []
+    props: list[tuple[PropertyId, PropertyValue]] = []
     for key, value in rec.meta:
         if key == "pf":
             props.append((PropertyId.PAYLOAD_FORMAT_INDICATOR, _int(rec, "pf", value)))
@@ -200,7 +205,7 @@ def message_from_record(rec: Record) -> Message:
     return Message(
         topic=_required(rec, "t"), payload=rec.payload, qos=_int(rec, "q", _required(rec, "q")),
         retain=_meta_get(rec, "r") == "1",
-        props=Properties(tuple(props)),  # type: ignore[arg-type]
+        props=Properties(tuple(props)),
         expiry_at=EXPIRY_NEVER if expiry is None else _int(rec, "x", expiry),
         origin=_meta_get(rec, "o") or "", created_ms=rec.timestamp_ms, log_id=rec.offset)
 
@@ -239,9 +244,9 @@ def recover(records: Iterable[Record]) -> RecoveredState:
         sent = packets.sent.get(client_id, {})
         by_id = pending.get(client_id, {})
         for log_id in sorted(by_id):
-            packet_id = sent.get(log_id)
-            if packet_id is not None and packet_id not in session.inflight:
-                session.inflight[packet_id] = Inflight(by_id[log_id], packet_id)
+            sent_id = sent.get(log_id)
+            if sent_id is not None and sent_id not in session.inflight:
+                session.inflight[sent_id] = Inflight(by_id[log_id], sent_id)
             else:
                 session.queue.append(by_id[log_id])
     return state
@@ -323,13 +328,13 @@ def _apply(rec: Record, state: RecoveredState, pending: dict[str, dict[int, Deli
         raise CorruptState(f"state log offset {rec.offset}: unknown record kind {kind!r}")
 
 
-def read_all(engine: object, batch_records: int = 4096, batch_bytes: int = 16 << 20
+def read_all(engine: ShardEngine, batch_records: int = 4096, batch_bytes: int = 16 << 20
              ) -> Iterator[Record]:
     """Every record of a `ShardEngine` from its start, in offset order."""
-    offset = engine.start_offset()  # type: ignore[attr-defined]
-    end = engine.end_offset()  # type: ignore[attr-defined]
+    offset = engine.start_offset()
+    end = engine.end_offset()
     while offset < end:
-        batch = engine.read(offset, batch_records, batch_bytes)  # type: ignore[attr-defined]
+        batch = engine.read(offset, batch_records, batch_bytes)
         if not batch:
             break
         yield from batch

@@ -93,17 +93,16 @@ class PropertySpec:
     contexts: frozenset[int]  # PacketType values, or WILL
     repeatable_in: frozenset[int] = frozenset()
     low: int = 0  # value range for integer types; a value outside is a Protocol Error
-    high: int | None = None
+    high: int | None = None  # high=1: a 0/1 flag
 
 
 P = PacketType
 _PUB_WILL = frozenset({P.PUBLISH, WILL})
 _ACKS = frozenset({P.PUBACK, P.PUBREC, P.PUBREL, P.PUBCOMP})
 _EVERYWHERE = frozenset(set(P) - {P.PINGREQ, P.PINGRESP} | {WILL})
-_FLAG = {"low": 0, "high": 1}
 
 SPECS: dict[PropertyId, PropertySpec] = {
-    PropertyId.PAYLOAD_FORMAT_INDICATOR: PropertySpec(PropType.BYTE, _PUB_WILL, **_FLAG),
+    PropertyId.PAYLOAD_FORMAT_INDICATOR: PropertySpec(PropType.BYTE, _PUB_WILL, high=1),
     PropertyId.MESSAGE_EXPIRY_INTERVAL: PropertySpec(PropType.U32, _PUB_WILL),
     PropertyId.CONTENT_TYPE: PropertySpec(PropType.UTF8, _PUB_WILL),
     PropertyId.RESPONSE_TOPIC: PropertySpec(PropType.UTF8, _PUB_WILL),
@@ -120,10 +119,10 @@ SPECS: dict[PropertyId, PropertySpec] = {
     PropertyId.AUTHENTICATION_DATA: PropertySpec(
         PropType.BINARY, frozenset({P.CONNECT, P.CONNACK, P.AUTH})),
     PropertyId.REQUEST_PROBLEM_INFORMATION: PropertySpec(
-        PropType.BYTE, frozenset({P.CONNECT}), **_FLAG),
+        PropType.BYTE, frozenset({P.CONNECT}), high=1),
     PropertyId.WILL_DELAY_INTERVAL: PropertySpec(PropType.U32, frozenset({WILL})),
     PropertyId.REQUEST_RESPONSE_INFORMATION: PropertySpec(
-        PropType.BYTE, frozenset({P.CONNECT}), **_FLAG),
+        PropType.BYTE, frozenset({P.CONNECT}), high=1),
     PropertyId.RESPONSE_INFORMATION: PropertySpec(PropType.UTF8, frozenset({P.CONNACK})),
     PropertyId.SERVER_REFERENCE: PropertySpec(
         PropType.UTF8, frozenset({P.CONNACK, P.DISCONNECT})),
@@ -135,18 +134,18 @@ SPECS: dict[PropertyId, PropertySpec] = {
         PropType.U16, frozenset({P.CONNECT, P.CONNACK}), low=1),
     PropertyId.TOPIC_ALIAS_MAXIMUM: PropertySpec(PropType.U16, frozenset({P.CONNECT, P.CONNACK})),
     PropertyId.TOPIC_ALIAS: PropertySpec(PropType.U16, frozenset({P.PUBLISH}), low=1),  # 3.3.2-8
-    PropertyId.MAXIMUM_QOS: PropertySpec(PropType.BYTE, frozenset({P.CONNACK}), **_FLAG),
-    PropertyId.RETAIN_AVAILABLE: PropertySpec(PropType.BYTE, frozenset({P.CONNACK}), **_FLAG),
+    PropertyId.MAXIMUM_QOS: PropertySpec(PropType.BYTE, frozenset({P.CONNACK}), high=1),
+    PropertyId.RETAIN_AVAILABLE: PropertySpec(PropType.BYTE, frozenset({P.CONNACK}), high=1),
     PropertyId.USER_PROPERTY: PropertySpec(PropType.PAIR, _EVERYWHERE, _EVERYWHERE),
     # 3.1.2.11.4 / 3.2.2.3.6: a Maximum Packet Size of 0 is a Protocol Error.
     PropertyId.MAXIMUM_PACKET_SIZE: PropertySpec(
         PropType.U32, frozenset({P.CONNECT, P.CONNACK}), low=1),
     PropertyId.WILDCARD_SUBSCRIPTION_AVAILABLE: PropertySpec(
-        PropType.BYTE, frozenset({P.CONNACK}), **_FLAG),
+        PropType.BYTE, frozenset({P.CONNACK}), high=1),
     PropertyId.SUBSCRIPTION_IDENTIFIER_AVAILABLE: PropertySpec(
-        PropType.BYTE, frozenset({P.CONNACK}), **_FLAG),
+        PropType.BYTE, frozenset({P.CONNACK}), high=1),
     PropertyId.SHARED_SUBSCRIPTION_AVAILABLE: PropertySpec(
-        PropType.BYTE, frozenset({P.CONNACK}), **_FLAG),
+        PropType.BYTE, frozenset({P.CONNACK}), high=1),
 }
 assert set(SPECS) == set(PropertyId)
 
@@ -248,16 +247,19 @@ def encode_properties(props: Properties) -> bytes:
         body += wire.encode_varint(int(pid))
         kind = SPECS[pid].type
         if kind is PropType.BYTE:
-            body.append(value)  # type: ignore[arg-type]
+            assert isinstance(value, int), (pid, value)
+            body.append(value)
         elif kind is PropType.U16:
             body += wire.encode_uint(value, 2, pid.name)
         elif kind is PropType.U32:
             body += wire.encode_uint(value, 4, pid.name)
         elif kind is PropType.VARINT:
-            body += wire.encode_varint(value, pid.name)  # type: ignore[arg-type]
+            assert isinstance(value, int), (pid, value)
+            body += wire.encode_varint(value, pid.name)
         elif kind is PropType.UTF8:
             body += wire.encode_utf8(value, pid.name)
         elif kind is PropType.PAIR:
+            assert isinstance(value, tuple), (pid, value)
             body += wire.encode_utf8(value[0], pid.name) + wire.encode_utf8(value[1], pid.name)
         else:
             body += wire.encode_binary(value, pid.name)

@@ -16,11 +16,14 @@ injected clock.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Container, Sized
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from real.mqtt.auth import ClientAcl
 from real.mqtt.properties import NO_PROPERTIES, Properties
+
+if TYPE_CHECKING:
+    from real.mqtt.auth import ClientAcl
 
 EXPIRY_NEVER = -1
 
@@ -145,12 +148,20 @@ class Session:
                 f"queued={len(self.queue)})")
 
 
-def next_packet_id(in_use: Container[int] | Sized, start: int) -> tuple[int, int]:
+class PacketIdsInUse(Protocol):
+    """What `next_packet_id` needs of the ids in use (a dict keyed by id, a set)."""
+
+    def __len__(self) -> int: ...
+
+    def __contains__(self, pid: object, /) -> bool: ...
+
+
+def next_packet_id(in_use: PacketIdsInUse, start: int) -> tuple[int, int]:
     """(a packet id not in `in_use`, the id to start from next time): round robin over
     1..65535 from `start`. `in_use` must hold fewer than 65535 ids."""
-    assert len(in_use) < 65535  # type: ignore[arg-type]
+    assert len(in_use) < 65535
     pid = start
-    while pid in in_use:  # type: ignore[operator]
+    while pid in in_use:
         pid = pid % 65535 + 1
     return pid, pid % 65535 + 1
 
@@ -177,9 +188,10 @@ class RetainedStore:
     def get(self, topic: str) -> Message | None:
         node = self._root
         for level in topic.split("/"):
-            node = node.children.get(level)  # type: ignore[assignment]
-            if node is None:
+            child = node.children.get(level)
+            if child is None:
                 return None
+            node = child
         return node.message
 
     def set(self, message: Message) -> None:
@@ -244,9 +256,9 @@ class RetainedStore:
                         continue
                     stack.append((child, depth + 1))
                 continue
-            child = node.children.get(level)
-            if child is not None:
-                stack.append((child, depth + 1))
+            found = node.children.get(level)
+            if found is not None:
+                stack.append((found, depth + 1))
         out.sort(key=lambda m: m.topic)
         return out
 

@@ -7,6 +7,9 @@ the decoder lets them through and `encode` turns them into `InvalidPacket`. Wire
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from real.mqtt import reasons as rc
 from real.mqtt.errors import MalformedPacket, ProtocolError
 from real.mqtt.packets import (
@@ -236,7 +239,8 @@ def _check_nothing(p: Pingreq | Pingresp, version: int) -> None:
     assert version in VERSIONS
 
 
-_CHECKERS = {
+# packet class -> its checker (which takes that class: hence Any, matched by the key)
+_CHECKERS: dict[type, Callable[[Any, int], None]] = {
     Connect: _check_connect, Connack: _check_connack, Publish: _check_publish,
     Puback: _check_ack, Pubrec: _check_ack, Pubrel: _check_ack, Pubcomp: _check_ack,
     Subscribe: _check_subscribe, Suback: _check_suback, Unsubscribe: _check_unsubscribe,

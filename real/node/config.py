@@ -70,6 +70,7 @@ from real.mqtt.auth import Acl, AuthConfigError, PasswordFile
 from real.mqtt.topics import TOPIC_LEVELS_MAX
 
 if TYPE_CHECKING:
+    from real.kafka.bridge import BridgeRule
     from real.server.node import NodeSpec
 
 STORAGE_ENGINES = ("memory", "file", "rocksdb", "s3")
@@ -126,7 +127,7 @@ class NodeConfig:
     kafka_group_max_session_timeout_ms: int = 1_800_000
     kafka_retention_check_ms: int = 60_000
     kafka_sasl: bool = False
-    bridges: tuple[Any, ...] = ()
+    bridges: tuple[BridgeRule, ...] = ()
     """MQTT <-> Kafka bridge rules (`[[bridge]]` tables; real/kafka/bridge.py)."""
     storage_engine: str = "file"
     storage_fsync: str = "group"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from real.server.storage import (  # noqa: F401 - re-exported for the shell's callers
     FSYNC_POLICIES,
@@ -21,11 +21,19 @@ from real.server.storage import (  # noqa: F401 - re-exported for the shell's ca
     open_engine,
     shard_key,
 )
-from real.storage import EngineFactory, ShardEngine, ShardStore
+from real.storage import EngineFactory, ShardStore
 from real.storage.devices import Clock
+from real.storage.port import DurableEngine
+
+if TYPE_CHECKING:  # imported lazily below: each pulls in its device library
+    from real.node.config import NodeConfig
+    from real.node.osfs import OsFileSystem
+    from real.node.rocks import RocksKeyValue
+    from real.node.s3 import S3ObjectStore
+    from real.node.seaweed import SeaweedServer
 
 
-def settings_from_config(cfg: Any) -> StorageSettings:
+def settings_from_config(cfg: NodeConfig) -> StorageSettings:
     """The `[storage]` slice of a `NodeConfig`."""
     return StorageSettings(
         engine=cfg.storage_engine, fsync=cfg.storage_fsync,
@@ -54,21 +62,21 @@ class Devices:
         self.root = Path(root)
         self.settings = settings
         self.clock = clock
-        self._fs: Any = None
-        self._kv: Any = None
-        self._store: Any = None
-        self._seaweed: Any = None
+        self._fs: OsFileSystem | None = None
+        self._kv: RocksKeyValue | None = None
+        self._store: S3ObjectStore | None = None
+        self._seaweed: SeaweedServer | None = None
 
     # ----------------------------------------------------------------------------- devices
 
-    def fs(self) -> Any:
+    def fs(self) -> OsFileSystem:
         if self._fs is None:
             from real.node.osfs import OsFileSystem
 
             self._fs = OsFileSystem(str(self.root / "journal"))
         return self._fs
 
-    def kv(self) -> Any:
+    def kv(self) -> RocksKeyValue:
         if self._kv is None:
             from real.node.rocks import RocksKeyValue
 
@@ -76,16 +84,16 @@ class Devices:
             self._kv = RocksKeyValue(str(self.root / "rocksdb"))
         return self._kv
 
-    def store(self) -> Any:
+    def store(self) -> S3ObjectStore:
         if self._store is None:
             from real.node.s3 import S3ObjectStore
             from real.node.seaweed import DUMMY_KEY, SeaweedServer
 
             endpoint = self.settings.s3_endpoint
             if not endpoint:
-                self._seaweed = SeaweedServer(data_dir=str(self.root / "seaweedfs"))
-                self._seaweed.start()
-                endpoint = self._seaweed.endpoint_url
+                seaweed = self._seaweed = SeaweedServer(data_dir=str(self.root / "seaweedfs"))
+                seaweed.start()
+                endpoint = seaweed.endpoint_url
             # A loopback endpoint (the embedded or a test SeaweedFS) takes any credentials; any
             # other endpoint gets boto3's usual chain (AWS_ACCESS_KEY_ID, profiles, roles), so no
             # secret ever sits in TwinMQ's config.
@@ -100,7 +108,7 @@ class Devices:
 
     # ----------------------------------------------------------------------------- engines
 
-    def open(self, kind: str, shard: str) -> ShardEngine:
+    def open(self, kind: str, shard: str) -> DurableEngine:
         return open_engine(kind, shard, self.settings, self.clock, fs=self.fs, kv=self.kv,
                            store=self.store)
 

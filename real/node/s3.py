@@ -17,7 +17,7 @@ an event loop run it in a worker thread.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import boto3
 from botocore.config import Config
@@ -31,6 +31,10 @@ from botocore.exceptions import (
 )
 
 from real.storage.devices import DeviceError, NotFound, TransientDeviceError
+
+if TYPE_CHECKING:  # stubs from types-boto3[s3] (a dev dependency); boto3 itself is untyped
+    from types_boto3_s3 import S3Client
+    from types_boto3_s3.type_defs import GetObjectRequestTypeDef
 
 TRANSIENT_CODES = frozenset(
     {
@@ -88,7 +92,7 @@ class S3ObjectStore:
             connect_timeout=connect_timeout_s,
             read_timeout=read_timeout_s,
         )
-        self.client: Any = boto3.session.Session().client(
+        self.client: S3Client = boto3.session.Session().client(
             "s3",
             endpoint_url=endpoint_url,
             region_name=region,
@@ -134,7 +138,7 @@ class S3ObjectStore:
             raise DeviceError("get", self._where(key), "a negative start needs end=None")
         if end is not None and end <= start:
             return b""
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        args: GetObjectRequestTypeDef = {"Bucket": self.bucket, "Key": key}
         if start < 0:
             args["Range"] = f"bytes={start}"  # suffix range: the last -start bytes
         elif start > 0 or end is not None:

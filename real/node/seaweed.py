@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 import boto3
 from botocore.config import Config
@@ -104,7 +105,7 @@ class SeaweedServer:
         self.ports: dict[str, int] = {}
         self.process: subprocess.Popen[bytes] | None = None
         self.start_seconds = 0.0
-        self._log = None
+        self._log: IO[bytes] | None = None
 
     @property
     def endpoint_url(self) -> str:

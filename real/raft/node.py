@@ -37,6 +37,7 @@ Planted bugs (`config.bugs`, test-only) are single guarded deviations; grep `Bug
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 from real.raft.log import RaftLog
 from real.raft.progress import Progress, ProgressState
@@ -51,6 +52,7 @@ from real.raft.types import (
     EntryKind,
     HardState,
     Message,
+    MessageFields,
     MsgType,
     NodeId,
     ProposalDropped,
@@ -62,6 +64,9 @@ from real.raft.types import (
     SnapshotMeta,
     SoftState,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is 3.12+
 
 TRANSFER = b"transfer"
 _EMPTY = DurableState()
@@ -937,11 +942,12 @@ class RaftNode:
 
     # ---------------------------------------------------------------- sending
 
-    def _send(self, kind: MsgType, to: NodeId, **kw: object) -> None:
-        self._msgs.append(Message(kind, self.id, to, self.term, **kw))  # type: ignore[arg-type]
+    def _send(self, kind: MsgType, to: NodeId, **kw: Unpack[MessageFields]) -> None:
+        self._msgs.append(Message(kind, self.id, to, self.term, **kw))
 
-    def _send_raw(self, kind: MsgType, to: NodeId, term: int, **kw: object) -> None:
-        self._msgs.append(Message(kind, self.id, to, term, **kw))  # type: ignore[arg-type]
+    def _send_raw(self, kind: MsgType, to: NodeId, term: int,
+                  **kw: Unpack[MessageFields]) -> None:
+        self._msgs.append(Message(kind, self.id, to, term, **kw))
 
     # ---------------------------------------------------------------- invariants
 

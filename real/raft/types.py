@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 NodeId = int
 """Raft member ids are positive integers; 0 means "none" (no vote, no leader)."""
@@ -156,6 +157,19 @@ class Message:
         if self.snapshot is not None:
             body += len(self.snapshot.data)
         return 64 + body + len(self.context)
+
+
+class MessageFields(TypedDict, total=False):
+    """The optional fields of `Message`, for building one from keywords (`RaftNode._send`)."""
+
+    log_term: int
+    index: int
+    entries: tuple[Entry, ...]
+    commit: int
+    reject: bool
+    reject_hint: int
+    snapshot: Snapshot | None
+    context: bytes
 
 
 @dataclass(frozen=True, slots=True)

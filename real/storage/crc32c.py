@@ -8,6 +8,8 @@ every input (tests/storage/test_codec.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 POLY_REFLECTED = 0x82F63B78
 
 
@@ -38,14 +40,15 @@ def crc32c_py(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
     return result
 
 
-def _native() -> object | None:
+def _native() -> Callable[[int, bytes], int] | None:
     try:
         import google_crc32c
     except ImportError:  # pragma: no cover - the dependency is declared
         return None
     if google_crc32c.implementation != "c" or google_crc32c.extend(0, b"123456789") != 0xE3069283:
         return None  # its own pure-Python fallback is slower than ours
-    return google_crc32c.extend
+    extend: Callable[[int, bytes], int] = google_crc32c.extend
+    return extend
 
 
 _EXTEND = _native()
@@ -55,7 +58,7 @@ def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
     """CRC-32C of `data`; pass a previous result as `crc` to continue over concatenated data."""
     if _EXTEND is None:
         return crc32c_py(data, crc)
-    return _EXTEND(crc, bytes(data) if type(data) is not bytes else data)  # type: ignore[operator]
+    return _EXTEND(crc, bytes(data) if type(data) is not bytes else data)
 
 
 NATIVE = _EXTEND is not None

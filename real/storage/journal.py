@@ -111,6 +111,7 @@ from real.storage.journal_segment import (
     scan_segment,
     segment_name,
 )
+from real.storage.port import SyncJob
 from real.storage.record import (
     BATCH_RECORDS_MAX,
     Record,
@@ -166,17 +167,6 @@ class JournalConfig:
         if self.background_sync and self.fsync != "group":
             raise InvalidArgument(
                 f"background_sync needs fsync 'group', got fsync {self.fsync!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class SyncJob:
-    """One background group commit (see the module doc): call `sync()` once, on any thread if
-    `detached` (else on the owner's), then hand the job back with `JournalEngine.finish_sync`."""
-
-    end: int  # durable_end once the job has finished
-    sync: Callable[[], None]
-    detached: bool
-    epoch: int
 
 
 def _int_in(key: str, value: object, low: int, high: int) -> None:
@@ -255,7 +245,8 @@ class JournalEngine:
         if not callable(clock):
             raise InvalidArgument(f"clock must be a callable returning ms, got {clock!r}")
         self.fs, self.directory, self.clock, self.config = fs, directory, clock, config
-        self._detached_sync = isinstance(fs, DetachedSync)
+        # the FileSystem's DetachedSync extension, if it has one
+        self._sync_handle = fs.sync_handle if isinstance(fs, DetachedSync) else None
         self.records_max_per_append = config.records_max_per_append
         self._segments: list[_Segment] = []
         self._bases: list[int] = []
@@ -798,8 +789,8 @@ class JournalEngine:
         try:
             self._flush_pending()
             fs = self.fs
-            if self._detached_sync:
-                run, detached = fs.sync_handle(path), True  # type: ignore[attr-defined]
+            if self._sync_handle is not None:
+                run, detached = self._sync_handle(path), True
             else:
                 run, detached = (lambda: fs.sync(path)), False
         except DeviceError as exc:

@@ -346,12 +346,15 @@ def _decode_record(rd: _Reader, index: int, base_offset: int, base_ts: int) -> R
     headers = []
     for h in range(rd.uvarint(f"{where} header count")):
         headers.append((rd.text(f"{where} header {h} name"), rd.blob(f"{where} header {h} value")))
-    producer = [rd.svarint(f"{where} {name}") for name in ("producer_id", "epoch", "sequence")]
+    producer_id = rd.svarint(f"{where} producer_id")
+    epoch = rd.svarint(f"{where} epoch")
+    sequence = rd.svarint(f"{where} sequence")
     meta = []
     for m in range(rd.uvarint(f"{where} meta count")):
         meta.append((rd.text(f"{where} meta {m} key"), rd.text(f"{where} meta {m} value")))
     try:
-        return Record(offset, timestamp, key, payload, tuple(headers), *producer, tuple(meta))
+        return Record(offset, timestamp, key, payload, tuple(headers), producer_id, epoch, sequence,
+                      tuple(meta))
     except InvalidRecord as exc:
         raise CorruptBatch(at, f"a valid {where}", str(exc)) from None
 

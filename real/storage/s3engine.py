@@ -132,6 +132,7 @@ from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from real.storage.crc32c import crc32c
 from real.storage.devices import (
@@ -151,6 +152,8 @@ from real.storage.errors import (
     StorageError,
 )
 from real.storage.record import Record, appendable_size, decode_batch_at, encode_records
+
+_T = TypeVar("_T")
 
 FOOTER_MAGIC = b"TMQF"
 TRAILER_MAGIC = b"TMQS"
@@ -1092,11 +1095,11 @@ class S3Engine:
     def _call(
         self,
         op: str,
-        fn: Callable[..., object],
+        fn: Callable[..., _T],
         *args: object,
         poison: bool = True,
         missing_ok: bool = False,
-    ) -> object:
+    ) -> _T:
         """Runs one store request, retrying transient errors; other failures poison (unless
         `poison` is False); `NotFound` propagates without poisoning if `missing_ok`."""
         last: DeviceError | None = None

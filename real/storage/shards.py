@@ -20,9 +20,9 @@ engines of one node:
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from real.storage.errors import (
     InvalidArgument,
@@ -33,10 +33,16 @@ from real.storage.errors import (
     UnknownShard,
 )
 from real.storage.memory import MemoryEngine
-from real.storage.port import ShardEngine
+from real.storage.port import (
+    BackgroundSyncEngine,
+    DurableEngine,
+    ShardEngine,
+    SyncJob,
+    runs_background_sync,
+)
 from real.storage.record import Record
 
-EngineFactory = Callable[[str], ShardEngine]  # shard name -> its engine, opened (recovered)
+EngineFactory = Callable[[str], DurableEngine]  # shard name -> its engine, opened (recovered)
 SHARDS_MAX_DEFAULT = 100_000
 SHARD_NAME_BYTES_MAX = 1024
 RETENTION_SCAN_RECORDS = 1024
@@ -85,7 +91,7 @@ class ShardStore:
             raise InvalidArgument(f"shards_max must be an int >= 1, got {shards_max!r}")
         self.default_engine = default_engine
         self.shards_max = shards_max
-        self._shards: dict[str, tuple[str, ShardEngine]] = {}
+        self._shards: dict[str, tuple[str, DurableEngine]] = {}
         self.sync_failures: list[tuple[str, str]] = []
         """(shard, error) of engines that failed in `start_syncs`; the caller drains it."""
 
@@ -140,7 +146,7 @@ class ShardStore:
         start, end = engine.start_offset(), engine.end_offset()
         return ShardInfo(name, kind, start, end, end - start, engine.bytes_total())
 
-    def engine(self, name: str) -> ShardEngine:
+    def engine(self, name: str) -> DurableEngine:
         return self._lookup(name)[1]
 
     # ------------------------------------------------------------------------------- data path
@@ -148,7 +154,9 @@ class ShardStore:
     def append(self, name: str, records: Sequence[Record]) -> int:
         return self.engine(name).append(records)
 
-    def read(self, name: str, offset: int, records_max: int, bytes_max: int) -> list[Record]:
+    def read(
+        self, name: str, offset: int, records_max: int, bytes_max: int
+    ) -> builtins.list[Record]:
         return self.engine(name).read(offset, records_max, bytes_max)
 
     def offset_for_time(self, name: str, ts_ms: int) -> int:
@@ -170,8 +178,8 @@ class ShardStore:
         """Where a broker may acknowledge appends to `name`: the engine's `ack_end()` (the file
         journal under fsync "never": written to the OS), else its `durable_end()`."""
         engine = self.engine(name)
-        ack_end = getattr(engine, "ack_end", None)
-        return ack_end() if ack_end is not None else engine.durable_end()  # type: ignore[attr-defined]
+        ack_end: Callable[[], int] | None = getattr(engine, "ack_end", None)
+        return ack_end() if ack_end is not None else engine.durable_end()
 
     def next_flush_ms(self) -> int | None:
         """The earliest deadline of any shard's pending group commit or linger (None if idle).
@@ -186,7 +194,7 @@ class ShardStore:
                 due = at
         return due
 
-    def poll(self, now_ms: int) -> list[str]:
+    def poll(self, now_ms: int) -> builtins.list[str]:
         """Does the due work of every shard whose deadline has passed; returns their names."""
         polled = []
         for name in self.list():
@@ -197,21 +205,23 @@ class ShardStore:
                 polled.append(name)
         return polled
 
-    def start_syncs(self, now_ms: int) -> list[tuple[str, ShardEngine, Any]]:
+    def start_syncs(
+        self, now_ms: int
+    ) -> builtins.list[tuple[str, BackgroundSyncEngine, SyncJob]]:
         """`poll` for a shell that runs fdatasyncs away from its thread: a due shard whose engine
         has `background_sync` (the file journal's option) starts a job, returned as (name,
         engine, job): run `job.sync()`, then `engine.finish_sync(job, error)`. Other due shards
         are polled in place. A shard whose engine fails (and poisons itself) is skipped and its
         error appended to `sync_failures` (the caller reports them); the others go on."""
-        jobs = []
+        jobs: builtins.list[tuple[str, BackgroundSyncEngine, SyncJob]] = []
         for name in self.list():
             engine = self._shards[name][1]
             try:
                 due = engine.next_flush_ms()
                 if due is None or due > now_ms:
                     continue
-                if getattr(engine, "background_sync", False):
-                    job = engine.start_sync(now_ms)  # type: ignore[attr-defined]
+                if runs_background_sync(engine):
+                    job = engine.start_sync(now_ms)
                     if job is not None:
                         jobs.append((name, engine, job))
                 else:
@@ -257,7 +267,7 @@ class ShardStore:
         assert engine.end_offset() == end
         return cut
 
-    def _lookup(self, name: str) -> tuple[str, ShardEngine]:
+    def _lookup(self, name: str) -> tuple[str, DurableEngine]:
         try:
             return self._shards[name]
         except KeyError:

@@ -99,7 +99,8 @@ def test_we_read_kafka_python_batches(codec: int) -> None:
         assert builder.append(r.offset, r.timestamp_ms, r.key, r.value, list(r.headers))
     data = bytes(builder.build())
     (info,) = split_batches(data)
-    assert (info.pos, info.size, info.count, info.compression) == (0, len(data), len(recs), codec)
+    assert (info.pos, info.size, info.record_count, info.compression) == (
+        0, len(data), len(recs), codec)
     assert (info.producer_id, info.producer_epoch, info.base_sequence) == (4, 0, 2**31 - 3)
     assert info.last_sequence == 2  # 2**31 - 3 + 5 wraps modulo 2**31
     assert info.first_timestamp == recs[0].timestamp_ms
@@ -174,7 +175,7 @@ def test_build_decode_round_trip(items: list, codec: int) -> None:
 def test_split_finds_every_batch_of_a_blob() -> None:
     a, b = build_batch(sample(3)), build_batch(sample(1), compression=CODEC_GZIP)
     infos = split_batches(a + b)
-    assert [(i.pos, i.size, i.count) for i in infos] == [(0, len(a), 3), (len(a), len(b), 1)]
+    assert [(i.pos, i.size, i.record_count) for i in infos] == [(0, len(a), 3), (len(a), len(b), 1)]
     assert decode_batches(memoryview(a + b)) == sample(3) + sample(1)
 
 
