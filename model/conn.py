@@ -143,9 +143,11 @@ class SimNet:
         bw = self.spec.bandwidth_mb_s
         return 0 if bw <= 0 or nbytes == 0 else math.ceil(nbytes / bw)
 
-    def later(self, delay_us: int, action: Callable[[], None]) -> None:
-        event = self.env.timeout(delay_us)
-        event.callbacks.append(lambda _e: action())
+    def later(self, delay_us: int, action: Callable[[], object]) -> None:
+        def fire(_event: simpy.Event) -> None:
+            action()
+
+        self.env.timeout(delay_us).callbacks.append(fire)
 
 
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import simpy
-from simpy.events import Event
+from simpy.events import Event, EventPriority
 
 from model.conn import FIN, SimConn
 from model.fs import SimFileSystem
@@ -104,7 +104,7 @@ class SimHost:
         self.check_invariants = check_invariants
         self.filter_input = filter_input
         self.on_congested = on_congested
-        self.priority = 2 + spec.node_id
+        self.priority = EventPriority(2 + spec.node_id)
         self.gen = 0
         self.up = False
         self.core: NodeCore | None = None

@@ -591,8 +591,11 @@ class KClient:
         def reply(resp: dict) -> None:
             entry = next((t for t in resp["topics"] if t["name"] == topic), None)
             if entry is None or entry["error_code"] or not entry["partitions"]:
-                self.later(RETRY_BACKOFF_US, lambda: ch.conn is conn and self._metadata(
-                    ch, topic, done, timeout_ms))
+                def retry() -> None:
+                    if ch.conn is conn:
+                        self._metadata(ch, topic, done, timeout_ms)
+
+                self.later(RETRY_BACKOFF_US, retry)
                 return
             done(len(entry["partitions"]))
 
@@ -673,8 +676,11 @@ class Producer(KClient):
         def reply(body: dict) -> None:
             if body["error_code"] or body["producer_id"] < 0:
                 self.emit("pid-error", code=body["error_code"])
-                self.later(RETRY_BACKOFF_US, lambda: self.ch.conn is conn and
-                           self._init_producer_id())
+                def retry() -> None:
+                    if self.ch.conn is conn:
+                        self._init_producer_id()
+
+                self.later(RETRY_BACKOFF_US, retry)
                 return
             self.producer_id, self.producer_epoch = body["producer_id"], body["producer_epoch"]
             self.emit("pid", id=self.producer_id, epoch=self.producer_epoch)
@@ -1031,8 +1037,11 @@ class GroupConsumer(Consumer):
 
         def reply(body: dict) -> None:
             if body["error_code"]:
-                self.later(RETRY_BACKOFF_US, lambda: self.coord.conn is conn and
-                           self._on_metadata(partitions))
+                def retry() -> None:
+                    if self.coord.conn is conn:
+                        self._on_metadata(partitions)
+
+                self.later(RETRY_BACKOFF_US, retry)
                 return
             self.coord_ready = True
             if self.phase is not Phase.STABLE:
@@ -1305,8 +1314,12 @@ class KafkaWorld:
                                  send_raft=self._send_raft)
         self.peers: Network | None = None
         if len(ids) > 1:
+            def deliver(dst: int, msg: object) -> None:
+                assert isinstance(msg, Message), msg
+                hosts[dst].deliver(msg)
+
             self.peers = Network(self.env, list(ids), NetConfig(latency=config.cluster.latency),
-                                 seeds.derive, lambda dst, msg: hosts[dst].deliver(msg))
+                                 seeds.derive, deliver)
         return hosts
 
     def _send_raft(self, msg: Message) -> None:
@@ -1592,7 +1605,8 @@ class KafkaChecker:
             offsets.setdefault((r.producer, r.seq), {})[r.offset] = None
         for e in recvs:
             offsets.setdefault((e.producer, e.seq), {})[e.offset] = None
-        bad, ok = [], []
+        bad: list[str] = []
+        ok: list[str] = []
         for (prod, seq), offs in offsets.items():
             if len(offs) > 1:
                 item = f"prod{prod}#{seq} at offsets {sorted(offs)}"

@@ -18,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from real.storage import EngineFactory, MemoryEngine, ShardEngine
+from real.storage import EngineFactory, MemoryEngine
 from real.storage.devices import Clock, FileSystem, KeyValue, ObjectStore
+from real.storage.port import DurableEngine
 
 ENGINE_KINDS = ("memory", "file", "rocksdb", "s3")
 FSYNC_POLICIES = ("always", "group", "never")
@@ -44,7 +45,7 @@ class StorageSettings:
 def shard_key(name: str) -> str:
     """A filesystem- and S3-safe spelling of a shard name (percent-escapes; reversible up to
     SHARD_KEY_MAX characters, longer ones end in "~" and a hash of the name)."""
-    out = []
+    out: list[str] = []
     for ch in name:
         if ch in SAFE and not (ch == "." and not out):
             out.append(ch)
@@ -64,7 +65,7 @@ def _missing(kind: str) -> Any:
 def open_engine(kind: str, shard: str, settings: StorageSettings, clock: Clock, *,
                 fs: Callable[[], FileSystem] | None = None,
                 kv: Callable[[], KeyValue] | None = None,
-                store: Callable[[], ObjectStore] | None = None) -> ShardEngine:
+                store: Callable[[], ObjectStore] | None = None) -> DurableEngine:
     """One engine of `kind` for `shard` over the given devices."""
     s = settings
     key = shard_key(shard)
