@@ -71,3 +71,69 @@ def test_shell_may_use_io(tmp_path: Path) -> None:
     assert core_violations(tmp_path) == []
     roots = imported_roots("import a.b, c\nfrom d.e import f\n", "t")
     assert roots == [(1, "a"), (1, "c"), (2, "d")]
+
+
+# ---- one node type, hosted twice ---------------------------------------------------------------
+
+PARTS = ("RaftNode", "MetaStateMachine", "Broker", "KafkaBroker", "ShardStore", "MetaReplica")
+RETIRED_DRIVERS = ("SimBroker", "SimKafkaBroker", "SimMeta", "SimDisk")
+RAFT_WORLD = ("model/node.py", "model/world.py")
+"""The Raft-only world still drives RaftNode and MetaStateMachine itself; it moves onto SimHost
+next (issue 10). Nothing else in model/ may."""
+
+
+def constructed_names(source: str, filename: str) -> list[tuple[int, str]]:
+    """Names called as constructors (`X(...)`, `mod.X(...)`) and classes defined, with lines."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename=filename)):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else (
+                func.attr if isinstance(func, ast.Attribute) else "")
+            found.append((node.lineno, name))
+        elif isinstance(node, ast.ClassDef):
+            found.append((node.lineno, f"class {node.name}"))
+    return sorted(found)
+
+
+def host_violations(root: Path) -> list[str]:
+    problems = []
+    for path in sorted((root / "model").rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        for lineno, name in constructed_names(path.read_text(), rel):
+            if name in PARTS and rel not in RAFT_WORLD:
+                problems.append(f"{rel}:{lineno} builds {name} (only NodeCore may, via SimHost)")
+            elif name.removeprefix("class ") in RETIRED_DRIVERS:
+                problems.append(f"{rel}:{lineno} defines {name} (retired: use SimHost)")
+    return problems
+
+
+def node_core_builders(root: Path) -> list[str]:
+    found = []
+    for top in ("real", "model", "scenarios"):
+        for path in sorted((root / top).rglob("*.py")):
+            rel = path.relative_to(root).as_posix()
+            if any(name == "NodeCore" for _, name in constructed_names(path.read_text(), rel)):
+                found.append(rel)
+    return found
+
+
+def test_model_hosts_the_node_instead_of_building_its_parts() -> None:
+    assert host_violations(ROOT) == []
+
+
+def test_node_core_is_built_by_the_two_hosts_only() -> None:
+    assert sorted(node_core_builders(ROOT)) == ["model/host.py", "real/node/server.py"]
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("from real.mqtt.broker import Broker\nb = Broker(cfg, clock)\n", "builds Broker"),
+    ("import real.storage as s\nx = s.ShardStore({})\n", "builds ShardStore"),
+    ("class SimKafkaBroker:\n    pass\n", "defines class SimKafkaBroker"),
+])
+def test_host_rule_catches_violations(tmp_path: Path, source: str, expected: str) -> None:
+    target = tmp_path / "model" / "x.py"
+    target.parent.mkdir(parents=True)
+    target.write_text(source)
+    problems = host_violations(tmp_path)
+    assert len(problems) == 1 and expected in problems[0], problems
