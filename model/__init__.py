@@ -4,8 +4,9 @@
     dist.py      latency distributions (fixed, uniform, lognormal, normal-clipped), ms -> us
     clock.py     NodeClock: ticks <-> sim time with drift and skew
     net.py       Network: per-ordered-pair links (latency, loss, dup, reorder, partitions, bound)
-    disk.py      SimDisk: durable Raft state, unsynced buffer, fsync latency, torn crash
-    node.py      SimNode: the persist -> fsync -> send -> apply -> advance loop, crash/pause
+    fs.py        SimFileSystem: power loss (unsynced loss, torn writes), EIO, simulated time
+    node.py      SimNode: the persist -> fsync -> send -> apply -> advance loop, crash/pause;
+                 its Raft log is the real RaftLog (real/server/raftlog.py) on a SimFileSystem
     workload.py  Client: proposals to the leader with retries and bounds
     faults.py    Nemesis: random faults, then heal
     checkers.py  safety oracles run during the sim (election, log matching, completeness, SM)

@@ -5,6 +5,13 @@
     -> step queued messages / proposals
     -> while has_ready(): persist, fsync (sim time), send, apply, advance
 
+The Raft log is the real one: `real.server.raftlog.RaftLog` over this node's `SimFileSystem`
+(the same record format, recovery and compaction as `twinmq serve`). A Ready is appended at the
+instant it is produced; with `must_sync` the log is fdatasynced and the node waits the simulated
+time the filesystem charged since its last wait (appends, the sync, and any compaction or recovery
+before it) before it sends. A crash is a power loss of that filesystem (`fs.crash()`: unsynced
+appends lost or torn, see model/fs.py) and a restart recovers through `RaftLog`.
+
 Every resumption of a node process is an event with priority `2 + node_id`, so events at one
 instant run as: network arrivals, client and nemesis actions (priority NORMAL) first, then node
 wake-ups in node-id order. That order does not depend on when a wake-up was scheduled, which is
@@ -23,7 +30,7 @@ import simpy
 from simpy.events import Event
 
 from model.clock import NodeClock
-from model.disk import PutEntries, PutHardState, PutSnapshot, SimDisk
+from model.fs import SimFileSystem
 from real.raft.types import (
     DurableState,
     EntryKind,
@@ -33,6 +40,10 @@ from real.raft.types import (
     Ready,
     Role,
 )
+from real.server.raftlog import RaftLog
+
+META_DIR = "meta"
+"""The Raft log's directory on each node's simulated filesystem (`data_dir/meta` in real/)."""
 
 if TYPE_CHECKING:
     from model.world import World
@@ -69,13 +80,14 @@ class Wake(Event):
 
 class SimNode:
     def __init__(self, world: World, node_id: int, config: RaftConfig, clock: NodeClock,
-                 disk: SimDisk, rng: random.Random) -> None:
+                 fs: SimFileSystem, rng: random.Random) -> None:
         self.world = world
         self.env = world.env
         self.id = node_id
         self.config = config
         self.clock = clock
-        self.disk = disk
+        self.fs = fs
+        self.log: RaftLog | None = None
         self.rng = rng
         self.priority = 2 + node_id
         self.inbox: deque[Message | ClientPropose] = deque()
@@ -102,7 +114,8 @@ class SimNode:
     def start(self) -> None:
         """(Re)start from durable state only."""
         assert not self.alive, f"node {self.id} started twice"
-        durable: DurableState = self.disk.durable_state()
+        self.log = RaftLog(self.fs, META_DIR)
+        durable: DurableState = self.log.durable()
         world = self.world
         core_rng = random.Random(self.rng.getrandbits(64))  # noqa: S311 (simulation, not crypto)
         self.raft = world.raft_factory(self.id, self.config, core_rng, durable,
@@ -129,8 +142,11 @@ class SimNode:
         self._sleep_ev = self._resume_ev = self._timer = None  # the old process never wakes
         self._timer_at = -1
         self.inbox.clear()
-        lost = self.disk.unsynced
-        self.disk.crash()
+        assert self.log is not None
+        lost = self.fs.unsynced_ops(self.log.path)
+        self.log = None  # dropped, never closed: the power is gone
+        self.fs.crash()
+        self.fs.take_elapsed_us()  # the time the dead node's writes would have taken
         self.stats.crashes += 1
         self.world.trace.emit(self.env.now, self.id, "crash", unsynced_ops=lost)
 
@@ -291,10 +307,10 @@ class SimNode:
         self.stats.readies += 1
         self._persist(rd)
         if rd.must_sync:
-            yield self._at(self.disk.fsync_us())
+            self.log.sync()
+            yield self._at(self.fs.take_elapsed_us())
             if self.incarnation != inc:
                 return
-            self.disk.sync()
             self.stats.fsyncs += 1
             while self.paused:
                 self._resume_ev = self.env.event()
@@ -310,9 +326,11 @@ class SimNode:
             self._compact()
 
     def _persist(self, rd: Ready) -> None:
-        """Write snapshot, entries, hard state (unsynced) and feed the checkers, at the instant
+        """Append snapshot, entries, hard state (unsynced) and feed the checkers, at the instant
         the Ready is produced (a leader's completeness is judged against what was committed when
         it won, not after a pause during its first fsync)."""
+        self.log.save(snapshot=rd.snapshot, entries=rd.entries, hard_state=rd.hard_state,
+                      sync=False)
         checkers = self.world.checkers
         new_leader = False
         if rd.soft_state is not None:
@@ -322,13 +340,9 @@ class SimNode:
             self.world.on_role(self.id, term, role, rd.soft_state.leader)
             new_leader = role is Role.LEADER
         if rd.snapshot is not None:
-            self.disk.write(PutSnapshot(rd.snapshot, keep_suffix=False))
             checkers.on_snapshot(self.id, rd.snapshot, keep_suffix=False)
         if rd.entries:
-            self.disk.write(PutEntries(rd.entries))
             checkers.on_entries(self.id, rd.entries)
-        if rd.hard_state is not None:
-            self.disk.write(PutHardState(rd.hard_state))
         if new_leader:
             checkers.on_new_leader(self.id, self.raft.term)
 
@@ -371,7 +385,7 @@ class SimNode:
         raft.compact(self.applied, self.sm.snapshot())
         snap = raft.snapshot
         assert snap is not None and snap.meta.index == self.applied, (self.id, self.applied)
-        self.disk.write(PutSnapshot(snap, keep_suffix=True))
+        self.log.rewrite(snap)  # durable now; its fs time is waited at the next fsync
         self.world.checkers.on_snapshot(self.id, snap, keep_suffix=True)
         self.last_compact = self.applied
         self.stats.compactions += 1

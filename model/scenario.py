@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model.disk import DiskConfig
 from model.dist import Dist, DistError
+from model.fs import SimFsConfig
 from model.net import NetConfig
 from real.raft.types import Bug
 
@@ -45,6 +45,21 @@ class ClusterConfig:
     """Bytes of entries per APPEND (RaftConfig; at least one entry is always sent)."""
     max_inflight_msgs: int = 256
     """Unacknowledged APPENDs per follower in replicate state (RaftConfig)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DiskConfig:
+    """[disk]: each node's simulated filesystem (`model.fs.SimFsConfig`), which holds the node's
+    real Raft log (`real.server.raftlog.RaftLog`); the other SimFsConfig fields keep their
+    defaults (µs page-cache writes, 1000 MB/s device writes)."""
+
+    fsync: Dist = Dist("uniform", 0.2, 1.0)
+    """fdatasync latency (SimFsConfig.sync_latency); a directory sync costs the same."""
+    torn_writes: bool = True
+    """A power loss may keep a byte prefix of the first lost append (SimFsConfig.torn_writes)."""
+
+    def fs_config(self) -> SimFsConfig:
+        return SimFsConfig(torn_writes=self.torn_writes, sync_latency=self.fsync)
 
 
 @dataclass(frozen=True, slots=True)

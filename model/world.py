@@ -2,8 +2,9 @@
 checkers and trace, built from a `Scenario` and a seed. `World(scenario, seed).run()` returns a
 `RunResult` whose outcome is `ok | safety | liveness | crash`.
 
-RNG streams are derived in this fixed order: clock-drift; per node ascending: disk-N, node-N; per
-link (src, dst ascending): link-S-D; client; nemesis. Appending a stream at the end keeps every
+RNG streams are derived in this fixed order: clock-drift; per node ascending: disk-N (the node's
+`SimFileSystem`, which holds its real Raft log), node-N; per link (src, dst ascending): link-S-D;
+client; nemesis. Appending a stream at the end keeps every
 existing one (and so old traces) unchanged; inserting one in the middle does not.
 """
 
@@ -20,8 +21,8 @@ import simpy
 
 from model.checkers import OUTCOME_CODES, Checkers, SafetyViolation
 from model.clock import NodeClock
-from model.disk import SimDisk
 from model.faults import Nemesis
+from model.fs import SimFileSystem
 from model.net import Network
 from model.node import SimNode
 from model.rng import SeedTree
@@ -101,12 +102,13 @@ class World:
         s, seeds = self.scenario, self.seeds
         drift_rng = seeds.derive("clock-drift")
         config = raft_config(s)
+        fs_config = s.disk.fs_config()
         self.nodes: dict[int, SimNode] = {}
         for nid in self.node_ids:
             drift = NodeClock.random_drift(drift_rng, s.clock.drift_ppm)
             clock = NodeClock(s.cluster.tick_ms, drift)
-            disk = SimDisk(nid, s.disk, seeds.derive(f"disk-{nid}"))
-            self.nodes[nid] = SimNode(self, nid, config, clock, disk, seeds.derive(f"node-{nid}"))
+            fs = SimFileSystem(seeds.derive(f"disk-{nid}"), fs_config)
+            self.nodes[nid] = SimNode(self, nid, config, clock, fs, seeds.derive(f"node-{nid}"))
         self.net = Network(self.env, self.node_ids, s.network, seeds.derive, self._deliver)
         self.client = Client(self, s.workload, seeds.derive("client"), encode_proposal)
         self.nemesis = Nemesis(self, s.faults, seeds.derive("nemesis"))
@@ -224,7 +226,9 @@ class World:
     def _node_totals(self) -> dict[str, int]:
         rows = [dataclasses.asdict(self.nodes[nid].stats) for nid in self.node_ids]
         totals = _sum_stats(rows)
-        totals["disk_lost_ops"] = sum(self.nodes[n].disk.lost_ops for n in self.node_ids)
+        fs_stats = [self.nodes[n].fs.stats for n in self.node_ids]
+        totals["disk_bytes_lost"] = sum(st.bytes_lost for st in fs_stats)
+        totals["disk_torn_bytes_kept"] = sum(st.torn_bytes_kept for st in fs_stats)
         return totals
 
     def stats(self) -> dict[str, Any]:

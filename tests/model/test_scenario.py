@@ -52,3 +52,15 @@ def test_with_bugs_merges_and_validates() -> None:
     assert s.cluster.bugs == ("vote-without-log-check",)
     with pytest.raises(ScenarioError, match="unknown bug 'typo'"):
         with_bugs(s, ["typo"])
+
+
+def test_disk_section_maps_onto_the_simulated_filesystem() -> None:
+    from model.dist import Dist
+
+    s = from_dict({"disk": {"fsync": {"dist": "uniform", "low_ms": 1, "high_ms": 5},
+                            "torn_writes": False}})
+    fs = s.disk.fs_config()
+    assert fs.sync_latency == Dist("uniform", 1.0, 5.0) and fs.torn_writes is False
+    with pytest.raises(ScenarioError, match=r"unknown key 'unsynced_ops_max' in \[disk\].*"
+                       r"expected one of \['fsync', 'torn_writes'\]"):
+        from_dict({"disk": {"unsynced_ops_max": 10}})

@@ -14,9 +14,9 @@ from scenarios import bughunt
 # bug -> (first failing seed found by the hunt, expected outcome, a word of the checker detail)
 KNOWN: dict[str, tuple[int, str, str]] = {
     "vote-without-log-check": (1, "safety", "leader-completeness"),
-    "commit-old-term-by-count": (5, "safety", "leader-completeness"),
-    "vote-not-persisted": (7, "safety", "election-safety"),
-    "accept-stale-term-append": (3, "safety", "state-machine-safety"),
+    "commit-old-term-by-count": (19, "safety", "leader-completeness"),
+    "vote-not-persisted": (118, "safety", "election-safety"),
+    "accept-stale-term-append": (113, "safety", "state-machine-safety"),
     "no-truncate-on-conflict": (1, "safety", "log-matching"),
     "commit-beyond-match": (1, "safety", "state-machine-safety"),
 }
