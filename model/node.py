@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import simpy
-from simpy.events import Event
+from simpy.events import Event, EventPriority
 
-from model.clock import NodeClock
+from model.clock import NodeClock, now_us
 from model.fs import SimFileSystem
 from real.raft.types import (
     DurableState,
@@ -70,7 +70,7 @@ class NodeStats:
 class Wake(Event):
     """An already-triggered event, processed at `now + delay` with a given priority."""
 
-    def __init__(self, env: simpy.Environment, delay: int, priority: int) -> None:
+    def __init__(self, env: simpy.Environment, delay: int, priority: EventPriority) -> None:
         self.env = env
         self.callbacks = []
         self._value = None
@@ -89,7 +89,7 @@ class SimNode:
         self.fs = fs
         self.log: RaftLog | None = None
         self.rng = rng
-        self.priority = 2 + node_id
+        self.priority = EventPriority(2 + node_id)
         self.inbox: deque[Message | ClientPropose] = deque()
         self.inbox_max = world.scenario.cluster.inbox_max
         self.skipping = world.scenario.cluster.tick_skipping
@@ -126,11 +126,11 @@ class SimNode:
         world.checkers.on_restart(self.id, snap, durable.entries)
         self.alive, self.paused, self._in_ready = True, False, False
         self.incarnation += 1
-        self.clock.restart(self.env.now)
+        self.clock.restart(now_us(self.env))
         self._sleep_ev = self._resume_ev = self._timer = None
         self._timer_at = -1
         self.env.process(self._run(self.incarnation))
-        world.trace.emit(self.env.now, self.id, "start", term=durable.hard_state.term,
+        world.trace.emit(now_us(self.env), self.id, "start", term=durable.hard_state.term,
                          commit=durable.hard_state.commit, entries=len(durable.entries),
                          snapshot=snap.meta.index if snap is not None else 0)
 
@@ -148,20 +148,20 @@ class SimNode:
         self.fs.crash()
         self.fs.take_elapsed_us()  # the time the dead node's writes would have taken
         self.stats.crashes += 1
-        self.world.trace.emit(self.env.now, self.id, "crash", unsynced_ops=lost)
+        self.world.trace.emit(now_us(self.env), self.id, "crash", unsynced_ops=lost)
 
     def pause(self) -> None:
         assert self.alive and not self.paused, self.id
         self._catch_up_ticks()
         self.paused = True
-        self.world.trace.emit(self.env.now, self.id, "pause")
+        self.world.trace.emit(now_us(self.env), self.id, "pause")
 
     def resume(self) -> None:
         if not self.alive or not self.paused:
             return
         self.paused = False
-        self.clock.restart(self.env.now)
-        self.world.trace.emit(self.env.now, self.id, "resume")
+        self.clock.restart(now_us(self.env))
+        self.world.trace.emit(now_us(self.env), self.id, "resume")
         self._trigger(self._resume_ev)
         self._kick()
 
@@ -170,7 +170,7 @@ class SimNode:
         moved), exactly like a tick-by-tick node does at its next tick."""
         if self.alive and not self.paused:
             self._catch_up_ticks()
-        self.clock.set_skew(self.env.now, skew_ppm)
+        self.clock.set_skew(now_us(self.env), skew_ppm)
         self._timer, self._timer_at = None, -1
         self._kick()
 
@@ -246,7 +246,7 @@ class SimNode:
 
     def _run_ticks(self) -> bool:
         """Run the tick boundaries passed; True if they produced a Ready (stop there)."""
-        due = self.clock.due(self.env.now)
+        due = self.clock.due(now_us(self.env))
         raft = self.raft
         while due > 0:
             if self.skipping:
@@ -270,7 +270,7 @@ class SimNode:
         (not while a Ready is in flight: neither mode ticks during an fsync)."""
         if self._in_ready or self.env.now == 0:
             return
-        due = self.clock.due(self.env.now - 1)
+        due = self.clock.due(now_us(self.env) - 1)
         if due == 0:
             return
         if self.skipping:
@@ -307,6 +307,7 @@ class SimNode:
         self.stats.readies += 1
         self._persist(rd)
         if rd.must_sync:
+            assert self.log is not None
             self.log.sync()
             yield self._at(self.fs.take_elapsed_us())
             if self.incarnation != inc:
@@ -329,6 +330,7 @@ class SimNode:
         """Append snapshot, entries, hard state (unsynced) and feed the checkers, at the instant
         the Ready is produced (a leader's completeness is judged against what was committed when
         it won, not after a pause during its first fsync)."""
+        assert self.log is not None
         self.log.save(snapshot=rd.snapshot, entries=rd.entries, hard_state=rd.hard_state,
                       sync=False)
         checkers = self.world.checkers
@@ -352,7 +354,7 @@ class SimNode:
         for m in messages:
             assert m.src == self.id, (self.id, m)
             if trace_msgs:
-                self.world.trace.emit(self.env.now, self.id, "send", type=m.type.value,
+                self.world.trace.emit(now_us(self.env), self.id, "send", type=m.type.value,
                                       dst=m.dst, term=m.term, index=m.index, n=len(m.entries))
             net.send(self.id, m.dst, m)
 
@@ -361,7 +363,7 @@ class SimNode:
         if rd.snapshot is not None:
             self.sm = world.sm_restore(rd.snapshot.meta.index, rd.snapshot.data)
             self.applied = self.last_compact = rd.snapshot.meta.index
-            world.trace.emit(self.env.now, self.id, "restore", index=rd.snapshot.meta.index)
+            world.trace.emit(now_us(self.env), self.id, "restore", index=rd.snapshot.meta.index)
         if not rd.committed_entries:
             return
         checkers, sm, term = world.checkers, self.sm, self.raft.term
@@ -377,7 +379,7 @@ class SimNode:
                 sm.apply(entry.index, b"")
             self.applied = entry.index
         assert sm.applied_index == self.applied, (self.id, sm.applied_index, self.applied)
-        world.trace.emit(self.env.now, self.id, "apply", lo=rd.committed_entries[0].index,
+        world.trace.emit(now_us(self.env), self.id, "apply", lo=rd.committed_entries[0].index,
                          hi=self.applied)
 
     def _compact(self) -> None:
@@ -385,8 +387,9 @@ class SimNode:
         raft.compact(self.applied, self.sm.snapshot())
         snap = raft.snapshot
         assert snap is not None and snap.meta.index == self.applied, (self.id, self.applied)
+        assert self.log is not None
         self.log.rewrite(snap)  # durable now; its fs time is waited at the next fsync
         self.world.checkers.on_snapshot(self.id, snap, keep_suffix=True)
         self.last_compact = self.applied
         self.stats.compactions += 1
-        self.world.trace.emit(self.env.now, self.id, "compact", index=self.applied)
+        self.world.trace.emit(now_us(self.env), self.id, "compact", index=self.applied)

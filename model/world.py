@@ -20,7 +20,7 @@ from typing import IO, Any
 import simpy
 
 from model.checkers import OUTCOME_CODES, Checkers, SafetyViolation
-from model.clock import NodeClock
+from model.clock import NodeClock, now_us
 from model.faults import Nemesis
 from model.fs import SimFileSystem
 from model.net import Network
@@ -137,10 +137,10 @@ class World:
                 and nodes[nid].raft.role is Role.LEADER]
 
     def on_role(self, node: int, term: int, role: Role, leader: int) -> None:
-        self.trace.emit(self.env.now, node, "role", role=role.value, term=term, leader=leader)
+        self.trace.emit(now_us(self.env), node, "role", role=role.value, term=term, leader=leader)
         if role is Role.LEADER and self.heal_us and self.env.now >= self.heal_us:
             if self.first_leader_after_heal_us < 0:
-                self.first_leader_after_heal_us = self.env.now
+                self.first_leader_after_heal_us = now_us(self.env)
             self._maybe_live()
 
     def on_committed(self, node: int, entry: Entry) -> None:
@@ -148,7 +148,7 @@ class World:
         if pid is None:
             return
         p = self.client.proposals[pid]
-        self.trace.emit(self.env.now, node, "commit", pid=pid, index=entry.index,
+        self.trace.emit(now_us(self.env), node, "commit", pid=pid, index=entry.index,
                         latency_us=self.env.now - p.created_us, attempts=p.attempt)
         if self.heal_us and self.env.now >= self.heal_us:
             self._maybe_live()
@@ -168,7 +168,7 @@ class World:
         self.pending_at_heal = self.client.pending()
         if self.scenario.workload.stop_at_heal:
             self.client.stopped = True
-        self.trace.emit(self.env.now, 0, "heal", pending=len(self.pending_at_heal))
+        self.trace.emit(now_us(self.env), 0, "heal", pending=len(self.pending_at_heal))
         budget = round(self.scenario.liveness_budget_ms * US_PER_MS)
         deadline = self.env.timeout(budget)
         deadline.callbacks.append(lambda _ev: self._liveness_deadline())
@@ -184,7 +184,7 @@ class World:
         if self.verdict or self.env.now < self.heal_us or not self._is_live():
             return
         self.verdict = "ok"
-        self.trace.emit(self.env.now, 0, "verdict", outcome="ok",
+        self.trace.emit(now_us(self.env), 0, "verdict", outcome="ok",
                         after_heal_us=self.env.now - self.heal_us)
         self.stop.succeed()
 
@@ -220,7 +220,7 @@ class World:
         except Exception as exc:  # an exception in the core (or the shell): a crash
             outcome, detail = "crash", crash_detail(exc)
         if outcome != "ok" or not self.verdict:
-            self.trace.emit(self.env.now, 0, "verdict", outcome=outcome, detail=detail)
+            self.trace.emit(now_us(self.env), 0, "verdict", outcome=outcome, detail=detail)
         return RunResult(outcome, detail, self.trace.hexdigest(), int(self.env.now), self.stats())
 
     def _node_totals(self) -> dict[str, int]:
