@@ -9,8 +9,11 @@ The Raft log is the real one: `real.server.raftlog.RaftLog` over this node's `Si
 (the same record format, recovery and compaction as `twinmq serve`). A Ready is appended at the
 instant it is produced; with `must_sync` the log is fdatasynced and the node waits the simulated
 time the filesystem charged since its last wait (appends, the sync, and any compaction or recovery
-before it) before it sends. A crash is a power loss of that filesystem (`fs.crash()`: unsynced
-appends lost or torn, see model/fs.py) and a restart recovers through `RaftLog`.
+before it) before it sends. The fsync is durable when issued (as in model/mqtt.py and
+model/kafka.py), so a crash during that wait keeps the Ready; Readies without `must_sync`
+(commit-only hard states) stay unsynced. A crash is a power loss of that filesystem
+(`fs.crash()`: unsynced appends lost or torn, see model/fs.py) and a restart recovers through
+`RaftLog`.
 
 Every resumption of a node process is an event with priority `2 + node_id`, so events at one
 instant run as: network arrivals, client and nemesis actions (priority NORMAL) first, then node
@@ -146,7 +149,7 @@ class SimNode:
         lost = self.fs.unsynced_ops(self.log.path)
         self.log = None  # dropped, never closed: the power is gone
         self.fs.crash()
-        self.fs.take_elapsed_us()  # the time the dead node's writes would have taken
+        self.fs.take_elapsed_us()  # time charged to the dead incarnation is never waited
         self.stats.crashes += 1
         self.world.trace.emit(now_us(self.env), self.id, "crash", unsynced_ops=lost)
 
@@ -307,7 +310,7 @@ class SimNode:
         self.stats.readies += 1
         self._persist(rd)
         if rd.must_sync:
-            assert self.log is not None
+            assert self.log is not None, self.id
             self.log.sync()
             yield self._at(self.fs.take_elapsed_us())
             if self.incarnation != inc:
@@ -330,7 +333,7 @@ class SimNode:
         """Append snapshot, entries, hard state (unsynced) and feed the checkers, at the instant
         the Ready is produced (a leader's completeness is judged against what was committed when
         it won, not after a pause during its first fsync)."""
-        assert self.log is not None
+        assert self.log is not None, self.id
         self.log.save(snapshot=rd.snapshot, entries=rd.entries, hard_state=rd.hard_state,
                       sync=False)
         checkers = self.world.checkers
@@ -387,7 +390,7 @@ class SimNode:
         raft.compact(self.applied, self.sm.snapshot())
         snap = raft.snapshot
         assert snap is not None and snap.meta.index == self.applied, (self.id, self.applied)
-        assert self.log is not None
+        assert self.log is not None, self.id
         self.log.rewrite(snap)  # durable now; its fs time is waited at the next fsync
         self.world.checkers.on_snapshot(self.id, snap, keep_suffix=True)
         self.last_compact = self.applied

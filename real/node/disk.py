@@ -13,8 +13,10 @@ API (what `real/node/server.py` and `MetaReplica` use):
     disk.sync(); disk.rewrite(snapshot); disk.close()
     disk.dir, disk.path, disk.bytes, disk.entry_count, disk.log (the RaftLog)
 
-Errors: `DiskError` (locked, bad magic), `DiskCorruption` (mid-log corruption; the message names
-the file and byte positions), `real.storage.devices.DeviceError` for I/O failures.
+Errors: `DiskError` (locked, bad magic, an I/O failure while opening), `DiskCorruption` (mid-log
+corruption; the message names the file and byte positions), `real.storage.devices.DeviceError`
+for an I/O failure after opening. Syncs are fdatasync (`OsFileSystem.sync`): enough for an
+append-only file, whose size change it flushes.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from real.server.raftlog import (
     replay,
     scan,
 )
+from real.storage.devices import DeviceError
 
 __all__ = [
     "LOCK_NAME", "LOG_NAME", "MAGIC", "DiskCorruption", "DiskError", "RaftDisk", "Recovery",
@@ -66,6 +69,9 @@ class RaftDisk:
         except DiskError as exc:
             self._release()
             raise type(exc)(f"{self.dir}/{exc}") from None
+        except DeviceError as exc:  # unreadable at startup: the CLI reports DiskError, exit 1
+            self._release()
+            raise DiskError(f"{self.dir}: {exc}") from exc
         except BaseException:
             self._release()
             raise

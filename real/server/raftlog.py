@@ -177,22 +177,36 @@ def replay(records: list[Record]) -> DurableState:
 
 def fold(hard: HardState, snap: Snapshot | None, entries: list[Entry], records: list[Record]
          ) -> tuple[HardState, Snapshot | None, list[Entry]]:
-    """Apply `records` to a state; mutates `entries` in place. Raises DiskCorruption."""
-    for i, rec in enumerate(records):
+    """Apply `records` to a state; mutates `entries` in place, but only once `check` passed
+    (a DiskCorruption leaves it untouched)."""
+    check(snap, entries, records)
+    for rec in records:
         if isinstance(rec, HardState):
             hard = rec
         elif isinstance(rec, Snapshot):
             snap, entries = rec, []
         else:
             first = snap.meta.index + 1 if snap is not None else 1
-            last = entries[-1].index if entries else first - 1
-            if not first <= rec.index <= last + 1:
-                raise DiskCorruption(f"record {i}: entry index {rec.index} outside "
-                                     f"[{first}, {last + 1}]")
             del entries[rec.index - first:]
             entries.append(rec)
     assert not entries or entries[-1].index - entries[0].index == len(entries) - 1
     return hard, snap, entries
+
+
+def check(snap: Snapshot | None, entries: list[Entry], records: list[Record]) -> None:
+    """Raises DiskCorruption if an entry of `records` would leave a gap (or fall inside a
+    snapshot) when applied after `snap` and `entries`."""
+    first = snap.meta.index + 1 if snap is not None else 1
+    last = entries[-1].index if entries else first - 1
+    for i, rec in enumerate(records):
+        if isinstance(rec, Snapshot):
+            first = rec.meta.index + 1
+            last = first - 1
+        elif isinstance(rec, Entry):
+            if not first <= rec.index <= last + 1:
+                raise DiskCorruption(f"record {i}: entry index {rec.index} outside "
+                                     f"[{first}, {last + 1}]")
+            last = rec.index
 
 
 # ---- the log -----------------------------------------------------------------------------------
@@ -266,14 +280,14 @@ class RaftLog:
             records.append(hard_state)
         if not parts:
             return
-        # Validate against a copy before writing, so a bad Ready never reaches the file.
-        state = fold(self._hard, self._snap, list(self._entries), records)
+        check(self._snap, self._entries, records)  # a bad Ready never reaches the file
         data = b"".join(parts)
         size = self.fs.append(self.path, data)
         assert size == self.bytes + len(data), (self.path, size, self.bytes, len(data))
         if sync:
             self.fs.sync(self.path)
-        self._hard, self._snap, self._entries = state
+        self._hard, self._snap, self._entries = fold(self._hard, self._snap, self._entries,
+                                                     records)
         self.bytes = size
 
     def rewrite(self, snapshot: Snapshot) -> None:

@@ -273,3 +273,11 @@ def test_corruption_names_the_file_and_byte(tmp_path: Path) -> None:
     (tmp_path / LOG_NAME).write_bytes(bytes(buf))
     with pytest.raises(DiskCorruption, match=rf"{tmp_path / LOG_NAME}: bad record at byte 8 "):
         RaftDisk(tmp_path)
+
+
+def test_an_unreadable_log_is_a_disk_error_naming_the_directory(tmp_path: Path) -> None:
+    (tmp_path / LOG_NAME).mkdir()  # a directory where the log file should be
+    with pytest.raises(DiskError, match=str(tmp_path)):
+        RaftDisk(tmp_path)
+    (tmp_path / LOG_NAME).rmdir()
+    RaftDisk(tmp_path).close()  # the lock was released
