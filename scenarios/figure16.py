@@ -501,32 +501,33 @@ DISCUSSION_MD = """## Discussion (numbers quoted for the committed run: seed 1, 
 
 **Where we agree.** The shape of both graphs: every line starts at roughly half the minimum
 timeout plus a vote round trip (the paper's "smallest possible downtime is about half the minimum
-election timeout"; our minima are 93-105 ms for min 150 and 29 ms for 12-24); more randomness in
-the timeout shortens the tail (p99: 150-151 2.7 s, 150-155 1.7 s, 150-175 658 ms, 150-200 528 ms,
-150-300 473 ms). With 50 ms of randomness (150-200) our p99 is 528 ms against the paper's
-worst case of 513 ms over 1000 trials; our worst case is 1.2 s. The 150-150 line, on a network
-whose delay barely varies (7.4-7.6 ms, the extra series), reproduces the paper's pathology: 37 of
-100 trials took over 10 s, 2 elected no leader within 60 s, 61 terms per trial on average.
+election timeout"; our minima are 96-104 ms for min 150 and 29 ms for 12-24); more randomness in
+the timeout shortens the tail, though 150-175 and 150-200 are level (p99: 150-151 2.3 s, 150-155
+1.5 s, 150-175 524 ms, 150-200 527 ms, 150-300 444 ms). With 50 ms of randomness (150-200) our p99
+is 527 ms against the paper's worst case of 513 ms over 1000 trials; our worst case is 1.2 s. The
+150-150 line, on a network whose delay barely varies (7.4-7.6 ms, the extra series), reproduces
+the paper's pathology: 34 of 100 trials took over 10 s, 5 elected no leader within 60 s, 57 terms
+per trial on average.
 
 **Where we differ, and why.**
 
 1. *Network jitter is timeout randomness.* With latency uniform in 5-10 ms every heartbeat and
    vote request arrives with up to 5 ms of independent jitter, which desynchronises the followers'
    timers exactly as randomized timeouts do. So our plain 150-150 line (same 5-10 ms network as the
-   other lines) elects in 159 ms median and never takes over 10 s (max 5.0 s), unlike the paper's
+   other lines) elects in 157 ms median and never takes over 10 s (max 5.5 s), unlike the paper's
    ">10 s consistently"; only the low-jitter network reproduces it. The paper's 15 ms broadcast
    time was presumably dominated by less variable costs (disk writes) than our per-message jitter.
-2. *150-155: our median is lower than the paper's 287 ms (157 ms), our tail longer.* Half of our
+2. *150-155: our median is lower than the paper's 287 ms (159 ms), our tail longer.* Half of our
    trials are won by the first candidate at ~half the minimum timeout plus a round trip; the
-   rest need one or more further rounds (2.4 terms on average). Our log-length setup makes some
+   rest need one or more further rounds (2.3 terms on average). Our log-length setup makes some
    first candidates ineligible, and the paper does not say how different its logs were, so the
    split between "first candidate wins" and "another round" is where the two setups differ most.
-3. *Short timeouts are slower than the paper's.* 12-24 averages 83 ms (max 321 ms) vs 35 ms
+3. *Short timeouts are slower than the paper's.* 12-24 averages 82 ms (max 243 ms) vs 35 ms
    (max 152 ms). With a 5-10 ms one-way delay and only 12 ms of timeout spread, a second follower
    often times out before the first candidate's request reaches it (3.9 terms on average). The
    paper's figure implies fewer split votes, i.e. a broadcast time well below 15 ms in that test,
    or less jitter; it also notes 12-24 violates the timing requirement. 25-50 and 50-100 behave
-   as expected (median 61 and 83 ms).
+   as expected (median 60 and 83 ms).
 4. *Ticks.* Timeouts are whole 1-ms ticks, and a timer started mid-tick expires at a tick
    boundary (up to 1 ms early); the nodes' tick phases are independent. Negligible next to the
    5 ms of network jitter, but it is why 150-150 is not perfectly deterministic either.
@@ -541,14 +542,14 @@ case of 2.1 s: our `RaftNode` restarted a follower's election timer on *any* hig
 including a vote request it rejected because the candidate's log was behind. Figure 2 of the
 paper restarts the timer only on AppendEntries from the current leader or on granting a vote
 (LogCabin does the same; etcd restarts it). With the fix, 150-300's worst case fell from 2088 to
-709 ms, 150-200's p99 from 1107 to 528 ms and 12-24's mean from 109 to 83 ms.
+581 ms, 150-200's p99 from 1107 to 527 ms and 12-24's mean from 109 to 82 ms.
 
 **Pre-vote and check-quorum (our defaults).** Pre-vote costs one extra round trip per election
-(150-300 minimum 119 vs 105 ms, median 200 vs 186 ms) and in exchange almost every election is
-won by the first real candidate (1.04 terms on average vs 1.37): an ineligible or early candidate
-fails its pre-vote without raising the term. The tail shrinks (150-300 max 553 vs 709 ms;
-150-155 p99 895 vs 1667 ms). Adding check-quorum changes little for 150-300 (median 198 ms, max
-558 ms) but hurts 150-155 (median 276 ms): the leader lease makes a follower ignore pre-votes
+(150-300 minimum 119 vs 104 ms, median 199 vs 185 ms) and in exchange almost every election is
+won by the first real candidate (1.04 terms on average vs 1.35): an ineligible or early candidate
+fails its pre-vote without raising the term. The tail shrinks (150-300 max 496 vs 581 ms;
+150-155 p99 890 vs 1454 ms). Adding check-quorum changes little for 150-300 (median 198 ms, max
+560 ms) but hurts 150-155 (median 279 ms): the leader lease makes a follower ignore pre-votes
 until the minimum timeout has passed since its own last heartbeat, and with only 5 ms of timeout
 spread the first pre-candidate often asks before the others' leases expire, so it has to wait
 for another timeout.
