@@ -60,7 +60,7 @@ simulator's shell misbehaves around it):
 **Checkers** (`KafkaChecker`) read only the client-observed history plus the fault log:
 - *lost*: every acknowledged record must be consumed by every reader and by every group (any
   member). Not consumed while the consumer read past its offset on that partition is `lost`
-  (correctness); not consumed and never passed is `unconsumed` (liveness).
+  (safety); not consumed and never passed is `unconsumed` (liveness).
 - *offset conflicts*: one (partition, offset) must never hold two different records, across
   acknowledgements and every consumer's receipts (catches offsets reused after lost data).
 - *gaps*: the offsets consumers saw on a partition must be contiguous from 0 to the highest seen.
@@ -75,7 +75,7 @@ simulator's shell misbehaves around it):
 - *owners*: within one generation, at most one member is assigned each partition.
 - *liveness*: after the drain, no producer still holds unacknowledged or unsent records.
 
-Outcome `ok | correctness | liveness | crash` (exit codes 0..3; 4 usage/scenario error); `crash`
+Outcome `ok | safety | liveness | crash` (exit codes 0..3; 4 usage/scenario error); `crash`
 is an exception in the broker core or this shell.
 
 **Trace kinds** (node 0: the broker machine and faults; node N: client N, producers first, then
@@ -109,6 +109,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import simpy
+
+from model.checkers import OUTCOME_CODES
 
 # One scenario-loading vocabulary for both broker simulators (errors name file and key).
 from model.conn import FIN, NetSpec, SimConn, SimNet, Switchboard
@@ -144,7 +146,6 @@ from real.server.node import NodeCore, Proto
 from real.server.storage import StorageSettings
 
 US_PER_MS = 1000
-OUTCOME_CODES = {"ok": 0, "correctness": 1, "liveness": 2, "crash": 3}
 USAGE_ERROR = 4
 STATE_LOGS = ("journal", "memory")
 BUGS = ("drop-acked-batch", "no-dedupe")
@@ -1578,7 +1579,7 @@ class KafkaChecker:
         report["outcome"], report["detail"] = "ok", ""
         for items, what in problems:
             if items:
-                report["outcome"] = "correctness"
+                report["outcome"] = "safety"
                 report["detail"] = f"{len(items)} {what} (first: {items[0]})"
                 return report
         if unfinished or unconsumed:
@@ -1768,7 +1769,7 @@ def sweep(config: KafkaSimConfig, seeds: list[int], jobs: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one seed and print the summary; exit code 0 ok, 1 correctness, 2 liveness, 3 crash,
+    """Run one seed and print the summary; exit code 0 ok, 1 safety, 2 liveness, 3 crash,
     4 usage or scenario error."""
     try:
         args = _parser().parse_args(argv)

@@ -49,7 +49,7 @@ runs here; only the world around it is simulated:
   receipts) in publish order.
 - liveness: after the drain, no publisher still holds unacknowledged or unsent messages.
 
-Outcome: `ok | correctness | liveness | crash` (exit codes 0..3); `crash` is an exception in the
+Outcome: `ok | safety | liveness | crash` (exit codes 0..3); `crash` is an exception in the
 broker or the shell.
 
 **Trace kinds** (node 0: the broker machine and faults; node N: client N, subscribers first):
@@ -82,6 +82,7 @@ from typing import IO, Any
 
 import simpy
 
+from model.checkers import OUTCOME_CODES
 from model.conn import FIN, NetSpec, SimConn, SimNet, Switchboard
 from model.dist import Dist, DistError
 from model.fs import SimFileSystem, SimFsConfig
@@ -115,7 +116,6 @@ from real.server.node import NodeCore, Proto
 from real.server.storage import StorageSettings
 
 US_PER_MS = 1000
-OUTCOME_CODES = {"ok": 0, "correctness": 1, "liveness": 2, "crash": 3}
 USAGE_ERROR = 4
 STATE_DIR = "mqtt-state"
 STATE_LOGS = ("journal", "memory")
@@ -894,13 +894,13 @@ class MqttChecker:
                  unfinished: int) -> tuple[str, str]:
         if lost:
             s, p, seq = lost[0]
-            return "correctness", (f"{len(lost)} acknowledged message(s) never reached a "
+            return "safety", (f"{len(lost)} acknowledged message(s) never reached a "
                                    f"persistent subscriber (first: pub{p} seq {seq} -> sub{s})")
         if dup2_clean:
-            return "correctness", (f"{dup2_clean} QoS 2 duplicate(s) with no broker crash "
+            return "safety", (f"{dup2_clean} QoS 2 duplicate(s) with no broker crash "
                                    "in between")
         if order:
-            return "correctness", f"{len(order)} order violation(s) (first: {order[0]})"
+            return "safety", f"{len(order)} order violation(s) (first: {order[0]})"
         if unfinished:
             return "liveness", (f"{unfinished} message(s) still unacknowledged or unsent at the "
                                 "end of the drain period")
@@ -1045,7 +1045,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one seed and print the summary; exit code 0 ok, 1 correctness, 2 liveness, 3 crash,
+    """Run one seed and print the summary; exit code 0 ok, 1 safety, 2 liveness, 3 crash,
     4 usage or scenario error."""
     try:
         args = _parser().parse_args(argv)

@@ -101,7 +101,7 @@ def test_broker_crashes_pass_every_checker() -> None:
 def test_checker_catches_a_broker_that_loses_partitions_on_crash() -> None:
     """The same run with MemoryEngine shards that a crash wipes: offsets get reused."""
     result = run(config_from_dict(crash_scenario("memory")))
-    assert result["outcome"] == "correctness", result
+    assert result["outcome"] == "safety", result
     assert result["offset_conflicts"] > 0
     assert "holding two different records" in result["detail"]
 
@@ -111,7 +111,7 @@ def test_checker_catches_an_acknowledged_batch_that_was_dropped() -> None:
                        keep_trace=True)
     result = world.run()
     assert world.trace.kinds["bug"] >= 1
-    assert result["outcome"] == "correctness", result
+    assert result["outcome"] == "safety", result
     assert result["lost"] > 0 or result["offset_conflicts"] > 0
     assert result["lost"] + result["offset_conflicts"] > 0
 
@@ -133,7 +133,7 @@ def test_disabled_dedupe_with_retries_fires_the_duplicate_checker() -> None:
     assert_clean(clean)
     assert clean["faults"]["client_drop"] >= 5
     broken = run(config_from_dict(dedupe_scenario(["no-dedupe"])))
-    assert broken["outcome"] == "correctness", broken
+    assert broken["outcome"] == "safety", broken
     assert broken["duplicates_idempotent"] > 0
     assert "duplicate(s) from idempotent producers" in broken["detail"]
 
@@ -186,7 +186,7 @@ def test_checker_flags_skips_order_commit_regressions_and_double_owners() -> Non
     assert checker._commit_regressions() == ["g gen 1 p0: 10 -> 7"]
     assert checker._owner_conflicts() == ["g gen 1 p1: m1 and m2"]
     report = checker.check()
-    assert report["outcome"] == "correctness"
+    assert report["outcome"] == "safety"
     assert report["offset_conflicts"] == 2  # offsets 1 and 2 claimed by two records each
 
 

@@ -122,7 +122,7 @@ def test_broker_crashes_lose_no_acknowledged_message() -> None:
 def test_checker_catches_a_broker_that_loses_state_on_crash() -> None:
     """The same run with the state log swapped for a MemoryEngine that a crash wipes."""
     result = run(config_from_dict(crash_scenario("memory")))
-    assert result["outcome"] == "correctness", result
+    assert result["outcome"] == "safety", result
     assert result["lost"] > 0
     assert "never reached a persistent subscriber" in result["detail"]
 
@@ -174,7 +174,7 @@ def test_checker_flags_qos2_duplicates_and_reordering_without_crashes() -> None:
     report = MqttChecker(world).check()
     assert report["duplicates_qos2_without_crash"] == 1
     assert report["order_violations"] == 2 and report["lost"] == 0
-    assert report["outcome"] == "correctness"
+    assert report["outcome"] == "safety"
     h.crashes.append(125)  # a crash between the first send and the repeat excuses the duplicate
     report = MqttChecker(world).check()
     assert report["duplicates_qos2_after_crash"] == 1
@@ -194,7 +194,7 @@ def test_checker_windows_follow_lost_sessions() -> None:
     _pub(world, 0, 2, 1, 100, 105)  # second window, delivered
     h.receipts.append(Receipt(0, 0, 2, 1, False, 106))
     report = MqttChecker(world).check()
-    assert report["lost"] == 1 and report["outcome"] == "correctness"
+    assert report["lost"] == 1 and report["outcome"] == "safety"
     assert report["required"] == 2
     assert "pub0 seq 0 -> sub0" in report["detail"]
 
