@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from real.raft.types import Entry, Role, Snapshot
+from real.raft.types import DurableState, Entry, Ready, Role, Snapshot
 
 GENESIS = b"\x00" * 16
 OUTCOME_CODES = {"ok": 0, "safety": 1, "liveness": 2, "crash": 3}
@@ -232,3 +232,32 @@ class Checkers:
 
     def on_apply(self, node: int, entry: Entry, node_term: int) -> None:
         self.sm.on_apply(node, entry, node_term)
+
+
+class CheckerObserver:
+    """`RaftObserver` (real/server/replica.py) over `Checkers`: what a hosted `NodeCore`'s meta
+    replica reports, in the order the Raft world's `SimNode` reports it."""
+
+    def __init__(self, checkers: Checkers) -> None:
+        self.checkers = checkers
+
+    def restarted(self, node: int, durable: DurableState) -> None:
+        self.checkers.on_restart(node, durable.snapshot, durable.entries)
+
+    def ready(self, node: int, rd: Ready, term: int) -> None:
+        checkers = self.checkers
+        if rd.soft_state is not None:
+            role_term = rd.hard_state.term if rd.hard_state is not None else term
+            checkers.on_role(node, role_term, rd.soft_state.role)
+        if rd.snapshot is not None:
+            checkers.on_snapshot(node, rd.snapshot, keep_suffix=False)
+        if rd.entries:
+            checkers.on_entries(node, rd.entries)
+        if rd.soft_state is not None and rd.soft_state.role is Role.LEADER:
+            checkers.on_new_leader(node, term)
+
+    def applied(self, node: int, entry: Entry, term: int) -> None:
+        self.checkers.on_apply(node, entry, term)
+
+    def compacted(self, node: int, snapshot: Snapshot) -> None:
+        self.checkers.on_snapshot(node, snapshot, keep_suffix=True)

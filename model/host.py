@@ -51,6 +51,7 @@ from real.node.config import NodeConfig, node_spec
 from real.raft.types import Message
 from real.server.node import NodeCore, NodeEnv, NodeSpec, Proto, SyncRequest
 from real.server.raftlog import RaftLog
+from real.server.replica import RaftObserver
 from real.server.storage import StorageSettings, engine_factories
 
 US_PER_MS = 1000
@@ -90,7 +91,8 @@ class SimHost:
                  write_high_water: int = 1 << 20,
                  check_invariants: bool = True,
                  filter_input: Callable[[SimConn, bytes], bytes] | None = None,
-                 on_congested: Callable[[SimConn, int], None] | None = None) -> None:
+                 on_congested: Callable[[SimConn, int], None] | None = None,
+                 observer: RaftObserver | None = None) -> None:
         self.env = env
         self.spec = spec
         self.id = spec.node_id
@@ -104,6 +106,7 @@ class SimHost:
         self.check_invariants = check_invariants
         self.filter_input = filter_input
         self.on_congested = on_congested
+        self.observer = observer
         self.priority = EventPriority(2 + spec.node_id)
         self.gen = 0
         self.up = False
@@ -133,7 +136,7 @@ class SimHost:
                                      kinds=("memory", "file")),
             clock=self.clock_ms, wall_clock=self.clock_ms,
             rng=random.Random(self.rng.getrandbits(64)),  # noqa: S311 - simulation
-            log=self.log)
+            log=self.log, observer=self.observer)
         core = NodeCore(self.spec, node_env)
         elapsed = fs.take_elapsed_us()
         if elapsed:

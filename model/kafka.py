@@ -110,7 +110,7 @@ from typing import IO, Any
 
 import simpy
 
-from model.checkers import OUTCOME_CODES
+from model.checkers import OUTCOME_CODES, CheckerObserver, Checkers, SafetyViolation
 
 # One scenario-loading vocabulary for both broker simulators (errors name file and key).
 from model.conn import FIN, NetSpec, SimConn, SimNet, Switchboard
@@ -141,7 +141,7 @@ from real.kafka.codec import (
     encode_response,
 )
 from real.kafka.records import KRecord, build_batch, decode_batches
-from real.raft.types import Message
+from real.raft.types import Bug, Message
 from real.server.node import NodeCore, Proto
 from real.server.storage import StorageSettings
 
@@ -237,6 +237,8 @@ class ClusterSpec:
     """Which node a broker crash hits: "serving" (node 1) or "any" (uniform over the nodes)."""
     latency: Dist = Dist("uniform", 0.2, 1.0)
     """One-way latency of a Raft message between nodes (ms)."""
+    raft_bugs: tuple[str, ...] = ()
+    """Planted meta Raft bugs (`real.raft.types.Bug` values), for checker tests only."""
 
 
 SIM_BROKER = KafkaConfig(default_partitions=3, default_engine="file",
@@ -326,6 +328,9 @@ def validate_config(c: KafkaSimConfig, fname: str = "scenario.toml") -> None:
                                       "create their topic through Metadata)")
     need(c.disk.group_commit_ms >= 0, "[disk] group_commit_ms must be >= 0")
     need(1 <= c.cluster.nodes <= 9, f"[cluster] nodes must be 1..9, got {c.cluster.nodes}")
+    known = [b.value for b in Bug]
+    need(all(b in known for b in c.cluster.raft_bugs),
+         f"[cluster] raft_bugs must be among {known}, got {list(c.cluster.raft_bugs)}")
     need(c.cluster.crash_targets in ("serving", "any"),
          f"[cluster] crash_targets must be serving or any, got {c.cluster.crash_targets!r}")
     f = c.faults
@@ -1303,8 +1308,13 @@ class KafkaWorld:
         storage = StorageSettings(engine=engine, group_commit_ms=config.disk.group_commit_ms)
         kafka = dataclasses.replace(config.broker, default_engine=engine)
         hosts: dict[int, SimHost] = {}
+        self.checkers = Checkers()
+        observer = CheckerObserver(self.checkers) if len(ids) > 1 else None
         for nid in ids:
             spec = sim_node_spec(nid, voters=ids, kafka=kafka, default_engine=engine)
+            if config.cluster.raft_bugs:
+                bugs = frozenset(Bug(b) for b in config.cluster.raft_bugs)
+                spec = dataclasses.replace(spec, raft=dataclasses.replace(spec.raft, bugs=bugs))
             if nid == 1:
                 fs, rng = self.fs, seeds.derive("node")
             else:
@@ -1314,7 +1324,7 @@ class KafkaWorld:
                                  log=self._log if nid == 1 else None,
                                  on_up=self._broker_up if nid == 1 else None,
                                  filter_input=self._planted_bugs if nid == 1 else None,
-                                 send_raft=self._send_raft)
+                                 send_raft=self._send_raft, observer=observer)
         self.peers: Network | None = None
         if len(ids) > 1:
             def deliver(dst: int, msg: object) -> None:
@@ -1488,6 +1498,8 @@ class KafkaWorld:
         outcome, detail = "ok", ""
         try:
             env.run(until=round(cfg.duration_ms * US_PER_MS))
+        except SafetyViolation as exc:  # a meta Raft oracle (clusters of several nodes)
+            outcome, detail = "safety", str(exc)
         except Exception as exc:  # an exception in the broker core or this shell
             outcome, detail = "crash", crash_detail(exc)
         report = KafkaChecker(self).check()

@@ -270,6 +270,9 @@ def _value(base: Any, key: str, value: Any, where: str) -> Any:
             raise ConfigError(str(exc)) from None
     if isinstance(default, (bool, int, float, str)):
         ok, value = coerce_scalar(default, value)
+    elif isinstance(default, tuple) and isinstance(value, list) and value and all(
+            isinstance(v, str) for v in value):
+        ok, value = True, tuple(value)  # a list of names (e.g. planted bugs)
     elif isinstance(default, tuple):
         ok = isinstance(value, list) and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)

@@ -50,7 +50,7 @@ from real.mqtt.broker import Broker, BrokerConfig
 from real.raft import RaftNode
 from real.raft.types import Message, ProposalDropped, RaftConfig
 from real.server.protocol import ProtocolCore
-from real.server.replica import MetaReplica, Storage
+from real.server.replica import MetaReplica, RaftObserver, Storage
 from real.storage import EngineFactory, ShardEngine, ShardStore
 
 STATE_SHARD = "mqtt-state"
@@ -105,6 +105,8 @@ class NodeEnv:
     authenticate: Callable[..., Any] | None = None
     acl: Any = None
     sasl_factory: Callable[[], Any] | None = None
+    observer: RaftObserver | None = None
+    """The meta replica's observer (the simulator's Raft safety checkers)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +195,7 @@ class NodeCore:
         rng = random.Random(env.rng.getrandbits(64))  # noqa: S311 - seeded by design
         raft = RaftNode(spec.node_id, spec.raft, rng, durable, peers=spec.voters)
         return MetaReplica(raft, env.raft_storage, self._send,
-                           compact_entries=spec.snapshot_entries)
+                           compact_entries=spec.snapshot_entries, observer=env.observer)
 
     def _send(self, msg: Message) -> None:
         self._ready.messages.append(msg)

@@ -54,6 +54,17 @@ class Storage(Protocol):
     def rewrite(self, snapshot: Snapshot) -> None: ...
 
 
+class RaftObserver(Protocol):
+    """What a replica reports as it runs (the simulator's safety checkers listen; None in the
+    real node): its durable state at start, each Ready as it is produced (before it is
+    persisted), each entry as it applies, each compaction."""
+
+    def restarted(self, node: int, durable: DurableState) -> None: ...
+    def ready(self, node: int, rd: Ready, term: int) -> None: ...
+    def applied(self, node: int, entry: Entry, term: int) -> None: ...
+    def compacted(self, node: int, snapshot: Snapshot) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Waiter:
     term: int
@@ -66,7 +77,7 @@ def restore_sm(snapshot: Snapshot) -> MetaStateMachine:
 
 class MetaReplica:
     def __init__(self, raft: Any, storage: Storage, send: Callable[[Message], None],
-                 *, compact_entries: int) -> None:
+                 *, compact_entries: int, observer: RaftObserver | None = None) -> None:
         """`raft` is a RaftNode built from `storage.durable()`."""
         assert compact_entries >= 2, compact_entries
         durable = storage.durable()
@@ -85,6 +96,9 @@ class MetaReplica:
         self._reads: dict[bytes, Callable[[int], None]] = {}
         self._ready_reads: list[ReadState] = []
         self.readies = 0
+        self.observer = observer
+        if observer is not None:
+            observer.restarted(raft.id, durable)
 
     # ---- inputs --------------------------------------------------------------------------------
 
@@ -144,6 +158,8 @@ class MetaReplica:
         handled = 0
         while self.raft.has_ready():
             rd = self.raft.ready()
+            if self.observer is not None:
+                self.observer.ready(self.raft.id, rd, self.raft.term)
             self._persist(rd)
             for msg in rd.messages:
                 self.send(msg)
@@ -180,6 +196,8 @@ class MetaReplica:
                 if origin == self.raft.id:
                     forwarded = self._forwarded.pop(seq, None)
             result = self.sm.apply(entry.index, data)
+            if self.observer is not None:
+                self.observer.applied(self.raft.id, entry, self.raft.term)
             if forwarded is not None:
                 forwarded[1](result)
             waiter = self._proposals.pop(entry.index, None)
@@ -213,6 +231,8 @@ class MetaReplica:
         assert snap is not None and snap.meta.index == applied, (snap, applied)
         self.storage.rewrite(snap)
         self.snapshot_index = applied
+        if self.observer is not None:
+            self.observer.compacted(self.raft.id, snap)
 
     def fail_pending(self, why: str) -> None:
         """Shutdown: resolve every waiter."""

@@ -347,3 +347,18 @@ def test_three_node_cluster_forwards_topic_creation_from_a_follower() -> None:
     assert all(h.core is not None and h.core.replica.sm.topic("events") is not None
                for h in world.hosts.values())
     assert result["acked"] == result["produced"] > 0
+
+
+def test_the_meta_raft_oracles_run_in_the_node_cluster() -> None:
+    """The Raft safety checkers watch the hosted nodes' meta replicas: with votes granted without
+    the log check and frequent power loss, seed 9 elects a leader missing a committed entry
+    (leader completeness); the same seed without the bug is ok."""
+    config = load_config(NODE3)
+    faults = dataclasses.replace(config.faults, broker_crash_rate_per_s=6.0)
+    clean = dataclasses.replace(config, seed=9, faults=faults)
+    buggy = dataclasses.replace(clean, cluster=dataclasses.replace(
+        config.cluster, raft_bugs=("vote-without-log-check",)))
+    result = run(buggy)
+    assert result["outcome"] == "safety", result
+    assert "leader-completeness" in result["detail"], result["detail"]
+    assert run(clean)["outcome"] == "ok"
