@@ -97,10 +97,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
-import multiprocessing
 import struct
 import sys
-import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Generator
@@ -1748,38 +1746,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _sweep_one(config: KafkaSimConfig) -> tuple[int, str, str, float]:
-    started = time.perf_counter()
-    result = run(config)
-    return config.seed, result["outcome"], result["detail"], time.perf_counter() - started
-
-
-def sweep(config: KafkaSimConfig, seeds: list[int], jobs: int) -> int:
-    """Run `seeds` (in seed order, `jobs` processes); print failures and a summary line with
-    the wall time; exit code of the worst outcome."""
-    started = time.perf_counter()
-    configs = [dataclasses.replace(config, seed=s) for s in seeds]
-    if jobs > 1:
-        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-            results = list(pool.imap(_sweep_one, configs))
-    else:
-        results = [_sweep_one(c) for c in configs]
-    worst = 0
-    counts: dict[str, int] = {}
-    for seed, outcome, detail, _wall in results:
-        counts[outcome] = counts.get(outcome, 0) + 1
-        worst = max(worst, OUTCOME_CODES[outcome])
-        if outcome != "ok":
-            print(f"seed {seed}: {outcome}: {detail}")
-    wall = time.perf_counter() - started
-    per_seed = sorted(r[3] for r in results)
-    print(f"sweep {config.name}: {len(seeds)} seeds, "
-          + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-          + f"; wall {wall:.1f} s ({jobs} jobs; per seed median {per_seed[len(per_seed) // 2]:.2f}"
-          + f" s, max {per_seed[-1]:.2f} s)")
-    return worst
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run one seed and print the summary; exit code 0 ok, 1 safety, 2 liveness, 3 crash,
     4 usage or scenario error."""
@@ -1794,14 +1760,14 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE_ERROR
     extra = ""
     if args.seeds:
-        from model.sweep import parse_seeds
+        from model.sweep import parse_seeds, sweep_worlds
 
         try:
             seeds = parse_seeds(args.seeds, 100_000)
         except ValueError as exc:
             print(f"error: --seeds: {exc}", file=sys.stderr)
             return USAGE_ERROR
-        return sweep(config, seeds, max(1, args.jobs))
+        return sweep_worlds(run, config, seeds, max(1, args.jobs))
     if args.seed is not None:
         config = dataclasses.replace(config, seed=args.seed)
     if args.state_log is not None:

@@ -1044,6 +1044,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="override the file's seed")
     p.add_argument("--trace", metavar="OUT.jsonl", help="write the JSONL trace here")
     p.add_argument("--state-log", choices=STATE_LOGS, help="override state_log")
+    p.add_argument("--seeds", metavar="A-B", help="sweep these seeds instead of one run")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes for --seeds")
     return p
 
 
@@ -1059,10 +1061,19 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USAGE_ERROR
-    if args.seed is not None:
-        config = dataclasses.replace(config, seed=args.seed)
     if args.state_log is not None:
         config = dataclasses.replace(config, state_log=args.state_log)
+    if args.seeds:
+        from model.sweep import parse_seeds, sweep_worlds
+
+        try:
+            seeds = parse_seeds(args.seeds, 100_000)
+        except ValueError as exc:
+            print(f"error: --seeds: {exc}", file=sys.stderr)
+            return USAGE_ERROR
+        return sweep_worlds(run, config, seeds, max(1, args.jobs))
+    if args.seed is not None:
+        config = dataclasses.replace(config, seed=args.seed)
     out = Path(args.trace).open("w") if args.trace else None
     try:
         result = run(config, trace_out=out)
