@@ -658,11 +658,13 @@ class SimKafkaBroker:
         self._flush()
 
     def _flush(self) -> None:
+        """Send what the broker wrote; then check its invariants (every input ends here)."""
         broker = self.broker
         assert broker is not None
         while True:
             batch = broker.drain()
             if not batch:
+                broker.invariants()
                 return
             for conn_id, data, close in batch:
                 conn = self.conns.get(conn_id)
