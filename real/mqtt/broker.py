@@ -1501,8 +1501,8 @@ class Broker:
             assert session.client_id == client_id, (session.client_id, client_id)
             self._session_invariants(session)
         for client_id in self._wills:  # a delayed will belongs to an offline, live session
-            session = self.sessions.get(client_id)
-            assert session is not None and session.conn_id is None, client_id
+            owner = self.sessions.get(client_id)
+            assert owner is not None and owner.conn_id is None, client_id
         for (_inner, _name), group in self._groups.items():
             assert group.members, "an empty shared group is removed"
             for client_id in group.members:
