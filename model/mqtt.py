@@ -16,9 +16,9 @@ runs here; only the world around it is simulated:
   closed knows at once, the other side learns one latency later.
 - **Broker process.** One SimPy process per broker incarnation: it takes arrivals (open, bytes,
   close) from an inbox in order, feeds them to the broker, waits for the filesystem time, then
-  drains the broker's output into the pipes. It wakes itself at `Broker.next_deadline_ms()` (ticks)
-  and at the journal's `next_flush_ms()` (group commit: `poll`, then `durable_progress`, which
-  releases PUBACK/PUBRECs held for durability).
+  drains the broker's output into the pipes and checks `Broker.invariants()`. It wakes itself at
+  `Broker.next_deadline_ms()` (ticks) and at the journal's `next_flush_ms()` (group commit:
+  `poll`, then `durable_progress`, which releases PUBACK/PUBRECs held for durability).
 - **Clients** speak MQTT through the real codec (`real.mqtt.encode` / `Decoder`). Publishers send
   at a fixed rate with a bounded window and a bounded local queue (overflow is counted as
   `rejected`, never silently dropped); on reconnect they re-send unacknowledged PUBLISHes with DUP

@@ -215,6 +215,8 @@ class KafkaBroker:
         self._pid_limit = 0
         self._pid_waiters: list[Callable[[int], None]] = []
         self._pid_proposing = False
+        # (log, shard, start, high watermark, end) per open partition at the last `invariants()`
+        self._seen_offsets: dict[tuple[str, int], tuple[PartitionLog, str, int, int, int]] = {}
         # Hooks: called after a batch is stored (the MQTT bridge subscribes here).
         self.on_append: list[Callable[[str, int, bytes], None]] = []
         self._appended: deque[tuple[str, int, str, int, bytes]] = deque()
@@ -312,7 +314,8 @@ class KafkaBroker:
         except UnsupportedVersion as exc:
             if exc.api_key == api.API_VERSIONS:
                 slot = self._slot(conn)
-                slot.data = api_versions_error_v0(exc.correlation_id)
+                correlation = exc.correlation_id if exc.correlation_id is not None else 0
+                slot.data = api_versions_error_v0(correlation)
                 self._flush(conn)
             else:
                 self._malformed(conn, str(exc))
@@ -361,9 +364,13 @@ class KafkaBroker:
         slots = conn.slots
         if not slots or slots[0].data is None or conn.closing:
             return
-        parts = []
-        while slots and slots[0].data is not None:
-            parts.append(slots.popleft().data)
+        parts: list[bytes] = []
+        while slots:
+            data = slots[0].data
+            if data is None:
+                break
+            slots.popleft()
+            parts.append(data)
         self._out.append((conn.id, parts[0] if len(parts) == 1 else b"".join(parts), False))
 
     def drain(self) -> list[tuple[int, bytes, bool]]:
@@ -584,6 +591,8 @@ class KafkaBroker:
         config: dict[str, Any] = {}
         for entry in configs:
             key, value = entry.get("name"), entry.get("value")
+            if not isinstance(key, str):
+                return None, {}, f"a topic config needs a name, got {key!r}"
             kind = TOPIC_CONFIGS.get(key)
             if kind is None:
                 return None, {}, (f"unknown topic config {key!r} (supported: "
@@ -1252,14 +1261,51 @@ class KafkaBroker:
     # ---- invariants ----------------------------------------------------------------------------
 
     def invariants(self) -> None:
-        """Cheap structural checks (asserts); harnesses and the simulator call it after every
-        input."""
+        """Cheap structural checks (asserts, O(conns + waits + open partitions + groups));
+        harnesses and the simulator call it after every input, the real node does not."""
+        for conn_id, conn in self.conns.items():
+            assert conn.id == conn_id, (conn.id, conn_id)
+            assert not conn.raw_sasl or conn.sasl is not None, conn_id
+        self._wait_invariants()
+        self._offset_invariants()
+        self.groups.invariants()
+        assert 0 <= self._pid_next <= self._pid_limit, (self._pid_next, self._pid_limit)
+        assert self._pid_limit - self._pid_next <= self.config.producer_id_block
+        assert self._pid_proposing or not self._pid_waiters, "producer-id waiters, no proposal"
+
+    def _wait_invariants(self) -> None:
+        """Held replies belong to open connections and hold an unfilled slot of theirs."""
         conns = self.conns
+        latest = self.clock() + self.config.fetch_wait_max_ms
         for wait in self._fetch_waits:
             assert conns.get(wait.conn.id) is wait.conn, ("fetch wait on a gone conn", wait.conn.id)
+            assert wait.slot.data is None, ("answered fetch still waiting", wait.conn.id)
+            assert wait.deadline_ms <= latest, (wait.deadline_ms, latest)
         for pwait in self._produce_waits:
             assert conns.get(pwait.conn.id) is pwait.conn, ("produce wait on a gone conn",
                                                             pwait.conn.id)
+            assert pwait.slot.data is None, ("answered produce still waiting", pwait.conn.id)
+            assert pwait.needs, "a produce that needs nothing waits"
+
+    def _offset_invariants(self) -> None:
+        """Per open partition: log start <= high watermark <= log end, and none of the three
+        moves back while the same log stays open."""
+        seen = self._seen_offsets
+        now: dict[tuple[str, int], tuple[PartitionLog, str, int, int, int]] = {}
+        ack_end = self.shards.ack_end
+        for key, log in self.logs.items():
+            prev = seen.get(key)
+            same = prev is not None and prev[0] is log
+            name = prev[1] if prev is not None and same else shard_name(*key)
+            start = log.log_start_offset
+            end = log.log_end_offset
+            hw = log.high_watermark(ack_end(name))
+            assert 0 <= start <= hw <= end, (key, start, hw, end)
+            if prev is not None and same:
+                assert prev[2] <= start and prev[3] <= hw and prev[4] <= end, (key, prev[2:],
+                                                                              (start, hw, end))
+            now[key] = (log, name, start, hw, end)
+        self._seen_offsets = now
 
     # ---- introspection -------------------------------------------------------------------------
 

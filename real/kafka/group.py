@@ -224,6 +224,7 @@ class GroupCoordinator:
         # and `tick` visits only groups with something (possibly) due.
         self._timers: list[tuple[int, str]] = []
         self._outbox: deque[tuple[Reply, dict]] = deque()
+        self._seen_generations: dict[str, tuple[Group, int]] = {}  # see invariants
 
     # ---- JoinGroup -------------------------------------------------------------------------
 
@@ -807,10 +808,19 @@ class GroupCoordinator:
             reply(body)
 
     def invariants(self) -> None:
-        """Assert the structural invariants of every group (tests call this after each step)."""
+        """Assert the structural invariants of every group (tests and the broker's
+        `invariants` call this after each step), and that no group's generation went back
+        since the last call (a deleted and re-created group starts again)."""
+        seen = self._seen_generations
+        now: dict[str, tuple[Group, int]] = {}
         for group_id, group in self._groups.items():
             assert group.group_id == group_id
             _check_group_full(group)
+            prev = seen.get(group_id)
+            if prev is not None and prev[0] is group:
+                assert group.generation_id >= prev[1], (group_id, prev[1], group.generation_id)
+            now[group_id] = (group, group.generation_id)
+        self._seen_generations = now
 
     def group_state(self, group_id: str) -> GroupState | None:
         group = self._groups.get(group_id)

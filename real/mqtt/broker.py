@@ -1489,12 +1489,82 @@ class Broker:
     # ================================================================== invariants
 
     def invariants(self) -> None:
-        """Cheap structural checks (asserts); harnesses and the simulator call it after every
-        input, the real node does not (not on the hot path)."""
+        """Cheap structural checks (asserts, O(conns + sessions + inflight windows + held
+        acks)); harnesses and the simulator call it after every input, the real node does not
+        (it is not on the hot path)."""
         for conn_id, conn in self.conns.items():
             assert conn.id == conn_id, (conn.id, conn_id)
+            self._conn_invariants(conn)
         for conn_id in self._dirty:
             assert conn_id in self.conns, ("output for a gone conn", conn_id)
+        for client_id, session in self.sessions.items():
+            assert session.client_id == client_id, (session.client_id, client_id)
+            self._session_invariants(session)
+        for client_id in self._wills:  # a delayed will belongs to an offline, live session
+            owner = self.sessions.get(client_id)
+            assert owner is not None and owner.conn_id is None, client_id
+        for (_inner, _name), group in self._groups.items():
+            assert group.members, "an empty shared group is removed"
+            for client_id in group.members:
+                assert client_id in self.sessions, ("shared member without a session", client_id)
+        assert len(self._routes) <= ROUTE_CACHE_MAX and len(self._names) <= ROUTE_CACHE_MAX
+        self._held_invariants()
+
+    def _conn_invariants(self, conn: Conn) -> None:
+        state = conn.state
+        assert isinstance(state, ConnState), (conn.id, state)
+        assert conn.acks_pending >= 0, (conn.id, conn.acks_pending)
+        session = conn.session
+        if state is AWAITING_CONNECT:
+            assert session is None and not conn.close_after, conn.id
+        elif state is CONNECTED:
+            assert session is not None, conn.id
+            assert self.sessions.get(session.client_id) is session, session.client_id
+            assert session.conn_id == conn.id, (session.client_id, session.conn_id, conn.id)
+            assert not conn.close_after, conn.id
+        assert len(conn.alias_out) <= conn.alias_out_max, conn.id
+        assert len(conn.alias_in) <= self.config.topic_alias_max, conn.id
+
+    def _session_invariants(self, session: Session) -> None:
+        cfg = self.config
+        if session.conn_id is not None:  # attached: to a live connection that points back
+            conn = self.conns.get(session.conn_id)
+            assert conn is not None and conn.session is session, (session.client_id,
+                                                                  session.conn_id)
+        else:
+            assert session.persistent, ("an offline clean session lives on", session.client_id)
+        assert len(session.queue) <= cfg.max_queued, (session.client_id, len(session.queue))
+        assert len(session.inflight) <= cfg.max_inflight, (session.client_id,
+                                                           len(session.inflight))
+        assert len(session.inbound_qos2) <= cfg.receive_maximum, session.client_id
+        assert 1 <= session.next_packet_id <= 65535, session.next_packet_id
+        inflight = session.inflight
+        if inflight:  # packet ids are the keys (unique), all within 1..65535
+            assert 1 <= min(inflight) and max(inflight) <= 65535, (session.client_id,
+                                                                   sorted(inflight))
+        for pid, entry in inflight.items():
+            qos = entry.delivery.qos
+            assert entry.packet_id == pid, (session.client_id, pid, entry.packet_id)
+            assert qos == 2 or (qos == 1 and not entry.released and not entry.held), pid
+            assert not (entry.released and entry.held), (session.client_id, pid)
+        inbound = session.inbound_qos2
+        if inbound:
+            assert 1 <= min(inbound) and max(inbound) <= 65535, (session.client_id,
+                                                                 sorted(inbound))
+
+    def _held_invariants(self) -> None:
+        """Acks held for durability go out in order: the logged ones wait at increasing
+        offsets, and no connection counts more held acks than are queued."""
+        last = -1
+        for offset, _conn_id, _ack, _token in self._await_durable:
+            assert offset < 0 or offset > last, (offset, last)
+            last = max(last, offset)
+        held = sum(c.acks_pending for c in self.conns.values() if c.state is CONNECTED)
+        assert held <= len(self._await_durable), (held, len(self._await_durable))
+        last = -1
+        for offset, _client_id, _pid in self._await_send:
+            assert offset > last, (offset, last)
+            last = offset
 
     # ================================================================== introspection (admin)
 

@@ -116,6 +116,7 @@ class KClient:
 
     def send_bytes(self, data: bytes, pump: bool = True) -> None:
         self.h.broker.receive(self.id, data)
+        self.h.broker.invariants()
         if pump:
             self.h.pump()
 
@@ -154,6 +155,7 @@ class KClient:
         """The TCP connection breaks."""
         self.h.broker.closed(self.id)
         self.closed = True
+        self.h.broker.invariants()
 
 
 class Harness:
@@ -206,6 +208,7 @@ class Harness:
         self._next_conn += 1
         client = self.clients[conn_id] = KClient(self, conn_id, client_id, raw)
         self.broker.open(conn_id, peer=f"10.0.0.2:{40000 + conn_id}")
+        self.broker.invariants()
         return client
 
     def pump(self) -> None:
@@ -217,6 +220,7 @@ class Harness:
             if close:
                 client.closed = True
                 self.broker.closed(conn_id)
+        self.broker.invariants()  # after every input: each one ends with a pump
 
     def advance(self, ms: int) -> None:
         """Time passes: timers fire (long polls, group sessions)."""

@@ -76,6 +76,7 @@ class Harness:
     def open(self, conn: int) -> None:
         self.broker.open(conn, peer=f"peer-{conn}")
         self.got[conn] = bytearray()
+        self.broker.invariants()
 
     def feed(self, conn: int, data: bytes) -> None:
         self.broker.receive(conn, data)
@@ -99,6 +100,7 @@ class Harness:
             if close:
                 assert conn != CANARY, "the canary connection was closed"
                 self.closed.add(conn)
+        self.broker.invariants()  # after every input: each one ends with a collect
 
     def call(self, key: int, version: int, body: dict, cid: int) -> dict:
         """A request on the canary connection; its reply must come at once."""

@@ -31,6 +31,7 @@ class Client:
 
     def send_bytes(self, data: bytes) -> None:
         self.h.broker.receive(self.id, data)
+        self.h.broker.invariants()
         self.h.pump()
 
     def take(self) -> list[Packet]:
@@ -42,6 +43,7 @@ class Client:
         """The network connection breaks (no DISCONNECT)."""
         self.h.broker.closed(self.id)
         self.closed = True
+        self.h.broker.invariants()
         self.h.pump()
 
 
@@ -70,12 +72,14 @@ class Harness:
         # closing may have produced more output (wills)
         if self.broker._dirty:  # noqa: SLF001
             self.pump()
+        self.broker.invariants()  # after every input: each one ends with a pump
 
     def open(self, version: int = MQTT_3_1_1, raw: bool = False) -> Client:
         conn_id = self._next
         self._next += 1
         client = self.clients[conn_id] = Client(self, conn_id, version, raw)
         self.broker.open(conn_id, peer=f"10.0.0.1:{conn_id}", anonymous_ok=True)
+        self.broker.invariants()
         return client
 
     def connect(self, client_id: str, version: int = MQTT_3_1_1, clean: bool = True,
