@@ -1,0 +1,210 @@
+"""The MQTT broker's durability boundaries, one record at a time (STYLE habit 24).
+
+Every acknowledgement that waits for the state log (PUBACK, PUBREC) and every outbound QoS 2
+PUBLISH that waits for its packet-id record is checked with the durable point moved by hand to
+exactly the acked record (its offset: the record is NOT durable yet, nothing may leave) and then
+one past it (the record is durable: it must leave now). A `<` turned into `<=` (or the hold
+dropped) where the broker compares offsets with `durable_end`/`ack_end` fails here.
+
+Only public behaviour: `Broker.open/receive/drain/durable_progress` through tests/mqtt/harness.py,
+and the log's own port (`read`, `end_offset`) to find where a record landed.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from real.mqtt import (
+    MQTT_3_1_1,
+    MQTT_5,
+    Connack,
+    Disconnect,
+    Puback,
+    Publish,
+    Pubrec,
+    Suback,
+    Subscribe,
+    Subscription,
+)
+from real.storage.memory import MemoryEngine
+from tests.mqtt.harness import Harness
+
+
+class HeldLog(MemoryEngine):
+    """A memory engine whose durable point only the test moves (`durable`); it answers both
+    `durable_end()` and `ack_end()` so the test does not depend on which one the broker asks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.durable = 0
+
+    def durable_end(self) -> int:
+        return min(self.durable, self.end_offset())
+
+    def ack_end(self) -> int:
+        return self.durable_end()
+
+    def offset_of(self, kind: bytes, payload: bytes = b"") -> int:
+        """The offset of the last record of `kind` (with `payload`, if given) in the log."""
+        found = [r.offset for r in self.read(self.start_offset(), 1 << 20, 1 << 30)
+                 if r.key == kind and (not payload or r.payload == payload)]
+        assert found, (kind, payload)
+        return found[-1]
+
+
+def boundary_harness() -> tuple[Harness, HeldLog]:
+    log = HeldLog()
+    return Harness(log=log), log
+
+
+def settle(h: Harness, log: HeldLog, durable: int) -> None:
+    """The durable point moves to `durable` and the shell tells the broker."""
+    log.durable = durable
+    h.broker.durable_progress()
+    h.pump()
+
+
+def persistent_subscriber(h: Harness, log: HeldLog, topic: str, qos: int, online: bool = True):
+    s = h.connect("s", clean=False)
+    s.send(Subscribe(1, (Subscription(topic, qos),)))
+    assert [type(p) for p in s.take()] == [Connack, Suback]
+    if not online:
+        s.send(Disconnect())
+    settle(h, log, log.end_offset())  # the session records are durable: only the publish waits
+    return s
+
+
+def acks(client) -> list:
+    return [p for p in client.take() if isinstance(p, Puback | Pubrec)]
+
+
+@pytest.mark.parametrize("version", [MQTT_3_1_1, MQTT_5])
+@pytest.mark.parametrize(("qos", "ack"), [(1, Puback), (2, Pubrec)])
+@pytest.mark.parametrize("online", [True, False])
+def test_ack_leaves_exactly_when_the_pub_record_becomes_durable(version: int, qos: int, ack: type,
+                                                                 online: bool) -> None:
+    h, log = boundary_harness()
+    persistent_subscriber(h, log, "q", qos, online)
+    pub = h.connect("pub", version)
+    pub.take()
+    pub.send(Publish("q", b"m", qos=qos, packet_id=5))
+    at = log.offset_of(b"pub", b"m")
+    assert acks(pub) == []
+    settle(h, log, at)  # durable_end == the record's offset: the record itself is not durable
+    assert acks(pub) == [], f"{ack.__name__} sent while its pub record {at} was not durable"
+    assert h.broker.gauges()["acks_awaiting_durability"] == 1
+    settle(h, log, at + 1)  # one past it: durable
+    got = acks(pub)
+    assert [(type(p), p.packet_id) for p in got] == [(ack, 5)]
+    assert h.broker.gauges()["acks_awaiting_durability"] == 0
+
+
+def test_each_ack_waits_for_its_own_record_not_the_first_one() -> None:
+    h, log = boundary_harness()
+    persistent_subscriber(h, log, "q", 1, online=False)
+    pub = h.connect("pub")
+    pub.take()
+    pub.send(Publish("q", b"one", qos=1, packet_id=1), Publish("q", b"two", qos=1, packet_id=2),
+             Publish("q", b"three", qos=1, packet_id=3))
+    one, two, three = (log.offset_of(b"pub", p) for p in (b"one", b"two", b"three"))
+    assert one < two < three
+    settle(h, log, one)
+    assert acks(pub) == []
+    settle(h, log, one + 1)
+    assert [p.packet_id for p in acks(pub)] == [1]
+    settle(h, log, two)
+    assert acks(pub) == [], "the second PUBACK left before its record was durable"
+    settle(h, log, three)
+    assert [p.packet_id for p in acks(pub)] == [2]
+    settle(h, log, three + 1)
+    assert [p.packet_id for p in acks(pub)] == [3]
+
+
+def test_a_qos1_puback_is_held_even_when_everything_before_it_is_durable() -> None:
+    """The hold itself (not only its boundary): a logged QoS 1 publish is never acked at once."""
+    h, log = boundary_harness()
+    persistent_subscriber(h, log, "q", 1)
+    settle(h, log, log.end_offset())
+    pub = h.connect("pub")
+    pub.take()
+    before = log.end_offset()
+    pub.send(Publish("q", b"m", qos=1, packet_id=9))
+    assert log.end_offset() > before, "a QoS 1 publish to a persistent session is logged"
+    assert acks(pub) == [], "PUBACK before the pub record was durable"
+    settle(h, log, log.end_offset())
+    assert [p.packet_id for p in acks(pub)] == [9]
+
+
+def test_the_tick_releases_at_the_same_boundary() -> None:
+    """The shell may not call durable_progress; the timer tick releases acks by the same rule."""
+    h, log = boundary_harness()
+    persistent_subscriber(h, log, "q", 1)
+    pub = h.connect("pub")
+    pub.take()
+    pub.send(Publish("q", b"m", qos=1, packet_id=3))
+    at = log.offset_of(b"pub", b"m")
+    log.durable = at
+    h.advance(1)
+    assert acks(pub) == []
+    log.durable = at + 1
+    h.advance(1)
+    assert [p.packet_id for p in acks(pub)] == [3]
+
+
+def test_outbound_qos2_publish_waits_for_its_packet_id_record() -> None:
+    """A logged QoS 2 PUBLISH goes out only once its `snd` record (the packet id it uses) is
+    durable: one record short holds it, exactly at it sends it."""
+    h, log = boundary_harness()
+    s = persistent_subscriber(h, log, "q", 2)
+    pub = h.connect("pub")
+    pub.take()
+    pub.send(Publish("q", b"m", qos=2, packet_id=1))
+    snd = log.offset_of(b"snd")
+    assert [p for p in s.take() if isinstance(p, Publish)] == []
+    settle(h, log, snd)
+    assert [p for p in s.take() if isinstance(p, Publish)] == [], (
+        "QoS 2 PUBLISH sent before its packet id was durable")
+    settle(h, log, snd + 1)
+    (out,) = [p for p in s.take() if isinstance(p, Publish)]
+    assert (out.payload, out.qos) == (b"m", 2)
+
+
+def test_an_unlogged_publish_is_acked_at_once_even_with_nothing_durable() -> None:
+    """The other side of the boundary: nothing to wait for, no wait (clean-session target)."""
+    h, log = boundary_harness()
+    sub = h.connect("clean")
+    sub.send(Subscribe(1, (Subscription("c", 1),)))
+    sub.take()
+    pub = h.connect("pub")
+    pub.take()
+    before = log.end_offset()
+    pub.send(Publish("c", b"m", qos=1, packet_id=4))
+    assert log.end_offset() == before
+    assert [p.packet_id for p in acks(pub)] == [4]
+
+
+def crash_and_restart(log: HeldLog) -> Harness:
+    """Power loss: the log keeps exactly its durable prefix; a new broker recovers from it."""
+    log.truncate(log.durable_end())
+    log.durable = 1 << 40  # the new broker's own writes are not what this test is about
+    return Harness(log=log)
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_every_message_acked_for_an_offline_session_survives_a_crash(qos: int) -> None:
+    """The promise the durable point exists for: a message queued for an offline persistent
+    session whose PUBACK/PUBREC left is delivered after a crash at the durable point; one whose
+    ack is still held may be lost."""
+    h, log = boundary_harness()
+    persistent_subscriber(h, log, "q", qos, online=False)
+    pub = h.connect("pub")
+    pub.take()
+    pub.send(Publish("q", b"kept", qos=qos, packet_id=1))
+    pub.send(Publish("q", b"maybe", qos=qos, packet_id=2))
+    maybe = log.offset_of(b"pub", b"maybe")
+    settle(h, log, maybe)  # the first is durable, the second one record short
+    assert [p.packet_id for p in acks(pub)] == [1]
+    h2 = crash_and_restart(log)
+    s = h2.connect("s", clean=False)
+    got = [p.payload for p in s.take() if isinstance(p, Publish)]
+    assert got == [b"kept"], "an acknowledged queued message was lost by the crash"

@@ -1,0 +1,188 @@
+"""Where the file journal's durability promise is made (STYLE habit 24): `durable_end` may move
+only after the fdatasync that makes those bytes durable has returned, to exactly the end that
+sync covered; `ack_end` is `durable_end` except under fsync "never"; recovery keeps no torn bytes.
+
+A filesystem that records the engine's `durable_end()` at the moment each fdatasync starts
+catches a `durable_end` moved ahead of (or without) its sync, under every policy and in the
+background group commit.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from model.fs import SimFileSystem
+from real.storage import MemoryEngine, Record, ShardStore
+from real.storage.journal import EngineFailed, JournalConfig, JournalEngine
+from tests.storage.stateful import FakeClock
+
+DIR = "data/shard"
+
+
+class WatchingFs(SimFileSystem):
+    """Records (path, engine.durable_end(), engine.end_offset()) when each fdatasync starts."""
+
+    def __init__(self, seed: int = 7) -> None:
+        super().__init__(random.Random(seed))  # noqa: S311 (simulation)
+        self.engine: JournalEngine | None = None
+        self.seen: list[tuple[int, int]] = []
+
+    def sync(self, path: str) -> None:
+        engine = self.engine
+        if engine is not None and path.endswith(".log"):
+            self.seen.append((engine._durable_end, engine.end_offset()))  # noqa: SLF001
+        super().sync(path)
+
+
+def rec(ts: int, n: int = 20) -> Record:
+    return Record(-1, ts, None, bytes([65 + ts % 26]) * n)
+
+
+def journal(fsync: str, seed: int = 7,
+            **config: object) -> tuple[JournalEngine, WatchingFs, FakeClock]:
+    fs, clock = WatchingFs(seed), FakeClock(100)
+    engine = JournalEngine(fs, DIR, clock, JournalConfig(fsync=fsync, **config))  # type: ignore[arg-type]
+    fs.engine, fs.seen = engine, []
+    return engine, fs, clock
+
+
+def crash(engine: JournalEngine, fs: WatchingFs) -> JournalEngine:
+    fs.engine = None
+    fs.crash()
+    return JournalEngine(fs, DIR, engine.clock, engine.config)
+
+
+def test_always_moves_durable_end_after_its_sync_to_exactly_the_batch_end() -> None:
+    engine, fs, _ = journal("always")
+    engine.append([rec(1), rec(2)])
+    engine.append([rec(3)])
+    assert fs.seen == [(0, 2), (2, 3)], "durable_end moved before (or without) its fdatasync"
+    assert engine.durable_end() == engine.ack_end() == 3
+
+
+def test_group_commit_moves_durable_end_after_the_sync_not_before() -> None:
+    engine, fs, clock = journal("group", group_commit_ms=5)
+    engine.append([rec(1)])
+    engine.append([rec(2)])
+    assert engine.durable_end() == 0 and engine.next_flush_ms() == 105
+    engine.poll(104)  # one ms short of the deadline: nothing
+    assert (engine.durable_end(), fs.seen) == (0, [])
+    engine.poll(105)  # exactly at it
+    assert fs.seen == [(0, 2)]
+    assert engine.durable_end() == engine.ack_end() == 2
+
+
+def test_a_failed_group_sync_moves_nothing_and_a_crash_keeps_only_the_synced_prefix() -> None:
+    engine, fs, _ = journal("group", group_commit_ms=5)
+    engine.append([rec(1)])
+    engine.sync()
+    engine.append([rec(2)])
+    fs.inject_eio("sync", DIR)
+    with pytest.raises(EngineFailed):
+        engine.poll(1 << 40)
+    assert engine._durable_end == 1, "durable_end moved although the fdatasync failed"  # noqa: SLF001
+    engine = crash(engine, fs)
+    assert engine.end_offset() in (1, 2)
+    assert engine.durable_end() == engine.end_offset()
+
+
+def test_background_job_durable_end_stays_until_finish_sync() -> None:
+    engine, fs, clock = journal("group", group_commit_ms=5, background_sync=True)
+    engine.append([rec(1), rec(2)])
+    job = engine.start_sync(105)
+    assert job is not None and job.end == 2
+    assert engine.durable_end() == engine.ack_end() == 0, "durable before the fdatasync ran"
+    engine.append([rec(3)])  # arrives while the job runs
+    job.sync()
+    assert fs.seen == [(0, 3)], "durable_end had moved when the fdatasync started"
+    assert engine.durable_end() == 0, "durable before finish_sync"
+    engine.finish_sync(job)
+    assert engine.durable_end() == engine.ack_end() == 2  # the job's end, not the log's end
+    assert engine.end_offset() == 3
+
+
+def test_background_job_that_fails_moves_nothing() -> None:
+    engine, fs, _ = journal("group", group_commit_ms=5, background_sync=True)
+    engine.append([rec(1)])
+    job = engine.start_sync(105)
+    assert job is not None
+    with pytest.raises(EngineFailed):
+        engine.finish_sync(job, OSError(5, "EIO"))
+    assert engine._durable_end == 0  # noqa: SLF001
+
+
+def test_a_crash_before_finish_sync_keeps_at_least_durable_end() -> None:
+    """What durable_end promised survives a machine crash at any point of a background job."""
+    for seed in range(10):
+        engine, fs, _ = journal("group", seed, group_commit_ms=5, background_sync=True)
+        engine.append([rec(1)])
+        job = engine.start_sync(105)
+        assert job is not None
+        promised = engine.durable_end()
+        engine = crash(engine, fs)  # the job never ran its fdatasync
+        assert engine.end_offset() >= promised == 0
+
+
+def test_never_acks_what_was_written_but_durable_end_waits_for_sync() -> None:
+    engine, fs, _ = journal("never", group_commit_ms=5)
+    engine.append([rec(1)])
+    assert (engine.ack_end(), engine.durable_end()) == (0, 0), "acked before it was written"
+    engine.poll(104)
+    assert engine.ack_end() == 0
+    engine.poll(105)  # written to the OS, not synced
+    assert (engine.ack_end(), engine.durable_end(), fs.seen) == (1, 0, [])
+    engine.sync()
+    assert fs.seen == [(0, 1)]
+    assert (engine.ack_end(), engine.durable_end()) == (1, 1)
+
+
+def test_recovery_leaves_no_torn_bytes_behind() -> None:
+    """A crash mid-write leaves a torn tail; recovery cuts it, so the next append lands right
+    after the last whole batch and a second recovery finds no corruption."""
+    for seed in range(12):
+        engine, fs, _ = journal("never", seed, group_commit_ms=1)
+        for i in range(4):
+            engine.append([rec(i, 200)])
+            engine.poll(1 << 40)
+        engine = crash(engine, fs)
+        kept = engine.end_offset()
+        assert kept == engine.durable_end()
+        engine.append([rec(99)])
+        engine.close()
+        again = JournalEngine(fs, DIR, engine.clock, engine.config)
+        values = [r.timestamp_ms for r in again.read(0, 100, 1 << 30)]
+        assert values == [*range(kept), 99], (seed, values)
+        again.invariants()
+
+
+class AckEngine(MemoryEngine):
+    """An engine that acknowledges at a point of its own, apart from durable_end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.acked = 0
+        self.durable = 0
+
+    def ack_end(self) -> int:
+        return self.acked
+
+    def durable_end(self) -> int:
+        return self.durable
+
+
+def test_shard_store_ack_end_is_the_engines_ack_end_else_its_durable_end() -> None:
+    store = ShardStore({"ack": lambda _n: AckEngine(), "memory": lambda _n: MemoryEngine()},
+                       default_engine="memory")
+    store.create("a", "ack")
+    store.create("m")
+    engine = store.engine("a")
+    assert isinstance(engine, AckEngine)
+    store.append("a", [rec(1), rec(2)])
+    engine.acked, engine.durable = 2, 1
+    assert (store.ack_end("a"), store.durable_end("a")) == (2, 1)
+    engine.acked, engine.durable = 0, 2
+    assert (store.ack_end("a"), store.durable_end("a")) == (0, 2)
+    store.append("m", [rec(1)])
+    assert store.ack_end("m") == store.durable_end("m") == 1
