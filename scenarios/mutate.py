@@ -23,6 +23,7 @@ import argparse
 import ast
 import difflib
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -36,7 +37,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 COPIED = ("real", "model", "scenarios", "tests", "pyproject.toml")
-PYTEST = ("-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "no:randomly")
+# -x: a mutant is killed by its first failure; xdist and hypothesis's pytest plugin only cost
+# start-up time here (tests that use hypothesis still import and run it).
+PYTEST = ("-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "no:xdist",
+          "-p", "no:hypothesispytest")
 TEST_TIMEOUT_S = 600
 
 
@@ -270,8 +274,9 @@ def keep_only_targets(session: Path, group: Group, operators: Sequence[str]) -> 
     try:
         rows = db.execute("SELECT job_id, module_path, definition_name, operator_name "
                           "FROM mutation_specs").fetchall()
+        allowed = re.compile("|".join(f"(?:{o})" for o in operators))
         drop = [job for job, path, name, op in rows
-                if (path, name) not in wanted or not any(op.startswith(o) for o in operators)]
+                if (path, name) not in wanted or not allowed.fullmatch(op)]
         db.executemany("DELETE FROM mutation_specs WHERE job_id = ?", [(j,) for j in drop])
         db.executemany("DELETE FROM work_items WHERE job_id = ?", [(j,) for j in drop])
         db.commit()
@@ -313,7 +318,7 @@ def changed_lines(diff: str, path: Path, line: int) -> tuple[str, str]:
 
 
 def run_cosmic(settings: Settings, groups: Sequence[str] | None, python: str,
-               log=print) -> tuple[list[Mutant], dict[str, float]]:
+               log=print, count_only: bool = False) -> tuple[list[Mutant], dict[str, float]]:
     mutants: list[Mutant] = []
     seconds: dict[str, float] = {}
     cosmic = [python, "-m", "cosmic_ray.cli"]
@@ -326,13 +331,15 @@ def run_cosmic(settings: Settings, groups: Sequence[str] | None, python: str,
             config.write_text(cosmic_config(group, settings, python))
             env = test_env(tree)
             started = time.monotonic()
-            code, out = run_tests(tree, group.tests, python)
+            code, out = (0, "") if count_only else run_tests(tree, group.tests, python)
             if code != 0:
                 raise SystemExit(f"group {group.name}: the tests fail without a mutation:\n{out}")
             subprocess.run([*cosmic, "init", str(config), str(session)], cwd=tree, env=env,
                            check=True, capture_output=True)
             left = keep_only_targets(session, group, settings.operators)
             log(f"mutate: group {group.name}: {left} mutants in {len(group.targets)} functions")
+            if count_only:
+                continue
             subprocess.run([*cosmic, "exec", str(config), str(session)], cwd=tree, env=env,
                            check=True, capture_output=True)
             found = read_mutants(session, group, tree)
@@ -415,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     cosmic = sub.add_parser("cosmic", help="cosmic-ray over [tool.twinmq-mutate] groups")
     cosmic.add_argument("--group", action="append", help="run only this group (repeatable)")
     cosmic.add_argument("--out", default="reports/mutate.md")
+    cosmic.add_argument("--count", action="store_true", help="only count the mutants")
     args = parser.parse_args(argv)
     if args.command == "named":
         keys = [k for k in args.only.split(",") if k] or None
@@ -425,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
                   + (f" by {r.failed[0]}" if r.failed else ""))
         return 0 if all(r.killed for r in results) else 1
     settings = load_settings()
-    mutants, seconds = run_cosmic(settings, args.group, sys.executable)
+    mutants, seconds = run_cosmic(settings, args.group, sys.executable, count_only=args.count)
+    if args.count:
+        return 0
     out = ROOT / args.out
     previous = out.read_text() if out.exists() else ""
     out.write_text(render_report(mutants, seconds, settings, previous, git_revision()))
