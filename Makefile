@@ -109,7 +109,7 @@ figure16: $(STAMP)
 ## [tool.twinmq-mutate]; survivors in reports/mutate.md. About 30 minutes on 2 cores.
 mutate: $(STAMP)
 	$(PY) -m scenarios.mutate named
-	$(PY) -m scenarios.mutate cosmic --out reports/mutate.md
+	$(PY) -m scenarios.mutate cosmic --jobs $(JOBS) --out reports/mutate.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

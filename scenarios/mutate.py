@@ -32,6 +32,7 @@ import tempfile
 import time
 import tomllib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -317,37 +318,42 @@ def changed_lines(diff: str, path: Path, line: int) -> tuple[str, str]:
     return " / ".join(minus), " / ".join(plus)
 
 
-def run_cosmic(settings: Settings, groups: Sequence[str] | None, python: str,
-               log=print, count_only: bool = False) -> tuple[list[Mutant], dict[str, float]]:
-    mutants: list[Mutant] = []
-    seconds: dict[str, float] = {}
+def run_group(group: Group, settings: Settings, python: str, log=print,
+              count_only: bool = False) -> tuple[list[Mutant], float]:
+    """cosmic-ray init, the target filter and exec for one group, on its own temporary copy."""
     cosmic = [python, "-m", "cosmic_ray.cli"]
-    for group in settings.groups:
-        if groups and group.name not in groups:
-            continue
-        with tempfile.TemporaryDirectory(prefix=f"twinmq-mutate-{group.name}-") as tmp:
-            tree = copy_tree(Path(tmp))
-            config, session = tree / "cosmic-ray.toml", tree / "session.sqlite"
-            config.write_text(cosmic_config(group, settings, python))
-            env = test_env(tree)
-            started = time.monotonic()
-            code, out = (0, "") if count_only else run_tests(tree, group.tests, python)
-            if code != 0:
-                raise SystemExit(f"group {group.name}: the tests fail without a mutation:\n{out}")
-            subprocess.run([*cosmic, "init", str(config), str(session)], cwd=tree, env=env,
-                           check=True, capture_output=True)
-            left = keep_only_targets(session, group, settings.operators)
-            log(f"mutate: group {group.name}: {left} mutants in {len(group.targets)} functions")
-            if count_only:
-                continue
-            subprocess.run([*cosmic, "exec", str(config), str(session)], cwd=tree, env=env,
-                           check=True, capture_output=True)
-            found = read_mutants(session, group, tree)
-            seconds[group.name] = time.monotonic() - started
-            survived = sum(m.outcome == "survived" for m in found)
-            log(f"mutate: group {group.name}: {len(found)} run, {survived} survived, "
-                f"{seconds[group.name]:.0f} s")
-            mutants += found
+    with tempfile.TemporaryDirectory(prefix=f"twinmq-mutate-{group.name}-") as tmp:
+        tree = copy_tree(Path(tmp))
+        config, session = tree / "cosmic-ray.toml", tree / "session.sqlite"
+        config.write_text(cosmic_config(group, settings, python))
+        env = test_env(tree)
+        started = time.monotonic()
+        code, out = (0, "") if count_only else run_tests(tree, group.tests, python)
+        if code != 0:
+            raise SystemExit(f"group {group.name}: the tests fail without a mutation:\n{out}")
+        subprocess.run([*cosmic, "init", str(config), str(session)], cwd=tree, env=env,
+                       check=True, capture_output=True)
+        left = keep_only_targets(session, group, settings.operators)
+        log(f"mutate: group {group.name}: {left} mutants in {len(group.targets)} functions")
+        if count_only:
+            return [], 0.0
+        subprocess.run([*cosmic, "exec", str(config), str(session)], cwd=tree, env=env,
+                       check=True, capture_output=True)
+        found = read_mutants(session, group, tree)
+        seconds = time.monotonic() - started
+        survived = sum(m.outcome == "survived" for m in found)
+        log(f"mutate: group {group.name}: {len(found)} run, {survived} survived, {seconds:.0f} s")
+        return found, seconds
+
+
+def run_cosmic(settings: Settings, groups: Sequence[str] | None, python: str, log=print,
+               count_only: bool = False, jobs: int = 1) -> tuple[list[Mutant], dict[str, float]]:
+    """Every selected group, `jobs` groups at a time (each runs its mutants one by one)."""
+    chosen = [g for g in settings.groups if not groups or g.name in groups]
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        done = list(pool.map(lambda g: run_group(g, settings, python, log, count_only), chosen))
+    mutants = [m for found, _ in done for m in found]
+    seconds = {g.name: secs for g, (_, secs) in zip(chosen, done, strict=True)}
     return mutants, seconds
 
 
@@ -374,7 +380,8 @@ def render_report(mutants: Sequence[Mutant], seconds: dict[str, float], settings
         lines.append(f"| {group.name} | {len(group.targets)} | {len(mine)} | {killed} | "
                      f"{count['survived']} | {count['incompetent']} | "
                      f"{seconds[group.name]:.0f} |")
-    lines += ["", f"Total wall time: {sum(seconds.values()):.0f} s.", "", "## Survivors", ""]
+    lines += ["", f"Sum of the groups' wall times: {sum(seconds.values()):.0f} s.", "",
+              "## Survivors", ""]
     survivors = [m for m in mutants if m.outcome == "survived"]
     if not survivors:
         lines.append("None.")
@@ -423,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     cosmic.add_argument("--group", action="append", help="run only this group (repeatable)")
     cosmic.add_argument("--out", default="reports/mutate.md")
     cosmic.add_argument("--count", action="store_true", help="only count the mutants")
+    cosmic.add_argument("--jobs", type=int, default=1, help="groups run at once (default 1)")
     args = parser.parse_args(argv)
     if args.command == "named":
         keys = [k for k in args.only.split(",") if k] or None
@@ -433,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
                   + (f" by {r.failed[0]}" if r.failed else ""))
         return 0 if all(r.killed for r in results) else 1
     settings = load_settings()
-    mutants, seconds = run_cosmic(settings, args.group, sys.executable, count_only=args.count)
+    mutants, seconds = run_cosmic(settings, args.group, sys.executable, count_only=args.count,
+                                  jobs=args.jobs)
     if args.count:
         return 0
     out = ROOT / args.out
