@@ -16,6 +16,7 @@ from __future__ import annotations
 import pytest
 
 from real.kafka import api
+from real.kafka import errors as E
 from real.kafka.bridge import Bridge, BridgeRule
 from real.kafka.broker import KafkaConfig, shard_name
 from real.mqtt import MQTT_5, Connack, Puback, Publish
@@ -199,3 +200,12 @@ def test_bridged_puback_waits_for_the_kafka_copy_to_the_record() -> None:
 
     assert settle(end - 1) == [], "PUBACK before the bridged Kafka record was durable"
     assert [p.packet_id for p in settle(end)] == [3]
+
+
+def test_a_batch_of_exactly_max_message_bytes_is_accepted_one_more_is_not() -> None:
+    data = batch(b"x" * 100)
+    for limit, code in ((len(data), 0), (len(data) - 1, E.MESSAGE_TOO_LARGE)):
+        h = Harness(KafkaConfig(default_engine="memory", max_message_bytes=limit))
+        h.create_topic("t")
+        body = h.open().call(api.PRODUCE, 8, produce_body("t", data))
+        assert part_of(body)["error_code"] == code, (limit, len(data))

@@ -237,3 +237,52 @@ def test_a_resent_qos2_publish_is_not_acked_before_the_original_is_durable() -> 
     delivered = [p.payload for p in s.take() if isinstance(p, Publish)]
     assert early == [] or delivered == [b"m"], (
         f"{early} sent for a message a crash then lost")
+
+
+def test_a_retained_publish_at_offset_zero_is_held_too() -> None:
+    """The first record of an empty log sits at offset 0: its ack waits like any other."""
+    h, log = boundary_harness()
+    pub = h.connect("pub")
+    pub.take()
+    pub.send(Publish("r", b"kept", qos=1, retain=True, packet_id=1))
+    assert log.offset_of(b"pub", b"kept") == 0
+    assert acks(pub) == [], "PUBACK for the retained record at offset 0 before it was durable"
+    settle(h, log, 1)
+    assert [p.packet_id for p in acks(pub)] == [1]
+
+
+def test_a_message_for_a_persistent_shared_subscriber_is_logged_and_held() -> None:
+    h, log = boundary_harness()
+    member = h.connect("member", clean=False)
+    member.send(Subscribe(1, (Subscription("$share/g/jobs", 1),)))
+    member.take()
+    member.send(Disconnect())
+    settle(h, log, log.end_offset())
+    pub = h.connect("pub")
+    pub.take()
+    pub.send(Publish("jobs", b"job", qos=1, packet_id=2))
+    at = log.offset_of(b"pub", b"job")
+    assert acks(pub) == []
+    settle(h, log, at + 1)
+    assert [p.packet_id for p in acks(pub)] == [2]
+    h2 = crash_and_restart(log)
+    again = h2.connect("member", clean=False)
+    assert [p.payload for p in again.take() if isinstance(p, Publish)] == [b"job"]
+
+
+def test_qos0_for_a_persistent_session_is_not_logged_unless_queue_qos0() -> None:
+    """QoS 0 is logged only for an offline persistent session with queue_qos0 on (else it is
+    dropped or sent, and a logged copy would come back from the dead at recovery)."""
+    h, log = boundary_harness()
+    online = h.connect("online", clean=False)
+    online.send(Subscribe(1, (Subscription("z", 0),)))
+    online.take()
+    offline = h.connect("offline", clean=False)
+    offline.send(Subscribe(1, (Subscription("z", 0),)))
+    offline.take()
+    offline.send(Disconnect())
+    before = log.end_offset()
+    pub = h.connect("pub")
+    pub.send(Publish("z", b"q0"))
+    assert log.end_offset() == before, "a QoS 0 message was logged with queue_qos0 off"
+    assert h.broker.stats.dropped["qos0_offline"] == 1
