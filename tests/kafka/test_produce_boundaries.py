@@ -21,6 +21,7 @@ from real.kafka.bridge import Bridge, BridgeRule
 from real.kafka.broker import KafkaConfig, shard_name
 from real.mqtt import MQTT_5, Connack, Puback, Publish
 from real.storage import MemoryEngine, ShardStore
+from real.storage.crc32c import crc32c
 from tests.kafka.harness import Harness, batch, fetch_body, fetched, produce_body
 from tests.mqtt.harness import Harness as MqttHarness
 
@@ -209,3 +210,22 @@ def test_a_batch_of_exactly_max_message_bytes_is_accepted_one_more_is_not() -> N
         h.create_topic("t")
         body = h.open().call(api.PRODUCE, 8, produce_body("t", data))
         assert part_of(body)["error_code"] == code, (limit, len(data))
+
+
+def test_a_bridged_mqtt_topic_lands_in_the_partition_of_its_key() -> None:
+    k = held("sensors", 2)
+    m = MqttHarness()
+    Bridge([BridgeRule("sensors/#", "sensors")], k.broker, m.broker, k.clock)
+    pub = m.connect("pub", MQTT_5)
+    pub.take()
+    topics = [f"sensors/{i}" for i in range(8)]
+    for topic in topics:
+        pub.send(Publish(topic, b"x"))
+    want = {p: sorted(t.encode() for t in topics if crc32c(t.encode()) % 2 == p) for p in (0, 1)}
+    assert want[0] and want[1], "pick topics that hash to both partitions"
+    got = {}
+    for p in (0, 1):
+        k.settle("sensors", k.engine("sensors", p).end_offset(), partition=p)
+        _part, recs = fetched(k.open("c").call(api.FETCH, 11, fetch_body("sensors", 0, p)), p)
+        got[p] = sorted(r.key for r in recs)
+    assert got == want

@@ -286,3 +286,34 @@ def test_qos0_for_a_persistent_session_is_not_logged_unless_queue_qos0() -> None
     pub.send(Publish("z", b"q0"))
     assert log.end_offset() == before, "a QoS 0 message was logged with queue_qos0 off"
     assert h.broker.stats.dropped["qos0_offline"] == 1
+
+
+def test_a_held_ack_for_a_connection_that_is_gone_is_dropped_and_the_rest_still_leave() -> None:
+    h, log = boundary_harness()
+    persistent_subscriber(h, log, "q", 1, online=False)
+    gone, stays = h.connect("gone"), h.connect("stays")
+    gone.take()
+    stays.take()
+    gone.send(Publish("q", b"1", qos=1, packet_id=1))
+    stays.send(Publish("q", b"2", qos=1, packet_id=2))
+    gone.drop()
+    settle(h, log, log.end_offset())  # must not trip over the closed connection
+    assert [p.packet_id for p in acks(stays)] == [2]
+    assert h.broker.gauges()["acks_awaiting_durability"] == 0
+
+
+def test_a_released_qos2_send_is_resent_with_dup_after_a_reconnect() -> None:
+    """Once its packet id is durable, a held QoS 2 PUBLISH is an ordinary inflight one: a
+    subscriber that reconnects without having sent PUBREC gets it again, with DUP."""
+    h, log = boundary_harness()
+    s = persistent_subscriber(h, log, "q", 2)
+    pub = h.connect("pub")
+    pub.take()
+    pub.send(Publish("q", b"m", qos=2, packet_id=1))
+    settle(h, log, log.end_offset())
+    (first,) = [p for p in s.take() if isinstance(p, Publish)]
+    assert not first.dup
+    s.drop()
+    s = h.connect("s", clean=False)
+    (again,) = [p for p in s.take() if isinstance(p, Publish)]
+    assert (again.payload, again.packet_id, again.dup) == (b"m", first.packet_id, True)

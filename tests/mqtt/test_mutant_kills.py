@@ -10,8 +10,10 @@ from real.mqtt import (
     Properties,
     PropertyId,
     Puback,
+    Pubcomp,
     Publish,
     Pubrec,
+    Pubrel,
     ReasonCode,
     Subscribe,
     Subscription,
@@ -73,3 +75,38 @@ def test_a_first_delivery_is_not_marked_dup_and_a_shared_one_not_retained() -> N
     assert (first.dup, first.retain) == (False, False)
     (got,) = publishes(shared)
     assert (got.dup, got.retain) == (False, False)
+
+
+def test_a_refused_qos2_publish_frees_its_packet_id() -> None:
+    """MQTT 5: a PUBREC with a failure reason ends the exchange, so the id is free at once."""
+    h = Harness()
+    s = subscribed(h, "s", "t", 2)
+    pub = h.connect("pub", MQTT_5)
+    pub.take()
+    pub.send(Publish("$nope", b"x", qos=2, packet_id=1))  # '$' topics: not authorized
+    assert pub.take() == [Pubrec(1, ReasonCode.NOT_AUTHORIZED)]
+    pub.send(Publish("t", b"y", qos=2, packet_id=1))  # the same id, a new message
+    assert pub.take() == [Pubrec(1, 0)]
+    assert [p.payload for p in publishes(s)] == [b"y"]
+
+
+def test_the_topic_alias_maximum_itself_is_a_valid_alias() -> None:
+    h = Harness()
+    s = subscribed(h, "s", "t", 0)
+    pub = h.connect("pub", MQTT_5)
+    pub.take()
+    pub.send(Publish("t", b"x", properties=Properties.of((PropertyId.TOPIC_ALIAS, 16))))
+    assert not pub.closed and [p.payload for p in publishes(s)] == [b"x"]
+
+
+def test_v5_qos2_exchange_completes_with_success_codes() -> None:
+    h = Harness()
+    subscribed(h, "s", "t", 2)
+    pub = h.connect("pub", MQTT_5)
+    pub.take()
+    pub.send(Publish("t", b"x", qos=2, packet_id=7))
+    assert pub.take() == [Pubrec(7, 0)]
+    pub.send(Pubrel(7))
+    assert pub.take() == [Pubcomp(7, 0)]
+    pub.send(Pubrel(7))  # the id is free now
+    assert pub.take() == [Pubcomp(7, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND)]
