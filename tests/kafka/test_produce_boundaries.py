@@ -200,7 +200,8 @@ def test_bridged_puback_waits_for_the_kafka_copy_to_the_record() -> None:
         return [p for p in pub.take() if isinstance(p, Puback)]
 
     assert settle(end - 1) == [], "PUBACK before the bridged Kafka record was durable"
-    assert [p.packet_id for p in settle(end)] == [3]
+    # the bridge counts as a receiver: success, not No Matching Subscribers
+    assert [(p.packet_id, p.reason_code) for p in settle(end)] == [(3, 0)]
 
 
 def test_a_batch_of_exactly_max_message_bytes_is_accepted_one_more_is_not() -> None:
@@ -229,3 +230,14 @@ def test_a_bridged_mqtt_topic_lands_in_the_partition_of_its_key() -> None:
         _part, recs = fetched(k.open("c").call(api.FETCH, 11, fetch_body("sensors", 0, p)), p)
         got[p] = sorted(r.key for r in recs)
     assert got == want
+
+
+def test_on_append_hooks_run_at_once_when_the_batch_is_durable_on_append() -> None:
+    h = held()
+    h.engine("t").acked = 1 << 40  # this engine is durable as soon as it appends
+    seen: list[tuple[str, int]] = []
+    h.broker.on_append.append(lambda topic, partition, _data: seen.append((topic, partition)))
+    c = h.open()
+    c.send(api.PRODUCE, 8, produce_body("t", batch(b"a")))
+    assert len(c.take()) == 1
+    assert seen == [("t", 0)], "the hook waited for a durable_progress that was not needed"

@@ -317,3 +317,41 @@ def test_a_released_qos2_send_is_resent_with_dup_after_a_reconnect() -> None:
     s = h.connect("s", clean=False)
     (again,) = [p for p in s.take() if isinstance(p, Publish)]
     assert (again.payload, again.packet_id, again.dup) == (b"m", first.packet_id, True)
+
+
+def test_a_held_qos2_send_whose_subscriber_left_goes_out_on_its_return() -> None:
+    h, log = boundary_harness()
+    s = persistent_subscriber(h, log, "q", 2)
+    pub = h.connect("pub")
+    pub.take()
+    pub.send(Publish("q", b"m", qos=2, packet_id=1))
+    s.drop()  # the session stays, offline, with the send still held
+    settle(h, log, log.end_offset())
+    s = h.connect("s", clean=False)
+    assert [p.payload for p in s.take() if isinstance(p, Publish)] == [b"m"]
+
+
+def test_a_held_qos2_send_of_a_discarded_session_is_forgotten() -> None:
+    h, log = boundary_harness()
+    s = persistent_subscriber(h, log, "q", 2)
+    pub = h.connect("pub")
+    pub.take()
+    pub.send(Publish("q", b"m", qos=2, packet_id=1))
+    s.drop()
+    s = h.connect("s", clean=True)  # a clean start discards the session and its inflight
+    s.take()
+    settle(h, log, log.end_offset())
+    assert [p for p in s.take() if isinstance(p, Publish)] == []
+
+
+def test_the_pub_record_names_only_the_persistent_targets() -> None:
+    h, log = boundary_harness()
+    persistent_subscriber(h, log, "q", 1, online=False)
+    clean = h.connect("clean")
+    clean.send(Subscribe(1, (Subscription("q", 1),)))
+    clean.take()
+    pub = h.connect("pub")
+    pub.send(Publish("q", b"m", qos=1, packet_id=1))
+    (rec,) = [r for r in log.read(0, 1 << 20, 1 << 30) if r.key == b"pub"]
+    targets = [value.split("\t")[0] for name, value in rec.meta if name == "d"]
+    assert targets == ["s"], "a clean session's delivery was logged"

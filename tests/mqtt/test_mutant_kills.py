@@ -110,3 +110,15 @@ def test_v5_qos2_exchange_completes_with_success_codes() -> None:
     assert pub.take() == [Pubcomp(7, 0)]
     pub.send(Pubrel(7))  # the id is free now
     assert pub.take() == [Pubcomp(7, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND)]
+
+
+def test_no_local_hides_only_the_subscribers_own_messages() -> None:
+    h = Harness()
+    a = h.connect("a", MQTT_5)
+    a.send(Subscribe(1, (Subscription("t", 0, no_local=True),)))
+    a.take()
+    b = h.connect("b", MQTT_5)
+    b.take()
+    b.send(Publish("t", b"from b"))
+    a.send(Publish("t", b"from a"))
+    assert [p.payload for p in publishes(a)] == [b"from b"]
