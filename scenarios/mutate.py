@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".mutate"  # cosmic-ray session databases, one per group (git-ignored)
 COPIED = ("real", "model", "scenarios", "tests", "pyproject.toml")
 # -x: a mutant is killed by its first failure; xdist and hypothesis's pytest plugin only cost
 # start-up time here (tests that use hypothesis still import and run it).
@@ -253,7 +254,7 @@ class Mutant:
     line: int
     function: str
     operator: str
-    outcome: str  # killed | survived | incompetent | timeout
+    outcome: str  # killed | survived | incompetent (or the worker outcome if no test ran)
     before: str
     after: str
 
@@ -299,9 +300,8 @@ def read_mutants(session: Path, group: Group, tree: Path) -> list[Mutant]:
     out = []
     for path, line, name, op, test_outcome, worker_outcome, diff in rows:
         before, after = changed_lines(diff or "", tree / path, line)
-        outcome = test_outcome or worker_outcome
-        if outcome == "killed" and "timeout" in (worker_outcome or ""):
-            outcome = "timeout"
+        # stored as enum names (SURVIVED, KILLED, INCOMPETENT; worker: NORMAL, EXCEPTION, ...)
+        outcome = (test_outcome or worker_outcome or "unknown").lower()
         out.append(Mutant(group.name, path, line, name, op.removeprefix("core/"), outcome,
                           before, after))
     return sorted(out, key=lambda m: (m.path, m.line, m.operator))
@@ -324,7 +324,9 @@ def run_group(group: Group, settings: Settings, python: str, log=print,
     cosmic = [python, "-m", "cosmic_ray.cli"]
     with tempfile.TemporaryDirectory(prefix=f"twinmq-mutate-{group.name}-") as tmp:
         tree = copy_tree(Path(tmp))
-        config, session = tree / "cosmic-ray.toml", tree / "session.sqlite"
+        WORK.mkdir(exist_ok=True)  # sessions outlive the copy: inspect or resume them there
+        config, session = tree / "cosmic-ray.toml", WORK / f"{group.name}.sqlite"
+        session.unlink(missing_ok=True)
         config.write_text(cosmic_config(group, settings, python))
         env = test_env(tree)
         started = time.monotonic()
