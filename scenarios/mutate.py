@@ -4,9 +4,9 @@ Two halves, both on a temporary copy of the tree (the working tree is never touc
 
 - `named`: the six mutations issue 10 names (an early PUBACK at the durable point, a Raft vote
   without the log check, a journal that keeps a torn tail, `durable_end` moved before the
-  fdatasync, a QoS 1 PUBACK not held at all, a queued message not logged), each a text patch.
-  Each must make the default test selection (pyproject `addopts`) fail on the listed tests.
-  `tests/test_mutations.py` runs these.
+  fdatasync, a QoS 1 PUBACK not held at all, a queued message not logged) plus the Kafka and
+  bridge boundaries, each a text patch. Each must make the default test selection (pyproject
+  `addopts`) fail on the listed tests. `tests/test_mutations.py` runs these.
 - `cosmic` (`make mutate`): cosmic-ray over the durability and acknowledgement functions listed in
   `[tool.twinmq-mutate]` of pyproject.toml, each group against its own fast test files, and a
   report (reports/mutate.md) listing every surviving mutant with file:line and the mutated text.
@@ -14,14 +14,15 @@ Two halves, both on a temporary copy of the tree (the working tree is never touc
   test now kills it) is kept across runs.
 
     python -m scenarios.mutate named [--only a,b]
-    python -m scenarios.mutate cosmic [--group mqtt] [--out reports/mutate.md]
+    python -m scenarios.mutate cosmic [--group mqtt] [--jobs 2] [--out reports/mutate.md]
+
+The cosmic-ray session databases stay in `.mutate/<group>.sqlite` (git-ignored) for inspection.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import difflib
 import os
 import re
 import shutil
@@ -413,10 +414,6 @@ def git_revision(root: Path = ROOT) -> str:
     commit = git("rev-parse", "--short", "HEAD") or "unknown commit"
     dirty = git("status", "--porcelain", "--", "real", "tests", "pyproject.toml")
     return f"commit {commit}" + (" (dirty tree: uncommitted changes)" if dirty else "")
-
-
-def unified(before: str, after: str) -> str:
-    return "".join(difflib.unified_diff([before + "\n"], [after + "\n"]))
 
 
 # ------------------------------------------------------------------------------------ the CLI
