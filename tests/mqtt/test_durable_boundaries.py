@@ -37,8 +37,11 @@ class HeldLog(MemoryEngine):
     def __init__(self) -> None:
         super().__init__()
         self.durable = 0
+        self.trailing: int | None = None  # if set: all but the last `trailing` records durable
 
     def durable_end(self) -> int:
+        if self.trailing is not None:
+            return max(0, self.end_offset() - self.trailing)
         return min(self.durable, self.end_offset())
 
     def ack_end(self) -> int:
@@ -355,3 +358,22 @@ def test_the_pub_record_names_only_the_persistent_targets() -> None:
     (rec,) = [r for r in log.read(0, 1 << 20, 1 << 30) if r.key == b"pub"]
     targets = [value.split("\t")[0] for name, value in rec.meta if name == "d"]
     assert targets == ["s"], "a clean session's delivery was logged"
+
+
+def test_a_queued_qos2_send_waits_for_its_packet_id_even_at_the_durable_end() -> None:
+    """The `snd` record is appended exactly at durable_end (everything before it durable): it is
+    still not durable itself, so the PUBLISH waits."""
+    h, log = boundary_harness()
+    s = persistent_subscriber(h, log, "q", 2, online=False)
+    pub = h.connect("pub")
+    pub.take()
+    pub.send(Publish("q", b"m", qos=2, packet_id=1))
+    log.trailing = 1  # from now on every record is durable as soon as the next one is written
+    s = h.connect("s", clean=False)  # resuming moves it into the window: a `snd` record
+    snd = log.offset_of(b"snd")
+    assert snd == log.end_offset() - 1 == log.durable_end()
+    assert [p for p in s.take() if isinstance(p, Publish)] == [], (
+        "QoS 2 PUBLISH sent before its snd record (at durable_end) was durable")
+    log.trailing = None
+    settle(h, log, snd + 1)
+    assert [p.payload for p in s.take() if isinstance(p, Publish)] == [b"m"]
