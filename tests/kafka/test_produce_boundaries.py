@@ -241,3 +241,19 @@ def test_on_append_hooks_run_at_once_when_the_batch_is_durable_on_append() -> No
     c.send(api.PRODUCE, 8, produce_body("t", batch(b"a")))
     assert len(c.take()) == 1
     assert seen == [("t", 0)], "the hook waited for a durable_progress that was not needed"
+
+
+def test_a_bridged_publish_wakes_a_long_polling_kafka_consumer() -> None:
+    k = held("sensors", 1)
+    k.engine("sensors").acked = 1 << 40  # durable on append
+    m = MqttHarness()
+    Bridge([BridgeRule("sensors/#", "sensors")], k.broker, m.broker, k.clock)
+    consumer = k.open("c")
+    consumer.send(api.FETCH, 11, fetch_body("sensors", max_wait_ms=10_000))
+    assert consumer.take() == []  # parked: nothing to read yet
+    pub = m.connect("pub", MQTT_5)
+    pub.take()
+    pub.send(Publish("sensors/a", b"v"))
+    ((_corr, body),) = consumer.take()
+    _part, recs = fetched(body)
+    assert [r.value for r in recs] == [b"v"], "the consumer slept through a bridged record"

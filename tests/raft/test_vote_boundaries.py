@@ -21,10 +21,11 @@ from real.raft import (
     Message,
     MsgType,
     RaftNode,
+    Role,
     Snapshot,
     SnapshotMeta,
 )
-from tests.raft.util import cfg, drain, sent
+from tests.raft.util import cfg, drain, lone, sent
 
 LAST_TERM, LAST_INDEX = 2, 3
 
@@ -82,3 +83,35 @@ def test_a_refused_candidate_cannot_win_and_the_up_to_date_one_can() -> None:
     node.step(fresh)
     (resp,) = sent(drain(node), MsgType.VOTE_RESP)
     assert not resp.reject and node.vote == 1 and node.term == 4
+
+
+def candidate(voters: int) -> RaftNode:
+    node = lone(1, tuple(range(1, voters + 1)))
+    node.campaign()
+    drain(node)
+    assert node.role is Role.CANDIDATE
+    return node
+
+
+def answer(node: RaftNode, src: int, granted: bool) -> None:
+    node.step(Message(MsgType.VOTE_RESP, src, 1, node.term, reject=not granted))
+    drain(node)
+
+
+def test_a_candidate_of_five_survives_one_and_two_rejections_and_wins_with_three() -> None:
+    node = candidate(5)
+    answer(node, 2, False)
+    answer(node, 3, False)
+    assert node.role is Role.CANDIDATE, "lost before a majority had refused"
+    answer(node, 4, True)
+    assert node.role is Role.CANDIDATE
+    answer(node, 5, True)
+    assert node.role is Role.LEADER
+
+
+def test_a_candidate_steps_down_exactly_when_a_majority_refuses() -> None:
+    node = candidate(3)
+    answer(node, 2, False)
+    assert node.role is Role.CANDIDATE
+    answer(node, 3, False)
+    assert node.role is Role.FOLLOWER, "still campaigning after a majority refused"

@@ -186,3 +186,32 @@ def test_shard_store_ack_end_is_the_engines_ack_end_else_its_durable_end() -> No
     assert (store.ack_end("a"), store.durable_end("a")) == (0, 2)
     store.append("m", [rec(1)])
     assert store.ack_end("m") == store.durable_end("m") == 1
+
+
+def test_buffered_batches_are_indexed_at_their_file_positions() -> None:
+    """Batches appended while earlier ones are still buffered get index entries at the file
+    position they will have once written: reads from the middle (through the sparse index) and
+    after a roll (sealed index files) find the right records."""
+    engine, _fs, _ = journal("group", group_commit_ms=1000, index_interval_bytes=64,
+                             segment_bytes=4096)
+    for i in range(12):
+        engine.append([rec(i, 100)])  # all buffered: nothing due for a second
+    for start in (0, 5, 11):
+        assert [r.timestamp_ms for r in engine.read(start, 2, 1 << 20)][:1] == [start]
+    for i in range(12, 60):
+        engine.append([rec(i, 100)])  # rolls: the first segment's index is sealed
+    for start in (3, 7, 30, 59):
+        assert [r.timestamp_ms for r in engine.read(start, 1, 1 << 20)] == [start]
+    engine.invariants()
+
+
+def test_background_appends_below_the_byte_threshold_stay_buffered() -> None:
+    engine, fs, _ = journal("group", group_commit_ms=5, background_sync=True,
+                            group_commit_bytes=1000)
+    path = f"{DIR}/{'0' * 20}.log"
+    engine.append([rec(1, 100)])
+    assert fs.size(path) == 0, "written before the threshold or the deadline"
+    for i in range(2, 12):
+        engine.append([rec(i, 100)])
+    assert fs.size(path) > 0, "the byte threshold did not write the buffer"
+    assert engine.durable_end() == 0  # written, not synced: that is the job's
