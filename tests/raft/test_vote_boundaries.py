@@ -25,7 +25,7 @@ from real.raft import (
     Snapshot,
     SnapshotMeta,
 )
-from tests.raft.util import cfg, drain, lone, sent
+from tests.raft.util import cfg, cluster, drain, lone, sent
 
 LAST_TERM, LAST_INDEX = 2, 3
 
@@ -115,3 +115,32 @@ def test_a_candidate_steps_down_exactly_when_a_majority_refuses() -> None:
     assert node.role is Role.CANDIDATE
     answer(node, 3, False)
     assert node.role is Role.FOLLOWER, "still campaigning after a majority refused"
+
+
+def test_the_lease_ends_at_election_tick_min_and_stays_ended() -> None:
+    """check_quorum: a follower ignores a disruptive VOTE only while it heard from its leader
+    less than election_tick_min ticks ago; one tick later it considers it."""
+    net = cluster(3, check_quorum=True, election_tick_max=40)
+    net.elect(1)
+    net.process_ready(1)
+    net.msgs.clear()
+    follower = net.nodes[2]
+    term = follower.term
+    follower.tick(6)  # election_tick_min + 1
+    assert follower.role is Role.FOLLOWER and follower.term == term  # its own timeout is later
+    follower.step(Message(MsgType.VOTE, 3, 2, term + 1, log_term=9, index=9))
+    assert follower.term == term + 1, "a vote request ignored after the lease ended"
+    assert follower.vote == 3
+
+
+def test_a_deposed_leader_starts_a_fresh_election_timer() -> None:
+    """A leader that sees a higher term becomes a follower with a whole timeout ahead of it, even
+    when it refuses the vote (a granted vote would restart the timer anyway)."""
+    net = cluster(3)
+    net.elect(1)
+    leader = net.nodes[1]
+    leader.tick(4)  # elapsed 4 of election_tick_min 5
+    leader.step(Message(MsgType.VOTE, 3, 1, leader.term + 1, log_term=0, index=0))  # stale log
+    (resp,) = sent(drain(leader), MsgType.VOTE_RESP)
+    assert resp.reject and leader.role is Role.FOLLOWER
+    assert leader.ticks_until_due() >= 5, "the deposed leader kept its old election timer"

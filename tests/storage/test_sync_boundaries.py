@@ -14,8 +14,8 @@ import random
 import pytest
 
 from model.fs import SimFileSystem
-from real.storage import MemoryEngine, Record, ShardStore
-from real.storage.journal import EngineFailed, JournalConfig, JournalEngine
+from real.storage import MemoryEngine, Record, ShardStore, encode_records
+from real.storage.journal import CorruptLog, EngineFailed, JournalConfig, JournalEngine
 from tests.storage.stateful import FakeClock
 
 DIR = "data/shard"
@@ -215,3 +215,28 @@ def test_background_appends_below_the_byte_threshold_stay_buffered() -> None:
         engine.append([rec(i, 100)])
     assert fs.size(path) > 0, "the byte threshold did not write the buffer"
     assert engine.durable_end() == 0  # written, not synced: that is the job's
+
+
+def test_a_reopened_active_segment_still_rolls_by_age() -> None:
+    engine, fs, clock = journal("always", segment_ms=100)
+    engine.append([rec(1)])
+    engine.close()
+    reopened = JournalEngine(fs, DIR, clock, engine.config)
+    clock.advance(100)
+    reopened.append([rec(2)])
+    logs = sorted(n for n in fs.list_dir(DIR) if n.endswith(".log"))
+    assert logs == [f"{0:020d}.log", f"{1:020d}.log"], "the recovered segment never aged"
+
+
+def test_a_batch_at_the_wrong_offset_at_the_end_of_the_active_segment_is_corruption() -> None:
+    """Only a batch that does not decode is a torn tail; a whole batch at the wrong offset is
+    corruption, even as the last one, and recovery must not cut it (or what follows) away."""
+    engine, fs, clock = journal("always")
+    engine.append([rec(1)])
+    engine.append([rec(2)])
+    engine.close()
+    path = f"{DIR}/{0:020d}.log"
+    fs.append(path, encode_records([rec(7)], base_offset=5))  # offsets 0, 1, then 5
+    fs.sync(path)
+    with pytest.raises(CorruptLog, match="offset 2, got offset 5"):
+        JournalEngine(fs, DIR, clock, engine.config)
