@@ -144,3 +144,16 @@ def test_a_deposed_leader_starts_a_fresh_election_timer() -> None:
     (resp,) = sent(drain(leader), MsgType.VOTE_RESP)
     assert resp.reject and leader.role is Role.FOLLOWER
     assert leader.ticks_until_due() >= 5, "the deposed leader kept its old election timer"
+
+
+def test_a_pre_vote_at_the_voters_own_term_does_not_override_its_vote() -> None:
+    """A pre-vote is granted past a vote already given only for a higher term than the voter's."""
+    node = voter(pre_vote=True)
+    node.step(Message(MsgType.VOTE, 1, 2, 2, log_term=LAST_TERM, index=LAST_INDEX))
+    assert not sent(drain(node), MsgType.VOTE_RESP)[0].reject and node.vote == 1
+    node.step(Message(MsgType.PRE_VOTE, 3, 2, 2, log_term=LAST_TERM, index=LAST_INDEX))
+    (resp,) = sent(drain(node), MsgType.PRE_VOTE_RESP)
+    assert resp.reject, "pre-vote granted at the voter's term although it voted for 1"
+    node.step(Message(MsgType.PRE_VOTE, 3, 2, 3, log_term=LAST_TERM, index=LAST_INDEX))
+    (resp,) = sent(drain(node), MsgType.PRE_VOTE_RESP)
+    assert not resp.reject and (node.term, node.vote) == (2, 1)

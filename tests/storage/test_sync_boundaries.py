@@ -10,6 +10,7 @@ background group commit.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,8 @@ from model.fs import SimFileSystem
 from real.storage import MemoryEngine, Record, ShardStore, encode_records
 from real.storage.journal import CorruptLog, EngineFailed, JournalConfig, JournalEngine
 from tests.storage.stateful import FakeClock
+from tests.storage.test_journal_recovery import DIR as DIR_OS
+from tests.storage.test_journal_recovery import flip, os_journal, three_segments
 
 DIR = "data/shard"
 
@@ -240,3 +243,15 @@ def test_a_batch_at_the_wrong_offset_at_the_end_of_the_active_segment_is_corrupt
     fs.sync(path)
     with pytest.raises(CorruptLog, match="offset 2, got offset 5"):
         JournalEngine(fs, DIR, clock, engine.config)
+
+
+def test_damage_in_the_last_batch_of_a_sealed_segment_is_corruption_not_a_torn_tail(
+        tmp_path: Path) -> None:
+    """Only the active segment can have a torn tail: a sealed one was fdatasynced whole before
+    the next was created, so a bad last batch there is corruption (named), never cut away."""
+    three_segments(tmp_path)
+    log = tmp_path / DIR_OS / "00000000000000000004.log"
+    flip(log, 3 * 993 + 100)  # inside record 7, the sealed segment's last batch
+    (tmp_path / DIR_OS / "00000000000000000004.index").unlink()  # recovery must scan it
+    with pytest.raises(CorruptLog, match="'shard/00000000000000000004.log' at byte 2979"):
+        os_journal(tmp_path)
