@@ -377,3 +377,16 @@ def test_a_queued_qos2_send_waits_for_its_packet_id_even_at_the_durable_end() ->
     log.trailing = None
     settle(h, log, snd + 1)
     assert [p.payload for p in s.take() if isinstance(p, Publish)] == [b"m"]
+
+
+def test_an_ack_whose_record_is_durable_on_append_leaves_at_once() -> None:
+    """The other side of every hold: an engine that is durable as soon as it appends (fsync
+    always) gets its PUBACK in the same output, with no durable_progress call."""
+    h, log = boundary_harness()
+    persistent_subscriber(h, log, "q", 1, online=False)
+    log.trailing = 0
+    pub = h.connect("pub")
+    pub.take()
+    pub.send(Publish("q", b"m", qos=1, packet_id=6))
+    assert [p.packet_id for p in acks(pub)] == [6]
+    assert h.broker.gauges()["acks_awaiting_durability"] == 0
