@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -319,7 +319,7 @@ def changed_lines(diff: str, path: Path, line: int) -> tuple[str, str]:
     return " / ".join(minus), " / ".join(plus)
 
 
-def run_group(group: Group, settings: Settings, python: str, log=print,
+def run_group(group: Group, settings: Settings, python: str, log: Callable[[str], None] = print,
               count_only: bool = False) -> tuple[list[Mutant], float]:
     """cosmic-ray init, the target filter and exec for one group, on its own temporary copy."""
     cosmic = [python, "-m", "cosmic_ray.cli"]
@@ -349,7 +349,8 @@ def run_group(group: Group, settings: Settings, python: str, log=print,
         return found, seconds
 
 
-def run_cosmic(settings: Settings, groups: Sequence[str] | None, python: str, log=print,
+def run_cosmic(settings: Settings, groups: Sequence[str] | None, python: str,
+               log: Callable[[str], None] = print,
                count_only: bool = False, jobs: int = 1) -> tuple[list[Mutant], dict[str, float]]:
     """Every selected group, `jobs` groups at a time (each runs its mutants one by one)."""
     chosen = [g for g in settings.groups if not groups or g.name in groups]
