@@ -255,3 +255,33 @@ def test_damage_in_the_last_batch_of_a_sealed_segment_is_corruption_not_a_torn_t
     (tmp_path / DIR_OS / "00000000000000000004.index").unlink()  # recovery must scan it
     with pytest.raises(CorruptLog, match="'shard/00000000000000000004.log' at byte 2979"):
         os_journal(tmp_path)
+
+
+def test_a_sync_with_nothing_new_does_not_fdatasync_again() -> None:
+    engine, fs, _ = journal("group", group_commit_ms=5)
+    engine.append([rec(1)])
+    engine.sync()
+    engine.sync()  # nothing appended since: durable_end == end_offset
+    engine.poll(1 << 40)
+    assert fs.seen == [(0, 1)], "an fdatasync with nothing to make durable"
+
+
+def test_a_late_owner_still_gets_its_background_job() -> None:
+    """start_sync any time at or after the deadline starts the job (not only exactly at it)."""
+    engine, _fs, _ = journal("group", group_commit_ms=5, background_sync=True)
+    engine.append([rec(1)])
+    assert engine.start_sync(104) is None
+    job = engine.start_sync(10_000)
+    assert job is not None and job.end == 1
+    job.sync()
+    engine.finish_sync(job)
+    assert engine.durable_end() == 1
+
+
+@pytest.mark.parametrize("fsync", ["always", "group", "never"])
+def test_ack_end_and_durable_end_answer_after_close(fsync: str) -> None:
+    """A broker may ask where to acknowledge after the store closed its engines (shutdown)."""
+    engine, _fs, _ = journal(fsync)
+    engine.append([rec(1), rec(2)])
+    engine.close()
+    assert engine.ack_end() == engine.durable_end() == 2
