@@ -16,7 +16,14 @@ import pytest
 
 from model.fs import SimFileSystem
 from real.storage import MemoryEngine, Record, ShardStore, encode_records
-from real.storage.journal import CorruptLog, EngineFailed, JournalConfig, JournalEngine
+from real.storage.devices import DeviceError
+from real.storage.journal import (
+    SEGMENT_BYTES_MIN,
+    CorruptLog,
+    EngineFailed,
+    JournalConfig,
+    JournalEngine,
+)
 from tests.storage.stateful import FakeClock
 from tests.storage.test_journal_recovery import DIR as DIR_OS
 from tests.storage.test_journal_recovery import flip, os_journal, three_segments
@@ -285,3 +292,50 @@ def test_ack_end_and_durable_end_answer_after_close(fsync: str) -> None:
     engine.append([rec(1), rec(2)])
     engine.close()
     assert engine.ack_end() == engine.durable_end() == 2
+
+
+def test_a_first_batch_larger_than_a_segment_goes_into_the_empty_active_one() -> None:
+    engine, fs, _ = journal("always", segment_bytes=SEGMENT_BYTES_MIN)
+    engine.append([rec(1, SEGMENT_BYTES_MIN * 2)])  # an empty segment is never rolled
+    assert engine.end_offset() == engine.durable_end() == 1
+    assert [n for n in fs.list_dir(DIR) if n.endswith(".log")] == [f"{0:020d}.log"]
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_exactly_group_commit_bytes_buffered_is_enough_to_write(background: bool) -> None:
+    one_batch = len(encode_records([rec(1, 100)], base_offset=0))
+    engine, fs, _ = journal("group", group_commit_ms=1000, group_commit_bytes=one_batch,
+                            background_sync=background)
+    engine.append([rec(1, 100)])
+    assert fs.size(f"{DIR}/{0:020d}.log") == one_batch, "the threshold was reached, not written"
+    assert engine.durable_end() == (0 if background else 1)  # in place: written and synced
+
+
+def test_next_flush_ms_answers_after_close() -> None:
+    engine, _fs, _ = journal("group", group_commit_ms=5)
+    engine.append([rec(1)])
+    engine.close()
+    assert engine.next_flush_ms() is None  # a shell may still poll the store's deadlines
+
+
+def test_a_failed_background_job_poisons_with_a_device_error_naming_the_segment() -> None:
+    engine, _fs, _ = journal("group", group_commit_ms=5, background_sync=True)
+    engine.append([rec(1)])
+    job = engine.start_sync(105)
+    assert job is not None
+    with pytest.raises(EngineFailed, match=r"00000000000000000000\.log") as raised:
+        engine.finish_sync(job, OSError(5, "EIO"))
+    assert isinstance(raised.value.__cause__, DeviceError)
+
+
+def test_durable_end_never_moves_back_when_a_slow_job_finishes_late() -> None:
+    engine, _fs, _ = journal("group", group_commit_ms=5, background_sync=True)
+    engine.append([rec(1)])
+    job = engine.start_sync(105)
+    assert job is not None and job.end == 1
+    engine.append([rec(2)])
+    engine.sync()  # commits in place while the job still runs
+    assert engine.durable_end() == 2
+    job.sync()
+    engine.finish_sync(job)
+    assert engine.durable_end() == 2, "durable_end moved back to the late job's end"
