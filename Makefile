@@ -106,7 +106,7 @@ figure16: $(STAMP)
 
 ## Mutation testing of the durability and acknowledgement paths: the named mutations (issue 10)
 ## must each fail a default test, then cosmic-ray over the functions in pyproject's
-## [tool.twinmq-mutate]; survivors in reports/mutate.md. About 30 minutes on 2 cores.
+## [tool.twinmq-mutate]; survivors in reports/mutate.md. About 20-30 minutes on 2 cores.
 mutate: $(STAMP)
 	$(PY) -m scenarios.mutate named
 	$(PY) -m scenarios.mutate cosmic --jobs $(JOBS) --out reports/mutate.md

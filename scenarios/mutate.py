@@ -320,10 +320,12 @@ def changed_lines(diff: str, path: Path, line: int) -> tuple[str, str]:
 
 
 def run_group(group: Group, settings: Settings, python: str, log: Callable[[str], None] = print,
-              count_only: bool = False) -> tuple[list[Mutant], float]:
-    """cosmic-ray init, the target filter and exec for one group, on its own temporary copy."""
+              count_only: bool = False) -> tuple[list[Mutant], float, str]:
+    """cosmic-ray init, the target filter and exec for one group, on its own temporary copy;
+    returns the mutants, the wall time and the revision the copy was taken from."""
     cosmic = [python, "-m", "cosmic_ray.cli"]
     with tempfile.TemporaryDirectory(prefix=f"twinmq-mutate-{group.name}-") as tmp:
+        revision = git_revision()
         tree = copy_tree(Path(tmp))
         WORK.mkdir(exist_ok=True)  # sessions outlive the copy: inspect or resume them there
         config, session = tree / "cosmic-ray.toml", WORK / f"{group.name}.sqlite"
@@ -339,26 +341,28 @@ def run_group(group: Group, settings: Settings, python: str, log: Callable[[str]
         left = keep_only_targets(session, group, settings.operators)
         log(f"mutate: group {group.name}: {left} mutants in {len(group.targets)} functions")
         if count_only:
-            return [], 0.0
+            return [], 0.0, revision
         subprocess.run([*cosmic, "exec", str(config), str(session)], cwd=tree, env=env,
                        check=True, capture_output=True)
         found = read_mutants(session, group, tree)
         seconds = time.monotonic() - started
         survived = sum(m.outcome == "survived" for m in found)
         log(f"mutate: group {group.name}: {len(found)} run, {survived} survived, {seconds:.0f} s")
-        return found, seconds
+        return found, seconds, revision
 
 
 def run_cosmic(settings: Settings, groups: Sequence[str] | None, python: str,
                log: Callable[[str], None] = print,
-               count_only: bool = False, jobs: int = 1) -> tuple[list[Mutant], dict[str, float]]:
+               count_only: bool = False, jobs: int = 1,
+               ) -> tuple[list[Mutant], dict[str, float], dict[str, str]]:
     """Every selected group, `jobs` groups at a time (each runs its mutants one by one)."""
     chosen = [g for g in settings.groups if not groups or g.name in groups]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         done = list(pool.map(lambda g: run_group(g, settings, python, log, count_only), chosen))
-    mutants = [m for found, _ in done for m in found]
-    seconds = {g.name: secs for g, (_, secs) in zip(chosen, done, strict=True)}
-    return mutants, seconds
+    mutants = [m for found, _, _ in done for m in found]
+    seconds = {g.name: secs for g, (_, secs, _) in zip(chosen, done, strict=True)}
+    trees = {g.name: rev for g, (_, _, rev) in zip(chosen, done, strict=True)}
+    return mutants, seconds, trees
 
 
 # ------------------------------------------------------------------------------------ reports
@@ -367,21 +371,22 @@ DISPOSITIONS = "## Dispositions"
 
 
 def render_report(mutants: Sequence[Mutant], seconds: dict[str, float], settings: Settings,
-                  previous: str, revision: str) -> str:
+                  previous: str, trees: dict[str, str]) -> str:
     lines = ["# Mutation testing of the durability and acknowledgement paths", "",
-             f"Made by `make mutate` (`python -m scenarios.mutate cosmic`, cosmic-ray) on "
-             f"{revision}. Each group mutates only the functions listed in `[tool.twinmq-mutate]` "
-             f"of pyproject.toml and runs only its own tests (default selection); operators: "
-             f"{', '.join(settings.operators)}.", "",
-             "| group | functions | mutants | killed | survived | incompetent | seconds |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "Made by `make mutate` (`python -m scenarios.mutate cosmic`, cosmic-ray). Each group "
+             "mutates only the functions listed in `[tool.twinmq-mutate]` of pyproject.toml and "
+             "runs only its own tests (default selection) on a copy of the tree taken when the "
+             f"group started (column tree); operators: {', '.join(settings.operators)}.", "",
+             "| group | tree | functions | mutants | killed | survived | incompetent | seconds |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for group in settings.groups:
         if group.name not in seconds:
             continue
         mine = [m for m in mutants if m.group == group.name]
         count = {k: sum(m.outcome == k for m in mine) for k in ("survived", "incompetent")}
         killed = len(mine) - count["survived"] - count["incompetent"]
-        lines.append(f"| {group.name} | {len(group.targets)} | {len(mine)} | {killed} | "
+        lines.append(f"| {group.name} | {trees.get(group.name, '?')} | {len(group.targets)} | "
+                     f"{len(mine)} | {killed} | "
                      f"{count['survived']} | {count['incompetent']} | "
                      f"{seconds[group.name]:.0f} |")
     lines += ["", f"Sum of the groups' wall times: {sum(seconds.values()):.0f} s.", "",
@@ -441,13 +446,13 @@ def main(argv: list[str] | None = None) -> int:
                   + (f" by {r.failed[0]}" if r.failed else ""))
         return 0 if all(r.killed for r in results) else 1
     settings = load_settings()
-    mutants, seconds = run_cosmic(settings, args.group, sys.executable, count_only=args.count,
-                                  jobs=args.jobs)
+    mutants, seconds, trees = run_cosmic(settings, args.group, sys.executable,
+                                         count_only=args.count, jobs=args.jobs)
     if args.count:
         return 0
     out = ROOT / args.out
     previous = out.read_text() if out.exists() else ""
-    out.write_text(render_report(mutants, seconds, settings, previous, git_revision()))
+    out.write_text(render_report(mutants, seconds, settings, previous, trees))
     survived = sum(m.outcome == "survived" for m in mutants)
     print(f"mutate: {len(mutants)} mutants, {survived} survived; report in {args.out}")
     return 0
