@@ -1,0 +1,124 @@
+"""Behaviours on the MQTT publish path that `make mutate` found untested (reports/mutate.md):
+each test kills one surviving cosmic-ray mutant of `_publish_in`, `_route` or `_start_inflight`
+through public behaviour only."""
+
+from __future__ import annotations
+
+from real.mqtt import (
+    MQTT_3_1_1,
+    MQTT_5,
+    Properties,
+    PropertyId,
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    ReasonCode,
+    Subscribe,
+    Subscription,
+)
+from tests.mqtt.harness import Harness
+
+
+def subscribed(h: Harness, client_id: str, topic_filter: str, qos: int, version: int = MQTT_5):
+    c = h.connect(client_id, version)
+    c.send(Subscribe(1, (Subscription(topic_filter, qos),)))
+    c.take()
+    return c
+
+
+def publishes(client) -> list[Publish]:
+    return [p for p in client.take() if isinstance(p, Publish)]
+
+
+def test_a_topic_alias_above_the_maximum_closes_the_connection() -> None:
+    """(Alias 0 never reaches the broker: the codec refuses it as a protocol error.)"""
+    h = Harness()  # topic_alias_max 16 (the CONNACK's Topic Alias Maximum)
+    pub = h.connect("pub", MQTT_5)
+    pub.take()
+    pub.send(Publish("t", b"x", properties=Properties.of((PropertyId.TOPIC_ALIAS, 17))))
+    packets = pub.take()
+    assert pub.closed
+    assert packets[-1].reason_code == ReasonCode.TOPIC_ALIAS_INVALID
+
+
+def test_v5_qos1_publish_nobody_receives_is_acked_with_no_matching_subscribers() -> None:
+    h = Harness()
+    pub = h.connect("pub", MQTT_5)
+    pub.take()
+    pub.send(Publish("nobody", b"x", qos=1, packet_id=1))
+    assert pub.take() == [Puback(1, ReasonCode.NO_MATCHING_SUBSCRIBERS)]
+    subscribed(h, "s", "somebody", 1)
+    pub.send(Publish("somebody", b"x", qos=1, packet_id=2))
+    assert pub.take() == [Puback(2, 0)]
+
+
+def test_a_resent_qos2_publish_is_acked_with_success() -> None:
+    h = Harness()
+    subscribed(h, "s", "q", 2)
+    pub = h.connect("pub", MQTT_5)
+    pub.take()
+    pub.send(Publish("q", b"m", qos=2, packet_id=4))
+    assert pub.take() == [Pubrec(4, 0)]
+    pub.send(Publish("q", b"m", qos=2, packet_id=4, dup=True))  # before PUBREL: a duplicate
+    assert pub.take() == [Pubrec(4, 0)]
+
+
+def test_a_first_delivery_is_not_marked_dup_and_a_shared_one_not_retained() -> None:
+    h = Harness()
+    plain = subscribed(h, "plain", "t", 1, MQTT_3_1_1)
+    shared = subscribed(h, "shared", "$share/g/t", 1)
+    pub = h.connect("pub")
+    pub.send(Publish("t", b"m", qos=1, packet_id=1))
+    (first,) = publishes(plain)
+    assert (first.dup, first.retain) == (False, False)
+    (got,) = publishes(shared)
+    assert (got.dup, got.retain) == (False, False)
+
+
+def test_a_refused_qos2_publish_frees_its_packet_id() -> None:
+    """MQTT 5: a PUBREC with a failure reason ends the exchange, so the id is free at once."""
+    h = Harness()
+    s = subscribed(h, "s", "t", 2)
+    pub = h.connect("pub", MQTT_5)
+    pub.take()
+    pub.send(Publish("$nope", b"x", qos=2, packet_id=1))  # '$' topics: not authorized
+    assert pub.take() == [Pubrec(1, ReasonCode.NOT_AUTHORIZED)]
+    pub.send(Publish("t", b"y", qos=2, packet_id=1))  # the same id, a new message
+    assert pub.take() == [Pubrec(1, 0)]
+    assert [p.payload for p in publishes(s)] == [b"y"]
+
+
+def test_the_topic_alias_maximum_itself_is_a_valid_alias() -> None:
+    h = Harness()
+    s = subscribed(h, "s", "t", 0)
+    pub = h.connect("pub", MQTT_5)
+    pub.take()
+    pub.send(Publish("t", b"x", properties=Properties.of((PropertyId.TOPIC_ALIAS, 16))))
+    assert not pub.closed and [p.payload for p in publishes(s)] == [b"x"]
+
+
+def test_v5_qos2_exchange_completes_with_success_codes() -> None:
+    h = Harness()
+    subscribed(h, "s", "t", 2)
+    pub = h.connect("pub", MQTT_5)
+    pub.take()
+    pub.send(Publish("t", b"x", qos=2, packet_id=7))
+    assert pub.take() == [Pubrec(7, 0)]
+    pub.send(Pubrel(7))
+    assert pub.take() == [Pubcomp(7, 0)]
+    pub.send(Pubrel(7))  # the id is free now
+    assert pub.take() == [Pubcomp(7, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND)]
+
+
+def test_no_local_hides_only_the_subscribers_own_messages() -> None:
+    h = Harness()
+    a = h.connect("a", MQTT_5)
+    a.send(Subscribe(1, (Subscription("t", 0, no_local=True),)))
+    a.take()
+    b = h.connect("b", MQTT_5)
+    b.take()
+    b.send(Publish("t", b"from b"))
+    a.send(Publish("t", b"from a"))
+    assert [p.payload for p in publishes(a)] == [b"from b"]
