@@ -774,7 +774,7 @@ class Broker:
             allowed = topic[0] != "$" and self._may_publish(session, topic)
         if qos == 2 and packet_id is not None and packet_id in session.inbound_qos2:
             # a re-sent QoS 2 PUBLISH we already accepted (MQTT-4.3.3-10): acknowledge only
-            self._send(conn, _pub_ack(0x50, packet_id, 0, v5))
+            self._ack_resent_qos2(conn, _pub_ack(0x50, packet_id, 0, v5))
             return
         if qos and self._inbound_window_full(conn, session):
             self._close(conn, RC.RECEIVE_MAXIMUM_EXCEEDED, "more unacknowledged QoS 1/2 "
@@ -835,6 +835,24 @@ class Broker:
             self._await_durable.append((max(offset, -1), conn.id, ack, token))
         else:
             self._send(conn, ack)
+
+    def _ack_resent_qos2(self, conn: Conn, ack: bytes) -> None:
+        """PUBREC a re-sent QoS 2 PUBLISH once everything logged so far is durable (the
+        original's record may still be waiting for its group commit, and its offset is not
+        kept) and after the acks already held for this connection (acks stay in order)."""
+        log = self.log
+        end = log.end_offset() if log is not None else 0
+        if not conn.acks_pending and (log is None or end <= self._durable_end()):
+            self._send(conn, ack)
+            return
+        offset = end - 1
+        for held, _conn_id, _ack, _token in reversed(self._await_durable):
+            if held >= 0:
+                if held >= offset:
+                    offset = -1  # covered: released right after that ack, in order
+                break
+        conn.acks_pending += 1
+        self._await_durable.append((offset, conn.id, ack, None))
 
     def _inbound_window_full(self, conn: Conn, session: Session) -> bool:
         return conn.acks_pending + len(session.inbound_qos2) >= self.config.receive_maximum

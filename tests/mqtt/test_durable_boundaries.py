@@ -218,11 +218,6 @@ def test_every_message_acked_for_an_offline_session_survives_a_crash(qos: int) -
     assert got == [b"kept"], "an acknowledged queued message was lost by the crash"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a QoS 2 PUBLISH re-sent after a reconnect (packet id in inbound_qos2) is PUBREC'd at "
-    "once (broker._publish_in, the MQTT-4.3.3-10 branch), although the original's pub record is "
-    "not durable yet; PUBREL then gets PUBCOMP and a crash at the durable point loses the "
-    "message the publisher was told was delivered. Found by make mutate (reports/mutate.md)."))
 def test_a_resent_qos2_publish_is_not_acked_before_the_original_is_durable() -> None:
     h, log = boundary_harness()
     persistent_subscriber(h, log, "q", 2, online=False)
@@ -240,6 +235,25 @@ def test_a_resent_qos2_publish_is_not_acked_before_the_original_is_durable() -> 
     delivered = [p.payload for p in s.take() if isinstance(p, Publish)]
     assert early == [] or delivered == [b"m"], (
         f"{early} sent for a message a crash then lost")
+
+
+def test_a_resent_qos2_publish_is_acked_once_the_log_is_durable() -> None:
+    """The held PUBREC of a re-sent QoS 2 PUBLISH leaves as soon as the log is durable."""
+    h, log = boundary_harness()
+    persistent_subscriber(h, log, "q", 2, online=False)
+    pub = h.connect("pub", MQTT_5, clean=False, expiry=600)
+    pub.take()
+    pub.send(Publish("q", b"m", qos=2, packet_id=1))
+    pub.drop()
+    pub = h.connect("pub", MQTT_5, clean=False, expiry=600)
+    pub.take()
+    pub.send(Publish("q", b"m", qos=2, packet_id=1, dup=True))
+    assert acks(pub) == []
+    settle(h, log, log.end_offset() - 1)
+    assert acks(pub) == [], "released one record short of the log end"
+    settle(h, log, log.end_offset())
+    assert [p.packet_id for p in acks(pub)] == [1]
+    h.broker.invariants()
 
 
 def test_a_retained_publish_at_offset_zero_is_held_too() -> None:
