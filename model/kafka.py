@@ -1760,14 +1760,9 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE_ERROR
     extra = ""
     if args.seeds:
-        from model.sweep import parse_seeds, sweep_worlds
+        from model.sweep import sweep_worlds_cli
 
-        try:
-            seeds = parse_seeds(args.seeds, 100_000)
-        except ValueError as exc:
-            print(f"error: --seeds: {exc}", file=sys.stderr)
-            return USAGE_ERROR
-        return sweep_worlds(run, config, seeds, max(1, args.jobs))
+        return sweep_worlds_cli(run, config, args.seeds, args.jobs)
     if args.seed is not None:
         config = dataclasses.replace(config, seed=args.seed)
     if args.state_log is not None:

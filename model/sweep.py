@@ -171,3 +171,14 @@ def sweep_worlds(run: Callable[[Any], dict[str, Any]], config: Any, seeds: list[
           + f"; wall {time.perf_counter() - started:.1f} s ({jobs} jobs; per seed median "
           + f"{walls[len(walls) // 2]:.2f} s, max {walls[-1]:.2f} s)", file=out)
     return worst
+
+
+def sweep_worlds_cli(run: Callable[[Any], dict[str, Any]], config: Any, seeds_spec: str,
+                     jobs: int) -> int:
+    """`--seeds A-B --jobs N` of a broker world's CLI: 4 (usage) on a bad seed list."""
+    try:
+        seeds = parse_seeds(seeds_spec, 100_000)
+    except ValueError as exc:
+        print(f"error: --seeds: {exc}", file=sys.stderr)
+        return 4
+    return sweep_worlds(run, config, seeds, max(1, jobs))

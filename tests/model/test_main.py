@@ -118,3 +118,18 @@ def test_sweep_writes_results_by_default(tmp_path: Path, monkeypatch: pytest.Mon
     rows = [json.loads(ln) for ln in path.read_text().splitlines()]
     assert [r["seed"] for r in rows] == [3, 5]
     assert f"results: {Path('results') / path.name}" in capsys.readouterr().out
+
+
+def test_one_cli_routes_each_scenario_to_its_world(capsys: pytest.CaptureFixture[str]) -> None:
+    from model.__main__ import main as sim_main
+    from model.__main__ import world_of
+
+    root = Path(__file__).resolve().parents[2] / "scenarios"
+    assert [world_of(str(root / f)) for f in ("mqtt-sim.toml", "kafka-sim.toml",
+                                              "node3-kafka.toml", "raft-election.toml")] == [
+        "mqtt", "kafka", "kafka", "raft"]
+    assert sim_main(["run", str(root / "mqtt-sim.toml"), "--seed", "2"]) == 0
+    assert "scenario: mqtt-sim seed 2" in capsys.readouterr().out
+    assert sim_main(["sweep", str(root / "kafka-sim.toml"), "--seeds", "1-2", "--jobs", "1"]) == 0
+    assert "sweep kafka-sim: 2 seeds, ok 2" in capsys.readouterr().out
+    assert sim_main(["run", str(root / "mqtt-sim.toml"), "--seed", "1", "--bug", "x"]) == 4
