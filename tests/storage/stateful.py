@@ -80,6 +80,8 @@ def make_engine_machine(
     class EngineVsReference(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
+            if clock is not None:
+                clock.now_ms = 0  # each example starts at time 0: Hypothesis replays it exactly
             self.engine = factory()
             self.start = self.engine.start_offset()
             self.log: list[Record] = []  # the reference: offsets start, start+1, ...

@@ -71,8 +71,6 @@ def sim_journals(
     cfg = JournalConfig(fsync=fsync, segment_bytes=4096, index_interval_bytes=64, **config)
 
     def make() -> JournalEngine:
-        if isinstance(clock, FakeClock):
-            clock.now_ms = 0  # every example starts at time 0, so Hypothesis replays it exactly
         fs = SimFileSystem(random.Random(seed))  # noqa: S311 (simulation)
         return warm(JournalEngine(fs, "data/shard", clock, cfg))
 
