@@ -77,6 +77,7 @@ from scenarios.kafka_loadgen import (
     consume_worker,
     produce_worker,
 )
+from scenarios.provenance import provenance, provenance_md
 from scenarios.tansu import CALFKIT_VERSION, ensure_tansu, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -737,6 +738,7 @@ def markdown(result: dict[str, Any]) -> str:
     cfg = result["config"]
     out = ["# Kafka throughput benchmark: TwinMQ vs Tansu", "",
            f"Command: `{result['command']}`", "",
+           *provenance_md(result),
            f"Machine: {result['machine']}", "", f"Versions: {result['versions']}", "",
            f"Workload: {cfg['mib']} MiB of {cfg['record_bytes']} B records ({cfg['records']} "
            f"records, null keys) to one topic of {cfg['partitions']} partitions (replication 1), "
@@ -827,7 +829,9 @@ def main(argv: list[str] | None = None) -> int:
     shown = sys.argv[1:] if argv is None else argv
     cfg = parse_args(argv)
     command = " ".join(["python -m scenarios.bench_kafka", *shown])
+    prov = provenance()  # the tree as the run starts
     result = run(cfg, command)
+    result["provenance"] = prov
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     cfg.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     cfg.out.with_suffix(".md").write_text(markdown(result))

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scenarios.provenance import provenance, provenance_md
+
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = ROOT / "scenarios" / "bench-sim.toml"
 TARGET_RATIO = 100.0
@@ -109,6 +111,7 @@ def write_reports(report: dict[str, Any], prof: str | None, out_dir: Path) -> No
         "# Simulator speed (bench-sim)", "",
         "`python -m scenarios.bench_sim`: 5 nodes, 50 ms heartbeats, 10 proposals/s, "
         f"{report['sim_s']:.0f} simulated seconds, no faults.", "",
+        *provenance_md(report),
         "| metric | value |", "|---|---|",
         f"| simulated time | {report['sim_s']:.0f} s |",
         f"| wall time | {report['wall_s']:.1f} s |",
@@ -133,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true", help="also profile a 120 s run")
     p.add_argument("--out-dir", default=str(ROOT / "reports"))
     args = p.parse_args(argv)
+    prov = provenance()  # the tree as the run starts
     report = measure(args.duration_s, args.seed)
+    report["provenance"] = prov
     prof = profile(min(args.duration_s, 120.0), args.seed) if args.profile else None
     write_reports(report, prof, Path(args.out_dir))
     print(json.dumps(report, indent=2, sort_keys=True))

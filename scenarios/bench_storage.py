@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from real.storage import Record
+from scenarios.provenance import provenance, provenance_md
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = (100, 1024, 65536)
@@ -417,6 +418,7 @@ def markdown(result: dict[str, Any]) -> str:
            f"{result['seconds_per_cell']} s per cell, one pipelined producer, at most "
            f"{result['inflight_bytes_max'] >> 20} MiB unacknowledged, group commit "
            f"{result['group_commit_ms']} ms. Machine: {result['machine']}.", "",
+           *provenance_md(result),
            "## Physical limit (same run)", "",
            "| raw sequential writes | MB/s | fdatasync p50 ms | p99 ms |", "|---|---|---|---|"]
     for name, raw in result["raw"].items():
@@ -459,7 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tmp", default=None, help="directory for the data (default: $TMPDIR)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench-storage")
     args = parser.parse_args(argv)
+    prov = provenance()  # the tree as the run starts
     result = run(args)
+    result["provenance"] = prov
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(markdown(result))

@@ -43,6 +43,7 @@ from model.scenario import Scenario, load
 from model.world import World, encode_proposal
 from real.raft import RaftNode
 from real.raft.types import Message, MsgType, RaftConfig, Ready, Role
+from scenarios.provenance import provenance, provenance_md
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "scenarios" / "figure16.toml"
@@ -445,6 +446,7 @@ def write_report(study: dict[str, Any], out: Path, pngs: list[str], argv: list[s
         f"line: a tenth), {run['jobs']} worker processes, wall time **{run['wall_s']:.0f} s** "
         f"({run['trials_total']} trials). The same seed gives identical per-trial numbers "
         "(`reports/figure16.json`, all downtimes per line).", "",
+        *provenance_md(run),
         *SETUP_MD.format(lat=lat, entries=study["entries"], cap_s=study["cap_ms"] / 1000,
                          tick=study["tick_ms"]).splitlines(), "",
         "## Results", "",
@@ -594,12 +596,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     picked = [i for i, line in enumerate(LINES) if not labels or line.label in labels]
     base = load(BASE)
+    prov = provenance()  # the tree as the run starts
     wall0 = time.perf_counter()
     results = run_lines(picked, args.trials, args.seed, args.jobs, args.cap_ms, base)
     wall = time.perf_counter() - wall0
     study = study_json(results, args.seed, args.trials, args.cap_ms, base)
     study["run"] = {"wall_s": round(wall, 1), "jobs": args.jobs, "argv": argv,
-                    "trials_total": sum(len(v) for v in results.values())}
+                    "trials_total": sum(len(v) for v in results.values()), "provenance": prov}
     (out / "figure16.json").write_text(json.dumps(study, indent=1) + "\n")
     write_report(study, out, write_plots(study, out), argv)
     for line in study["lines"]:

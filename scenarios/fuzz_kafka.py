@@ -62,6 +62,7 @@ from real.kafka.codec import RequestHeader, decode_response, encode_request
 from real.kafka.errors import KafkaCodecError
 from real.kafka.records import KRecord, build_batch, decode_batches
 from real.kafka.schemas import MESSAGES, Field
+from scenarios.provenance import provenance
 
 MAX_REQUEST_BYTES = 100 * 1024 * 1024  # KafkaConfig.max_request_bytes (node default)
 PROBE_CORRELATION_ID = 0x7EADBEEF
@@ -792,7 +793,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the final kafka-python round trip")
     parser.add_argument("--out", default="reports/fuzz-kafka.json")
     args = parser.parse_args(argv)
+    prov = provenance()  # the tree as the run starts
     result = asyncio.run(run(args))
+    result["provenance"] = prov
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     ok = passed(result, args)

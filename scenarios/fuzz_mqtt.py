@@ -42,6 +42,7 @@ from real.mqtt import (
     Will,
     encode,
 )
+from scenarios.provenance import provenance
 
 
 def _seeds() -> list[bytes]:
@@ -241,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--canary-every", type=int, default=1000)
     parser.add_argument("--out", default="reports/fuzz-mqtt.json")
     args = parser.parse_args(argv)
+    prov = provenance()  # the tree as the run starts
     result = asyncio.run(run(args))
+    result["provenance"] = prov
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     ok = (result.get("alive") and not result["crashed"] and not result["tracebacks"]

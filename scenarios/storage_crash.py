@@ -9,7 +9,9 @@ can and reports on stdout, line by line and flushed:
     A <end>      every record below <end> was accepted (append returned)
     D <end>      every record below <end> reached the engine's durability point (durable_end)
 
-The parent reads until a random point (seeded), sends SIGKILL, then reopens the engine itself and
+The parent reads until a random point (seeded), freezes the child there (SIGSTOP), SIGKILLs it and
+reads the rest of what the child wrote before the freeze, so every append that returned is counted
+and at most one (stored, its line unwritten) is in flight. Then it reopens the engine itself and
 checks, for every record: payloads are what the child wrote (a function of the offset, so nothing
 needs to be remembered), and
 
@@ -19,6 +21,7 @@ needs to be remembered), and
   measured (records and the window they span in ms);
 
 then the next round continues appending to the same log (so recovery must leave it appendable).
+`--out` writes {"provenance", "argv", "results": one summary per engine x policy}.
 SIGKILL kills the process, not the machine: the OS page cache survives, so only data still in the
 engine's own memory can be lost. Machine crashes are the simulator's job (model/fs.py).
 """
@@ -83,6 +86,27 @@ def child(engine: str, data_dir: Path, fsync: str, record_bytes: int, s3_endpoin
         out.flush()
 
 
+class _Progress:
+    """What the child reported: its last `A` and `D` values and when each `A` line was read
+    (an upper bound on when that append returned: the child wrote the line no later)."""
+
+    def __init__(self) -> None:
+        self.accepted = self.durable = -1
+        self.times: dict[int, float] = {}
+        self.lines = 0
+
+    def line(self, raw: bytes, now: float) -> None:
+        if not raw.endswith(b"\n"):
+            return  # cut by the kill mid-write: that append's report never completed
+        kind, value = raw.split()
+        if kind == b"A":
+            self.accepted = int(value)
+            self.times[self.accepted] = now
+        else:
+            self.durable = int(value)
+        self.lines += 1
+
+
 @dataclass
 class Round:
     kill_after_lines: int
@@ -105,24 +129,24 @@ def run_rounds(engine: str, fsync: str, data_dir: Path, kills: int, record_bytes
                "--s3-endpoint", s3_endpoint]
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert proc.stdout is not None
-        accepted = durable = -1
-        accept_times: dict[int, float] = {}
-        lines = 0
+        progress = _Progress()
         for raw in proc.stdout:
-            kind, value = raw.split()
-            if kind == b"A":
-                accepted = int(value)
-                accept_times[accepted] = time.monotonic()
-            else:
-                durable = int(value)
-            lines += 1
-            if lines >= kill_after:
+            progress.line(raw, time.monotonic())
+            if progress.lines >= kill_after:
                 break
+        # The child runs ahead of this reader by up to a pipe buffer of lines. Freeze it (the
+        # crash point), kill it, then read what it wrote before the freeze: every append that
+        # returned before the kill is then counted, and at most one (stored, its `A` line not
+        # yet written) is in flight.
+        proc.send_signal(signal.SIGSTOP)
+        kill_time = time.monotonic()
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        for raw in proc.stdout:
+            progress.line(raw, kill_time)
+        accepted, durable, accept_times = progress.accepted, progress.durable, progress.times
         if accepted < 0:
             raise RuntimeError(f"child died early: {proc.stderr.read().decode()[-2000:]}")
-        kill_time = time.monotonic()
         result = _verify(engine, fsync, data_dir, record_bytes, accepted, durable,
                          accept_times, kill_time, s3_endpoint)
         result.kill_after_lines = kill_after
@@ -184,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import tempfile
 
+    from scenarios.provenance import provenance
+
+    prov = provenance()  # the tree as the run starts
     results = []
     endpoint, seaweed = args.s3_endpoint, None
     if "s3" in args.engines.split(",") and not endpoint:
@@ -212,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         seaweed.stop()
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        report = {"provenance": prov, "argv": list(sys.argv[1:] if argv is None else argv),
+                  "results": results}
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
     return 1 if any(r["lost_durable_total"] for r in results) else 0
 
 

@@ -20,6 +20,7 @@ data in memory, so its `restart()` starts from an empty broker.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -52,6 +53,11 @@ POLL_SECONDS = 0.05  # interval of a poll-with-deadline on state only visible by
 LOG_TAIL_BYTES = 20_000
 
 T = TypeVar("T")
+
+# kafka-python's group coordinator at DEBUG: pytest keeps these records and prints them only for
+# a failing test ("Captured log call"), so a group join that never completes shows the client's
+# side (JoinGroup/SyncGroup requests, errors, rejoins) beside the broker log.
+logging.getLogger("kafka.coordinator").setLevel(logging.DEBUG)
 
 
 def free_ports(count: int) -> list[int]:

@@ -22,10 +22,11 @@ def _run(tmp_path: Path, seconds: str, *extra: str) -> dict:
 def test_bench_sim_smoke(tmp_path: Path) -> None:
     report = _run(tmp_path, "5")
     assert report["committed"] > 20
-    assert report["ratio"] > 1
+    assert report["ratio"] > 0  # measured; how fast is the profile run's business (make bench)
 
 
 @pytest.mark.bench
 def test_bench_sim_profile(tmp_path: Path) -> None:
-    _run(tmp_path, "30", "--profile")
+    report = _run(tmp_path, "30", "--profile")
     assert "ncalls" in (tmp_path / "bench-sim.md").read_text()
+    assert report["ratio"] > 1, "the simulator runs slower than real time"

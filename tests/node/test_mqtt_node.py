@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,14 +44,24 @@ class Node:
                 "--kafka-port", str(free_port()), "--ws-port", "0", *extra]
         self.proc = subprocess.Popen(args, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
+        # The admin port answers /health while the MQTT listeners are still being bound, so
+        # also wait until every MQTT listener this test asked for accepts a connection.
+        listeners = [self.mqtt] + [int(extra[i + 1]) for i, flag in enumerate(extra)
+                                   if flag in ("--mqtts-port", "--wss-port")]
+        self._poll(lambda: self.get("/health"), deadline)
+        for port in listeners:
+            self._poll(lambda port=port: socket.create_connection(("127.0.0.1", port), 1).close(),
+                       deadline)
+
+    def _poll(self, probe: Callable[[], object], deadline: float) -> None:
         while True:
             try:
-                self.get("/health")
-                break
+                probe()
+                return
             except OSError:
                 assert self.proc.poll() is None, self.log.read_text()
                 assert time.monotonic() < deadline, self.log.read_text()
-                time.sleep(0.05)
+                time.sleep(0.05)  # polling a port that is not open yet: nothing to wait on
 
     def get(self, path: str) -> object:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}{path}", timeout=5) as r:

@@ -117,23 +117,36 @@ def test_sigint_is_graceful(tmp_path: Path) -> None:
     assert "SIGINT received, shutting down" in out and "twinmq stopped" in out
 
 
-def _weed_pids() -> set[int]:
+def _weed_children(parent: int) -> set[int]:
+    """Pids of the `weed` processes whose parent is `parent` (other tests and other checkouts on
+    the machine run their own SeaweedFS: only the node's own child counts)."""
     pids = set()
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if cmdline.split(b"\0", 1)[0].endswith(b"/weed"):
-                pids.add(int(entry.name))
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited while listed
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # after "(comm)": state, then ppid
+        if ppid == parent and cmdline.split(b"\0", 1)[0].endswith(b"/weed"):
+            pids.add(int(entry.name))
     return pids
+
+
+def _alive(pid: int) -> bool:
+    """`pid` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 @pytest.mark.integration
 def test_serve_with_s3_starts_and_stops_seaweedfs(tmp_path: Path) -> None:
     """`twinmq serve --storage s3` with no endpoint runs an embedded SeaweedFS, and stops it."""
-    before = _weed_pids()
     port = free_port()
     proc = start(tmp_path / "data", port, "--storage", "s3")
     try:
@@ -142,7 +155,7 @@ def test_serve_with_s3_starts_and_stops_seaweedfs(tmp_path: Path) -> None:
         assert storage["default_engine"] == "s3"
         endpoint = storage["s3_endpoint"]
         assert endpoint.startswith("http://127.0.0.1:"), storage
-        started = _weed_pids() - before
+        started = _weed_children(proc.pid)
         assert len(started) == 1, started
         from real.node.s3 import S3ObjectStore
         from real.node.seaweed import DUMMY_KEY
@@ -154,4 +167,4 @@ def test_serve_with_s3_starts_and_stops_seaweedfs(tmp_path: Path) -> None:
         out = stop(proc, signal.SIGTERM)
     assert proc.returncode == 0, out
     assert "S3 endpoint http://127.0.0.1:" in out
-    assert not (_weed_pids() & started), "the embedded SeaweedFS outlived the node"
+    assert not [pid for pid in started if _alive(pid)], "the embedded SeaweedFS outlived the node"

@@ -226,3 +226,29 @@ def test_smoke_run_against_tansu(tansu_exe: Path, tmp_path: Path) -> None:
     text = out.with_suffix(".md").read_text()
     assert "| records consumed (distinct) | 2048 |" in text
     assert "--smoke --brokers tansu" in text
+
+
+@pytest.mark.bench
+@pytest.mark.smoke
+def test_smoke_run_against_twinmq_file(tmp_path: Path) -> None:
+    """The product through the bench: `twinmq serve` with the file journal, acks=all, every
+    record produced is acknowledged, consumed once, in its partition."""
+    out = tmp_path / "bench-kafka"
+    assert main(["--smoke", "--brokers", "twinmq-file", "--tmp", str(tmp_path),
+                 "--out", str(out)]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["brokers"]["twinmq-file"]["status"] == "ok", result["brokers"]
+    assert result["config"]["records"] == 2048
+    (row,) = result["rows"]
+    assert "error" not in row, row
+    assert row["broker"] == "twinmq-file" and row["scenario"] == "acks-all"
+    assert row["sent"] == row["delivered"] == row["consumed"] == 2048
+    assert row["lost"] == 0 and row["duplicates"] == 0 and row["produce_failed"] == 0
+    assert row["unknown_values"] == 0 and row["consume_ended_by"] == "complete"
+    assert row["per_partition"] == [512, 512, 512, 512]
+    assert row["produce_mb_s"] > 0 and row["consume_mb_s"] > 0
+    # No Tansu in this run: every target is "not measured", none is claimed met or missed.
+    assert result["targets"] and all(t["met"] is None for t in result["targets"])
+    text = out.with_suffix(".md").read_text()
+    assert "| records consumed (distinct) | 2048 |" in text
+    assert result["provenance"]["commit"][:12] in text

@@ -18,7 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from model.fs import SimFileSystem
 from real.node.osfs import OsFileSystem
 from real.storage import InvalidArgument, Record
-from real.storage.devices import DetachedSync, DeviceError
+from real.storage.devices import DetachedSync, DeviceError, NotFound
 from real.storage.journal import EngineFailed, JournalConfig, JournalEngine, SyncJob
 from tests.storage.stateful import FakeClock
 
@@ -184,6 +184,26 @@ def test_without_detached_syncs_the_job_runs_fs_sync() -> None:
     sim.crash()
     recovered = JournalEngine(sim, DIR, FakeClock(), engine.config)
     assert recovered.end_offset() == 1
+
+
+def test_a_moot_job_whose_segment_a_truncate_removed_fails_harmlessly() -> None:
+    """Without detached syncs the job syncs a path; a truncate below that segment's base removes
+    the file, so `job.sync()` raises. The owner hands the error to `finish_sync`, which ignores
+    it for a moot job: no poison, durable_end stays at the truncate point."""
+    sim = SimFileSystem(random.Random(1))
+    engine = engine_over(sim, FakeClock(), segment_bytes=4096)
+    for ts in range(12):
+        engine.append([rec(ts, size=1000)])
+    assert len([n for n in sim.list_dir(DIR) if n.endswith(".log")]) > 2  # several segments
+    job = engine.start_sync(5)
+    assert job is not None and not job.detached and job.end == 12
+    engine.truncate(1)  # drops every segment after the first, the job's one included
+    with pytest.raises(NotFound) as info:
+        job.sync()
+    engine.finish_sync(job, info.value)
+    assert engine.durable_end() == engine.end_offset() == 1
+    engine.append([rec(20)])  # not poisoned
+    engine.invariants()
 
 
 def test_poll_and_sync_still_commit_in_place(fs: CountingFs) -> None:
