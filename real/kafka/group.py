@@ -191,6 +191,10 @@ class Group:
         return all(m.join_reply is not None for m in self.members.values())
 
 
+TICK_ROUNDS_MAX = 8
+"""Rounds of one `tick`: each state change at a deadline can set at most a few more at `now`."""
+
+
 class GroupCoordinator:
     """All classic groups of one broker. See the module docstring for the protocol.
 
@@ -748,21 +752,24 @@ class GroupCoordinator:
         """Fire everything due at `now_ms`: pending (KIP-394) members and member sessions
         expire, initial delays extend or end, rebalance timeouts complete joins, and members
         that did not sync in time are removed. Replies that become ready are sent."""
-        visit: dict[str, Group] = {}
         timers = self._timers
-        while timers and timers[0][0] <= now_ms:
-            at, group_id = heapq.heappop(timers)
-            group = self._groups.get(group_id)
-            if group is not None and group.due_ms == at:
-                visit[group_id] = group
-        for group in visit.values():
-            self._tick_group(now_ms, group)
-            if self._groups.get(group.group_id) is group:
-                group.due_ms = None
-                due = min(_group_deadlines(group), default=None)
-                if due is not None:
-                    self._due(group, due)
-                _check_group(group)
+        for _ in range(TICK_ROUNDS_MAX):  # firing may set a deadline at `now` (a rebalance
+            visit: dict[str, Group] = {}  # left with no members): it fires in this tick too
+            while timers and timers[0][0] <= now_ms:
+                at, group_id = heapq.heappop(timers)
+                group = self._groups.get(group_id)
+                if group is not None and group.due_ms == at:
+                    visit[group_id] = group
+            if not visit:
+                break
+            for group in visit.values():
+                self._tick_group(now_ms, group)
+                if self._groups.get(group.group_id) is group:
+                    group.due_ms = None
+                    due = min(_group_deadlines(group), default=None)
+                    if due is not None:
+                        self._due(group, due)
+                    _check_group(group)
         self._flush(None)
 
     def _tick_group(self, now: int, group: Group) -> None:

@@ -917,3 +917,23 @@ class LongGroupMachine(GroupMachine):
 test_group_state_machine_long = pytest.mark.slow(LongGroupMachine.TestCase)
 test_group_state_machine_long.settings = settings(
     max_examples=1_500, stateful_step_count=80, **_SETTINGS)
+
+
+def test_a_rebalance_left_without_members_completes_in_the_same_tick(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the long state machine: at a sync deadline the only member is dropped, the
+    rebalance that follows has a join deadline of `now` (no members: rebalance timeout 0), and
+    one tick must fire it too; before, the next deadline stayed at `now` (a host would tick
+    again at once)."""
+    monkeypatch.setitem(globals(), "event", lambda *_a, **_k: None)
+    s = GroupMachine()
+    s.setup(delay=0)
+    s.behave(i=0)
+    s.behave_later(i=3, ms=10)
+    s.leave(i=0)
+    s.to_next_deadline()
+    s.behave(i=0)
+    s.heartbeat(i=3)
+    s.to_next_deadline()  # the sync deadline: asserts the next deadline moved past it
+    s.to_next_deadline()
+    s.teardown()
