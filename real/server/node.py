@@ -357,6 +357,10 @@ class NodeCore:
             for _ in range(1000):
                 progressed = self.replica.process_ready() > 0
                 self._register()
+                # An append may have made earlier data durable in place (a batch past
+                # group_commit_bytes is written and synced at once): what waited for it goes
+                # now, as no group commit is due any more to release it.
+                self._durable_progress()
                 progressed |= self._drain()
                 if not progressed and not self.replica.raft.has_ready():
                     break
