@@ -51,7 +51,8 @@ from real.raft import RaftNode
 from real.raft.types import Message, ProposalDropped, RaftConfig
 from real.server.protocol import ProtocolCore
 from real.server.replica import MetaReplica, RaftObserver, Storage
-from real.storage import EngineFactory, ShardEngine, ShardStore
+from real.storage import EngineFactory, ShardStore
+from real.storage.port import BackgroundSyncEngine, SyncJob
 
 STATE_SHARD = "mqtt-state"
 """The MQTT broker's state log (sessions, queued messages, retained, packet-id state)."""
@@ -162,7 +163,7 @@ class NodeCore:
         self._ready = NodeReady()
         self._conns: dict[int, Proto] = {}
         self._loopback: dict[int, bool] = {}
-        self._syncs: dict[int, tuple[str, ShardEngine, Any]] = {}
+        self._syncs: dict[int, tuple[str, BackgroundSyncEngine, SyncJob]] = {}
         self._sync_tokens = 0
         self._settling = False
         self.replica = self._open_replica(spec, env)
@@ -300,7 +301,7 @@ class NodeCore:
         name, engine, job = self._syncs.pop(token)
         self.stats.syncs_done += 1
         try:
-            engine.finish_sync(job, error)  # type: ignore[attr-defined]
+            engine.finish_sync(job, error)
         except Exception:  # noqa: BLE001 - the engine is poisoned; its requests fail from now on
             self.stats.sync_errors += 1
             self.log(f"storage: fdatasync of shard {name!r} failed:\n{traceback.format_exc()}")
