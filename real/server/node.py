@@ -48,7 +48,7 @@ from real.kafka.broker import KafkaBroker, KafkaConfig
 from real.meta import MetaResult, MetaStateMachine, encode_command
 from real.mqtt.broker import Broker, BrokerConfig
 from real.raft import RaftNode
-from real.raft.types import Message, ProposalDropped, RaftConfig
+from real.raft.types import Message, ProposalDropped, RaftConfig, Role
 from real.server.protocol import ProtocolCore
 from real.server.replica import MetaReplica, RaftObserver, Storage
 from real.storage import EngineFactory, ShardStore
@@ -184,7 +184,7 @@ class NodeCore:
         self._register_at = 0
         self._topics_missing: list[str] = []
         self._tick_at = env.clock() + spec.tick_ms
-        self._role_seen: tuple[str, int, int] = ("", 0, 0)
+        self._role_seen: tuple[Role | None, int, int] = (None, 0, 0)
         if self.replica.raft.conf.voters == (spec.node_id,):
             self.replica.raft.campaign()  # the only voter: no need to wait an election timeout
         self._settle()
@@ -356,14 +356,14 @@ class NodeCore:
         self._settling = True
         try:
             for _ in range(1000):
-                progressed = self.replica.process_ready() > 0
+                self.replica.process_ready()  # persist, send, apply: proposal callbacks run
                 self._register()
                 # An append may have made earlier data durable in place (a batch past
                 # group_commit_bytes is written and synced at once): what waited for it goes
                 # now, as no group commit is due any more to release it.
                 self._durable_progress()
-                progressed |= self._drain()
-                if not progressed and not self.replica.raft.has_ready():
+                self._drain()
+                if not self.replica.raft.has_ready():  # only Raft work can set off more
                     break
             else:
                 raise AssertionError("NodeCore._settle did not converge")
@@ -382,10 +382,10 @@ class NodeCore:
 
     def _log_role(self) -> None:
         raft = self.replica.raft
-        now = (raft.role.value, raft.term, raft.leader)
+        now = (raft.role, raft.term, raft.leader)
         if now != self._role_seen:
             self._role_seen = now
-            self.log(f"meta raft: node {raft.id} is {now[0]} in term {now[1]} "
+            self.log(f"meta raft: node {raft.id} is {now[0].value} in term {now[1]} "
                      f"(leader {now[2]})")
 
     # ---- registration in meta ----------------------------------------------------------------
