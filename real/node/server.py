@@ -24,7 +24,7 @@ from real.meta import node_json
 from real.node.admin import AdminServer, Text
 from real.node.config import ConfigError, NodeConfig, load_acl, load_passwords, node_spec
 from real.node.disk import RaftDisk
-from real.node.engines import Devices, settings_from_config
+from real.node.engines import Devices, monotonic_ms, settings_from_config
 from real.node.host import AsyncHost
 from real.node.metrics import NodeMetrics
 from real.node.transport import Listener, make_ssl_context, start_listener
@@ -97,10 +97,6 @@ class NodeView:
         return kicked
 
 
-def monotonic_ms() -> int:
-    return time.monotonic_ns() // 1_000_000
-
-
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -112,7 +108,7 @@ async def serve(cfg: NodeConfig, out: TextIO | None = None) -> int:
         print(line, file=out or sys.stdout, flush=True)
 
     disk = RaftDisk(cfg.data_dir / "meta")
-    devices = Devices(cfg.data_dir / "storage", settings_from_config(cfg), clock=monotonic_ms)
+    devices = Devices(cfg.data_dir / "storage", settings_from_config(cfg))
     try:
         return await _serve_with(cfg, disk, devices, log)
     finally:

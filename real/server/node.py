@@ -371,14 +371,12 @@ class NodeCore:
             self._settling = False
         self._log_role()
 
-    def _drain(self) -> bool:
+    def _drain(self) -> None:
         out = self._ready.writes
-        before = len(out)
         for broker in self.brokers.values():
             for conn_id, data, close in broker.drain():
                 if conn_id in self._conns:
                     out.append((conn_id, data, close))
-        return len(out) > before
 
     def _log_role(self) -> None:
         raft = self.replica.raft

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from real.node.config import load_config, node_spec
 from real.node.disk import RaftDisk
-from real.node.engines import Devices, settings_from_config
+from real.node.engines import Devices, monotonic_ms, settings_from_config
 from real.node.host import AsyncHost
 from real.node.osfs import OsFileSystem
-from real.node.server import monotonic_ms, node_env
+from real.node.server import node_env
 from real.server.node import NodeCore
 from real.storage import Record
 from real.storage.devices import DeviceError

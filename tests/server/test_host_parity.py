@@ -30,9 +30,8 @@ from real.mqtt import MQTT_3_1_1, Properties, PropertyId, encode
 from real.mqtt.packets import Connect, Disconnect, Puback, Publish, Subscribe, Subscription
 from real.node.config import NodeConfig, load_config, node_spec
 from real.node.disk import RaftDisk
-from real.node.engines import Devices, settings_from_config
+from real.node.engines import Devices, monotonic_ms, settings_from_config
 from real.node.host import AsyncHost
-from real.node.server import monotonic_ms
 from real.node.transport import start_listener
 from real.server.node import NodeCore, NodeEnv, NodeSpec, Proto
 
