@@ -183,6 +183,19 @@ class Broker:
                                           stderr=subprocess.STDOUT)
         self._wait_ready()
 
+    def start_on_free_ports(self, attempts: int = 3) -> None:
+        """The first start. Free ports are picked before the broker binds them, so another
+        process may take one in between (seen under `-n 2`): then pick new ones and retry.
+        Restarts keep the ports, as clients reconnect to them."""
+        for attempt in range(attempts):
+            try:
+                self.start()
+                return
+            except AssertionError as exc:
+                if "address already in use" not in str(exc) or attempt == attempts - 1:
+                    raise
+                self.port, self.ws_port, self.admin_port, self.kafka_port = free_ports(4)
+
     def _wait_ready(self) -> None:
         assert self._proc is not None
         deadline = time.monotonic() + READY_SECONDS_MAX
@@ -255,7 +268,7 @@ def assert_port_closed(host: str, port: int) -> None:
 def broker(tmp_path: Path) -> Iterator[Broker]:
     """A fresh broker of kind `TWINMQ_TEST_BROKER` for this test; stopped and checked after."""
     b = Broker(BROKER_KIND, tmp_path)
-    b.start()
+    b.start_on_free_ports()
     try:
         yield b
     finally:
