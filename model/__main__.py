@@ -1,7 +1,7 @@
-"""`python -m model run FILE --seed N` and `python -m model sweep FILE --seeds 1-1000 --jobs 2`.
+"""`python -m model run FILE [--seed N]` and `python -m model sweep FILE --seeds 1-1000 --jobs 2`.
 
-One CLI for every simulated world: a scenario with MQTT clients runs in model/mqtt.py, one with
-Kafka clients in model/kafka.py, any other is a Raft scenario.
+One CLI for every scenario (model/scenario.py): each runs in the one world (model/world.py).
+`mqtt` and `kafka` are kept as aliases of `run` (with `--seeds` they sweep).
 
 `main(argv)` returns the exit code (never calls sys.exit): run -> 0 ok, 1 safety, 2 liveness,
 3 crash; sweep -> 0 if every seed is ok, else the code of the worst outcome; 4 on a usage or
@@ -29,11 +29,22 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one seed")
     run.add_argument("file")
-    run.add_argument("--seed", type=int, required=True)
+    run.add_argument("--seed", type=int, help="default: the scenario's seed")
     run.add_argument("--trace", metavar="OUT.jsonl")
-    run.add_argument("--bug", action="append", default=[], metavar="NAME")
+    run.add_argument("--bug", action="append", default=[], metavar="NAME",
+                     help="plant a Raft or broker bug (checker tests)")
+    run.add_argument("--state-log", choices=("journal", "memory"), help="override state_log")
     run.add_argument("--trace-messages", action="store_true", help="trace every message sent")
     run.add_argument("--tick-by-tick", action="store_true", help="disable tick skipping")
+    for alias in ("mqtt", "kafka"):
+        old = sub.add_parser(alias, help="same as run (with --seeds: sweep)")
+        old.add_argument("file")
+        old.add_argument("--seed", type=int)
+        old.add_argument("--trace", metavar="OUT.jsonl")
+        old.add_argument("--bug", action="append", default=[], metavar="NAME")
+        old.add_argument("--state-log", choices=("journal", "memory"))
+        old.add_argument("--seeds", metavar="A-B")
+        old.add_argument("--jobs", type=int, default=1)
     sweep = sub.add_parser("sweep", help="run many seeds in parallel processes")
     sweep.add_argument("file")
     sweep.add_argument("--seeds", default="1-100", help="A-B (inclusive) or a comma list")
@@ -45,59 +56,25 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-BROKER_WORLDS = {"mqtt": ("publishers", "subscribers"),
-                 "kafka": ("producers", "groups", "readers")}
-"""A scenario with any of these top-level keys runs in that world (model/mqtt.py,
-model/kafka.py: whole nodes hosted by SimHost); any other is a Raft scenario."""
-
-
-def world_of(file: str) -> str:
-    """"mqtt", "kafka" or "raft", from the scenario file's top-level keys."""
-    import tomllib
-
-    try:
-        keys = tomllib.loads(Path(file).read_text())
-    except (OSError, tomllib.TOMLDecodeError):
-        return "raft"  # the Raft loader reports the problem with the file's name
-    for world, markers in BROKER_WORLDS.items():
-        if any(key in keys for key in markers):
-            return world
-    return "raft"
-
-
-def _broker_world(world: str, args: argparse.Namespace) -> int:
-    """`run`/`sweep` of an MQTT or Kafka scenario through that world's own CLI."""
-    if world == "mqtt":
-        from model.mqtt import main as world_main
-    else:
-        from model.kafka import main as world_main
-    argv = [args.file]
-    if args.command == "run":
-        argv += ["--seed", str(args.seed)] + (["--trace", args.trace] if args.trace else [])
-    else:
-        argv += ["--seeds", args.seeds, "--jobs", str(args.jobs)]
-    for bug in args.bug:
-        if world == "mqtt":
-            print("error: --bug: the MQTT world has no planted bugs", file=sys.stderr)
-            return USAGE_ERROR
-        argv += ["--bug", bug]
-    return world_main(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
         args = _parser().parse_args(args_list)
     except SystemExit as exc:  # argparse exits on --help and on errors
         return 0 if exc.code == 0 else USAGE_ERROR
-    world = world_of(args.file)
-    if world != "raft":
-        return _broker_world(world, args)
+    if args.command in ("mqtt", "kafka"):
+        args.command = "sweep" if args.seeds else "run"
+        args.out, args.stop_on_first, args.trace_messages, args.tick_by_tick = (
+            None, False, False, False)
     try:
         scenario = with_bugs(load(args.file), args.bug)
     except ScenarioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USAGE_ERROR
+    if getattr(args, "state_log", None):
+        import dataclasses
+
+        scenario = dataclasses.replace(scenario, state_log=args.state_log)
     if args.command == "run":
         return _run(scenario, args)
     from model.sweep import parse_seeds, sweep
@@ -117,8 +94,10 @@ def default_results_path(file: str, seeds: str, bugs: list[str]) -> str:
     return str(Path("results") / f"{name}.jsonl")
 
 
-def reproduce_line(file: str, seed: int, bugs: list[str]) -> str:
+def reproduce_line(file: str, seed: int, bugs: list[str], state_log: str | None = None) -> str:
     extra = "".join(f" --bug {b}" for b in bugs)
+    if state_log:
+        extra += f" --state-log {state_log}"
     return f"twinmq sim run {file} --seed {seed}{extra}"
 
 
@@ -132,24 +111,26 @@ def _run(scenario: Scenario, args: argparse.Namespace) -> int:
     if args.tick_by_tick:
         cluster = dataclasses.replace(scenario.cluster, tick_skipping=False)
         scenario = dataclasses.replace(scenario, cluster=cluster)
+    seed = scenario.seed if args.seed is None else args.seed
     out = Path(args.trace).open("w") if args.trace else None
     wall0 = time.perf_counter()
     try:
-        result = World(scenario, args.seed, trace_out=out).run()
+        result = World(scenario, seed, trace_out=out).run()
     finally:
         if out is not None:
             out.close()
     wall = time.perf_counter() - wall0
     sim_s = result.sim_us / 1e6
-    print(f"scenario: {scenario.name} ({args.file}) seed {args.seed}"
-          f"{' bugs ' + ','.join(scenario.cluster.bugs) if scenario.cluster.bugs else ''}")
+    bugs = [*scenario.cluster.bugs, *scenario.broker_bugs]
+    print(f"scenario: {scenario.name} ({args.file}) seed {seed}"
+          f"{' bugs ' + ','.join(bugs) if bugs else ''}")
     print(f"sim time: {sim_s:.3f} s, wall: {wall:.3f} s, ratio {sim_s / max(wall, 1e-9):.0f}x")
     print("stats: " + json.dumps(result.stats, sort_keys=True))
     if result.detail:
         print(f"detail: {result.detail}")
     print(f"trace-hash: {result.trace_hash}")
     print(f"outcome: {result.outcome}")
-    print(f"reproduce: {reproduce_line(args.file, args.seed, args.bug)}")
+    print(f"reproduce: {reproduce_line(args.file, seed, args.bug, args.state_log)}")
     return OUTCOME_CODES[result.outcome]
 
 

@@ -1,9 +1,5 @@
-"""Per-node clock: a rate factor (drift) converting Raft ticks to simulated microseconds.
-
-A node with drift `ppm` runs ticks of `tick_ms * (1 + ppm / 1e6)` real (simulated) time: a fast
-clock (negative ppm) ticks more often. Tick boundaries are kept in integer nanoseconds from an epoch
-so drift never accumulates rounding error; the simulator itself runs in integer microseconds.
-"""
+"""Per-machine clocks: local milliseconds with drift and skew, mapped to and from simulated
+microseconds (the simulator itself runs in integer microseconds)."""
 
 from __future__ import annotations
 
@@ -23,18 +19,26 @@ def now_us(env: simpy.Environment) -> int:
     return now
 
 
-class NodeClock:
-    """Tick schedule of one node. `skew_ppm` (a nemesis fault) adds to the configured drift."""
+class LocalClock:
+    """A machine's monotonic clock in whole milliseconds, running at `1 + (drift + skew) / 1e6`
+    sim time per local time (a fast clock, negative ppm, has shorter milliseconds).
 
-    def __init__(self, tick_ms: float, drift_ppm: float) -> None:
-        assert tick_ms > 0, f"tick_ms must be > 0, got {tick_ms}"
+    Boundaries are kept in integer nanoseconds from an anchor, so drift never accumulates rounding
+    error. A skew change (a nemesis fault) re-anchors at that instant, so the local clock never
+    jumps or runs backwards. The clock keeps running across crashes of the node (a
+    process restart does not reset CLOCK_MONOTONIC)."""
+
+    def __init__(self, drift_ppm: float, phase_us: int = 0) -> None:
+        """`phase_us` in [0, 1000): how far into its current millisecond the clock is at sim time
+        0 (machines' millisecond boundaries do not line up; nodes whose timers all fire on the
+        same sim instant would split every vote)."""
         assert abs(drift_ppm) < 500_000, f"drift_ppm out of range: {drift_ppm}"
-        self.tick_ms = tick_ms
+        assert 0 <= phase_us < US_PER_MS, phase_us
         self.drift_ppm = drift_ppm
         self.skew_ppm = 0.0
-        self._epoch_ns = 0
-        self._ticks = 0
-        self._tick_ns = self._compute_tick_ns()
+        self._anchor_ns = -phase_us * NS_PER_US
+        self._anchor_ms = 0
+        self._ms_ns = self._compute_ms_ns()
 
     @staticmethod
     def random_drift(rng: random.Random, max_ppm: float) -> float:
@@ -42,45 +46,32 @@ class NodeClock:
         assert max_ppm >= 0
         return round(rng.uniform(-max_ppm, max_ppm), 2)
 
-    def _compute_tick_ns(self) -> int:
+    def _compute_ms_ns(self) -> int:
         rate = 1.0 + (self.drift_ppm + self.skew_ppm) / 1e6
-        tick_ns = round(self.tick_ms * US_PER_MS * NS_PER_US * rate)
-        assert tick_ns >= 1, tick_ns
-        return tick_ns
+        ms_ns = round(US_PER_MS * NS_PER_US * rate)
+        assert ms_ns >= 1, ms_ns
+        return ms_ns
 
     @property
-    def tick_ns(self) -> int:
-        return self._tick_ns
+    def ms_ns(self) -> int:
+        """Sim nanoseconds per local millisecond."""
+        return self._ms_ns
 
-    def restart(self, now_us: int) -> None:
-        """Start a fresh tick schedule: the first tick is one tick length after `now_us`."""
-        self._epoch_ns = now_us * NS_PER_US
-        self._ticks = 0
+    def now_ms(self, now_us: int) -> int:
+        """The local time at sim time `now_us` (the last millisecond boundary passed)."""
+        return self._anchor_ms + (now_us * NS_PER_US - self._anchor_ns) // self._ms_ns
 
-    def set_skew(self, now_us: int, skew_ppm: float) -> None:
-        """Change the rate from the next tick boundary on (keeps the boundaries passed so far)."""
-        self._epoch_ns = self._epoch_ns + self._ticks * self._tick_ns
-        self._ticks = 0
-        self.skew_ppm = skew_ppm
-        self._tick_ns = self._compute_tick_ns()
-        assert self._epoch_ns <= now_us * NS_PER_US + self._tick_ns
-
-    def next_boundary_us(self, ticks_ahead: int = 1) -> int:
-        """Sim time (us, rounded up) of the boundary `ticks_ahead` ticks after the last consumed."""
-        assert ticks_ahead >= 1
-        ns = self._epoch_ns + (self._ticks + ticks_ahead) * self._tick_ns
+    def when_us(self, local_ms: int) -> int:
+        """The sim time (us, rounded up) at which the local clock reaches `local_ms`."""
+        ns = self._anchor_ns + (local_ms - self._anchor_ms) * self._ms_ns
         return -(-ns // NS_PER_US)
 
-    def due(self, now_us: int) -> int:
-        """How many unconsumed tick boundaries are at or before `now_us`."""
-        elapsed = now_us * NS_PER_US - self._epoch_ns
-        passed = elapsed // self._tick_ns
-        return max(0, passed - self._ticks)
-
-    def consume(self, n: int) -> None:
-        assert n >= 0
-        self._ticks += n
-
-    def ticks_to_us(self, n: int) -> float:
-        """Duration of `n` ticks of this clock, in sim microseconds."""
-        return n * self._tick_ns / NS_PER_US
+    def set_skew(self, now_us: int, skew_ppm: float) -> None:
+        """Change the rate from `now_us` on: the local millisecond in progress restarts there (it
+        loses its elapsed fraction, so the clock neither jumps ahead nor runs backwards)."""
+        local = self.now_ms(now_us)
+        self._anchor_ns = now_us * NS_PER_US
+        self._anchor_ms = local
+        self.skew_ppm = skew_ppm
+        self._ms_ns = self._compute_ms_ns()
+        assert self.now_ms(now_us) == local, (now_us, local)

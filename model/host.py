@@ -42,6 +42,7 @@ from typing import Any
 import simpy
 from simpy.events import Event, EventPriority
 
+from model.clock import LocalClock
 from model.conn import FIN, SimConn
 from model.fs import SimFileSystem
 from real.kafka.bridge import BridgeRule
@@ -80,6 +81,10 @@ class HostStats:
     inputs: int = 0
     syncs: int = 0
     lost_syncs: int = 0
+    inbox_rejected: int = 0
+    """Raft messages and proposals refused because the inbox was full (`inbox_max`)."""
+    dropped_dead: int = 0
+    """Raft messages and proposals that arrived while the machine was down."""
 
 
 class SimHost:
@@ -92,7 +97,10 @@ class SimHost:
                  check_invariants: bool = True,
                  filter_input: Callable[[SimConn, bytes], bytes] | None = None,
                  on_congested: Callable[[SimConn, int], None] | None = None,
-                 observer: RaftObserver | None = None) -> None:
+                 observer: RaftObserver | None = None,
+                 clock: LocalClock | None = None,
+                 inbox_max: int = 0,
+                 tick_skipping: bool = True) -> None:
         self.env = env
         self.spec = spec
         self.id = spec.node_id
@@ -107,9 +115,14 @@ class SimHost:
         self.filter_input = filter_input
         self.on_congested = on_congested
         self.observer = observer
+        self.clock = clock or LocalClock(0.0)
+        self.inbox_max = inbox_max
+        self.tick_skipping = tick_skipping
         self.priority = EventPriority(2 + spec.node_id)
         self.gen = 0
         self.up = False
+        self.paused = False
+        self._resume: Event | None = None
         self.core: NodeCore | None = None
         self.conns: dict[int, SimConn] = {}
         self.inbox: deque[tuple[str, Any, Any]] = deque()
@@ -120,7 +133,13 @@ class SimHost:
     # ---- clocks --------------------------------------------------------------------------------
 
     def clock_ms(self) -> int:
-        return int(self.env.now) // US_PER_MS
+        """The machine's monotonic clock (local milliseconds: drift and skew apply)."""
+        return self.clock.now_ms(int(self.env.now))
+
+    def set_skew(self, skew_ppm: float) -> None:
+        """Change the clock's rate (a nemesis fault); a sleeping node re-arms its timer."""
+        self.clock.set_skew(int(self.env.now), skew_ppm)
+        self._kick()
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -145,6 +164,7 @@ class SimHost:
             return  # crashed while recovering
         self.core = core
         self.up = True
+        self.paused = False
         self.stats.starts += 1
         self._carry_out(gen)
         if self.on_up is not None:
@@ -158,6 +178,8 @@ class SimHost:
         if not self.up:
             return False
         self.up = False
+        self.paused = False
+        self._resume = None
         self.gen += 1
         self.core = None
         opening = [who for kind, who, _ in self.inbox if kind == "open"]
@@ -193,10 +215,43 @@ class SimHost:
             self._push("closed", conn, None)
 
     def deliver(self, msg: Message) -> bool:
-        """A Raft message from a peer; refused (False) while the machine is down."""
+        """A Raft message from a peer; refused (False, counted) while the machine is down or its
+        inbox is full."""
+        return self._bounded("raft", msg, None)
+
+    def propose(self, data: bytes, done: Callable[[Any], None]) -> bool:
+        """A meta proposal from a client of this node (`done(result | exception)` once it applied
+        or failed); refused like a Raft message."""
+        return self._bounded("propose", data, done)
+
+    def campaign(self) -> None:
+        """Start a meta election at the node's next turn."""
+        if self.up:
+            self._push("campaign", None, None)
+
+    def pause(self) -> None:
+        """Stop the process (SIGSTOP): inputs queue up, no timer runs; its clock keeps going."""
+        assert self.up and not self.paused, self.id
+        self.paused = True
+
+    def resume(self) -> None:
+        if not self.up or not self.paused:
+            return
+        self.paused = False
+        ev, self._resume = self._resume, None
+        if ev is not None and not ev.triggered:
+            ev._ok = True
+            ev._value = None
+            self.env.schedule(ev, self.priority, 0)
+
+    def _bounded(self, kind: str, who: Any, data: Any) -> bool:
         if not self.up:
+            self.stats.dropped_dead += 1
             return False
-        self._push("raft", msg, None)
+        if self.inbox_max and len(self.inbox) >= self.inbox_max:
+            self.stats.inbox_rejected += 1
+            return False
+        self._push(kind, who, data)
         return True
 
     def _push(self, kind: str, who: Any, data: Any) -> None:
@@ -215,14 +270,24 @@ class SimHost:
     def _serve(self, gen: int) -> Generator[Event, Any, None]:
         env = self.env
         while self.gen == gen:
+            if self.paused:
+                self._resume = Event(env)
+                yield self._resume
+                continue
             if self.inbox:
-                kind, who, data = self.inbox.popleft()
-                self._input(kind, who, data)
+                core = self.core
+                assert core is not None
+                with core.batch():  # everything queued now, settled once (one Raft fsync)
+                    while self.inbox:
+                        kind, who, data = self.inbox.popleft()
+                        self._input(kind, who, data)
+                if self.check_invariants:
+                    core.invariants()
             else:
                 core = self.core
                 assert core is not None
                 now_ms = self.clock_ms()
-                if core.next_deadline_ms() <= now_ms and self._ticked_ms != now_ms:
+                if self._due_ms(core) <= now_ms and self._ticked_ms != now_ms:
                     self._ticked_ms = now_ms  # once per millisecond: the node's clock unit
                     core.tick()
                     self.stats.inputs += 1
@@ -236,16 +301,22 @@ class SimHost:
                 return
             self._carry_out(gen)
 
+    def _due_ms(self, core: NodeCore) -> int:
+        """When to tick next: the node's deadline, or (without tick skipping) every Raft tick
+        boundary, which must give the same trace."""
+        due = core.next_deadline_ms()
+        return due if self.tick_skipping else min(due, core.next_tick_ms())
+
     def _sleep(self, gen: int) -> Generator[Event, Any, None]:
         core = self.core
         assert core is not None
         env = self.env
         wake = Event(env)
         self._wake = wake
-        due_ms = core.next_deadline_ms()
+        due_ms = self._due_ms(core)
         if self._ticked_ms == self.clock_ms():
             due_ms = max(due_ms, self._ticked_ms + 1)
-        delay = max(1, due_ms * US_PER_MS - int(env.now))
+        delay = max(1, self.clock.when_us(due_ms) - int(env.now))
         timer = env.timeout(delay)
         timer.callbacks.append(lambda _e: self._kick() if self._wake is wake else None)
         yield wake
@@ -258,6 +329,10 @@ class SimHost:
         self.stats.inputs += 1
         if kind == "raft":
             core.step(who)
+        elif kind == "propose":
+            core.propose(who, data)
+        elif kind == "campaign":
+            core.campaign()
         elif kind == "open":
             if who.reset:
                 return
@@ -279,8 +354,6 @@ class SimHost:
             assert kind == "closed", kind
             if self.conns.pop(who.id, None) is not None:
                 core.closed(who.id)
-        if self.check_invariants:
-            core.invariants()
 
     # ---- output --------------------------------------------------------------------------------
 

@@ -1,38 +1,74 @@
-"""The simulated world: SimPy environment, nodes, network, disks, clocks, client, nemesis,
-checkers and trace, built from a `Scenario` and a seed. `World(scenario, seed).run()` returns a
-`RunResult` whose outcome is `ok | safety | liveness | crash`.
+"""The simulated world: N whole TwinMQ nodes (`NodeCore` on `SimHost`), the network between
+them, per-machine disks and clocks, the workloads (a meta client; MQTT and Kafka clients on the
+clients' node, with bridge rules between the protocols), one nemesis, checkers and a trace, built
+from a `Scenario` (model/scenario.py) and a seed. `World(scenario, seed).run()` returns a
+`RunResult` whose outcome is `ok | safety | liveness | crash`: the first Raft safety violation
+(checked as it happens), a meta liveness failure after heal, an exception in the node or the
+world, or else the worst verdict of the MQTT and Kafka checkers (judged on the clients' history
+at the end of the run).
 
-RNG streams are derived in this fixed order: clock-drift; per node ascending: disk-N (the node's
-`SimFileSystem`, which holds its real Raft log), node-N; per link (src, dst ascending): link-S-D;
-client; nemesis. Appending a stream at the end keeps every
+Each node is the product's own composed node (real/server/node.py) hosted by model/host.py: its
+meta Raft log is the real `RaftLog` on the machine's `SimFileSystem`, its clock a `LocalClock`
+with the scenario's drift (and the nemesis's skew). What the nodes' meta replicas do reaches the
+checkers and the trace through one `RaftObserver` (`_Observer` below): roles, persisted entries
+and snapshots, restarts, applies, compactions. The client proposes `config.put` commands to the
+leader through `NodeCore.propose`, as the brokers do.
+
+RNG streams are derived in this fixed order: clock-drift (each node's drift and millisecond
+phase); per node ascending: disk-N (the node's `SimFileSystem`), node-N; per link (src, dst
+ascending): link-S-D; client (meta); nemesis; faults (the scheduled faults); then, only when
+MQTT or Kafka clients exist: clients-net, and one stream per client (mqtt-sub0.., mqtt-pub0..,
+kafka-prod0.., kafka-cons0.., kafka-reader0..). Appending a stream at the end keeps every
 existing one (and so old traces) unchanged; inserting one in the middle does not.
+
+Trace node ids: 0 is the world (faults, heal, verdict), 1..N the nodes, 100 and up the MQTT and
+Kafka clients in creation order.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import simpy
 
-from model.checkers import OUTCOME_CODES, Checkers, SafetyViolation
-from model.clock import NodeClock, now_us
-from model.faults import Nemesis
+from model.checkers import OUTCOME_CODES, CheckerObserver, Checkers, SafetyViolation
+from model.clock import LocalClock, now_us
+from model.conn import NetSpec, SimConn, SimNet, Switchboard
 from model.fs import SimFileSystem
+from model.host import RAFT_DIR, SimHost, sim_node_spec
+from model.nemesis import Nemesis
 from model.net import Network
-from model.node import SimNode
 from model.rng import SeedTree
 from model.scenario import Scenario
 from model.trace import Trace
-from model.workload import Client
-from real.raft.types import Bug, Entry, RaftConfig, Role
+from model.workloads.meta import Client
+from real.raft.types import (
+    Bug,
+    DurableState,
+    Entry,
+    EntryKind,
+    Message,
+    RaftConfig,
+    Ready,
+    Role,
+    Snapshot,
+)
+from real.server.node import NodeCore, Proto
+from real.server.replica import unwrap_forwarded
+from real.server.storage import StorageSettings
 
 US_PER_MS = 1000
 ROOT = Path(__file__).resolve().parent.parent
+CLIENT_TRACE_BASE = 100
+LOG_LINES_MAX = 50
+"""Log lines of the clients' node kept for the result."""
+OUTCOME_RANK = {"ok": 0, "liveness": 1, "safety": 2, "crash": 3}
+RAFT_LOG = f"{RAFT_DIR}/raft.log"
+NEVER_COMPACT = 1 << 62
 
 
 class LivenessViolation(Exception):
@@ -52,15 +88,6 @@ class RunResult:
         return OUTCOME_CODES[self.outcome]
 
 
-def default_raft_factory() -> Callable[..., Any]:
-    from real.raft import RaftNode
-
-    def make(node_id: int, config: RaftConfig, rng: Any, durable: Any, peers: tuple) -> Any:
-        return RaftNode(node_id, config, rng, durable, peers)
-
-    return make
-
-
 def encode_proposal(pid: int, value_bytes: int) -> bytes:
     from real.meta import encode_command
 
@@ -69,26 +96,80 @@ def encode_proposal(pid: int, value_bytes: int) -> bytes:
 
 
 def raft_config(s: Scenario) -> RaftConfig:
+    """The nodes' meta Raft configuration: NodeConfig's defaults with the scenario's [cluster]."""
     c = s.cluster
-    return RaftConfig(election_tick_min=c.election_tick_min, election_tick_max=c.election_tick_max,
-                      heartbeat_tick=c.heartbeat_tick, pre_vote=c.pre_vote,
-                      check_quorum=c.check_quorum, max_size_per_msg=c.max_size_per_msg,
-                      max_inflight_msgs=c.max_inflight_msgs,
-                      bugs=frozenset(Bug(b) for b in c.bugs))
+    return dataclasses.replace(
+        sim_node_spec(1).raft, election_tick_min=c.election_tick_min,
+        election_tick_max=c.election_tick_max, heartbeat_tick=c.heartbeat_tick,
+        pre_vote=c.pre_vote, check_quorum=c.check_quorum, max_size_per_msg=c.max_size_per_msg,
+        max_inflight_msgs=c.max_inflight_msgs, bugs=frozenset(Bug(b) for b in c.bugs))
+
+
+@dataclass(slots=True)
+class ObserverStats:
+    readies: int = 0
+    compactions: int = 0
+    restores: int = 0
+
+
+class _Observer:
+    """The meta replicas' `RaftObserver`: feeds the checkers (through `CheckerObserver`), the
+    trace, the client's commit matching and the world's hooks (`on_role`, `on_ready`)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.checks = CheckerObserver(world.checkers)
+        self.stats = ObserverStats()
+
+    def restarted(self, node: int, durable: DurableState) -> None:
+        self.checks.restarted(node, durable)
+        snap = durable.snapshot
+        w = self.world
+        w.trace.emit(now_us(w.env), node, "start", term=durable.hard_state.term,
+                     commit=durable.hard_state.commit, entries=len(durable.entries),
+                     snapshot=snap.meta.index if snap is not None else 0)
+
+    def ready(self, node: int, rd: Ready, term: int) -> None:
+        w = self.world
+        self.stats.readies += 1
+        self.checks.ready(node, rd, term)
+        now = now_us(w.env)
+        if rd.soft_state is not None:
+            role_term = rd.hard_state.term if rd.hard_state is not None else term
+            w.on_role(node, role_term, rd.soft_state.role, rd.soft_state.leader)
+        if rd.snapshot is not None:
+            self.stats.restores += 1
+            w.trace.emit(now, node, "restore", index=rd.snapshot.meta.index)
+        if rd.committed_entries:
+            w.trace.emit(now, node, "apply", lo=rd.committed_entries[0].index,
+                         hi=rd.committed_entries[-1].index)
+        if w.scenario.trace_messages:
+            for m in rd.messages:
+                w.trace.emit(now, node, "send", type=m.type.value, dst=m.dst, term=m.term,
+                             index=m.index, n=len(m.entries))
+        w.on_ready(node, rd)
+
+    def applied(self, node: int, entry: Entry, term: int) -> None:
+        self.checks.applied(node, entry, term)
+        if entry.kind is EntryKind.NORMAL and entry.data:
+            self.world.on_committed(node, entry, unwrap_forwarded(entry.data))
+
+    def compacted(self, node: int, snapshot: Snapshot) -> None:
+        self.checks.compacted(node, snapshot)
+        self.stats.compactions += 1
+        w = self.world
+        w.trace.emit(now_us(w.env), node, "compact", index=snapshot.meta.index)
 
 
 class World:
     def __init__(self, scenario: Scenario, seed: int, trace_out: IO[str] | None = None,
-                 keep_trace: bool = False, raft_factory: Callable[..., Any] | None = None) -> None:
-        from real.meta import MetaStateMachine
-
+                 keep_trace: bool = False) -> None:
         self.scenario = scenario
         self.seed = seed
         self.env = simpy.Environment()
         self.trace = Trace(trace_out, keep=keep_trace)
         self.checkers = Checkers()
-        self.raft_factory = raft_factory or default_raft_factory()
-        self.sm_restore: Callable[[int, bytes], Any] = MetaStateMachine.at_snapshot
+        self.observer = _Observer(self)
         self.node_ids = list(range(1, scenario.cluster.nodes + 1))
         self.seeds = SeedTree(seed)
         self._build()
@@ -100,41 +181,187 @@ class World:
 
     def _build(self) -> None:
         s, seeds = self.scenario, self.seeds
+        c = s.cluster
         drift_rng = seeds.derive("clock-drift")
-        config = raft_config(s)
         fs_config = s.disk.fs_config()
-        self.nodes: dict[int, SimNode] = {}
+        voters = tuple(self.node_ids)
+        raft = raft_config(s)
+        engine = "file" if s.state_log == "journal" else "memory"
+        storage = StorageSettings(engine=engine, group_commit_ms=s.disk.group_commit_ms)
+        kafka = dataclasses.replace(s.kafka, default_engine=engine)
+        self.clients_node = c.clients_node
+        self.nodes: dict[int, SimHost] = {}
         for nid in self.node_ids:
-            drift = NodeClock.random_drift(drift_rng, s.clock.drift_ppm)
-            clock = NodeClock(s.cluster.tick_ms, drift)
+            drift = LocalClock.random_drift(drift_rng, s.clock.drift_ppm)
+            clock = LocalClock(drift, phase_us=drift_rng.randrange(US_PER_MS))
             fs = SimFileSystem(seeds.derive(f"disk-{nid}"), fs_config)
-            self.nodes[nid] = SimNode(self, nid, config, clock, fs, seeds.derive(f"node-{nid}"))
+            spec = dataclasses.replace(
+                sim_node_spec(nid, voters=voters, mqtt=s.mqtt, kafka=kafka, bridges=s.bridges,
+                              default_engine=engine, tick_ms=c.tick_ms,
+                              snapshot_entries=c.snapshot_every or NEVER_COMPACT),
+                raft=raft)
+            serving = nid == self.clients_node
+            self.nodes[nid] = SimHost(
+                self.env, spec, storage, fs, seeds.derive(f"node-{nid}"),
+                send_raft=self._send_raft, observer=self.observer, clock=clock,
+                inbox_max=c.inbox_max, tick_skipping=c.tick_skipping,
+                check_invariants=c.check_invariants,
+                on_up=lambda core, nid=nid: self.on_up(nid, core),
+                log=self._log if serving else None,
+                write_high_water=s.clients.write_high_water_bytes,
+                filter_input=self._filter_input if serving else None,
+                on_congested=self._congested if serving else None)
         self.net = Network(self.env, self.node_ids, s.network, seeds.derive, self._deliver)
-        self.client = Client(self, s.workload, seeds.derive("client"), encode_proposal)
-        self.nemesis = Nemesis(self, s.faults, seeds.derive("nemesis"))
+        self.client = Client(self, s.meta, seeds.derive("client"), encode_proposal)
+        self.nemesis = Nemesis(self, s.faults, seeds.derive("nemesis"), seeds.derive("faults"))
+        self.log_lines: list[str] = []
+        self.workloads: list[Any] = []
+        self.client_net: SimNet | None = None
+        self.board: Switchboard | None = None
+        self._next_client = CLIENT_TRACE_BASE
+        if s.has_mqtt or s.has_kafka:
+            net = s.clients
+            self.client_net = SimNet(self.env, NetSpec(
+                latency=net.latency, bandwidth_mb_s=net.bandwidth_mb_s,
+                write_high_water_bytes=net.write_high_water_bytes), seeds.derive("clients-net"))
+            self.board = Switchboard(self.client_net, self.nodes[self.clients_node])
+        if s.has_mqtt:
+            from model.workloads.mqtt import MqttWorkload
+
+            self.workloads.append(MqttWorkload(self))
+        if s.has_kafka:
+            from model.workloads.kafka import KafkaWorkload
+
+            self.workloads.append(KafkaWorkload(self))
+        if s.has_mqtt and s.has_kafka and any(rule.to_kafka for rule in s.bridges):
+            from model.workloads.bridge import BridgeWorkload
+
+            self.workloads.append(BridgeWorkload(self, *self.workloads[:2]))
+
+    # -- the clients' side (the MQTT and Kafka workloads use these) ---------------------------
+
+    def client_id(self) -> int:
+        """The next client's trace node id."""
+        self._next_client += 1
+        return self._next_client - 1
+
+    def dial(self, client: Any, proto: Proto) -> SimConn:
+        """A new connection from `client` to the clients' node (refused while it is down)."""
+        assert self.board is not None
+        return self.board.dial(client, proto)
+
+    def reset(self, conn: SimConn, by_client: bool) -> None:
+        assert self.board is not None
+        self.board.reset(conn, by_client)
+
+    def later(self, delay_us: int, fn: Any) -> None:
+        """Call `fn()` after `delay_us` of sim time."""
+        self.env.timeout(max(0, delay_us)).callbacks.append(lambda _ev: fn())
+
+    def drop_client(self, rng: Any, targets: str) -> str | None:
+        """Abruptly drop one connected client among `targets` (a label of it, or None)."""
+        pool: list[tuple[Any, str]] = []
+        for w in self.workloads:
+            pool.extend(w.droppable(targets))
+        if not pool:
+            return None
+        drop, label = pool[rng.randrange(len(pool))]
+        drop()
+        return label
+
+    def pause_consumer(self, rng: Any, length_us: int) -> str | None:
+        for w in self.workloads:
+            label = w.pause_consumer(rng, length_us)
+            if label is not None:
+                return label
+        return None
+
+    def _log(self, line: str) -> None:
+        if len(self.log_lines) < LOG_LINES_MAX:
+            self.log_lines.append(f"{self.env.now}us {line}")
+
+    def _filter_input(self, conn: SimConn, data: bytes) -> bytes:
+        for w in self.workloads:
+            data = w.filter_input(conn, data)
+        return data
+
+    def _congested(self, conn: SimConn, backlog: int) -> None:
+        self.trace.emit(now_us(self.env), conn.client.node, "congested", backlog=backlog)
+
+    def _send_raft(self, msg: Message) -> None:
+        self.net.send(msg.src, msg.dst, msg)
 
     def _deliver(self, dst: int, msg: object) -> None:
-        self.nodes[dst].deliver(msg)  # type: ignore[arg-type]
+        assert isinstance(msg, Message), msg
+        self.nodes[dst].deliver(msg)
 
-    # -- queries and callbacks used by nodes, client, nemesis -----------------------------------
+    # -- node lifecycle (the world, the nemesis and studies call these) ------------------------
+
+    def start(self, nid: int) -> None:
+        """(Re)start node `nid` from what its disk holds (recovery takes simulated disk time)."""
+        self.env.process(self.nodes[nid].start())
+
+    def crash(self, nid: int) -> None:
+        """Power loss of node `nid`'s machine: unsynced file data is lost (or torn)."""
+        host = self.nodes[nid]
+        lost = host.fs.unsynced_ops(RAFT_LOG) if host.fs.exists(RAFT_LOG) else 0
+        assert host.crash(), f"node {nid} crashed while down"
+        self.trace.emit(now_us(self.env), nid, "crash", unsynced_ops=lost)
+        for w in self.workloads:
+            w.on_crash(nid)
+
+    def pause(self, nid: int) -> None:
+        self.nodes[nid].pause()
+        self.trace.emit(now_us(self.env), nid, "pause")
+
+    def resume(self, nid: int) -> None:
+        host = self.nodes[nid]
+        if host.up and host.paused:
+            host.resume()
+            self.trace.emit(now_us(self.env), nid, "resume")
+
+    def propose(self, nid: int, data: bytes, done: Any) -> bool:
+        return self.nodes[nid].propose(data, done)
+
+    # -- queries and hooks -----------------------------------------------------------------------
+
+    def raft(self, nid: int) -> Any:
+        """Node `nid`'s meta `RaftNode`, or None while it is down."""
+        core = self.nodes[nid].core
+        return core.replica.raft if core is not None else None
+
+    def _serving(self, nid: int) -> bool:
+        host = self.nodes[nid]
+        return host.up and not host.paused
 
     def find_leader(self) -> int | None:
         """The live, unpaused node that believes it leads, in the highest term (a client's view
         after asking around)."""
         best: tuple[int, int] | None = None
         for nid in self.node_ids:
-            node = self.nodes[nid]
-            if not node.alive or node.paused or node.raft.role is not Role.LEADER:
+            raft = self.raft(nid)
+            if raft is None or not self._serving(nid) or raft.role is not Role.LEADER:
                 continue
-            if best is None or node.raft.term > best[0]:
-                best = (node.raft.term, nid)
+            if best is None or raft.term > best[0]:
+                best = (raft.term, nid)
         return best[1] if best is not None else None
 
     def self_declared_leaders(self) -> list[int]:
         """Every live, unpaused node that believes it leads (stale leaders included)."""
-        nodes = self.nodes
-        return [nid for nid in self.node_ids if nodes[nid].alive and not nodes[nid].paused
-                and nodes[nid].raft.role is Role.LEADER]
+        out = []
+        for nid in self.node_ids:
+            raft = self.raft(nid)
+            if raft is not None and self._serving(nid) and raft.role is Role.LEADER:
+                out.append(nid)
+        return out
+
+    def on_up(self, nid: int, core: NodeCore) -> None:
+        """Node `nid` recovered and serves (studies override this; call it)."""
+        for w in self.workloads:
+            w.on_up(nid, core)
+
+    def on_ready(self, nid: int, rd: Ready) -> None:
+        """Node `nid`'s meta replica produced `rd` (a hook for studies)."""
 
     def on_role(self, node: int, term: int, role: Role, leader: int) -> None:
         self.trace.emit(now_us(self.env), node, "role", role=role.value, term=term, leader=leader)
@@ -143,8 +370,8 @@ class World:
                 self.first_leader_after_heal_us = now_us(self.env)
             self._maybe_live()
 
-    def on_committed(self, node: int, entry: Entry) -> None:
-        pid = self.client.on_committed(entry.data, entry.index)
+    def on_committed(self, node: int, entry: Entry, data: bytes) -> None:
+        pid = self.client.on_committed(data, entry.index)
         if pid is None:
             return
         p = self.client.proposals[pid]
@@ -159,19 +386,22 @@ class World:
         """Undo every fault; from now on none occurs. Then liveness is judged."""
         self.net.heal()
         for nid in self.node_ids:
-            node = self.nodes[nid]
-            node.set_skew(0.0)
-            if not node.alive:
-                node.start()
-            elif node.paused:
-                node.resume()
+            host = self.nodes[nid]
+            host.set_skew(0.0)
+            if not host.up:
+                self.start(nid)
+            elif host.paused:
+                self.resume(nid)
         self.pending_at_heal = self.client.pending()
-        if self.scenario.workload.stop_at_heal:
+        if self.scenario.meta.stop_at_heal:
             self.client.stopped = True
+        for w in self.workloads:
+            w.heal()
         self.trace.emit(now_us(self.env), 0, "heal", pending=len(self.pending_at_heal))
         budget = round(self.scenario.liveness_budget_ms * US_PER_MS)
-        deadline = self.env.timeout(budget)
-        deadline.callbacks.append(lambda _ev: self._liveness_deadline())
+        if self.meta_judged:
+            deadline = self.env.timeout(budget)
+            deadline.callbacks.append(lambda _ev: self._liveness_deadline())
         self._maybe_live()
 
     def _is_live(self) -> bool:
@@ -184,9 +414,9 @@ class World:
         if self.verdict or self.env.now < self.heal_us or not self._is_live():
             return
         self.verdict = "ok"
-        self.trace.emit(now_us(self.env), 0, "verdict", outcome="ok",
-                        after_heal_us=self.env.now - self.heal_us)
-        self.stop.succeed()
+        self.trace.emit(now_us(self.env), 0, "live", after_heal_us=self.env.now - self.heal_us)
+        if not self.workloads:  # the client workloads are judged after their drain
+            self.stop.succeed()
 
     def _liveness_deadline(self) -> None:
         if self.verdict:
@@ -201,17 +431,26 @@ class World:
 
     # -- run --------------------------------------------------------------------------------------
 
+    @property
+    def meta_judged(self) -> bool:
+        """Meta liveness is judged after heal unless only client workloads run (their
+        checkers judge them)."""
+        s = self.scenario
+        return bool(s.meta.rate_per_s) or not self.workloads
+
     def run(self) -> RunResult:
         s = self.scenario
         for nid in self.node_ids:
-            self.nodes[nid].start()
+            self.start(nid)
         self.env.process(self.client.run())
+        for w in self.workloads:
+            w.start()
         self.nemesis.start()
         end = self.env.timeout(round(s.duration_ms * US_PER_MS))
         outcome, detail = "ok", ""
         try:
             self.env.run(until=self.env.any_of([end, self.stop]))
-            if self.heal_us and not self.verdict:
+            if self.heal_us and not self.verdict and self.meta_judged:
                 self._liveness_deadline()
         except SafetyViolation as exc:
             outcome, detail = "safety", str(exc)
@@ -219,14 +458,21 @@ class World:
             outcome, detail = "liveness", str(exc)
         except Exception as exc:  # an exception in the core (or the shell): a crash
             outcome, detail = "crash", crash_detail(exc)
-        if outcome != "ok" or not self.verdict:
-            self.trace.emit(now_us(self.env), 0, "verdict", outcome=outcome, detail=detail)
+        self.reports: dict[str, dict[str, Any]] = {}
+        for w in self.workloads:
+            report = w.check()
+            self.reports[w.name] = report
+            if OUTCOME_RANK[report["outcome"]] > OUTCOME_RANK[outcome] and outcome == "ok":
+                outcome, detail = report["outcome"], f"{w.name}: {report['detail']}"
+        self.trace.emit(now_us(self.env), 0, "verdict", outcome=outcome, detail=detail)
         return RunResult(outcome, detail, self.trace.hexdigest(), int(self.env.now), self.stats())
 
     def _node_totals(self) -> dict[str, int]:
         rows = [dataclasses.asdict(self.nodes[nid].stats) for nid in self.node_ids]
         totals = _sum_stats(rows)
+        totals.update(dataclasses.asdict(self.observer.stats))
         fs_stats = [self.nodes[n].fs.stats for n in self.node_ids]
+        totals["fsyncs"] = sum(st.syncs for st in fs_stats)
         totals["disk_bytes_lost"] = sum(st.bytes_lost for st in fs_stats)
         totals["disk_torn_bytes_kept"] = sum(st.torn_bytes_kept for st in fs_stats)
         return totals
@@ -244,6 +490,10 @@ class World:
             "net": self.net.stats.as_dict(),
             "nodes": self._node_totals(),
             "leaders": len(self.checkers.election.leaders),
+            **({"faults_by_kind": dict(sorted(self.nemesis.counts.items()))}
+               if self.nemesis.counts else {}),
+            **({"clients_net": dict(self.client_net.stats)} if self.client_net else {}),
+            **{name: report for name, report in getattr(self, "reports", {}).items()},
         }
 
 

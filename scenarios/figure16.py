@@ -16,10 +16,12 @@ from [min, max] 1-ms ticks, heartbeats every min / 2. One trial (one fresh `Worl
 4. downtime = sim time from the crash until some node becomes leader (capped: `--cap-ms`).
 
 Only sim time is measured; the wall clock is read in `main` for the report. The same `--seed`
-gives byte-identical `figure16.json`. Hooks used (model/ and real/ stay untouched): a `World`
-subclass overriding `_deliver` (to cap what the leader's APPENDs carry to each follower) and
-`on_role` (to see the new leader), and a `RaftNode` subclass passed as `raft_factory` whose
-`ready()` reports the leader's heartbeat broadcasts.
+gives byte-identical `figure16.json`. Each server is a whole TwinMQ node (`NodeCore` on a
+`SimHost`; the measured election is its meta Raft group's). Hooks used (model/ and real/ stay
+untouched): a `World` subclass overriding `_deliver` (to cap what the leader's APPENDs carry to
+each follower), `on_role` (to see the new leader), `on_ready` (the leader's heartbeat
+broadcasts) and `on_up` (node 1 campaigns at once for a quick first leader). The study waits for
+every node to have registered itself in meta before it sets the log lengths.
 """
 
 from __future__ import annotations
@@ -38,11 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from model.dist import Dist
-from model.node import ClientPropose
 from model.scenario import Scenario, load
 from model.world import World, encode_proposal
-from real.raft import RaftNode
-from real.raft.types import Message, MsgType, RaftConfig, Ready, Role
+from real.raft.types import Message, MsgType, Ready, Role
+from real.server.node import NodeCore
 from scenarios.provenance import provenance, provenance_md
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,20 +113,6 @@ class Trial:
 # -- the simulated world, with the study's hooks -------------------------------------------------
 
 
-class _ProbedRaft(RaftNode):
-    """`RaftNode` whose `ready()` is reported to a callback (the study watches heartbeats)."""
-
-    def __init__(self, node_id: int, config: RaftConfig, rng: Any, durable: Any, peers: tuple,
-                 on_ready: Callable[[int, Ready], None]) -> None:
-        self._on_ready = on_ready
-        super().__init__(node_id, config, rng, durable, peers)
-
-    def ready(self) -> Ready:
-        rd = super().ready()
-        self._on_ready(self.id, rd)
-        return rd
-
-
 class Fig16World(World):
     """A `World` that caps the leader's replication per follower, crashes the leader after a
     heartbeat broadcast, and records when the next leader appears."""
@@ -140,15 +127,12 @@ class Fig16World(World):
         """>= 0: armed; the leader's next heartbeat broadcast schedules its crash this later."""
         self.crash_us = -1
         self.result: tuple[int, int] | None = None
-        super().__init__(scenario, seed, raft_factory=self._make_raft)
+        super().__init__(scenario, seed)
         self.done = self.env.event()
 
-    def _make_raft(self, node_id: int, config: RaftConfig, rng: Any, durable: Any,
-                   peers: tuple) -> RaftNode:
-        raft = _ProbedRaft(node_id, config, rng, durable, peers, self._on_ready)
-        if node_id == 1 and self.env.now < US_PER_MS:
-            raft.campaign()  # a quick first leader; the measured election starts from scratch
-        return raft
+    def on_up(self, nid: int, core: NodeCore) -> None:
+        if nid == 1 and self.nodes[1].stats.starts == 1:
+            self.nodes[1].campaign()  # a quick first leader; the measured election starts fresh
 
     def _deliver(self, dst: int, msg: object) -> None:
         cap = self.caps.get(dst)
@@ -158,21 +142,22 @@ class Fig16World(World):
                 msg = dataclasses.replace(msg, entries=kept)
         super()._deliver(dst, msg)
 
-    def _on_ready(self, node_id: int, rd: Ready) -> None:
-        if self.crash_delay_us < 0 or node_id != self.old_leader or rd.must_sync:
+    def on_ready(self, nid: int, rd: Ready) -> None:
+        if self.crash_delay_us < 0 or nid != self.old_leader or rd.must_sync:
             return
         if not any(m.type is MsgType.HEARTBEAT for m in rd.messages):
             return
-        assert self.nodes[node_id].raft.role is Role.LEADER, node_id
+        raft = self.raft(nid)
+        assert raft is not None and raft.role is Role.LEADER, nid
         timer = self.env.timeout(self.crash_delay_us)
         timer.callbacks.append(lambda _ev: self._crash_leader())
         self.crash_delay_us = -1
 
     def _crash_leader(self) -> None:
-        node = self.nodes[self.old_leader]
-        assert node.alive and node.raft.role is Role.LEADER, self.old_leader
-        assert node.raft.term == self.old_term, (node.raft.term, self.old_term)
-        node.crash()
+        raft = self.raft(self.old_leader)
+        assert raft is not None and raft.role is Role.LEADER, self.old_leader
+        assert raft.term == self.old_term, (raft.term, self.old_term)
+        self.crash(self.old_leader)
         self.crash_us = self.env.now
         cap = self.env.timeout(self.cap_us)
         cap.callbacks.append(lambda _ev: self._finish(-1, 0))
@@ -190,12 +175,21 @@ class Fig16World(World):
 
     def stable_leader(self) -> int:
         """The leader every node follows in one term, or 0."""
-        ids = self.node_ids
-        leader = self.nodes[ids[0]].raft.leader
-        terms = {self.nodes[n].raft.term for n in ids}
-        if leader == 0 or len(terms) != 1 or self.nodes[leader].raft.role is not Role.LEADER:
+        rafts = [self.raft(n) for n in self.node_ids]
+        if any(r is None for r in rafts):
             return 0
-        return leader if all(self.nodes[n].raft.leader == leader for n in ids) else 0
+        leader = rafts[0].leader
+        if leader == 0 or len({r.term for r in rafts}) != 1:
+            return 0
+        if rafts[leader - 1].role is not Role.LEADER:
+            return 0
+        return leader if all(r.leader == leader for r in rafts) else 0
+
+    def settled(self) -> bool:
+        """One stable leader, and every node registered in meta (no entry of their own pending)."""
+        if self.stable_leader() == 0:
+            return False
+        return all(h.core is not None and h.core.kafka_ready for h in self.nodes.values())
 
 
 # -- one trial -------------------------------------------------------------------------------------
@@ -227,7 +221,7 @@ def run_trial(base: Scenario, line: Line, seed: int, index: int, cap_ms: float) 
     hb_us = round(scenario.cluster.heartbeat_tick * scenario.cluster.tick_ms * US_PER_MS)
     for nid in world.node_ids:
         start = world.env.timeout(rng.randrange(0, US_PER_MS))
-        start.callbacks.append(lambda _ev, nid=nid: world.nodes[nid].start())
+        start.callbacks.append(lambda _ev, nid=nid: world.start(nid))
     world.env.process(_script(world, lags, rng.randrange(0, hb_us)))
     world.env.run(until=world.done)
     assert world.result is not None, line.label
@@ -238,18 +232,18 @@ def run_trial(base: Scenario, line: Line, seed: int, index: int, cap_ms: float) 
 
 def _script(world: Fig16World, lags: tuple[int, ...],
             crash_delay_us: int) -> Generator[Any, Any, None]:
-    yield from _wait_until(world, lambda: world.stable_leader() != 0, "a stable leader")
+    yield from _wait_until(world, world.settled, "a stable leader and registered nodes")
     leader = world.stable_leader()
-    raft = world.nodes[leader].raft
+    raft = world.raft(leader)
     world.old_leader, world.old_term = leader, raft.term
     followers = [n for n in world.node_ids if n != leader]
     base_index = raft.last_index()
     world.caps = {f: base_index + ENTRIES - lag for f, lag in zip(followers, lags, strict=True)}
     for pid in range(1, ENTRIES + 1):
-        world.nodes[leader].deliver(ClientPropose(pid, 1, encode_proposal(pid, 16)))
+        world.propose(leader, encode_proposal(pid, 16), lambda _result: None)
 
     def logs_set() -> bool:
-        return all(world.nodes[f].raft.last_index() == world.caps[f] for f in followers)
+        return all(world.raft(f).last_index() == world.caps[f] for f in followers)
 
     yield from _wait_until(world, logs_set, "the capped log lengths")
     assert world.stable_leader() == leader, "leader changed while logs were being set up"

@@ -76,10 +76,8 @@ def test_shell_may_use_io(tmp_path: Path) -> None:
 # ---- one node type, hosted twice ---------------------------------------------------------------
 
 PARTS = ("RaftNode", "MetaStateMachine", "Broker", "KafkaBroker", "ShardStore", "MetaReplica")
-RETIRED_DRIVERS = ("SimBroker", "SimKafkaBroker", "SimMeta", "SimDisk")
-RAFT_WORLD = ("model/node.py", "model/world.py")
-"""The Raft-only world still drives RaftNode and MetaStateMachine itself; it moves onto SimHost
-next (issue 10). Nothing else in model/ may."""
+RETIRED_DRIVERS = ("SimBroker", "SimKafkaBroker", "SimMeta", "SimDisk", "SimNode")
+"""The drivers of the three simulated worlds before `NodeCore`: each drove a slice of the node."""
 
 
 def constructed_names(source: str, filename: str) -> list[tuple[int, str]]:
@@ -101,7 +99,7 @@ def host_violations(root: Path) -> list[str]:
     for path in sorted((root / "model").rglob("*.py")):
         rel = path.relative_to(root).as_posix()
         for lineno, name in constructed_names(path.read_text(), rel):
-            if name in PARTS and rel not in RAFT_WORLD:
+            if name in PARTS:
                 problems.append(f"{rel}:{lineno} builds {name} (only NodeCore may, via SimHost)")
             elif name.removeprefix("class ") in RETIRED_DRIVERS:
                 problems.append(f"{rel}:{lineno} defines {name} (retired: use SimHost)")
@@ -130,6 +128,8 @@ def test_node_core_is_built_by_the_two_hosts_only() -> None:
     ("from real.mqtt.broker import Broker\nb = Broker(cfg, clock)\n", "builds Broker"),
     ("import real.storage as s\nx = s.ShardStore({})\n", "builds ShardStore"),
     ("class SimKafkaBroker:\n    pass\n", "defines class SimKafkaBroker"),
+    ("class SimNode:\n    pass\n", "defines class SimNode"),
+    ("from real.raft import RaftNode\nr = RaftNode(1, c, rng, d, (1,))\n", "builds RaftNode"),
 ])
 def test_host_rule_catches_violations(tmp_path: Path, source: str, expected: str) -> None:
     target = tmp_path / "model" / "x.py"

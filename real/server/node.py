@@ -7,6 +7,8 @@
     core.set_congested(conn_id, True)      # the host's write buffer for conn_id is over its mark
     core.step(msg)                         # a Raft message from a peer
     core.tick()                            # time passed (the host calls it at next_deadline_ms)
+    core.campaign()                        # start a meta election now
+    with core.batch(): ...                 # several inputs, settled once (one Raft fsync)
     core.synced(token, error)              # a SyncRequest's job has run (on any thread)
     rd = core.ready()                      # NodeReady: writes, aborts, Raft messages, syncs
     ... the host writes rd.writes, sends rd.messages, runs rd.syncs, sleeps until
@@ -38,7 +40,8 @@ from __future__ import annotations
 import enum
 import random
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,8 +60,10 @@ from real.storage.port import BackgroundSyncEngine, SyncJob
 STATE_SHARD = "mqtt-state"
 """The MQTT broker's state log (sessions, queued messages, retained, packet-id state)."""
 TICKS_PER_WAKE_MAX = 64
-"""If the host stalls, at most this many Raft ticks are delivered at once (the rest are dropped:
-a stalled node must not fire several election timeouts in one go)."""
+"""If the host stalls, at most this many Raft ticks past the next one that is due are delivered
+at once (the rest are dropped: a stalled node must not fire several election timeouts in one
+go). The ticks up to the due one are always delivered: a host that sleeps until
+`next_deadline_ms` skips idle ticks on purpose, and dropping those would stretch timeouts."""
 REGISTER_RETRY_MS = 100
 
 
@@ -166,6 +171,7 @@ class NodeCore:
         self._syncs: dict[int, tuple[str, BackgroundSyncEngine, SyncJob]] = {}
         self._sync_tokens = 0
         self._settling = False
+        self._batching = 0
         self.replica = self._open_replica(spec, env)
         self.shards = ShardStore(env.engines, default_engine=spec.default_engine)
         self.mqtt = self._open_mqtt(spec, env)
@@ -289,6 +295,13 @@ class NodeCore:
             finished(exc)
         self._settle()
 
+    def campaign(self) -> None:
+        """Start a meta election now instead of waiting for the election timeout (a leadership
+        hand-over by an operator; the simulator's studies use it for a quick first leader)."""
+        self._run_ticks()
+        self.replica.raft.campaign()
+        self._settle()
+
     def tick(self) -> None:
         """Time passed: Raft ticks, broker timers, group commits that are due."""
         self._run_ticks()
@@ -314,8 +327,9 @@ class NodeCore:
             return
         tick_ms = self.spec.tick_ms
         n = 1 + (now - self._tick_at) // tick_ms
-        if n > TICKS_PER_WAKE_MAX:
-            n = TICKS_PER_WAKE_MAX
+        limit = self.replica.ticks_until_due() + TICKS_PER_WAKE_MAX
+        if n > limit:
+            n = limit
             self._tick_at = now + tick_ms
         else:
             self._tick_at += n * tick_ms
@@ -349,10 +363,24 @@ class NodeCore:
 
     # ---- the settle loop ---------------------------------------------------------------------
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Inputs given inside run without settling; what they set off (the Raft Ready with one
+        fsync for all of them, proposal callbacks, broker output) is handled once at the end, as
+        etcd batches the messages that arrived during an fsync. A host feeds a burst of queued
+        inputs this way."""
+        self._batching += 1
+        try:
+            yield
+        finally:
+            self._batching -= 1
+            if not self._batching:
+                self._settle()
+
     def _settle(self) -> None:
         """Run everything an input set off to completion and collect the output."""
-        if self._settling:
-            return  # re-entered from a callback: the outer loop picks the work up
+        if self._settling or self._batching:
+            return  # re-entered from a callback (the outer loop picks the work up) or batched
         self._settling = True
         try:
             for _ in range(1000):
@@ -449,8 +477,7 @@ class NodeCore:
     def next_deadline_ms(self) -> int:
         """When `tick` next has work, on `env.clock` (never later than the next Raft tick that
         may produce output)."""
-        raft = self.replica.raft
-        due = self._tick_at + (raft.ticks_until_due() - 1) * self.spec.tick_ms
+        due = self._tick_at + (self.replica.ticks_until_due() - 1) * self.spec.tick_ms
         for at in (self.kafka.next_deadline_ms(), self.shards.next_flush_ms(),
                    self._mqtt_deadline_ms()):
             if at is not None and at < due:
@@ -458,6 +485,11 @@ class NodeCore:
         if not self.kafka_ready and not self._registering and self.replica.raft.leader:
             due = min(due, self._register_at)
         return due
+
+    def next_tick_ms(self) -> int:
+        """When the next Raft tick falls due, on `env.clock` (a host that wants to tick one by one
+        wakes at every such boundary; `next_deadline_ms` skips the ticks that do nothing)."""
+        return self._tick_at
 
     def _mqtt_deadline_ms(self) -> int | None:
         wall_due = self.mqtt.next_deadline_ms()

@@ -71,6 +71,13 @@ class _Waiter:
     done: Callable[[MetaResult | Exception], None]
 
 
+def unwrap_forwarded(data: bytes) -> bytes:
+    """The command inside a forwarded proposal's envelope (any other entry data unchanged)."""
+    if data.startswith(ENVELOPE):
+        return data[len(ENVELOPE) + _ENVELOPE_HEAD.size:]
+    return data
+
+
 def restore_sm(snapshot: Snapshot) -> MetaStateMachine:
     return MetaStateMachine.at_snapshot(snapshot.meta.index, snapshot.data)
 
@@ -109,6 +116,16 @@ class MetaReplica:
         if self._forwarded:
             self._expire_forwarded()
 
+    def ticks_until_due(self) -> int:
+        """Ticks until one may have an effect: Raft's own (`RaftNode.ticks_until_due`) or the
+        first forwarded proposal's timeout, whichever is sooner (so a host that skips idle ticks
+        behaves exactly like one that ticks one by one)."""
+        due = self.raft.ticks_until_due()
+        if self._forwarded:
+            first = min(deadline for deadline, _ in self._forwarded.values())
+            due = min(due, max(1, first - self._ticks))
+        return due
+
     def _expire_forwarded(self) -> None:
         for seq in sorted(self._forwarded):
             deadline, done = self._forwarded[seq]
@@ -132,8 +149,15 @@ class MetaReplica:
         index = raft.last_index()
         if index != before + 1:
             raise ProposalDropped(f"node {raft.id}: the proposal was not appended")
-        assert index not in self._proposals, index
-        self._proposals[index] = _Waiter(raft.term_at(index), done)
+        term = raft.term_at(index)
+        # Waiters at this index or beyond are from an earlier leadership of this node whose
+        # uncommitted tail another leader overwrote: those entries can never apply.
+        for stale in sorted(i for i in self._proposals if i >= index):
+            waiter = self._proposals.pop(stale)
+            assert waiter.term < term, (stale, waiter.term, term)
+            waiter.done(ProposalLost(f"entry {stale}: term {waiter.term} overwritten before "
+                                     f"term {term} reused the index"))
+        self._proposals[index] = _Waiter(term, done)
         return index
 
     def _forward(self, data: bytes, done: Callable[[MetaResult | Exception], None]) -> int:

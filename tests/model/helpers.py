@@ -19,7 +19,7 @@ def small_scenario(**top: Any) -> Scenario:
                     "duplicate": 0.01, "reorder": 0.05},
         "disk": {"fsync": {"dist": "uniform", "low_ms": 0.2, "high_ms": 2}},
         "clock": {"drift_ppm": 300},
-        "workload": {"rate_per_s": 30, "proposal_timeout_ms": 400, "retry_ms": 30},
+        "meta": {"rate_per_s": 30, "proposal_timeout_ms": 400, "retry_ms": 30},
         "faults": {"enabled": True, "start_ms": 300, "heal_ms": 3_000,
                    "interval_ms": [100, 400],
                    "weights": {"crash_leader": 2, "crash_random": 1, "pause": 2, "partition": 2,

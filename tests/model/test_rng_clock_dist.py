@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from model.clock import NodeClock
+from model.clock import LocalClock
 from model.dist import Dist, DistError
 from model.rng import SeedTree
 
@@ -26,42 +26,51 @@ def test_seed_tree_rejects_a_name_twice() -> None:
         tree.derive("link-1-2")
 
 
-def test_clock_without_drift_ticks_on_the_grid() -> None:
-    c = NodeClock(tick_ms=10, drift_ppm=0)
-    c.restart(0)
-    assert c.next_boundary_us() == 10_000
-    assert c.due(9_999) == 0
-    assert c.due(10_000) == 1
-    assert c.due(35_000) == 3
-    c.consume(3)
-    assert c.next_boundary_us() == 40_000
-    assert c.next_boundary_us(5) == 80_000
+def test_clock_without_drift_is_sim_time_in_whole_ms() -> None:
+    c = LocalClock(drift_ppm=0)
+    assert c.now_ms(0) == 0
+    assert c.now_ms(9_999) == 9
+    assert c.now_ms(10_000) == 10
+    assert c.when_us(10) == 10_000
+    assert c.when_us(11) == 11_000
 
 
-def test_clock_drift_changes_tick_rate() -> None:
-    fast = NodeClock(tick_ms=10, drift_ppm=-10_000)  # 1% fast: shorter ticks
-    slow = NodeClock(tick_ms=10, drift_ppm=+10_000)
-    fast.restart(0)
-    slow.restart(0)
+def test_clock_phase_shifts_the_millisecond_boundaries() -> None:
+    c = LocalClock(drift_ppm=0, phase_us=300)
+    assert c.now_ms(0) == 0 and c.now_ms(699) == 0 and c.now_ms(700) == 1
+    assert c.when_us(1) == 700 and c.when_us(11) == 10_700
+
+
+def test_clock_drift_changes_its_rate() -> None:
+    fast = LocalClock(drift_ppm=-10_000)  # 1% fast: shorter milliseconds
+    slow = LocalClock(drift_ppm=+10_000)
     one_hour_us = 3_600 * 1_000_000
-    assert fast.due(one_hour_us) > 360_000 > slow.due(one_hour_us)
-    assert fast.due(one_hour_us) == 363_636  # 3600 s / 9.9 ms
-    assert slow.due(one_hour_us) == 356_435  # 3600 s / 10.1 ms
+    assert fast.now_ms(one_hour_us) == 3_636_363  # 3600 s / 0.99 ms
+    assert slow.now_ms(one_hour_us) == 3_564_356  # 3600 s / 1.01 ms
+    for clock in (fast, slow):
+        at = clock.when_us(1_000_000)
+        assert clock.now_ms(at) == 1_000_000 and clock.now_ms(at - 1) == 999_999
 
 
-def test_clock_skew_rebases_at_last_consumed_tick() -> None:
-    c = NodeClock(tick_ms=10, drift_ppm=0)
-    c.restart(0)
-    c.consume(c.due(25_000))
-    c.set_skew(25_000, 500_000 - 1)  # ~1.5x slower
-    assert c.next_boundary_us() == 20_000 + 15_000
+def test_clock_skew_keeps_local_time_continuous() -> None:
+    c = LocalClock(drift_ppm=0)
+    c.set_skew(25_500, 500_000 - 1)  # ~1.5x slower from 25.5 ms on (local 25 restarts there)
+    assert c.now_ms(25_500) == 25
+    assert c.when_us(26) == 25_500 + 1_500
+    assert c.now_ms(26_999) == 25 and c.now_ms(27_000) == 26
+    fast = LocalClock(drift_ppm=0)
+    fast.set_skew(25_900, -400_000)  # faster: no instant jump to 26 either
+    assert fast.now_ms(25_900) == 25 and fast.now_ms(26_499) == 25 and fast.now_ms(26_500) == 26
     c.set_skew(40_000, 0)
-    assert c.ticks_to_us(2) == 20_000
+    before = c.now_ms(40_000)
+    assert c.when_us(before + 2) - c.when_us(before) == 2_000
+    seen = [c.now_ms(t) for t in range(0, 80_000, 333)]
+    assert seen == sorted(seen)
 
 
 def test_random_drift_is_bounded() -> None:
     rng = random.Random(1)
-    drifts = [NodeClock.random_drift(rng, 200) for _ in range(1000)]
+    drifts = [LocalClock.random_drift(rng, 200) for _ in range(1000)]
     assert max(drifts) <= 200
     assert min(drifts) >= -200
     assert max(drifts) > 150 and min(drifts) < -150

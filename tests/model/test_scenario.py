@@ -62,5 +62,5 @@ def test_disk_section_maps_onto_the_simulated_filesystem() -> None:
     fs = s.disk.fs_config()
     assert fs.sync_latency == Dist("uniform", 1.0, 5.0) and fs.torn_writes is False
     with pytest.raises(ScenarioError, match=r"unknown key 'unsynced_ops_max' in \[disk\].*"
-                       r"expected one of \['fsync', 'torn_writes'\]"):
+                       r"expected one of \['fsync', 'group_commit_ms', 'torn_writes'\]"):
         from_dict({"disk": {"unsynced_ops_max": 10}})

@@ -105,3 +105,74 @@ def test_a_held_reply_is_released_when_a_later_append_makes_it_durable() -> None
     assert core.shards.next_flush_ms() is None, "nothing left for a group commit to release"
     assert [c for c, _ in replies(core, 7)] == [2, 3]
     core.invariants()
+
+
+def follower_core(timeout_ticks: int) -> tuple[NodeCore, Clock]:
+    """Node 1 of a 3-node meta group (peers never answer), 1-ms ticks, a fixed election
+    timeout of `timeout_ticks`, no pre-vote (so a timeout starts a real election)."""
+    import dataclasses
+
+    fs = SimFileSystem(random.Random(1))
+    clock = Clock()
+    storage = StorageSettings(engine="memory")
+    env = NodeEnv(raft_storage=RaftLog(fs, "meta"),
+                  engines=engine_factories(storage, clock, fs=lambda: fs,
+                                           kinds=("memory", "file")),
+                  clock=clock, wall_clock=clock, rng=random.Random(2))
+    spec = sim_node_spec(voters=(1, 2, 3), tick_ms=1, default_engine="memory")
+    raft = dataclasses.replace(spec.raft, election_tick_min=timeout_ticks,
+                               election_tick_max=timeout_ticks, heartbeat_tick=1,
+                               pre_vote=False)
+    return NodeCore(dataclasses.replace(spec, raft=raft), env), clock
+
+
+def test_a_host_sleeping_until_the_deadline_gets_every_skipped_tick() -> None:
+    """Idle ticks skipped on purpose (the host sleeps until next_deadline_ms) are all delivered
+    at the wake-up: a 150-tick election timeout fires after exactly 150 ms (it once lost all but
+    64 of them per wake-up and fired 250 ms late)."""
+    core, clock = follower_core(150)
+    start, term = clock.now, core.replica.raft.term
+    while core.replica.raft.term == term:
+        clock.now = core.next_deadline_ms()
+        core.tick()
+    assert clock.now - start == 150
+    assert core.replica.raft.term == term + 1
+
+
+def test_a_stalled_host_fires_one_election_not_several() -> None:
+    """A host that wakes 100 election timeouts late delivers the ticks up to the due one plus at
+    most TICKS_PER_WAKE_MAX: one election, not a hundred."""
+    from real.server.node import TICKS_PER_WAKE_MAX
+
+    core, clock = follower_core(20)
+    term = core.replica.raft.term
+    clock.now += 100 * 20
+    core.tick()
+    # the due tick starts election 1; the TICKS_PER_WAKE_MAX after it time out a few more
+    elections = core.replica.raft.term - term
+    assert 1 <= elections <= 1 + TICKS_PER_WAKE_MAX // 20
+
+
+def test_a_batch_of_inputs_is_settled_once_with_one_raft_fsync() -> None:
+    """Proposals given inside `batch()` share one Ready and one fdatasync of the Raft log (a
+    host feeding a burst this way keeps up with a proposal storm; one fsync per proposal did
+    not, and a stale leader's queue grew without end in the simulator)."""
+    from real.meta import encode_command
+
+    core, _clock = core_over(StorageSettings(engine="memory"))
+    fs = core.env.raft_storage.fs
+    results: list[object] = []
+
+    def propose(i: int) -> None:
+        core.propose(encode_command("config.put", key=f"k{i}", value=i), results.append)
+
+    before = fs.stats.syncs
+    propose(0)
+    assert fs.stats.syncs - before == 1 and len(results) == 1
+    before = fs.stats.syncs
+    with core.batch():
+        for i in range(1, 6):
+            propose(i)
+        assert results == results[:1]  # nothing settled inside the batch
+    assert fs.stats.syncs - before == 1
+    assert len(results) == 6 and all(getattr(r, "ok", False) for r in results)

@@ -1,4 +1,5 @@
-"""Clients: propose at a rate to the current leader; retry on ProposalDropped or a timeout.
+"""The meta client: proposes at a rate to the current leader (`NodeCore.propose` on that node);
+retries when the node reports the proposal dropped or lost, or after a timeout.
 
 Every proposal has a unique `pid` and unique data (`config.put` of key `k<pid % 64>` to value
 `p<pid>`), so a committed entry is matched back to its proposal by its data. Each submission is a
@@ -15,8 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from model.clock import now_us
-from model.node import ClientPropose
-from model.scenario import WorkloadConfig
+from model.scenario import MetaConfig
 
 if TYPE_CHECKING:
     from model.world import World
@@ -38,7 +38,7 @@ class Proposal:
 
 
 class Client:
-    def __init__(self, world: World, config: WorkloadConfig, rng: random.Random,
+    def __init__(self, world: World, config: MetaConfig, rng: random.Random,
                  encode: Callable[[int, int], bytes]) -> None:
         self.world = world
         self.env = world.env
@@ -90,8 +90,14 @@ class Client:
             self._wait_for_leader(p)
             return
         p.attempt += 1
-        self.world.trace.emit(now_us(self.env), leader, "propose", pid=p.pid, attempt=p.attempt)
-        self.world.nodes[leader].deliver(ClientPropose(p.pid, p.attempt, p.data))
+        attempt = p.attempt
+        self.world.trace.emit(now_us(self.env), leader, "propose", pid=p.pid, attempt=attempt)
+
+        def done(result: object) -> None:
+            if isinstance(result, Exception):
+                self.on_dropped(p.pid, attempt, leader, str(result))
+
+        self.world.propose(leader, p.data, done)
         self._later(p, self.config.proposal_timeout_ms)
 
     def _pick_leader(self) -> int | None:
