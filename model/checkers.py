@@ -236,7 +236,7 @@ class Checkers:
 
 class CheckerObserver:
     """`RaftObserver` (real/server/replica.py) over `Checkers`: what a hosted `NodeCore`'s meta
-    replica reports, in the order the Raft world's `SimNode` reports it."""
+    replica reports (its restarts, each Ready before it is persisted, applies, compactions)."""
 
     def __init__(self, checkers: Checkers) -> None:
         self.checkers = checkers

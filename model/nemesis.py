@@ -126,8 +126,14 @@ class Nemesis:
         for times, action in plan:
             for t in times:
                 timer = self.env.timeout(max(0, t - self.env.now))
-                timer.callbacks.append(lambda _ev, action=action: None if self.healed
-                                       else action())
+                timer.callbacks.append(self._unless_healed(action))
+
+    def _unless_healed(self, action: Callable[[], None]) -> Callable[[Any], None]:
+        def fire(_ev: Any) -> None:
+            if not self.healed:
+                action()
+
+        return fire
 
     def _sample(self, dist: Dist) -> int:
         return max(1, dist.sample_us(self.scheduled_rng))
@@ -157,6 +163,7 @@ class Nemesis:
         f = self.config
         self.spike_active = True
         net = self.world.client_net
+        assert net is not None, "delay spikes need client connections"
         net.extra_us = f.delay_spike_extra.sample_us(self.scheduled_rng)
         length = self._sample(f.delay_spike_ms)
         self._counted("delay_spike")
@@ -164,9 +171,10 @@ class Nemesis:
         self.env.timeout(length).callbacks.append(lambda _ev: self._spike_end())
 
     def _spike_end(self) -> None:
-        if self.spike_active:
+        net = self.world.client_net
+        if self.spike_active and net is not None:
             self.spike_active = False
-            self.world.client_net.extra_us = 0
+            net.extra_us = 0
             self._emit("delay_spike_end")
 
     def _consumer_pause(self) -> None:

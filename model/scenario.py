@@ -321,7 +321,8 @@ class Scenario:
 
     @property
     def has_kafka(self) -> bool:
-        return any(c.count for c in (*self.producers, *self.groups, *self.readers))
+        return (any(p.count for p in self.producers) or any(g.count for g in self.groups)
+                or any(r.count for r in self.readers))
 
 
 _TABLES: dict[str, Any] = {

@@ -6,7 +6,6 @@ printed failures do not depend on scheduling. Progress goes to stderr as one rew
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import multiprocessing
 import sys
@@ -14,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from model.checkers import OUTCOME_CODES
 from model.scenario import Scenario
@@ -136,49 +135,3 @@ def _summary(file: str, results: list[SeedResult], planned: int, wall: float, bu
             print(f"FAIL seed {r.seed}: {r.outcome}: {r.detail}")
             print(f"  reproduce: {reproduce(file, r.seed, bugs)}")
     return worst
-
-
-def _world_seed(job: tuple[Callable[[Any], dict[str, Any]], Any]) -> tuple[int, str, str, float]:
-    run, config = job
-    started = time.perf_counter()
-    result = run(config)
-    return config.seed, result["outcome"], result["detail"], time.perf_counter() - started
-
-
-def sweep_worlds(run: Callable[[Any], dict[str, Any]], config: Any, seeds: list[int],
-                 jobs: int, out: IO[str] | None = None) -> int:
-    """Seeds of a broker world (model/mqtt.py, model/kafka.py: `run(config) -> result dict`),
-    in seed order over `jobs` processes: failures and a summary line with the wall time go to
-    `out` (stdout); returns the exit code of the worst outcome."""
-    out = out or sys.stdout
-    started = time.perf_counter()
-    work = [(run, dataclasses.replace(config, seed=s)) for s in seeds]
-    if jobs > 1:
-        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-            results = list(pool.imap(_world_seed, work))
-    else:
-        results = [_world_seed(w) for w in work]
-    worst = 0
-    counts: dict[str, int] = {}
-    for seed, outcome, detail, _wall in results:
-        counts[outcome] = counts.get(outcome, 0) + 1
-        worst = max(worst, OUTCOME_CODES[outcome])
-        if outcome != "ok":
-            print(f"seed {seed}: {outcome}: {detail}", file=out)
-    walls = sorted(r[3] for r in results)
-    print(f"sweep {config.name}: {len(seeds)} seeds, "
-          + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-          + f"; wall {time.perf_counter() - started:.1f} s ({jobs} jobs; per seed median "
-          + f"{walls[len(walls) // 2]:.2f} s, max {walls[-1]:.2f} s)", file=out)
-    return worst
-
-
-def sweep_worlds_cli(run: Callable[[Any], dict[str, Any]], config: Any, seeds_spec: str,
-                     jobs: int) -> int:
-    """`--seeds A-B --jobs N` of a broker world's CLI: 4 (usage) on a bad seed list."""
-    try:
-        seeds = parse_seeds(seeds_spec, 100_000)
-    except ValueError as exc:
-        print(f"error: --seeds: {exc}", file=sys.stderr)
-        return 4
-    return sweep_worlds(run, config, seeds, max(1, jobs))

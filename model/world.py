@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -206,7 +207,7 @@ class World:
                 send_raft=self._send_raft, observer=self.observer, clock=clock,
                 inbox_max=c.inbox_max, tick_skipping=c.tick_skipping,
                 check_invariants=c.check_invariants,
-                on_up=lambda core, nid=nid: self.on_up(nid, core),
+                on_up=self._on_up_of(nid),
                 log=self._log if serving else None,
                 write_high_water=s.clients.write_high_water_bytes,
                 filter_input=self._filter_input if serving else None,
@@ -287,6 +288,9 @@ class World:
 
     def _congested(self, conn: SimConn, backlog: int) -> None:
         self.trace.emit(now_us(self.env), conn.client.node, "congested", backlog=backlog)
+
+    def _on_up_of(self, nid: int) -> Callable[[NodeCore], None]:
+        return lambda core: self.on_up(nid, core)
 
     def _send_raft(self, msg: Message) -> None:
         self.net.send(msg.src, msg.dst, msg)

@@ -62,6 +62,17 @@ NOTES: dict[str, str] = {}
 """Why a bug was not found, rendered under the table."""
 
 FINDINGS: tuple[str, ...] = (
+    "The hunt now runs whole TwinMQ nodes (`NodeCore` on `SimHost`, issue 10) instead of a bare "
+    "`RaftNode` driver, and found three bugs in the node on the way, all fixed with tests: a "
+    "proposal forwarded to the leader had its timeout outside the node's deadline, so a host "
+    "sleeping across idle ticks reported it lost late (the tick-skip equivalence test saw the "
+    "traces differ); a leader reusing a log index kept the waiter its earlier term left there "
+    "and tripped an assertion (`isolate_leader` faults); and the cap on ticks per wake-up "
+    "(meant for a stalled host) also dropped ticks a host skipped on purpose, stretching a "
+    "150-tick election timeout to 250 ms (Figure 16's 150-150 line never converged). The "
+    "votes scenario was retuned (crash_leader weight 1 -> 2, downtimes up to 30 ms instead of "
+    "15): with the node's inputs batched per wake-up, vote-not-persisted went unfound in 500 "
+    "seeds with the old settings.",
     "commit-beyond-match was first planted only on the APPEND path and was never found (500 "
     "seeds): with the leader's exact conflict probing, the first APPEND a follower accepts "
     "conflicts with its whole stale tail and truncates it, and heartbeats carry "

@@ -3,7 +3,8 @@
     twinmq serve ...        run a real node            (real/__main__.py)
     twinmq user ...         manage an MQTT password file (real/__main__.py)
     twinmq ctl ...          query a running node's admin API (real/__main__.py)
-    twinmq sim run|sweep    run the simulator          (model/__main__.py)
+    twinmq sim run|sweep    run the simulator          (model/__main__.py; mqtt and kafka:
+                                                        aliases of run)
 
 This dispatcher lives in `scenarios/` because it is the one package allowed to import both `real`
 and `model` (`real` must never import `model`).
@@ -19,10 +20,11 @@ commands:
   serve              start a node (see: twinmq serve --help)
   user add|delete|list --file PATH [USERNAME]   MQTT password file (mosquitto_passwd format)
   ctl [--admin URL] COMMAND                     health, node, clients, sessions, ...
-  sim run FILE       run one simulated scenario (--seed N)
+  sim run FILE       run one simulated scenario (--seed N, --trace OUT, --bug NAME,
+                     --state-log journal|memory; default seed: the scenario's)
   sim sweep FILE     run many seeds in parallel (--seeds 1-1000 --jobs 2)
-  sim mqtt FILE      simulate the MQTT broker (--seed N, --trace OUT, --state-log journal|memory)
-  sim kafka FILE     simulate the Kafka broker (--seed N, --trace OUT, --state-log, --bug NAME)
+  sim mqtt FILE      aliases of sim run, for any scenario (with --seeds A-B [--jobs N]:
+  sim kafka FILE       of sim sweep)
 """
 
 
@@ -33,14 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args else 2
     command, rest = args[0], args[1:]
     if command == "sim":
-        if rest[:1] == ["mqtt"]:
-            from model.mqtt import main as mqtt_main
-
-            return mqtt_main(rest[1:])
-        if rest[:1] == ["kafka"]:
-            from model.kafka import main as kafka_main
-
-            return kafka_main(rest[1:])
+        # run, sweep, and the aliases mqtt and kafka (model/__main__.py): one world for all
         from model.__main__ import main as sim_main
 
         return sim_main(rest)

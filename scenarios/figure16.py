@@ -434,7 +434,8 @@ def write_report(study: dict[str, Any], out: Path, pngs: list[str], argv: list[s
         "# Raft paper Figure 16, reproduced in the TwinMQ simulator", "",
         "Time to detect and replace a crashed leader (Ongaro & Ousterhout, *In Search of an "
         "Understandable Consensus Algorithm*, extended version, section 9.3, Figure 16), "
-        "measured on our sans-I/O `RaftNode` driven by the SimPy world (`model/`).", "",
+        "measured on five whole TwinMQ nodes (`NodeCore` on `SimHost`, `model/`): the election "
+        "is their meta Raft group's.", "",
         "## Reproduce", "", "```", cmd, "```", "",
         f"Seed {study['seed']}, {study['trials']} trials per line (the extra low-jitter 150-150 "
         f"line: a tenth), {run['jobs']} worker processes, wall time **{run['wall_s']:.0f} s** "
@@ -473,7 +474,7 @@ SETUP_MD = """## Setup
 no loss; fsync 0.2-1 ms before a vote / append \
 is answered |
 | election timeout | uniform in [min, max] | uniform integer in [min, max] ticks, 1 tick = \
-{tick:g} ms; tick phases of the nodes are independent (random start offset < 1 ms) |
+{tick:g} ms of the node's own clock; the machines' millisecond phases are independent |
 | heartbeat interval | min / 2 | min / 2 |
 | Raft options | no pre-vote, no check-quorum | same for the paper's lines; extra lines with \
 our defaults |
@@ -497,36 +498,37 @@ DISCUSSION_MD = """## Discussion (numbers quoted for the committed run: seed 1, 
 
 **Where we agree.** The shape of both graphs: every line starts at roughly half the minimum
 timeout plus a vote round trip (the paper's "smallest possible downtime is about half the minimum
-election timeout"; our minima are 96-104 ms for min 150 and 29 ms for 12-24); more randomness in
-the timeout shortens the tail, though 150-175 and 150-200 are level (p99: 150-151 2.3 s, 150-155
-1.5 s, 150-175 524 ms, 150-200 527 ms, 150-300 444 ms). With 50 ms of randomness (150-200) our p99
-is 527 ms against the paper's worst case of 513 ms over 1000 trials; our worst case is 1.2 s. The
-150-150 line, on a network whose delay barely varies (7.4-7.6 ms, the extra series), reproduces
-the paper's pathology: 34 of 100 trials took over 10 s, 5 elected no leader within 60 s, 57 terms
-per trial on average.
+election timeout"; our minima are 96-99 ms for min 150 and 29 ms for 12-24); more randomness in
+the timeout shortens the tail, though 150-175 and 150-200 are close (p99: 150-151 2.5 s, 150-155
+1.3 s, 150-175 638 ms, 150-200 553 ms, 150-300 463 ms). With 50 ms of randomness (150-200) our p99
+is 553 ms against the paper's worst case of 513 ms over 1000 trials; our worst case is 725 ms.
+The 150-150 line, on a network whose delay barely varies (7.4-7.6 ms, the extra series),
+reproduces the paper's pathology: 21 of 100 trials took over 10 s, 2 elected no leader within
+60 s, 35 terms per trial on average.
 
 **Where we differ, and why.**
 
 1. *Network jitter is timeout randomness.* With latency uniform in 5-10 ms every heartbeat and
    vote request arrives with up to 5 ms of independent jitter, which desynchronises the followers'
    timers exactly as randomized timeouts do. So our plain 150-150 line (same 5-10 ms network as the
-   other lines) elects in 157 ms median and never takes over 10 s (max 5.5 s), unlike the paper's
+   other lines) elects in 159 ms median and never takes over 10 s (max 4.3 s), unlike the paper's
    ">10 s consistently"; only the low-jitter network reproduces it. The paper's 15 ms broadcast
    time was presumably dominated by less variable costs (disk writes) than our per-message jitter.
-2. *150-155: our median is lower than the paper's 287 ms (159 ms), our tail longer.* Half of our
-   trials are won by the first candidate at ~half the minimum timeout plus a round trip; the
+2. *150-155: our median is lower than the paper's 287 ms (171 ms), our tail longer.* Half of
+   our trials are won by the first candidate at ~half the minimum timeout plus a round trip; the
    rest need one or more further rounds (2.3 terms on average). Our log-length setup makes some
    first candidates ineligible, and the paper does not say how different its logs were, so the
    split between "first candidate wins" and "another round" is where the two setups differ most.
-3. *Short timeouts are slower than the paper's.* 12-24 averages 82 ms (max 243 ms) vs 35 ms
+3. *Short timeouts are slower than the paper's.* 12-24 averages 81 ms (max 244 ms) vs 35 ms
    (max 152 ms). With a 5-10 ms one-way delay and only 12 ms of timeout spread, a second follower
-   often times out before the first candidate's request reaches it (3.9 terms on average). The
+   often times out before the first candidate's request reaches it (3.8 terms on average). The
    paper's figure implies fewer split votes, i.e. a broadcast time well below 15 ms in that test,
    or less jitter; it also notes 12-24 violates the timing requirement. 25-50 and 50-100 behave
-   as expected (median 60 and 83 ms).
-4. *Ticks.* Timeouts are whole 1-ms ticks, and a timer started mid-tick expires at a tick
-   boundary (up to 1 ms early); the nodes' tick phases are independent. Negligible next to the
-   5 ms of network jitter, but it is why 150-150 is not perfectly deterministic either.
+   as expected (median 59 and 81 ms).
+4. *Ticks.* Timeouts are whole 1-ms ticks of each machine's own clock, and a timer started
+   mid-tick expires at a tick boundary (up to 1 ms early); the machines' millisecond phases are
+   independent (`LocalClock`). Negligible next to the 5 ms of network jitter, but it is why
+   150-150 is not perfectly deterministic either.
 5. *Heartbeat approximation.* We arm the crash on the leader's own periodic heartbeat broadcast
    rather than a script-triggered one; the next periodic heartbeat would fall after the crash, so
    the two are the same event. The paper says the broadcast approximates "the leader replicating a
@@ -541,14 +543,27 @@ paper restarts the timer only on AppendEntries from the current leader or on gra
 581 ms, 150-200's p99 from 1107 to 527 ms and 12-24's mean from 109 to 82 ms.
 
 **Pre-vote and check-quorum (our defaults).** Pre-vote costs one extra round trip per election
-(150-300 minimum 119 vs 104 ms, median 199 vs 185 ms) and in exchange almost every election is
-won by the first real candidate (1.04 terms on average vs 1.35): an ineligible or early candidate
-fails its pre-vote without raising the term. The tail shrinks (150-300 max 496 vs 581 ms;
-150-155 p99 890 vs 1454 ms). Adding check-quorum changes little for 150-300 (median 198 ms, max
-560 ms) but hurts 150-155 (median 279 ms): the leader lease makes a follower ignore pre-votes
+(150-300 minimum 116 vs 97 ms, median 196 vs 185 ms) and in exchange almost every election is
+won by the first real candidate (1.03 terms on average vs 1.38): an ineligible or early candidate
+fails its pre-vote without raising the term. The tail shrinks for 150-155 (p99 714 vs 1319 ms);
+for 150-300 the p99 is level (422 vs 463 ms) and the single worst trial is longer (796 vs
+596 ms). Adding check-quorum changes little for 150-300 (median 201 ms, max 530 ms) but hurts
+150-155 (median 286 ms): the leader lease makes a follower ignore pre-votes
 until the minimum timeout has passed since its own last heartbeat, and with only 5 ms of timeout
 spread the first pre-candidate often asks before the others' leases expire, so it has to wait
 for another timeout.
+
+**Where the numbers moved when the study moved onto whole nodes (issue 10).** The study used
+to drive bare `RaftNode`s; it now runs five `NodeCore`s, each on its own simulated disk and
+clock. Every paper line stays within noise of the earlier run (medians within 2 ms except
+150-155: 159 -> 171 ms; means within 7%; p99 and max, single-trial statistics, moved both ways,
+e.g. 150-175 p99 524 -> 638 ms, 150-200 max 1222 -> 725 ms). The low-jitter 150-150 line, 100
+trials, went from 34 to 21 trials over 10 s and from 5 to 2 censored: the same pathology, with
+counts that swing by that much between seeds. Moving the study found a node bug that had made
+every 150-tick timeout fire 100 ms late (ticks a host skipped on purpose were dropped as if it
+had stalled; see reports/bughunt.md), and the machines' clocks now have independent millisecond
+phases where the old driver staggered the nodes' start. The study also got 2.5x faster (195 s
+wall vs 483 s for 15,100 trials).
 
 **Caveats.** One network model (uniform, independent, non-FIFO delays; no loss), one log-length
 scheme (2 entries, per-follower lag uniform in 0..2), fsync 0.2-1 ms, one seed. The paper's raw

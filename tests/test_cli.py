@@ -10,6 +10,7 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "serve" in out
     assert "sim run" in out
+    assert "sim mqtt" in out and "sim kafka" in out  # aliases of sim run (model/__main__.py)
 
 
 def test_unknown_command_is_named(capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,7 +26,7 @@ Raft group; only the world around it is simulated:
 **Clients** speak the wire protocol through `real.kafka.codec` (`encode_request` /
 `decode_response`) and `real.kafka.records` (`build_batch` / `decode_batches`). Each keeps its
 state across reconnects; a connection whose oldest request outlives `request_timeout_ms` is reset
-by the client (as Kafka's NetworkClient does) and redialled after `client_reconnect`.
+by the client (as Kafka's NetworkClient does) and redialled after `[clients] reconnect`.
 
 - *Producers* (Metadata with auto-create, then InitProducerId when idempotent) create records at a
   fixed rate (value `"<producer>:<seq>:"` padded), partition them round-robin by sequence
@@ -204,14 +204,14 @@ class History:
 
 class Channel:
     """One client connection: requests with correlation ids, responses matched in order, a
-    request timeout that resets the connection, and a redial after `client_reconnect`."""
+    request timeout that resets the connection, and a redial after `[clients] reconnect`."""
 
     def __init__(self, owner: KClient, label: str) -> None:
         self.owner = owner
         self.world = owner.world
         self.label = label
-        self.name = f"{owner.name}/{label}"
-        self.node = owner.node
+        self.name: str = f"{owner.name}/{label}"
+        self.node: int = owner.node
         self.conn: SimConn | None = None
         self.buf = bytearray()
         self.pending: deque[tuple[int, int, int, Callable[[dict], None]]] = deque()
@@ -302,8 +302,8 @@ class KClient:
     def __init__(self, world: KafkaWorkload, node: int, name: str, rng: Any) -> None:
         self.world = world
         self.env = world.env
-        self.node = node
-        self.name = name
+        self.node: int = node
+        self.name: str = name
         self.rng = rng
         self.paused = False
         self.deferred: deque[Callable[[], None]] = deque()
@@ -1127,7 +1127,7 @@ class KafkaWorkload:
     # ---- planted bugs
 
     def _planted_bugs(self, conn: SimConn, data: bytes) -> bytes:
-        """The scenario's `bugs`: misbehave around the broker (one whole request per send)."""
+        """The scenario's `broker_bugs`: misbehave around the broker (one request per send)."""
         bugs = self.scenario.broker_bugs
         if not bugs or int.from_bytes(data[4:6], "big") != api.PRODUCE:
             return data
@@ -1357,8 +1357,3 @@ class KafkaChecker:
                 if prev != a.member:
                     out.append(f"{a.group} gen {a.generation} p{p}: {prev} and {a.member}")
         return out
-
-
-# ================================================================================ API and CLI
-
-

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from real.kafka.records import KRecord, decode_batch
+from real.mqtt.errors import BridgeUnavailable
 from real.mqtt.properties import NO_PROPERTIES, Properties, PropertyId, PropertyValue
 from real.mqtt.topics import TopicError, matches, validate_topic_filter, validate_topic_name
 from real.storage.crc32c import crc32c
@@ -192,11 +193,13 @@ class Bridge:
 
     def mqtt_published(self, msg: Message) -> dict[str, int] | None:
         """Append `msg` to every matching rule's Kafka topic; returns what must be durable before
-        the MQTT acknowledgement ({shard: end}), or None."""
+        the MQTT acknowledgement ({shard: end}), or None. Raises BridgeUnavailable when a
+        matching rule cannot take it (after the other rules were tried)."""
         topic = msg.topic
         if topic.startswith("$"):
             return None
         needs: dict[str, int] | None = None
+        failed = ""
         for rule in self._to_kafka:
             if not matches(rule.mqtt, topic):
                 continue
@@ -205,15 +208,19 @@ class Bridge:
             info = self.kafka.meta.machine().topic(rule.kafka)
             if info is None:
                 self.stats.dropped_no_topic += 1
+                failed = failed or f"Kafka topic {rule.kafka!r} does not exist"
                 continue
             partition = crc32c(key) % len(info.shards)
             log = self.kafka.partition_log(rule.kafka, partition)
             if log is None:
                 self.stats.dropped_no_topic += 1
+                failed = failed or f"Kafka topic {rule.kafka!r} has no partition {partition} here"
                 continue
             result = log.append_records([record], self.clock())
             if result.error_code:
                 self.stats.errors += 1
+                failed = failed or (f"appending to Kafka topic {rule.kafka!r} failed (error "
+                                    f"{result.error_code})")
                 continue
             self.stats.to_kafka += 1
             from real.kafka.broker import shard_name
@@ -223,6 +230,8 @@ class Bridge:
             needs[shard] = max(needs.get(shard, 0), result.shard_end)
         if needs is not None:
             self.kafka.durable_progress()  # wakes long-polling consumers of those partitions
+        if failed:
+            raise BridgeUnavailable(f"bridge: {failed}")
         return needs
 
     def is_durable(self, token: dict[str, int]) -> bool:

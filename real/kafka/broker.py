@@ -1,5 +1,5 @@
-"""The Kafka broker core: sans-I/O, one object per node, driven by the shell (real/node/kafka.py)
-or the simulator (model/kafka.py).
+"""The Kafka broker core: sans-I/O, one object per node, driven by `NodeCore`
+(real/server/node.py), which the asyncio host and the simulator both run.
 
 Inputs: `open(conn_id, peer=...)`, `receive(conn_id, bytes)`, `closed(conn_id)`,
 `set_congested(conn_id, flag)`, `tick()` (timers: long-poll deadlines, group session/rebalance

@@ -1,6 +1,6 @@
 """The sans-I/O MQTT broker: connections, sessions, routing, QoS flows, retained, wills, $SYS.
 
-The shell (real/node/mqtt.py on sockets, model/mqtt.py in the simulator) drives one `Broker`:
+`NodeCore` (real/server/node.py), hosted on sockets and in the simulator, drives one `Broker`:
 
     broker.open(conn_id, peer=..., listener=..., anonymous_ok=...)  a transport connected
     broker.receive(conn_id, data)                    bytes arrived
@@ -40,7 +40,7 @@ from typing import Any
 
 from real.mqtt import codec
 from real.mqtt.auth import Acl, ClientAcl, Login
-from real.mqtt.errors import MqttError
+from real.mqtt.errors import BridgeUnavailable, MqttError
 from real.mqtt.packets import (
     MQTT_5,
     Auth,
@@ -811,13 +811,24 @@ class Broker:
             msg = Message(topic, payload, qos, retain, forwarded, expiry,
                           session.client_id, now)
             msg.plain = raw
-            offset, matched = self._route(msg, routes)
+            bridged = False
             if self.bridge is not None:
-                token = self.bridge.mqtt_published(msg)
-                if token is not None:
-                    matched += 1
-            if qos and not matched and v5:
-                reason = RC.NO_MATCHING_SUBSCRIBERS
+                try:
+                    token = self.bridge.mqtt_published(msg)
+                    bridged = token is not None
+                except BridgeUnavailable as exc:
+                    # No Kafka copy, so no acknowledgement as accepted: v5 says why (0x80, not
+                    # routed: the client may retry), v3.1.1 has no negative ack and is closed.
+                    if qos and not v5:
+                        self._close(conn, RC.UNSPECIFIED_ERROR, str(exc))
+                        return
+                    if qos:
+                        self.stats.drop("bridge_unavailable")
+                        reason = RC.UNSPECIFIED_ERROR
+            if reason < 0x80:
+                offset, matched = self._route(msg, routes)
+                if qos and not matched and not bridged and v5:
+                    reason = RC.NO_MATCHING_SUBSCRIBERS
         if qos == 0:
             return
         assert packet_id is not None, "a QoS 1/2 PUBLISH has a packet id (codec, inline parser)"

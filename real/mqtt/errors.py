@@ -1,4 +1,5 @@
-"""Typed errors of the MQTT codec. Each carries the MQTT 5 reason code the server should send.
+"""Typed errors of the MQTT codec (each carries the MQTT 5 reason code the server should send),
+and `BridgeUnavailable`, what the Kafka bridge raises when it cannot copy a PUBLISH.
 
 `MalformedPacket` and `ProtocolError` are what a peer's bytes earn (decode side); the message
 names the packet, the field and, where the bytes are at hand, the byte offset counted from the
@@ -33,3 +34,9 @@ class ProtocolError(MqttError):
 
 class InvalidPacket(MqttError, ValueError):
     """`encode` was handed a packet object that no conforming peer may send."""
+
+
+class BridgeUnavailable(Exception):
+    """A bridge hook (real/kafka/bridge.py) could not copy a PUBLISH to Kafka: the rule's topic
+    does not exist (yet) or the append failed. The broker then must not acknowledge a QoS 1/2
+    PUBLISH as accepted, since the bridge promises a durable Kafka copy with every ack."""

@@ -219,6 +219,9 @@ async def _kafka_when_ready(host: AsyncHost, kafka: Listener, bind: str,
         finally:
             for w in waiters:
                 w.cancel()
+    for mqtt in host.listeners[Proto.MQTT]:
+        if not mqtt.serving:
+            await mqtt.start_serving()  # held back until the bridge could copy every publish
     await kafka.start_serving()
     cfg = core.spec.kafka
     log(f"kafka listening tcp {bind}:{kafka.port} (advertised {cfg.host}:{cfg.port})")
@@ -258,11 +261,14 @@ async def _start_mqtt_listeners(cfg: NodeConfig, host: AsyncHost,
     for kind, port, context in plans:
         if not port and kind != "tcp":
             continue
+        serve = host.core.accepting(Proto.MQTT)
         listener = await start_listener(kind, cfg.bind, port, handler, ssl_context=context,
-                                        ws_path=ws_path, write_high_water=MQTT_WRITE_HIGH_WATER)
+                                        ws_path=ws_path, write_high_water=MQTT_WRITE_HIGH_WATER,
+                                        start_serving=serve)
         host.listeners[Proto.MQTT].append(listener)
         where = f"{cfg.bind}:{listener.port}" + (ws_path if kind in ("ws", "wss") else "")
-        log(f"mqtt listening {kind} {where}")
+        log(f"mqtt listening {kind} {where}" + ("" if serve else " (once the bridge's Kafka "
+                                                               "topics exist)"))
 
 
 def _stopper(stopped: asyncio.Event, log: Callable[[str], None], sig: int

@@ -220,6 +220,10 @@ class Listener:
             await asyncio.wait_for(self._idle.wait(), grace_s)
         assert not self._protocols and not self._conns, (self._protocols, self._conns)
 
+    @property
+    def serving(self) -> bool:
+        return self._server is not None and self._server.is_serving()
+
     async def start_serving(self) -> None:
         """Start accepting (for a listener started with `start_serving=False`)."""
         assert self._server is not None and not self._closing

@@ -220,8 +220,14 @@ class NodeCore:
     # ---- inputs: clients ---------------------------------------------------------------------
 
     def accepting(self, proto: Proto) -> bool:
-        """Whether the host should accept connections of `proto` now."""
-        return proto is Proto.MQTT or self.kafka_ready
+        """Whether the host should accept connections of `proto` now: Kafka once this node is
+        registered in meta and the bridge's topics exist (`kafka_ready`); MQTT at once, or, with
+        bridge rules, also only then (a QoS 1/2 PUBLISH on a bridged topic is acknowledged only
+        with its Kafka copy, which needs the topic: the 3-node simulation lost the first
+        messages of a run to a node that served MQTT before its bridge topic existed)."""
+        if proto is Proto.MQTT and self.bridge is None:
+            return True
+        return self.kafka_ready
 
     def open(self, conn_id: int, proto: Proto, *, peer: str = "", listener: str = "tcp",
              loopback: bool = False) -> None:

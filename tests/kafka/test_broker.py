@@ -21,6 +21,7 @@ from real.kafka.codec import RequestHeader, encode_request
 from real.kafka.records import KRecord, build_batch
 from real.kafka.sasl import SaslServer, SaslUsers
 from real.mqtt import (
+    MQTT_3_1_1,
     MQTT_5,
     Connack,
     Properties,
@@ -1252,6 +1253,33 @@ def test_bridge_does_not_loop_mqtt_messages_back() -> None:
     assert [(p.topic, p.payload) for p in got] == [("sensors/a", b"once")]
     assert [r.value for r in bridged_records(k)] == [b"once"]
     assert bridge.stats.to_mqtt == 0
+
+
+def test_bridge_without_its_kafka_topic_refuses_the_publish_instead_of_acking_it() -> None:
+    """A QoS 1 PUBLISH on a bridged topic whose Kafka topic does not exist (yet) is not
+    acknowledged as accepted: v5 gets PUBACK 0x80 and nothing is routed; v3.1.1 (no negative
+    ack) is closed, so its client re-sends later. QoS 0 is routed as before. (The 3-node
+    simulation found the first messages of a run acknowledged and lost this way.)"""
+    k = Harness(KafkaConfig(default_engine=FILE))
+    m = MqttHarness()
+    bridge = Bridge([BridgeRule("sensors/#", "sensors")], k.broker, m.broker, k.clock)
+    sub = mqtt_client(m, "sub")
+    sub.send(Subscribe(1, (Subscription("sensors/#", 1),)))
+    sub.take()
+    v5 = mqtt_client(m, "pub5")
+    v5.send(Publish("sensors/a", b"x", qos=1, packet_id=3))
+    (ack,) = v5.take()
+    assert isinstance(ack, Puback) and (ack.packet_id, ack.reason_code) == (3, 0x80)
+    assert not [p for p in sub.take() if isinstance(p, Publish)], "refused: not routed"
+    v3 = m.connect("pub3", MQTT_3_1_1)
+    v3.take()
+    v3.send(Publish("sensors/a", b"y", qos=1, packet_id=4))
+    assert not [p for p in v3.take() if isinstance(p, Puback)] and v3.closed
+    v5.send(Publish("sensors/a", b"z", qos=0))
+    assert [p.payload for p in sub.take() if isinstance(p, Publish)] == [b"z"]
+    assert bridge.stats.dropped_no_topic == 3
+    v5.send(Publish("elsewhere", b"w", qos=1, packet_id=5))
+    assert [(a.packet_id, a.reason_code) for a in v5.take()] == [(5, 0x10)], "unbridged: fine"
 
 
 def test_offset_commit_during_a_rebalance() -> None:

@@ -50,7 +50,8 @@ def test_scenario_and_usage_errors_exit_4(tmp_path: Path,
     bad.write_text("netwrok = 1\n")
     assert main(["run", str(bad), "--seed", "1"]) == 4
     assert "unknown key 'netwrok' in scenario.toml" in capsys.readouterr().err
-    assert main(["run", ELECTION]) == 4  # --seed missing
+    assert main(["run"]) == 4  # FILE missing
+    assert main(["mqtt"]) == 4 and main(["kafka", ELECTION, "--seeds", "x"]) == 4
     assert main(["run", ELECTION, "--seed", "1", "--bug", "nope"]) == 4
     assert "unknown bug 'nope'" in capsys.readouterr().err
     assert main(["sweep", ELECTION, "--seeds", "5-1"]) == 4
@@ -120,16 +121,51 @@ def test_sweep_writes_results_by_default(tmp_path: Path, monkeypatch: pytest.Mon
     assert f"results: {Path('results') / path.name}" in capsys.readouterr().out
 
 
-def test_one_cli_routes_each_scenario_to_its_world(capsys: pytest.CaptureFixture[str]) -> None:
-    from model.__main__ import main as sim_main
-    from model.__main__ import world_of
+def test_run_without_seed_uses_the_scenarios_seed(capsys: pytest.CaptureFixture[str]) -> None:
+    from model.scenario import load
 
+    seed = load(ELECTION).seed
+    assert main(["run", ELECTION]) == 0
+    out = capsys.readouterr().out
+    assert _lines(out, "reproduce: ") == [f"twinmq sim run {ELECTION} --seed {seed}"]
+    assert main(["run", ELECTION, "--seed", str(seed)]) == 0
+    assert _lines(capsys.readouterr().out, "trace-hash: ") == _lines(out, "trace-hash: ")
+
+
+def test_one_cli_runs_every_scenario_in_the_one_world(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """MQTT, Kafka and Raft scenarios all go through `run` and `sweep`; `mqtt` and `kafka` are
+    aliases of `run` (with --seeds: of `sweep`) for any scenario."""
     root = Path(__file__).resolve().parents[2] / "scenarios"
-    assert [world_of(str(root / f)) for f in ("mqtt-sim.toml", "kafka-sim.toml",
-                                              "node3-kafka.toml", "raft-election.toml")] == [
-        "mqtt", "kafka", "kafka", "raft"]
-    assert sim_main(["run", str(root / "mqtt-sim.toml"), "--seed", "2"]) == 0
-    assert "scenario: mqtt-sim seed 2" in capsys.readouterr().out
-    assert sim_main(["sweep", str(root / "kafka-sim.toml"), "--seeds", "1-2", "--jobs", "1"]) == 0
-    assert "sweep kafka-sim: 2 seeds, ok 2" in capsys.readouterr().out
-    assert sim_main(["run", str(root / "mqtt-sim.toml"), "--seed", "1", "--bug", "x"]) == 4
+    mqtt, kafka = str(root / "mqtt-sim.toml"), str(root / "kafka-sim.toml")
+    assert main(["run", mqtt, "--seed", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"scenario: mqtt-sim ({mqtt}) seed 2" in out
+    (stats,) = _lines(out, "stats: ")
+    assert json.loads(stats)["mqtt"]["outcome"] == "ok" and "kafka" not in json.loads(stats)
+    monkeypatch.chdir(tmp_path)
+    assert main(["kafka", kafka, "--seeds", "1-2", "--jobs", "1"]) == 0
+    assert "seeds: 2 of 2  ok: 2" in capsys.readouterr().out
+    rows = [json.loads(ln) for ln in
+            (tmp_path / "results" / "kafka-sim-seeds-1-2.jsonl").read_text().splitlines()]
+    assert [(r["seed"], r["outcome"]) for r in rows] == [(1, "ok"), (2, "ok")]
+    assert main(["run", mqtt, "--seed", "1", "--bug", "x"]) == 4
+    assert main(["run", ELECTION, "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert main(["mqtt", ELECTION, "--seed", "3"]) == 0  # an alias: the same run, any scenario
+    alias = capsys.readouterr().out
+    assert _lines(alias, "trace-hash: ") == _lines(out, "trace-hash: ")
+    assert _lines(alias, "reproduce: ") == [f"twinmq sim run {ELECTION} --seed 3"]
+
+
+def test_kafka_broker_bug_through_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    """--bug takes the planted Kafka broker bugs too: the checker fails the run (exit 1) and
+    the reproduce line carries the bug."""
+    kafka = str(Path(__file__).resolve().parents[2] / "scenarios" / "kafka-sim.toml")
+    assert main(["kafka", kafka, "--seed", "1", "--bug", "drop-acked-batch"]) == 1
+    out = capsys.readouterr().out
+    assert _lines(out, "outcome: ") == ["safety"]
+    assert _lines(out, "detail: ")[0].startswith("kafka: ")
+    assert _lines(out, "reproduce: ") == [
+        f"twinmq sim run {kafka} --seed 1 --bug drop-acked-batch"]

@@ -1,7 +1,8 @@
 """Plant-and-find: each planted Raft bug fails its bug-hunt scenario on a recorded seed, and the
 same seed without the bug is ok (so the checker caught the bug, not the scenario breaking Raft).
 The seeds come from `python -m scenarios.bughunt` (reports/bughunt.md); the chaos test repeats the
-hunt from seed 1. Recorded seeds depend on real/raft: re-run the hunt after changing it."""
+hunt from seed 1. Recorded seeds depend on real/raft, real/server and model/: re-run the hunt
+after changing them."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from scenarios import bughunt
 # bug -> (first failing seed found by the hunt, expected outcome, a word of the checker detail)
 KNOWN: dict[str, tuple[int, str, str]] = {
     "vote-without-log-check": (1, "safety", "leader-completeness"),
-    "commit-old-term-by-count": (19, "safety", "leader-completeness"),
-    "vote-not-persisted": (118, "safety", "election-safety"),
-    "accept-stale-term-append": (113, "safety", "state-machine-safety"),
+    "commit-old-term-by-count": (15, "safety", "leader-completeness"),
+    "vote-not-persisted": (15, "safety", "election-safety"),
+    "accept-stale-term-append": (2, "safety", "state-machine-safety"),
     "no-truncate-on-conflict": (1, "safety", "log-matching"),
     "commit-beyond-match": (1, "safety", "state-machine-safety"),
 }

@@ -176,3 +176,29 @@ def test_a_batch_of_inputs_is_settled_once_with_one_raft_fsync() -> None:
         assert results == results[:1]  # nothing settled inside the batch
     assert fs.stats.syncs - before == 1
     assert len(results) == 6 and all(getattr(r, "ok", False) for r in results)
+
+
+def test_with_bridge_rules_mqtt_waits_for_the_bridge_topics_like_kafka() -> None:
+    """A node with bridge rules accepts MQTT only once its bridge's Kafka topics exist (no
+    leader among three voters here: never); without rules MQTT is accepted at once."""
+    import dataclasses
+
+    from real.kafka.bridge import BridgeRule
+
+    def core(bridges: tuple[BridgeRule, ...]) -> NodeCore:
+        fs = SimFileSystem(random.Random(1))
+        clock = Clock()
+        storage = StorageSettings(engine="memory")
+        env = NodeEnv(raft_storage=RaftLog(fs, "meta"),
+                      engines=engine_factories(storage, clock, fs=lambda: fs,
+                                               kinds=("memory", "file")),
+                      clock=clock, wall_clock=clock, rng=random.Random(2))
+        spec = sim_node_spec(voters=(1, 2, 3), default_engine="memory")
+        return NodeCore(dataclasses.replace(spec, bridges=bridges), env)
+
+    plain = core(())
+    assert plain.accepting(Proto.MQTT) and not plain.accepting(Proto.KAFKA)
+    bridged = core((BridgeRule("s/#", "s"),))
+    assert not bridged.accepting(Proto.MQTT) and not bridged.accepting(Proto.KAFKA)
+    single, _clock = core_over(StorageSettings(engine="memory"))
+    assert single.kafka_ready and single.accepting(Proto.MQTT) and single.accepting(Proto.KAFKA)
