@@ -69,46 +69,46 @@ bench: bench-sim bench-storage bench-mqtt bench-kafka
 
 ## Storage engines x fsync policy x batch size, real and simulated (reports/bench-storage.md).
 bench-storage: $(STAMP)
-	$(PY) -m scenarios.bench_storage
+	$(PY) -m scenarios.bench.storage
 
 ## SIGKILL an appending process repeatedly per engine x fsync policy (reports/storage-crash.json).
 crash-storage: $(STAMP)
-	$(PY) -m scenarios.storage_crash --engines file,rocksdb,s3 --kills 8 \
+	$(PY) -m scenarios.studies.storage_crash --engines file,rocksdb,s3 --kills 8 \
 		--out reports/storage-crash.json
 
 ## MQTT: own load generator vs TwinMQ, Mosquitto and amqtt (amqtt into .bench/amqtt-venv);
 ## reports/bench-mqtt.md. About 6 minutes.
 bench-mqtt: $(STAMP) tools
-	$(PY) -m scenarios.bench_mqtt
+	$(PY) -m scenarios.bench.mqtt
 
 ## Kafka: confluent-kafka, 1 KiB records, produce + consume MB/s and records/s, TwinMQ (memory and
 ## file engines) vs Tansu (memory only; installed into .bench/tansu-venv); reports/bench-kafka.md.
 ## About 2-3 minutes.
 bench-kafka: $(STAMP)
-	$(PY) -m scenarios.bench_kafka --brokers tansu,twinmq-memory,twinmq-file,twinmq-file-loopsync
+	$(PY) -m scenarios.bench.kafka --brokers tansu,twinmq-memory,twinmq-file,twinmq-file-loopsync
 
 ## Opt-in long fuzz run of a live node: 100,000 malformed Kafka frames (reports/fuzz-kafka.json).
 fuzz-kafka: $(STAMP)
-	$(PY) -m scenarios.fuzz_kafka --inputs 100000
+	$(PY) -m scenarios.fuzz.kafka --inputs 100000
 
 ## Opt-in long fuzz run of a live node: 100,000 malformed MQTT inputs (reports/fuzz-mqtt.json).
 fuzz-mqtt: $(STAMP)
-	$(PY) -m scenarios.fuzz_mqtt --inputs 100000
+	$(PY) -m scenarios.fuzz.mqtt --inputs 100000
 
 bench-sim: $(STAMP)
-	$(PY) -m scenarios.bench_sim
+	$(PY) -m scenarios.bench.sim
 
 ## Plant each classic Raft bug and sweep until the checkers catch it (reports/bughunt.md).
 bughunt: $(STAMP)
-	$(PY) -m scenarios.bughunt --jobs $(JOBS)
+	$(PY) -m scenarios.studies.bughunt --jobs $(JOBS)
 
 ## 1000-seed sweep of the Raft election scenario.
 sweep: $(STAMP)
-	$(VENV)/bin/twinmq sim sweep scenarios/raft-election.toml --seeds 1-1000 --jobs $(JOBS)
+	$(VENV)/bin/twinmq sim sweep scenarios/sim/raft-election.toml --seeds 1-1000 --jobs $(JOBS)
 
 ## Raft paper Figure 16 reproduction (reports/figure16.md + PNGs).
 figure16: $(STAMP)
-	$(PY) -m scenarios.figure16 --trials 1000 --jobs $(JOBS)
+	$(PY) -m scenarios.studies.figure16 --trials 1000 --jobs $(JOBS)
 
 ## Mutation testing of the durability and acknowledgement paths: the named mutations (issue 10)
 ## must each fail a default test, then cosmic-ray over the functions in pyproject's

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from model.checkers import OUTCOME_CODES
+from model.checkers.raft import OUTCOME_CODES
 from model.scenario import Scenario, ScenarioError, load, with_bugs
 
 USAGE_ERROR = 4
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         scenario = dataclasses.replace(scenario, state_log=args.state_log)
     if args.command == "run":
         return _run(scenario, args)
-    from model.sweep import parse_seeds, sweep
+    from model.sim.sweep import parse_seeds, sweep
 
     try:
         seeds = parse_seeds(args.seeds, SEEDS_MAX)

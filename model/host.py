@@ -16,7 +16,7 @@ object; only its surroundings are simulated:
   fdatasync latency, and only when it has passed runs `job.sync()` (so the data becomes durable
   then, not before) and hands the job back (`core.synced`). A crash in between loses the
   unsynced data and the completion, as a power cut during an fdatasync does.
-- **Connections.** `SimConn`s (model/conn.py) carry client bytes; their arrivals become
+- **Connections.** `SimConn`s (model/devices/conn.py) carry client bytes; their arrivals become
   `open`/`receive`/`closed` inputs. Output goes back down the connection's pipe; a connection
   whose backlog passes the write high-water mark is reported congested, and writable again once
   its backlog drains to half of it (as asyncio's pause/resume_writing).
@@ -42,9 +42,9 @@ from typing import Any
 import simpy
 from simpy.events import Event, EventPriority
 
-from model.clock import LocalClock
-from model.conn import FIN, SimConn
-from model.fs import SimFileSystem
+from model.devices.conn import FIN, SimConn
+from model.devices.fs import SimFileSystem
+from model.sim.clock import LocalClock
 from real.kafka.bridge import BridgeRule
 from real.kafka.broker import KafkaConfig
 from real.mqtt.broker import BrokerConfig

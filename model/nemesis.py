@@ -26,9 +26,9 @@ import random
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
-from model.clock import now_us
-from model.dist import Dist
 from model.scenario import FAULT_KINDS, FaultConfig
+from model.sim.clock import now_us
+from model.sim.dist import Dist
 
 if TYPE_CHECKING:
     from model.world import World

@@ -6,8 +6,8 @@ A scenario is a cluster of whole TwinMQ nodes (`[cluster]`, `[network]` between 
 and `[[subscribers]]` with broker settings `[mqtt]`; Kafka `[[producers]]`, `[[groups]]` and
 `[[readers]]` with `[kafka]`; `[[bridges]]` between the two; client connections `[clients]`),
 and one nemesis (`[faults]`). Every section is optional; a workload with no clients is absent.
-scenarios/raft-election.toml, scenarios/mqtt-sim.toml, scenarios/kafka-sim.toml and
-scenarios/node3-bridge.toml show every key.
+scenarios/sim/raft-election.toml, scenarios/sim/mqtt-sim.toml, scenarios/sim/kafka-sim.toml and
+scenarios/sim/node3-bridge.toml show every key.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model.dist import Dist, DistError
-from model.fs import SimFsConfig
-from model.net import NetConfig
+from model.devices.fs import SimFsConfig
+from model.devices.net import NetConfig
+from model.sim.dist import Dist, DistError
 from real.kafka.bridge import BridgeRule
 from real.kafka.broker import KafkaConfig
 from real.mqtt import MQTT_3_1_1, MQTT_5
@@ -78,7 +78,7 @@ class ClusterConfig:
 
 @dataclass(frozen=True, slots=True)
 class DiskConfig:
-    """[disk]: each machine's simulated filesystem (`model.fs.SimFsConfig`), which holds the
+    """[disk]: each machine's simulated filesystem (`model.devices.fs.SimFsConfig`), which holds the
     node's meta Raft log and its shard journals; the other SimFsConfig fields keep their defaults
     (µs page-cache writes, 1000 MB/s device writes)."""
 

@@ -36,16 +36,16 @@ from typing import IO, Any
 
 import simpy
 
-from model.checkers import OUTCOME_CODES, CheckerObserver, Checkers, SafetyViolation
-from model.clock import LocalClock, now_us
-from model.conn import NetSpec, SimConn, SimNet, Switchboard
-from model.fs import SimFileSystem
+from model.checkers.raft import OUTCOME_CODES, CheckerObserver, Checkers, SafetyViolation
+from model.devices.conn import NetSpec, SimConn, SimNet, Switchboard
+from model.devices.fs import SimFileSystem
+from model.devices.net import Network
 from model.host import RAFT_DIR, SimHost, sim_node_spec
 from model.nemesis import Nemesis
-from model.net import Network
-from model.rng import SeedTree
 from model.scenario import Scenario
-from model.trace import Trace
+from model.sim.clock import LocalClock, now_us
+from model.sim.rng import SeedTree
+from model.sim.trace import Trace
 from model.workloads.meta import Client
 from real.raft.types import (
     Bug,

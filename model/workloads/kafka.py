@@ -1,5 +1,5 @@
 """Kafka clients against the simulated cluster: producers, consumer groups and assign-and-seek
-readers on the clients' node, the history they observe, and the checkers that judge it.
+readers on the clients' node, and the history they observe.
 
 The node they talk to is the product's own composed object (model/world.py hosts it), as
 `twinmq serve` runs it: the real `KafkaBroker` (partition logs, group coordinator, produce
@@ -16,7 +16,7 @@ Raft group; only the world around it is simulated:
 - **Meta service.** Topic creation and committed offsets go through the node's own meta Raft
   replica (single voter), whose log is the real on-disk format on the same simulated disk: a
   crash loses what was not fsynced, and the restarted node recovers the applied commands.
-- **Network.** Connections are `model.conn.SimConn` pipes: in-order bytes, sampled one-way
+- **Network.** Connections are `model.devices.conn.SimConn` pipes: in-order bytes, sampled one-way
   latency, optional bandwidth, network-wide delay spikes; an abrupt close discards what is in
   flight.
 - **Host.** `SimHost` feeds arrivals (open, bytes, close) to the node in order, waits for the
@@ -57,23 +57,7 @@ the simulator's shell misbehaves around it):
 - `no-dedupe`: every Produce's batches are rebuilt without producer id/epoch/sequence before the
   broker sees them, so the broker cannot drop retried duplicates.
 
-**Checkers** (`KafkaChecker`) read only the client-observed history plus the fault log:
-- *lost*: every acknowledged record must be consumed by every reader and by every group (any
-  member). Not consumed while the consumer read past its offset on that partition is `lost`
-  (safety); not consumed and never passed is `unconsumed` (liveness).
-- *offset conflicts*: one (partition, offset) must never hold two different records, across
-  acknowledgements and every consumer's receipts (catches offsets reused after lost data).
-- *gaps*: the offsets consumers saw on a partition must be contiguous from 0 to the highest seen.
-- *skips*: each consumer, per partition, must receive offsets one after another from the position
-  it sought (a `seek`); a receipt past the expected offset, or a reset forward, is a skip.
-- *duplicates*: a record at two offsets is a duplicate; for idempotent producers it is a
-  violation (Jepsen-style), for the others it is counted.
-- *order*: per producer and partition, records (first occurrences) appear in sequence order
-  (checked for idempotent producers and for producers with `inflight_max = 1`).
-- *commits*: within one generation (a broker incarnation, counted by crashes before the join, and
-  the generation id) acknowledged committed offsets per partition never go backwards.
-- *owners*: within one generation, at most one member is assigned each partition.
-- *liveness*: after the drain, no producer still holds unacknowledged or unsent records.
+The checkers that judge their history are model/checkers/kafka.py.
 
 **Trace kinds** (node: the client's id, 100 and up, producers first, then group consumers, then
 readers; `broker-up` and `bug` on the clients' node): `broker-up`, `bug`; per client
@@ -88,18 +72,22 @@ from __future__ import annotations
 
 import enum
 import struct
-from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import simpy
 
-from model.conn import FIN, SimConn
+from model.checkers.kafka import (
+    Assignment,
+    CEvent,
+    Commit,
+    History,
+    KafkaChecker,
+    ProdRecord,
+)
+from model.devices.conn import FIN, SimConn
 from model.scenario import GroupSpec, ProducerSpec, ReaderSpec
-from model.trace import Trace
-from model.workloads.mqtt import _percentile_ms
 from real.kafka import api
 from real.kafka import errors as E
 from real.kafka.codec import (
@@ -116,88 +104,12 @@ if TYPE_CHECKING:
     from model.world import World
 
 US_PER_MS = 1000
-IDS_MAX = 20  # example ids listed per problem in the result
 RETRY_BACKOFF_US = 20_000  # a client's pause before retrying a failed metadata/join step
 
 # Request versions the simulated clients speak (all inside real.kafka.api.VERSIONS).
 V_PRODUCE, V_FETCH, V_LIST_OFFSETS, V_METADATA = 7, 11, 5, 8
 V_OFFSET_COMMIT, V_OFFSET_FETCH, V_FIND_COORDINATOR = 7, 5, 2
 V_JOIN, V_SYNC, V_HEARTBEAT, V_INIT_PID = 5, 3, 3, 1
-
-# ================================================================================ history
-
-
-@dataclass(slots=True)
-class ProdRecord:
-    """One record of a producer, as the producer saw it (times in sim µs)."""
-
-    producer: int
-    seq: int
-    created_us: int
-    partition: int = -1  # set when it goes into a batch
-    first_sent_us: int = -1
-    acked_us: int = -1
-    offset: int = -1  # the base offset of its acknowledged batch + its index in the batch
-    sends: int = 0
-    rejected: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class CEvent:
-    """A consumer's position event on one partition: `seek` (position set: why = committed,
-    earliest or reset) or `recv` (a record delivered at `offset`)."""
-
-    t_us: int
-    consumer: str
-    partition: int
-    kind: str
-    offset: int
-    producer: int = -1
-    seq: int = -1
-    why: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Assignment:
-    t_us: int
-    group: str
-    member: str
-    generation: int
-    partitions: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Commit:
-    """An OffsetCommit the broker acknowledged (error NONE) for one partition; `t_us` is when
-    the acknowledgement arrived, `join_us` when the member's generation began."""
-
-    t_us: int
-    group: str
-    member: str
-    generation: int
-    join_us: int
-    partition: int
-    offset: int
-
-
-class History:
-    """What clients observed, plus the fault log; every entry is also a trace line."""
-
-    def __init__(self, trace: Trace, env: simpy.Environment) -> None:
-        self.trace = trace
-        self.env = env
-        self.records: dict[tuple[int, int], ProdRecord] = {}
-        self.cevents: list[CEvent] = []
-        self.assignments: list[Assignment] = []
-        self.commits: list[Commit] = []
-        self.crashes: list[int] = []
-
-    def now(self) -> int:
-        return int(self.env.now)
-
-    def emit(self, node: int, kind: str, **fields: Any) -> None:
-        self.trace.emit(int(self.env.now), node, kind, **fields)
-
 
 # ================================================================================ clients
 
@@ -1163,197 +1075,3 @@ class KafkaWorkload:
             responses.append({"name": topic["name"], "partition_responses": parts})
         conn.down.send(encode_response(api.PRODUCE, header.api_version, header.correlation_id,
                                        {"responses": responses, "throttle_time_ms": 0}))
-
-
-# ================================================================================ checker
-
-
-class KafkaChecker:
-    """The oracles, over `world.history` (client-observed events and the fault log) only."""
-
-    def __init__(self, world: KafkaWorkload) -> None:
-        self.world = world
-        self.history = world.history
-        bridged = world.bridge_readers()
-        self.cevents = [e for e in world.history.cevents if e.consumer not in bridged]
-        """Readers of topics the bridge writes are judged by the bridge checker instead."""
-        self.readers = [r.name for r in world.readers if r.name not in bridged]
-        self.groups: dict[str, list[str]] = {}
-        for c in world.consumers:
-            self.groups.setdefault(c.spec.group, []).append(c.name)
-        self.idempotent = {p.index: p.spec.idempotent for p in world.producers}
-        self.ordered = {p.index: p.spec.idempotent or p.spec.inflight_max == 1
-                        for p in world.producers}
-
-    def epoch(self, t_us: int) -> int:
-        """The broker incarnation an event at `t_us` talked to: crashes strictly before it."""
-        return bisect_left(self.history.crashes, t_us)
-
-    def check(self) -> dict[str, Any]:
-        h = self.history
-        recs = [r for r in h.records.values() if not r.rejected]
-        acked = [r for r in recs if r.acked_us >= 0]
-        recvs = [e for e in self.cevents if e.kind == "recv"]
-        conflicts = self._conflicts(acked, recvs)
-        dup_bad, dup_ok = self._duplicates(acked, recvs)
-        lost, unconsumed = self._loss(acked, recvs)
-        gaps = self._gaps(recvs)
-        skips = self._skips()
-        order = self._order(recvs)
-        regressions = self._commit_regressions()
-        owners = self._owner_conflicts()
-        unfinished = sum(p.unfinished() for p in self.world.producers)
-        latencies = sorted(r.acked_us - r.first_sent_us for r in acked)
-        report: dict[str, Any] = {
-            "produced": len(recs), "rejected": len(h.records) - len(recs), "acked": len(acked),
-            "received": len(recvs), "commits": len(h.commits),
-            "generations": len({(self.epoch(a.t_us), a.group, a.generation)
-                                for a in h.assignments}),
-            "lost": len(lost), "lost_ids": lost[:IDS_MAX], "unconsumed": len(unconsumed),
-            "offset_conflicts": len(conflicts), "conflict_ids": conflicts[:IDS_MAX],
-            "gaps": len(gaps), "skips": len(skips), "skip_ids": skips[:IDS_MAX],
-            "duplicates_idempotent": len(dup_bad), "duplicates_allowed": len(dup_ok),
-            "order_violations": len(order), "commit_regressions": len(regressions),
-            "owner_conflicts": len(owners), "unfinished_at_end": unfinished,
-            "ack_latency_p50_ms": _percentile_ms(latencies, 0.50),
-            "ack_latency_p99_ms": _percentile_ms(latencies, 0.99),
-        }
-        problems = [(lost, "acknowledged record(s) lost"),
-                    (conflicts, "offset(s) holding two different records"),
-                    (gaps, "gap(s) in the offsets consumers saw"),
-                    (skips, "consumer skip(s) over unread offsets"),
-                    (dup_bad, "duplicate(s) from idempotent producers"),
-                    (order, "per-producer order violation(s)"),
-                    (regressions, "committed offset(s) going backwards within a generation"),
-                    (owners, "partition(s) with two owners in one generation")]
-        report["outcome"], report["detail"] = "ok", ""
-        for items, what in problems:
-            if items:
-                report["outcome"] = "safety"
-                report["detail"] = f"{len(items)} {what} (first: {items[0]})"
-                return report
-        if unfinished or unconsumed:
-            report["outcome"] = "liveness"
-            report["detail"] = (f"{unfinished} record(s) unacknowledged or unsent, "
-                                f"{len(unconsumed)} acknowledged record(s) not yet consumed "
-                                f"at the end of the drain (first: {unconsumed[:1]})")
-        return report
-
-    def _conflicts(self, acked: list[ProdRecord], recvs: list[CEvent]) -> list[str]:
-        """(partition, offset) that more than one record claims (acks and receipts)."""
-        holder: dict[tuple[int, int], tuple[int, int]] = {}
-        out: list[str] = []
-        claims = [(r.partition, r.offset, r.producer, r.seq, "ack") for r in acked]
-        claims += [(e.partition, e.offset, e.producer, e.seq, e.consumer) for e in recvs]
-        for p, off, prod, seq, who in claims:
-            first = holder.setdefault((p, off), (prod, seq))
-            if first != (prod, seq):
-                out.append(f"p{p}@{off}: prod{first[0]}#{first[1]} vs prod{prod}#{seq} ({who})")
-        return out
-
-    def _duplicates(self, acked: list[ProdRecord], recvs: list[CEvent]
-                    ) -> tuple[list[str], list[str]]:
-        offsets: dict[tuple[int, int], dict[int, None]] = {}
-        for r in acked:
-            offsets.setdefault((r.producer, r.seq), {})[r.offset] = None
-        for e in recvs:
-            offsets.setdefault((e.producer, e.seq), {})[e.offset] = None
-        bad: list[str] = []
-        ok: list[str] = []
-        for (prod, seq), offs in offsets.items():
-            if len(offs) > 1:
-                item = f"prod{prod}#{seq} at offsets {sorted(offs)}"
-                (bad if self.idempotent.get(prod, False) else ok).append(item)
-        return bad, ok
-
-    def _loss(self, acked: list[ProdRecord], recvs: list[CEvent]
-              ) -> tuple[list[str], list[str]]:
-        """Per consumer set (each reader, each group): acked records it never received."""
-        got: dict[str, dict[tuple[int, int], None]] = {}
-        reach: dict[tuple[str, int], int] = {}  # (consumer set, partition) -> highest offset
-        member_of = {m: g for g, ms in self.groups.items() for m in ms}
-        for e in recvs:
-            who = member_of.get(e.consumer, e.consumer)
-            got.setdefault(who, {})[(e.producer, e.seq)] = None
-            key = (who, e.partition)
-            reach[key] = max(reach.get(key, -1), e.offset)
-        lost, unconsumed = [], []
-        for who in [*self.readers, *self.groups]:
-            seen = got.get(who, {})
-            for r in acked:
-                if (r.producer, r.seq) in seen:
-                    continue
-                item = f"prod{r.producer}#{r.seq} (p{r.partition}@{r.offset}) -> {who}"
-                if reach.get((who, r.partition), -1) > r.offset:
-                    lost.append(item)
-                else:
-                    unconsumed.append(item)
-        return lost, unconsumed
-
-    def _gaps(self, recvs: list[CEvent]) -> list[str]:
-        seen: dict[int, dict[int, None]] = {}
-        for e in recvs:
-            seen.setdefault(e.partition, {})[e.offset] = None
-        out = []
-        for p in sorted(seen):
-            offs = seen[p]
-            for off in range(max(offs) + 1):
-                if off not in offs:
-                    out.append(f"p{p}@{off}")
-        return out
-
-    def _skips(self) -> list[str]:
-        """Replay each consumer's seeks and receipts per partition: a receipt must be the next
-        offset; a reset seek may only move back."""
-        expect: dict[tuple[str, int], int] = {}
-        out = []
-        for e in self.cevents:
-            key = (e.consumer, e.partition)
-            want = expect.get(key)
-            if e.kind == "seek":
-                if e.why == "reset" and want is not None and e.offset > want:
-                    out.append(f"{e.consumer} p{e.partition} reset {want} -> {e.offset}")
-                expect[key] = e.offset
-                continue
-            if want is None or e.offset != want:
-                out.append(f"{e.consumer} p{e.partition} got {e.offset}, expected {want}")
-            expect[key] = e.offset + 1
-        return out
-
-    def _order(self, recvs: list[CEvent]) -> list[str]:
-        first: dict[tuple[int, int], tuple[int, int]] = {}  # (prod, seq) -> (partition, offset)
-        for e in recvs:
-            first.setdefault((e.producer, e.seq), (e.partition, e.offset))
-        runs: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        for (prod, seq), (p, off) in first.items():
-            if self.ordered.get(prod, True):
-                runs.setdefault((prod, p), []).append((off, seq))
-        out = []
-        for (prod, p), items in runs.items():
-            items.sort()
-            for (o1, s1), (o2, s2) in zip(items, items[1:], strict=False):
-                if s2 < s1:
-                    out.append(f"prod{prod} p{p}: seq {s2}@{o2} after seq {s1}@{o1}")
-        return out
-
-    def _commit_regressions(self) -> list[str]:
-        last: dict[tuple[str, int, int, int], int] = {}
-        out = []
-        for c in self.history.commits:
-            key = (c.group, self.epoch(c.join_us), c.generation, c.partition)
-            prev = last.get(key, -1)
-            if c.offset < prev:
-                out.append(f"{c.group} gen {c.generation} p{c.partition}: {prev} -> {c.offset}")
-            last[key] = max(prev, c.offset)
-        return out
-
-    def _owner_conflicts(self) -> list[str]:
-        owner: dict[tuple[str, int, int, int], str] = {}
-        out = []
-        for a in self.history.assignments:
-            for p in a.partitions:
-                key = (a.group, self.epoch(a.t_us), a.generation, p)
-                prev = owner.setdefault(key, a.member)
-                if prev != a.member:
-                    out.append(f"{a.group} gen {a.generation} p{p}: {prev} and {a.member}")
-        return out

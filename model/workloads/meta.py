@@ -15,8 +15,8 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from model.clock import now_us
 from model.scenario import MetaConfig
+from model.sim.clock import now_us
 
 if TYPE_CHECKING:
     from model.world import World

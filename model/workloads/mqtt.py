@@ -1,33 +1,16 @@
 """MQTT clients against the simulated cluster: publishers and subscribers on the clients' node,
-the history they observe, and the checker that judges it.
+and the history they observe.
 
 The clients speak MQTT through the real codec (`real.mqtt.encode` / `Decoder`) over `SimConn`s
-(model/conn.py). Publishers send at a fixed rate with a bounded window and a bounded local queue
-(overflow is counted as `rejected`, never silently dropped); on reconnect they re-send
+(model/devices/conn.py). Publishers send at a fixed rate with a bounded window and a bounded local
+queue (overflow is counted as `rejected`, never silently dropped); on reconnect they re-send
 unacknowledged PUBLISHes with DUP and pending PUBRELs under the same packet ids. Subscribers
-acknowledge QoS 1 (PUBACK) and QoS 2 (PUBREC, then PUBCOMP on PUBREL; a QoS 2 packet id is
-delivered once until its PUBREL), keep that state across reconnects when persistent
-(clean_start false), and re-subscribe whenever CONNACK says the session is not present.
-Publishing starts at `warmup_ms` and stops at heal; the run then drains until `duration_ms`.
+acknowledge QoS 1 (PUBACK) and QoS 2 (PUBREC, then PUBCOMP on PUBREL; a QoS 2 packet id is delivered
+once until its PUBREL), keep that state across reconnects when persistent (clean_start false), and
+re-subscribe whenever CONNACK says the session is not present. Publishing starts at `warmup_ms` and
+stops at heal; the run then drains until `duration_ms`.
 
-**Checker** (`MqttChecker`): only the client-observed history, plus the crash times of the
-clients' node:
-
-- loss: every QoS >= 1 publish acknowledged (PUBACK, or PUBREC for QoS 2: the point the broker
-  took ownership) must reach every persistent subscriber (QoS >= 1) whose subscription was in
-  place (SUBACK received) before the publish was first sent and still in place when it was
-  acknowledged. A subscription ends when a CONNACK says the session is gone: at the first crash
-  after the last proof the session existed (SUBACK, or CONNACK with session present), or at the
-  last close if no crash came in between. A session that may have expired (v5, offline longer
-  than its expiry) is exempt. `lost` must be 0. (A SUBACK is not held for durability, so a crash
-  right after one may legitimately lose the subscription; but any publish acknowledged after
-  being routed to it was logged after the session record, so its durability implies the
-  session's.)
-- duplicates: QoS 1 duplicates are counted (allowed); QoS 2 duplicates are split into those with a
-  crash between the first send and the repeat (allowed) and those without (a violation).
-- order: without crashes, each subscriber sees each publisher's QoS >= 1 messages (first
-  receipts) in publish order.
-- liveness: after the drain, no publisher still holds unacknowledged or unsent messages.
+The checker that judges their history is model/checkers/mqtt.py.
 
 **Trace kinds** (node: the client's id, 100 and up): `broker-up` (node: the clients' node; gen,
 records and sessions recovered), `congested`; per client `dial`, `connack` (present, code),
@@ -39,17 +22,15 @@ records and sessions recovered), `congested`; per client `dial`, `connack` (pres
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Generator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import simpy
 
-from model.conn import FIN, SimConn
+from model.checkers.mqtt import History, MqttChecker, PubRecord, Receipt
+from model.devices.conn import FIN, SimConn
 from model.scenario import PublisherSpec, SubscriberSpec
-from model.trace import Trace
 from real.mqtt import (
     MQTT_5,
     Connack,
@@ -68,7 +49,6 @@ from real.mqtt import (
     encode,
 )
 from real.mqtt.session import next_packet_id
-from real.mqtt.topics import matches
 from real.server.node import NodeCore, Proto
 
 if TYPE_CHECKING:
@@ -76,60 +56,6 @@ if TYPE_CHECKING:
 
 US_PER_MS = 1000
 CLIENT_PACKET_MAX = 1 << 28
-LOST_IDS_MAX = 100  # (subscriber, publisher, seq) of lost messages listed in the result
-
-
-# ================================================================================ history
-
-
-@dataclass(slots=True)
-class PubRecord:
-    """One application message of a publisher, as the publisher saw it (times in sim µs)."""
-
-    publisher: int
-    seq: int
-    qos: int
-    topic: str
-    created_us: int
-    first_sent_us: int = -1
-    acked_us: int = -1  # PUBACK (QoS 1) or the first PUBREC (QoS 2): the broker owns it
-    completed_us: int = -1  # PUBCOMP (QoS 2)
-    sends: int = 0
-    rejected: bool = False  # never queued: the publisher's local queue was full
-    refused: bool = False  # PUBACK/PUBREC with a failure reason code
-
-
-@dataclass(slots=True)
-class Receipt:
-    subscriber: int
-    publisher: int
-    seq: int
-    qos: int
-    dup: bool
-    t_us: int
-
-
-class History:
-    """What clients observed, plus the crash times of the clients' node; every entry is also a
-    trace line."""
-
-    def __init__(self, trace: Trace, env: simpy.Environment) -> None:
-        self.trace = trace
-        self.env = env
-        self.pubs: dict[tuple[int, int], PubRecord] = {}
-        self.receipts: list[Receipt] = []
-        self.sub_events: dict[int, list[tuple[int, str, bool]]] = {}  # sub -> (t, kind, present)
-        self.crashes: list[int] = []
-
-    def emit(self, node: int, kind: str, **fields: Any) -> None:
-        self.trace.emit(int(self.env.now), node, kind, **fields)
-
-    def sub_event(self, sub: int, node: int, kind: str, present: bool = False) -> None:
-        self.sub_events.setdefault(sub, []).append((int(self.env.now), kind, present))
-
-    def receipt(self, node: int, r: Receipt) -> None:
-        self.receipts.append(r)
-        self.emit(node, "recv", p=r.publisher, seq=r.seq, qos=r.qos, dup=r.dup)
 
 
 # ================================================================================ clients
@@ -507,172 +433,3 @@ class MqttWorkload:
         report = MqttChecker(self).check()
         report["recovered_records"] = self.recovered_records
         return report
-
-
-# ================================================================================ checker
-
-
-class MqttChecker:
-    """The oracles, over `world.history` (client-observed events and the fault log) only."""
-
-    def __init__(self, world: MqttWorkload) -> None:
-        self.world = world
-        self.history = world.history
-        self.subs: list[Subscriber] = world.subscribers
-        self._match_cache: dict[tuple[str, str], bool] = {}
-
-    def check(self) -> dict[str, Any]:
-        h = self.history
-        pubs = [r for r in h.pubs.values() if not r.rejected]
-        firsts, dup1, dup2_crash, dup2_clean = self._receipts()
-        lost, required, exempt = self._loss(firsts)
-        order = self._order() if not h.crashes else []
-        latencies = sorted(t - h.pubs[(p, seq)].first_sent_us
-                           for (_s, p, seq), t in firsts.items())
-        unfinished = sum(len(p.outstanding) + len(p.queue) for p in self.world.publishers)
-        report: dict[str, Any] = {
-            "published": len(pubs),
-            "rejected": sum(1 for r in h.pubs.values() if r.rejected),
-            "acked": sum(1 for r in pubs if r.acked_us >= 0),
-            "refused": sum(1 for r in pubs if r.refused),
-            "delivered": len(firsts),
-            "receipts": len(h.receipts),
-            "duplicates_qos1": dup1,
-            "duplicates_qos2_after_crash": dup2_crash,
-            "duplicates_qos2_without_crash": dup2_clean,
-            "required": required,
-            "exempt_expired": exempt,
-            "lost": len(lost),
-            "lost_ids": [list(key) for key in lost[:LOST_IDS_MAX]],
-            "order_violations": len(order),
-            "unfinished_at_end": unfinished,
-            "latency_p50_ms": _percentile_ms(latencies, 0.50),
-            "latency_p99_ms": _percentile_ms(latencies, 0.99),
-        }
-        report["outcome"], report["detail"] = self._verdict(lost, dup2_clean, order, unfinished)
-        return report
-
-    def _verdict(self, lost: list[tuple[int, int, int]], dup2_clean: int, order: list[str],
-                 unfinished: int) -> tuple[str, str]:
-        if lost:
-            s, p, seq = lost[0]
-            return "safety", (f"{len(lost)} acknowledged message(s) never reached a "
-                                   f"persistent subscriber (first: pub{p} seq {seq} -> sub{s})")
-        if dup2_clean:
-            return "safety", (f"{dup2_clean} QoS 2 duplicate(s) with no broker crash "
-                                   "in between")
-        if order:
-            return "safety", f"{len(order)} order violation(s) (first: {order[0]})"
-        if unfinished:
-            return "liveness", (f"{unfinished} message(s) still unacknowledged or unsent at the "
-                                "end of the drain period")
-        return "ok", ""
-
-    def _receipts(self) -> tuple[dict[tuple[int, int, int], int], int, int, int]:
-        """First receipt time per (sub, pub, seq), and the duplicate counts."""
-        firsts: dict[tuple[int, int, int], int] = {}
-        dup1 = dup2_crash = dup2_clean = 0
-        crashes = self.history.crashes
-        for r in self.history.receipts:
-            key = (r.subscriber, r.publisher, r.seq)
-            if key not in firsts:
-                firsts[key] = r.t_us
-                continue
-            if r.qos < 2:
-                dup1 += 1
-                continue
-            sent = self.history.pubs[(r.publisher, r.seq)].first_sent_us
-            if any(sent <= c <= r.t_us for c in crashes):
-                dup2_crash += 1
-            else:
-                dup2_clean += 1
-        return firsts, dup1, dup2_crash, dup2_clean
-
-    def _windows(self, sub: Subscriber) -> list[tuple[int, int, bool]]:
-        """(start, end, exempt) spans in which `sub`'s subscription was in place.
-
-        A span starts at a SUBACK. It ends when a CONNACK says the session is gone: at the first
-        broker crash after the last proof that the session existed (a SUBACK or a CONNACK with
-        session present), or, with no crash in between, at the last close. `exempt`: the
-        session may simply have expired (v5, offline longer than its expiry)."""
-        out: list[tuple[int, int, bool]] = []
-        start = last_closed = last_alive = -1
-        limit_us = sub.spec.expiry_s * 1_000_000 if sub.protocol == MQTT_5 else None
-        crashes = self.history.crashes
-        for t, kind, present in self.history.sub_events.get(sub.index, []):
-            if kind == "closed":
-                last_closed = t
-            elif kind == "connack" and present:
-                last_alive = t
-            elif kind == "connack" and start >= 0:
-                crash = next((c for c in crashes if last_alive <= c <= t), None)
-                end = crash if crash is not None else max(last_closed, start)
-                exempt = crash is None and limit_us is not None and t - last_closed > limit_us
-                out.append((start, end, exempt))
-                start = -1
-            elif kind == "subscribed":
-                last_alive = t
-                if start < 0:
-                    start = t
-        if start >= 0:
-            out.append((start, 1 << 62, False))
-        return out
-
-    def _loss(self, firsts: dict[tuple[int, int, int], int]
-              ) -> tuple[list[tuple[int, int, int]], int, int]:
-        lost: list[tuple[int, int, int]] = []
-        required = exempt = 0
-        acked = [r for r in self.history.pubs.values() if r.qos >= 1 and r.acked_us >= 0]
-        for sub in self.subs:
-            if not sub.persistent or sub.spec.qos == 0:
-                continue
-            windows = self._windows(sub)
-            for rec in acked:
-                if not self._matches(sub.spec.filter, rec.topic):
-                    continue
-                window = next((w for w in windows
-                               if w[0] < rec.first_sent_us and rec.acked_us < w[1]), None)
-                if window is None:
-                    continue
-                if window[2]:
-                    exempt += 1
-                    continue
-                required += 1
-                if (sub.index, rec.publisher, rec.seq) not in firsts:
-                    lost.append((sub.index, rec.publisher, rec.seq))
-        return lost, required, exempt
-
-    def _order(self) -> list[str]:
-        """First receipts per (subscriber, publisher) at QoS >= 1 must come in seq order."""
-        last: dict[tuple[int, int], int] = {}
-        seen: set[tuple[int, int, int]] = set()
-        problems: list[str] = []
-        for r in self.history.receipts:
-            key = (r.subscriber, r.publisher, r.seq)
-            if r.qos == 0 or key in seen:
-                continue
-            seen.add(key)
-            pair = (r.subscriber, r.publisher)
-            prev = last.get(pair, -1)
-            if r.seq < prev:
-                problems.append(f"sub{r.subscriber} got pub{r.publisher} seq {r.seq} after "
-                                f"seq {prev}")
-            last[pair] = max(prev, r.seq)
-        return problems
-
-    def _matches(self, topic_filter: str, topic: str) -> bool:
-        key = (topic_filter, topic)
-        hit = self._match_cache.get(key)
-        if hit is None:
-            hit = self._match_cache[key] = matches(topic_filter, topic)
-        return hit
-
-
-def _percentile_ms(sorted_us: list[int], q: float) -> float:
-    """Nearest-rank percentile of sorted µs values, in ms (0.0 when empty)."""
-    if not sorted_us:
-        return 0.0
-    index = min(len(sorted_us) - 1, max(0, math.ceil(q * len(sorted_us)) - 1))
-    return round(sorted_us[index] / US_PER_MS, 3)
-
-

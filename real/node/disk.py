@@ -1,7 +1,7 @@
 """The real shell of the meta Raft log: a lock file, `OsFileSystem` and `RaftLog`.
 
-The record format, recovery and compaction live in the pure `real.server.raftlog.RaftLog`, which
-the simulator runs too (over `model.fs.SimFileSystem`). This module adds what only a real disk
+The record format, recovery and compaction live in the pure `real.server.raftlog.RaftLog`, which the
+simulator runs too (over `model.devices.fs.SimFileSystem`). This module adds what only a real disk
 needs: an exclusive `flock` on `<directory>/LOCK`, so two processes never share a data directory.
 
 API (what `real/node/server.py` and `MetaReplica` use):

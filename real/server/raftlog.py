@@ -1,9 +1,9 @@
 """The meta Raft log: one append-only, CRC-checked file, written through the `FileSystem` port.
 
 The same object runs in both worlds: the real node passes `real.node.osfs.OsFileSystem` (wrapped,
-with its lock file, by `real.node.disk.RaftDisk`), the simulator passes a `model.fs.SimFileSystem`
-per node, so a simulated power loss crashes the real on-disk format (torn last write, unsynced
-appends lost, directory entries lost without `sync_dir`).
+with its lock file, by `real.node.disk.RaftDisk`), the simulator passes a
+`model.devices.fs.SimFileSystem` per node, so a simulated power loss crashes the real on-disk format
+(torn last write, unsynced appends lost, directory entries lost without `sync_dir`).
 
 API:
 

@@ -2,9 +2,9 @@
 
 Engines take one of these (plus a `Clock`) in their constructor and never import `os`, `rocksdict`
 or `boto3`. The real shell passes `real.node.osfs.OsFileSystem`, `real.node.rocks.RocksKeyValue` and
-`real.node.s3.S3ObjectStore`; the simulator passes `model.fs.SimFileSystem`,
-`model.kv.SimKeyValue` and `model.objstore.SimObjectStore`, which lose unsynced data on a crash and
-charge simulated time.
+`real.node.s3.S3ObjectStore`; the simulator passes `model.devices.fs.SimFileSystem`,
+`model.devices.kv.SimKeyValue` and `model.devices.objstore.SimObjectStore`, which lose unsynced data
+on a crash and charge simulated time.
 
 Durability vocabulary shared by every implementation:
 

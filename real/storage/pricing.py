@@ -12,9 +12,9 @@ Units: a GB is 2**30 bytes (AWS bills binary GB) and a month is 730 hours (AWS's
 
 The meter counts requests per class (`put`, `get`, `list`, `delete`) and bytes up (request bodies)
 and down (response bodies). Both the real adapter (`real.node.s3.S3ObjectStore`) and the simulated
-store (`model.objstore.SimObjectStore`) call `record(op, bytes_up, bytes_down)` once per HTTP
-request, so one LIST page is one LIST request. Storage is priced from byte-milliseconds the owner
-accrues with `accrue_storage(bytes_stored, duration_ms)`.
+store (`model.devices.objstore.SimObjectStore`) call `record(op, bytes_up, bytes_down)` once per
+HTTP request, so one LIST page is one LIST request. Storage is priced from byte-milliseconds the
+owner accrues with `accrue_storage(bytes_stored, duration_ms)`.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ Pieces (all deterministic, no threads, no sleeps):
   queue until `run()` (what a Raft round trip looks like to the broker). `fail` makes proposals
   report an exception instead of applying (a lost leadership).
 - Storage: a `ShardStore` with the memory engine and a "file" engine: a `JournalEngine` over a
-  `model.fs.SimFileSystem` (in memory, with power loss via `crash()`), fsync policy "group" by
-  default, so durability is reached only when the test polls the store (`Harness.flush`).
+  `model.devices.fs.SimFileSystem` (in memory, with power loss via `crash()`), fsync policy "group"
+  by default, so durability is reached only when the test polls the store (`Harness.flush`).
 - `KClient`: one connection. `send(api_key, version, body)` encodes a request with
   `codec.encode_request`; replies are split into frames and decoded with
   `codec.decode_response` against the *oldest request still waiting for a reply*, so decoding
@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from model.fs import SimFileSystem, SimFsConfig
+from model.devices.fs import SimFileSystem, SimFsConfig
 from real.kafka import api
 from real.kafka.broker import KafkaBroker, KafkaConfig
 from real.kafka.codec import RequestHeader, decode_response, encode_request

@@ -1,6 +1,6 @@
 """Hostile input against the Kafka broker core (real/kafka/broker.py), no sockets.
 
-Hypothesis drives `KafkaBroker.receive` with the live fuzzer's inputs (scenarios/fuzz_kafka.py:
+Hypothesis drives `KafkaBroker.receive` with the live fuzzer's inputs (scenarios/fuzz/kafka.py:
 mutated and hostile-valued requests of every API and version, lying size prefixes, garbage,
 pipelined frames split at random points) on several connections at once, over an in-memory
 ShardStore and a synchronous MetaPort that applies each command to a `MetaStateMachine` on the
@@ -35,7 +35,7 @@ from real.meta import MetaResult, MetaStateMachine
 from real.meta.commands import ENGINES
 from real.storage.memory import MemoryEngine
 from real.storage.shards import ShardStore
-from scenarios import fuzz_kafka as fk
+from scenarios.fuzz import kafka as fk
 
 MAX_REQUEST = 1 << 20
 CANARY = 1

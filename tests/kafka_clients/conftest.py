@@ -4,8 +4,8 @@ The broker under test is chosen by the environment variable `TWINMQ_TEST_KAFKA`:
 
 - `twinmq` (the default): `python -m real serve --data-dir D --mqtt-port P1 --ws-port P2
   --admin-port P3 --kafka-port P4` (all free ports); `.mqtt_port` is set for cross-protocol tests.
-- `tansu`: Tansu 0.6 (memory storage) from `scenarios/tansu.py`, the Kafka-compatible reference
-  every test here is written against first. It sits behind `ApiVersionsTagProxy` (see
+- `tansu`: Tansu 0.6 (memory storage) from `scenarios/bench/tansu.py`, the Kafka-compatible
+  reference every test here is written against first. It sits behind `ApiVersionsTagProxy` (see
   tansu_proxy.py: it drops the default-valued tagged fields of Tansu's ApiVersions v3 reply, which
   the librdkafka 2.0.2 inside Debian's kcat cannot parse) and advertises the proxy's address, so
   every client talks to Tansu through it. `.mqtt_port` is None.
@@ -34,7 +34,7 @@ from typing import TypeVar
 
 import pytest
 
-from scenarios.tansu import ensure_tansu
+from scenarios.bench.tansu import ensure_tansu
 from tests.kafka_clients.tansu_proxy import ApiVersionsTagProxy
 from tests.kafka_clients.wire import probe_api_versions
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from scenarios.bench_sim import main
+from scenarios.bench.sim import main
 
 
 def _run(tmp_path: Path, seconds: str, *extra: str) -> dict:

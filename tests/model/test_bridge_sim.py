@@ -1,5 +1,5 @@
 """The MQTT -> Kafka bridge in the one simulated world (model/workloads/bridge.py): the checker
-passes on scenarios/node3-bridge.toml, catches a broker that loses its state on a crash, judges
+passes on scenarios/sim/node3-bridge.toml, catches a broker that loses its state on a crash, judges
 synthetic histories (lost, unconsumed, phantoms, misrouted), and the scenario loader keeps
 [[producers]] and [[groups]] off bridged Kafka topics."""
 
@@ -11,14 +11,16 @@ from typing import Any
 
 import pytest
 
+from model.checkers.kafka import CEvent
+from model.checkers.mqtt import PubRecord
 from model.scenario import Scenario, ScenarioError, from_dict, load, read_toml
 from model.workloads.bridge import BridgeWorkload
-from model.workloads.kafka import CEvent, KafkaWorkload
-from model.workloads.mqtt import MqttWorkload, PubRecord
+from model.workloads.kafka import KafkaWorkload
+from model.workloads.mqtt import MqttWorkload
 from model.world import World
 
 ROOT = Path(__file__).resolve().parents[2]
-BRIDGE = ROOT / "scenarios" / "node3-bridge.toml"
+BRIDGE = ROOT / "scenarios" / "sim" / "node3-bridge.toml"
 
 
 def short(state_log: str = "journal") -> Scenario:

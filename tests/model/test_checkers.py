@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model.checkers import Checkers, SafetyViolation
+from model.checkers.raft import Checkers, SafetyViolation
 from real.raft.types import ConfState, Entry, Role, Snapshot, SnapshotMeta
 
 

@@ -1,6 +1,6 @@
-"""Sim-only semantics of `model.fs.SimFileSystem`: power loss, directory durability, torn writes,
-writeback, EIO, bit flips, capacity, time accounting and determinism. The port behaviour it shares
-with the real filesystem is in tests/storage/test_fs_port.py."""
+"""Sim-only semantics of `model.devices.fs.SimFileSystem`: power loss, directory durability, torn
+writes, writeback, EIO, bit flips, capacity, time accounting and determinism. The port behaviour it
+shares with the real filesystem is in tests/storage/test_fs_port.py."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
-from model.dist import Dist
-from model.fs import EIO_DETAIL, SimFileSystem, SimFsConfig
+from model.devices.fs import EIO_DETAIL, SimFileSystem, SimFsConfig
+from model.sim.dist import Dist
 from real.storage.devices import DeviceError, NotFound, write_file_atomic
 from real.storage.errors import InvalidArgument
 
@@ -543,7 +543,7 @@ def _workload(seed: int) -> str:
     import hashlib
     import random
 
-    from model.fs import SimFileSystem
+    from model.devices.fs import SimFileSystem
 
     fs = SimFileSystem(random.Random(seed))
     work = random.Random(seed + 1)

@@ -16,14 +16,10 @@ from typing import Any
 import pytest
 
 from model.__main__ import main
+from model.checkers.kafka import Assignment, CEvent, Commit, KafkaChecker, ProdRecord
 from model.scenario import FaultConfig, Scenario, ScenarioError, from_dict, load
 from model.workloads.kafka import (
-    Assignment,
-    CEvent,
-    Commit,
-    KafkaChecker,
     KafkaWorkload,
-    ProdRecord,
     decode_assignment,
     encode_assignment,
     range_assign,
@@ -31,8 +27,8 @@ from model.workloads.kafka import (
 from model.world import RunResult, World
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIO = ROOT / "scenarios" / "kafka-sim.toml"
-NODE3 = ROOT / "scenarios" / "node3-kafka.toml"
+SCENARIO = ROOT / "scenarios" / "sim" / "kafka-sim.toml"
+NODE3 = ROOT / "scenarios" / "sim" / "node3-kafka.toml"
 # The sweep is the only simulator test that catches an acknowledgement sent before the
 # durable point across crashes; its first seeds (about 1 s each) run in the default suite.
 SMOKE_SEEDS = 3

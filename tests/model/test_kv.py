@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from model.dist import Dist
-from model.kv import SimKeyValue, SimKvConfig
+from model.devices.kv import SimKeyValue, SimKvConfig
+from model.sim.dist import Dist
 from real.storage.devices import DeviceError
 
 ROOT = Path(__file__).resolve().parents[2]

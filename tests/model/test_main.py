@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from model.__main__ import main
-from model.trace import hash_lines
+from model.sim.trace import hash_lines
 
 ROOT = Path(__file__).resolve().parents[2]
-ELECTION = str(ROOT / "scenarios/raft-election.toml")
+ELECTION = str(ROOT / "scenarios/sim/raft-election.toml")
 
 
 def _lines(out: str, prefix: str) -> list[str]:
@@ -137,7 +137,7 @@ def test_one_cli_runs_every_scenario_in_the_one_world(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """MQTT, Kafka and Raft scenarios all go through `run` and `sweep`; `mqtt` and `kafka` are
     aliases of `run` (with --seeds: of `sweep`) for any scenario."""
-    root = Path(__file__).resolve().parents[2] / "scenarios"
+    root = Path(__file__).resolve().parents[2] / "scenarios" / "sim"
     mqtt, kafka = str(root / "mqtt-sim.toml"), str(root / "kafka-sim.toml")
     assert main(["run", mqtt, "--seed", "2"]) == 0
     out = capsys.readouterr().out
@@ -162,7 +162,7 @@ def test_one_cli_runs_every_scenario_in_the_one_world(tmp_path: Path,
 def test_kafka_broker_bug_through_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
     """--bug takes the planted Kafka broker bugs too: the checker fails the run (exit 1) and
     the reproduce line carries the bug."""
-    kafka = str(Path(__file__).resolve().parents[2] / "scenarios" / "kafka-sim.toml")
+    kafka = str(Path(__file__).resolve().parents[2] / "scenarios" / "sim" / "kafka-sim.toml")
     assert main(["kafka", kafka, "--seed", "1", "--bug", "drop-acked-batch"]) == 1
     out = capsys.readouterr().out
     assert _lines(out, "outcome: ") == ["safety"]

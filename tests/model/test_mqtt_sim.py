@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 
 from model.__main__ import main
+from model.checkers.mqtt import MqttChecker, PubRecord, Receipt
 from model.scenario import Scenario, ScenarioError, from_dict, load
-from model.workloads.mqtt import MqttChecker, MqttWorkload, PubRecord, Receipt
+from model.workloads.mqtt import MqttWorkload
 from model.world import RunResult, World
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIO = ROOT / "scenarios" / "mqtt-sim.toml"
+SCENARIO = ROOT / "scenarios" / "sim" / "mqtt-sim.toml"
 # The sweep is the only simulator test that catches an acknowledgement sent before the
 # durable point across crashes; its first seeds (about 1 s each) run in the default suite.
 SMOKE_SEEDS = 3

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import simpy
 
-from model.dist import Dist
-from model.net import NetConfig, Network
-from model.rng import SeedTree
+from model.devices.net import NetConfig, Network
+from model.sim.dist import Dist
+from model.sim.rng import SeedTree
 
 
 def make_net(**cfg: object) -> tuple[simpy.Environment, Network, list[tuple[int, int, object]]]:

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from model.dist import Dist
-from model.objstore import SimObjectStore, SimObjectStoreConfig
+from model.devices.objstore import SimObjectStore, SimObjectStoreConfig
+from model.sim.dist import Dist
 from real.storage.devices import DeviceError, NotFound, TransientDeviceError
 from real.storage.errors import InvalidArgument
 from real.storage.pricing import (

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from model.fs import SimFileSystem, SimFsConfig
+from model.devices.fs import SimFileSystem, SimFsConfig
 from real.node.osfs import OsFileSystem
 from real.raft.types import (
     ConfState,

@@ -4,9 +4,9 @@ import random
 
 import pytest
 
-from model.clock import LocalClock
-from model.dist import Dist, DistError
-from model.rng import SeedTree
+from model.sim.clock import LocalClock
+from model.sim.dist import Dist, DistError
+from model.sim.rng import SeedTree
 
 
 def test_seed_tree_is_ordered_and_reproducible() -> None:

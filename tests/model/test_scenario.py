@@ -10,10 +10,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_scenarios_load() -> None:
-    s = load(ROOT / "scenarios/raft-election.toml")
+    s = load(ROOT / "scenarios/sim/raft-election.toml")
     assert s.cluster.nodes == 5
     assert s.faults.enabled and s.faults.heal_ms > 0
-    assert load(ROOT / "scenarios/bench-sim.toml").duration_ms == 3_600_000
+    assert load(ROOT / "scenarios/bench/bench-sim.toml").duration_ms == 3_600_000
 
 
 def test_unknown_top_level_key_is_named(tmp_path: Path) -> None:
@@ -55,7 +55,7 @@ def test_with_bugs_merges_and_validates() -> None:
 
 
 def test_disk_section_maps_onto_the_simulated_filesystem() -> None:
-    from model.dist import Dist
+    from model.sim.dist import Dist
 
     s = from_dict({"disk": {"fsync": {"dist": "uniform", "low_ms": 1, "high_ms": 5},
                             "torn_writes": False}})

@@ -3,7 +3,7 @@ from __future__ import annotations
 import io
 import json
 
-from model.trace import Trace, TraceEvent, hash_lines
+from model.sim.trace import Trace, TraceEvent, hash_lines
 
 
 def test_line_is_plain_compact_json_with_header_first() -> None:

@@ -16,7 +16,7 @@ from model.world import World
 from real.raft import RaftNode
 
 ROOT = Path(__file__).resolve().parents[2]
-ELECTION = "scenarios/raft-election.toml"
+ELECTION = "scenarios/sim/raft-election.toml"
 
 
 def run(seed: int, **kw: Any) -> Any:

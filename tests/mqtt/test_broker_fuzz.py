@@ -23,7 +23,7 @@ from real.mqtt import (
 )
 from real.mqtt.broker import BrokerConfig
 from real.storage.memory import MemoryEngine
-from scenarios.fuzz_mqtt import mutate
+from scenarios.fuzz.mqtt import mutate
 from tests.mqtt.harness import Harness
 
 SEEDS = [

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from scenarios.bench_kafka import (
+from scenarios.bench.kafka import (
     Broker,
     Scenario,
     _cell_or_skip,
@@ -26,7 +26,7 @@ from scenarios.bench_kafka import (
     summarize,
     targets,
 )
-from scenarios.kafka_loadgen import (
+from scenarios.bench.kafka_loadgen import (
     RECORD_ID,
     ConsumeStats,
     ProduceJob,
@@ -35,7 +35,7 @@ from scenarios.kafka_loadgen import (
     filler_for,
     record_value,
 )
-from scenarios.tansu import ensure_tansu
+from scenarios.bench.tansu import ensure_tansu
 
 CPU = (2.0, 1.0, 3.0)  # wall s, broker CPU s, machine busy s
 
@@ -71,7 +71,7 @@ def test_split_counts_is_even_and_complete() -> None:
 
 
 def test_produce_rate_spans_all_producers() -> None:
-    from scenarios.bench_kafka import produce_fields
+    from scenarios.bench.kafka import produce_fields
 
     a = ProduceStats(sent=1000, delivered=1000, first_send=10.0, last_delivery=11.0, cpu_s=0.5)
     b = ProduceStats(sent=1000, delivered=990, failed=10, first_send=10.5, last_delivery=12.0,
@@ -144,7 +144,7 @@ def test_targets_ratios_and_markdown() -> None:
     assert got[("acks-all-2p", "twinmq-memory", "produce_mb_s")] == (None, None)  # Tansu 0
     assert got[("acks-all-2p", "twinmq-memory", "consume_mb_s")] == (1.0, True)
     assert ratio(2.0, 3.0) == 0.667 and ratio(None, 1.0) is None
-    result = {"command": "python -m scenarios.bench_kafka", "machine": {}, "versions": {},
+    result = {"command": "python -m scenarios.bench.kafka", "machine": {}, "versions": {},
               "config": {"mib": 1, "record_bytes": 1024, "records": 1024, "partitions": 4,
                          "linger_ms": 5, "batch_size": "d", "compression": "none",
                          "consumer": "assign", "phase_max_s": 20.0},

@@ -22,7 +22,7 @@ from real.mqtt import (
     encode,
 )
 from real.mqtt.packets import MQTT_3_1_1
-from scenarios.bench_mqtt import (
+from scenarios.bench.mqtt import (
     MOSQUITTO,
     Broker,
     free_port,
@@ -31,7 +31,7 @@ from scenarios.bench_mqtt import (
     mqtt_ready,
     targets,
 )
-from scenarios.mqtt_loadgen import (
+from scenarios.bench.mqtt_loadgen import (
     CHUNK_MSGS,
     PUBACKS,
     RING_IDS,

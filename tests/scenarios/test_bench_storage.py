@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scenarios.bench_storage import main
+from scenarios.bench.storage import main
 
 
 @pytest.mark.bench
@@ -34,7 +34,7 @@ def test_bench_storage_smoke(tmp_path: Path) -> None:
 
 def test_sim_half_is_deterministic(tmp_path: Path) -> None:
     """Same seed and calibration => the simulated rows are identical."""
-    from scenarios.bench_storage import calibrate, drive, open_sim
+    from scenarios.bench.storage import calibrate, drive, open_sim
 
     raw = {"raw-64KiB": {"fdatasync_p50_ms": 0.5, "fdatasync_p99_ms": 0.9},
            "raw-1MiB": {"fdatasync_p50_ms": 2.5, "fdatasync_p99_ms": 3.0}}

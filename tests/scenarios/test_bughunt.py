@@ -1,7 +1,7 @@
 """Plant-and-find: each planted Raft bug fails its bug-hunt scenario on a recorded seed, and the
-same seed without the bug is ok (so the checker caught the bug, not the scenario breaking Raft).
-The seeds come from `python -m scenarios.bughunt` (reports/bughunt.md); the chaos test repeats the
-hunt from seed 1. Recorded seeds depend on real/raft, real/server and model/: re-run the hunt
+same seed without the bug is ok (so the checker caught the bug, not the scenario breaking Raft). The
+seeds come from `python -m scenarios.studies.bughunt` (reports/bughunt.md); the chaos test repeats
+the hunt from seed 1. Recorded seeds depend on real/raft, real/server and model/: re-run the hunt
 after changing them."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from model.scenario import load, with_bugs
 from model.world import World
-from scenarios import bughunt
+from scenarios.studies import bughunt
 
 # bug -> (first failing seed found by the hunt, expected outcome, a word of the checker detail)
 KNOWN: dict[str, tuple[int, str, str]] = {

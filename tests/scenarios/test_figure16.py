@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from model.scenario import load
-from scenarios import figure16 as f16
+from scenarios.studies import figure16 as f16
 
 BASE = load(f16.BASE)
 CAP_MS = 20_000.0

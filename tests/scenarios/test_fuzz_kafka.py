@@ -1,4 +1,4 @@
-"""The live-node Kafka fuzz driver (scenarios/fuzz_kafka.py): its seeds cover every advertised API
+"""The live-node Kafka fuzz driver (scenarios/fuzz/kafka.py): its seeds cover every advertised API
 and version, its inputs are reproducible and really hostile, its oracles can fail, and a short run
 against a live node passes."""
 
@@ -15,7 +15,7 @@ import pytest
 from real.kafka import api
 from real.kafka.codec import decode_request, encode_response
 from real.kafka.errors import UnsupportedVersion
-from scenarios import fuzz_kafka as fk
+from scenarios.fuzz import kafka as fk
 
 
 @pytest.mark.integration

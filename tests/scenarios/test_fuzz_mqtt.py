@@ -1,4 +1,4 @@
-"""The live-node fuzz driver (scenarios/fuzz_mqtt.py): a short run must pass, and its canary must
+"""The live-node fuzz driver (scenarios/fuzz/mqtt.py): a short run must pass, and its canary must
 be able to fail."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from scenarios import fuzz_mqtt
+from scenarios.fuzz import mqtt as fuzz_mqtt
 
 
 @pytest.mark.integration

@@ -1,6 +1,6 @@
 """SIGKILL a process appending in a tight loop, restart, check what survived.
 
-Driven by scenarios/storage_crash.py.
+Driven by scenarios/studies/storage_crash.py.
 
 What each policy promises against a *process* crash (the page cache survives):
 - every record below the last durable point the child reported survives (all engines, all policies);
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from scenarios.storage_crash import run_rounds, summarize
+from scenarios.studies.storage_crash import run_rounds, summarize
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from model.fs import SimFileSystem
+from model.devices.fs import SimFileSystem
 from real.meta import MetaResult, encode_command
 from real.raft import RaftConfig, RaftNode
 from real.raft.types import Message, ProposalDropped, Role

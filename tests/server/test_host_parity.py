@@ -19,10 +19,10 @@ from typing import Any
 
 import simpy
 
-from model.conn import FIN, NetSpec, SimNet, Switchboard
-from model.dist import Dist
-from model.fs import SimFileSystem
+from model.devices.conn import FIN, NetSpec, SimNet, Switchboard
+from model.devices.fs import SimFileSystem
 from model.host import SimHost
+from model.sim.dist import Dist
 from real.kafka import api
 from real.kafka.codec import RequestHeader, encode_request
 from real.kafka.records import KRecord, build_batch

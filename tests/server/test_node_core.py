@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import struct
 
-from model.fs import SimFileSystem
+from model.devices.fs import SimFileSystem
 from model.host import sim_node_spec
 from real.kafka import api
 from real.kafka.codec import RequestHeader, decode_response, encode_request

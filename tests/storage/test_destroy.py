@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from model.fs import SimFileSystem
-from model.kv import SimKeyValue
-from model.objstore import SimObjectStore
+from model.devices.fs import SimFileSystem
+from model.devices.kv import SimKeyValue
+from model.devices.objstore import SimObjectStore
 from real.node.osfs import OsFileSystem
 from real.node.rocks import RocksKeyValue
 from real.storage import EngineClosed, MemoryEngine, Record, ShardEngine

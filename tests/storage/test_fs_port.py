@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from model.fs import SimFileSystem
+from model.devices.fs import SimFileSystem
 from real.node.osfs import OsFileSystem
 from real.storage.devices import DeviceError, FileSystem, NotFound, write_file_atomic
 from real.storage.errors import InvalidArgument

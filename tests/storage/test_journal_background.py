@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from model.fs import SimFileSystem
+from model.devices.fs import SimFileSystem
 from real.node.osfs import OsFileSystem
 from real.storage import InvalidArgument, Record
 from real.storage.devices import DetachedSync, DeviceError, NotFound

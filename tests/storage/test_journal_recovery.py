@@ -1,8 +1,8 @@
 """JournalEngine recovery and faults: torn tails, bit rot, lost indexes, crashes, EIO.
 
-Real files (`OsFileSystem` in tmp_path, damaged with ordinary file operations) for torn tails,
-bit flips and index loss; the simulated filesystem (`model.fs.SimFileSystem`) for machine crashes
-at chosen points and injected EIO.
+Real files (`OsFileSystem` in tmp_path, damaged with ordinary file operations) for torn tails, bit
+flips and index loss; the simulated filesystem (`model.devices.fs.SimFileSystem`) for machine
+crashes at chosen points and injected EIO.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from model.fs import SimFileSystem
+from model.devices.fs import SimFileSystem
 from real.node.osfs import OsFileSystem
 from real.storage import EngineClosed, Record, encode_records
 from real.storage.journal import CorruptLog, EngineFailed, JournalConfig, JournalEngine

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import pytest
 
-from model.fs import SimFileSystem
+from model.devices.fs import SimFileSystem
 from real.node.osfs import OsFileSystem
 from real.storage import Record
 from real.storage.devices import Clock, FileSystem

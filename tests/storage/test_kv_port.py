@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from model.kv import SimKeyValue
+from model.devices.kv import SimKeyValue
 from real.node.rocks import RocksKeyValue
 from real.storage.devices import DeviceError, KeyValue
 

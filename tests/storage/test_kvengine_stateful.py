@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from model.kv import SimKeyValue
+from model.devices.kv import SimKeyValue
 from real.node.rocks import RocksKeyValue
 from real.storage.kvengine import KvEngine, KvEngineConfig
 from tests.storage.stateful import FakeClock, make_engine_machine

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from botocore.exceptions import ClientError
 
-from model.objstore import SimObjectStore
+from model.devices.objstore import SimObjectStore
 from real.storage.devices import DeviceError, NotFound, ObjectStore, TransientDeviceError
 from real.storage.pricing import S3Meter
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from model.objstore import SimObjectStore
+from model.devices.objstore import SimObjectStore
 from real.storage import Record
 from real.storage.devices import DeviceError
 from real.storage.s3engine import (

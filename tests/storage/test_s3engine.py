@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.objstore import LIST_KEY_BYTES, SimObjectStore
+from model.devices.objstore import LIST_KEY_BYTES, SimObjectStore
 from real.storage import BatchTooLarge, EngineClosed, InvalidArgument, Record, ShardEngine
 from real.storage.devices import DeviceError, Durable, TransientDeviceError
 from real.storage.s3engine import (

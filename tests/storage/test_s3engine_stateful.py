@@ -16,7 +16,7 @@ import random
 
 import pytest
 
-from model.objstore import SimObjectStore, SimObjectStoreConfig
+from model.devices.objstore import SimObjectStore, SimObjectStoreConfig
 from real.storage.s3engine import S3Engine, S3EngineConfig
 from tests.storage.stateful import FakeClock, make_engine_machine
 

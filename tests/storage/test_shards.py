@@ -109,7 +109,7 @@ def test_group_commit_is_driven_through_the_store(tmp_path) -> None:
     """`append` accepts; `durable_end` moves only when the shell polls at `next_flush_ms`."""
     import random
 
-    from model.fs import SimFileSystem
+    from model.devices.fs import SimFileSystem
     from real.storage.journal import JournalConfig, JournalEngine
     from tests.storage.stateful import FakeClock
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from model.fs import SimFileSystem
-from model.objstore import SimObjectStore
+from model.devices.fs import SimFileSystem
+from model.devices.objstore import SimObjectStore
 from real.node.engines import Devices, StorageSettings, shard_key
 from real.storage import (
     EngineClosed,

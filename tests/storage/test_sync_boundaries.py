@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from model.fs import SimFileSystem
+from model.devices.fs import SimFileSystem
 from real.storage import MemoryEngine, Record, ShardStore, encode_records
 from real.storage.devices import DeviceError
 from real.storage.journal import (

@@ -1,0 +1,2 @@
+"""Fuzzers against a live node: MQTT (mqtt.py) and Kafka (kafka.py).
+"""
