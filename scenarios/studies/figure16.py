@@ -562,7 +562,7 @@ trials, went from 34 to 21 trials over 10 s and from 5 to 2 censored: the same p
 counts that swing by that much between seeds. Moving the study found a node bug that had made
 every 150-tick timeout fire 100 ms late (ticks a host skipped on purpose were dropped as if it
 had stalled; see reports/bughunt.md), and the machines' clocks now have independent millisecond
-phases where the old driver staggered the nodes' start. The study also got 2.5x faster (195 s
+phases where the old driver staggered the nodes' start. The study also got 4x faster (115 s
 wall vs 483 s for 15,100 trials).
 
 **Caveats.** One network model (uniform, independent, non-FIFO delays; no loss), one log-length
