@@ -379,8 +379,10 @@ def render_report(mutants: Sequence[Mutant], seconds: dict[str, float], settings
              f"group started (column tree); operators: {', '.join(settings.operators)}.", "",
              "| group | tree | functions | mutants | killed | survived | incompetent | seconds |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    kept_groups, kept_survivors = _previous_rows(previous, set(seconds), settings)
     for group in settings.groups:
         if group.name not in seconds:
+            lines += kept_groups.get(group.name, [])
             continue
         mine = [m for m in mutants if m.group == group.name]
         count = {k: sum(m.outcome == k for m in mine) for k in ("survived", "incompetent")}
@@ -392,19 +394,41 @@ def render_report(mutants: Sequence[Mutant], seconds: dict[str, float], settings
     lines += ["", f"Sum of the groups' wall times: {sum(seconds.values()):.0f} s.", "",
               "## Survivors", ""]
     survivors = [m for m in mutants if m.outcome == "survived"]
-    if not survivors:
+    rows = [[f"{m.path}:{m.line}", m.function, m.operator, f"`{_cell(m.before)}`",
+             f"`{_cell(m.after)}`"] for m in survivors] + kept_survivors
+    if not rows:
         lines.append("None.")
     else:
         lines += ["| # | where | function | operator | original | mutated |",
                   "|---:|---|---|---|---|---|"]
-        for i, m in enumerate(survivors, 1):
-            lines.append(f"| {i} | {m.path}:{m.line} | {m.function} | {m.operator} | "
-                         f"`{_cell(m.before)}` | `{_cell(m.after)}` |")
+        for i, cells in enumerate(rows, 1):
+            lines.append(f"| {i} | " + " | ".join(cells) + " |")
     kept = previous.partition(DISPOSITIONS)
     tail = (DISPOSITIONS + kept[2]) if kept[1] else (
         f"{DISPOSITIONS}\n\n(For each survivor above: the test that now kills it, or why it "
         f"is equivalent or harmless.)\n")
     return "\n".join(lines) + "\n\n" + tail.rstrip("\n") + "\n"
+
+
+def _previous_rows(previous: str, rerun: set[str], settings: Settings
+                   ) -> tuple[dict[str, list[str]], list[list[str]]]:
+    """From the previous report: the table rows of the groups not run this time, and their
+    survivors (without their numbers), so a run of some groups keeps the others' results."""
+    files = {g.name: {t.partition("::")[0] for t in g.targets} for g in settings.groups}
+    groups: dict[str, list[str]] = {}
+    survivors: list[list[str]] = []
+    for line in previous.partition(DISPOSITIONS)[0].splitlines():
+        if not line.startswith("| "):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if len(cells) == 8 and cells[0] in files and cells[0] not in rerun:
+            groups.setdefault(cells[0], []).append(line)
+        elif len(cells) == 6 and cells[0].isdigit():
+            path = cells[1].rpartition(":")[0]
+            owners = [name for name, paths in files.items() if path in paths]
+            if owners and not set(owners) & rerun:
+                survivors.append(cells[1:])
+    return groups, survivors
 
 
 def _cell(text: str) -> str:

@@ -811,7 +811,7 @@ class Broker:
             msg = Message(topic, payload, qos, retain, forwarded, expiry,
                           session.client_id, now)
             msg.plain = raw
-            bridged = False
+            bridged = refused = False
             if self.bridge is not None:
                 try:
                     token = self.bridge.mqtt_published(msg)
@@ -824,8 +824,8 @@ class Broker:
                         return
                     if qos:
                         self.stats.drop("bridge_unavailable")
-                        reason = RC.UNSPECIFIED_ERROR
-            if reason < 0x80:
+                        reason, refused = RC.UNSPECIFIED_ERROR, True
+            if not refused:
                 offset, matched = self._route(msg, routes)
                 if qos and not matched and not bridged and v5:
                     reason = RC.NO_MATCHING_SUBSCRIBERS

@@ -1282,6 +1282,27 @@ def test_bridge_without_its_kafka_topic_refuses_the_publish_instead_of_acking_it
     assert [(a.packet_id, a.reason_code) for a in v5.take()] == [(5, 0x10)], "unbridged: fine"
 
 
+def test_bridge_refuses_a_publish_whose_kafka_append_fails_or_whose_partition_is_missing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The topic exists, but the copy cannot be written: the partition's append fails (as a
+    poisoned engine's does), or this node does not hold the partition. Either way the v5
+    PUBLISH gets 0x80, not an acknowledgement as accepted."""
+    from real.kafka.log import PartitionLog
+
+    k, m, bridge = bridged()
+    pub = mqtt_client(m, "pub")
+    with monkeypatch.context() as patch:
+        patch.setattr(PartitionLog, "append_records", lambda self, records, now_ms: self._error(
+            E.KAFKA_STORAGE_ERROR, "the engine is poisoned"))
+        pub.send(Publish("sensors/a", b"x", qos=1, packet_id=1))
+    assert [(a.packet_id, a.reason_code) for a in pub.take()] == [(1, 0x80)]
+    assert bridge.stats.errors == 1 and bridged_records(k) == []
+    monkeypatch.setattr(k.broker, "partition_log", lambda topic, partition: None)
+    pub.send(Publish("sensors/a", b"small", qos=1, packet_id=2))
+    assert [(a.packet_id, a.reason_code) for a in pub.take()] == [(2, 0x80)]
+    assert bridge.stats.dropped_no_topic == 1
+
+
 def test_offset_commit_during_a_rebalance() -> None:
     h = Harness()
     h.create_topic("t")

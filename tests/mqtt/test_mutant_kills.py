@@ -122,3 +122,76 @@ def test_no_local_hides_only_the_subscribers_own_messages() -> None:
     b.send(Publish("t", b"from b"))
     a.send(Publish("t", b"from a"))
     assert [p.payload for p in publishes(a)] == [b"from b"]
+
+
+# ---- a bridge that cannot copy (real/kafka/bridge.py raises BridgeUnavailable) ------------------
+
+
+class _Bridge:
+    """The broker's bridge hook, copying nothing while `down` (its Kafka topic is missing)."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.copied: list[str] = []
+
+    def mqtt_published(self, msg: object) -> None:
+        from real.mqtt.errors import BridgeUnavailable
+
+        if self.down:
+            raise BridgeUnavailable("bridge: Kafka topic 'k' does not exist")
+        self.copied.append(msg.topic)  # type: ignore[attr-defined]
+
+    def is_durable(self, token: object) -> bool:
+        return True
+
+
+def bridged_harness() -> tuple[Harness, _Bridge]:
+    h = Harness()
+    bridge = _Bridge()
+    h.broker.bridge = bridge
+    return h, bridge
+
+
+def test_a_v5_qos1_publish_the_bridge_cannot_copy_is_refused_and_not_routed() -> None:
+    h, _bridge = bridged_harness()
+    sub = subscribed(h, "sub", "s/#", 1)
+    pub = h.connect("pub", MQTT_5)
+    pub.take()
+    pub.send(Publish("s/a", b"x", qos=1, packet_id=1))
+    (ack,) = pub.take()
+    assert isinstance(ack, Puback) and ack.reason_code == ReasonCode.UNSPECIFIED_ERROR
+    assert publishes(sub) == [] and not pub.closed
+
+
+def test_a_v311_qos1_publish_the_bridge_cannot_copy_closes_the_connection_unacked() -> None:
+    h, _bridge = bridged_harness()
+    pub = h.connect("pub", MQTT_3_1_1)
+    pub.take()
+    pub.send(Publish("s/a", b"x", qos=1, packet_id=1))
+    assert not [p for p in pub.take() if isinstance(p, Puback)] and pub.closed
+
+
+def test_qos0_publishes_the_bridge_cannot_copy_are_still_routed_on_both_versions() -> None:
+    h, _bridge = bridged_harness()
+    sub = subscribed(h, "sub", "s/#", 0)
+    for version in (MQTT_3_1_1, MQTT_5):
+        pub = h.connect(f"pub{version}", version)
+        pub.take()
+        pub.send(Publish("s/a", str(version).encode(), qos=0))
+        assert not pub.closed, version
+    assert [p.payload for p in publishes(sub)] == [b"4", b"5"]
+
+
+def test_a_refused_qos2_publish_keeps_no_packet_id_so_its_resend_is_processed() -> None:
+    h, bridge = bridged_harness()
+    sub = subscribed(h, "sub", "s/#", 2)
+    pub = h.connect("pub", MQTT_5)
+    pub.take()
+    pub.send(Publish("s/a", b"x", qos=2, packet_id=9))
+    (rec,) = pub.take()
+    assert isinstance(rec, Pubrec) and rec.reason_code == ReasonCode.UNSPECIFIED_ERROR
+    bridge.down = False
+    pub.send(Publish("s/a", b"x", qos=2, packet_id=9, dup=True))
+    (rec,) = pub.take()
+    assert isinstance(rec, Pubrec) and rec.reason_code == 0
+    assert bridge.copied == ["s/a"] and [p.payload for p in publishes(sub)] == [b"x"]
