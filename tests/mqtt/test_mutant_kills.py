@@ -195,3 +195,22 @@ def test_a_refused_qos2_publish_keeps_no_packet_id_so_its_resend_is_processed() 
     (rec,) = pub.take()
     assert isinstance(rec, Pubrec) and rec.reason_code == 0
     assert bridge.copied == ["s/a"] and [p.payload for p in publishes(sub)] == [b"x"]
+
+
+def test_a_message_expiry_interval_of_zero_expires_a_queued_message() -> None:
+    """Expiry interval 0: the message's lifetime is over at once; queued for an offline session
+    it is not delivered later (a mutant read 0 as 'no expiry')."""
+    h = Harness()
+    sub = h.connect("sub", MQTT_5, clean=False, expiry=3600)
+    sub.send(Subscribe(1, (Subscription("t", 1),)))
+    sub.take()
+    sub.drop()
+    pub = h.connect("pub", MQTT_5)
+    pub.take()
+    pub.send(Publish("t", b"gone", qos=1, packet_id=1,
+                     properties=Properties.of((PropertyId.MESSAGE_EXPIRY_INTERVAL, 0))))
+    pub.send(Publish("t", b"kept", qos=1, packet_id=2))
+    pub.take()
+    h.advance(1)
+    again = h.connect("sub", MQTT_5, clean=False, expiry=3600)
+    assert [p.payload for p in publishes(again)] == [b"kept"]
