@@ -1,0 +1,234 @@
+"""The inter-node wire format: versioned, length-prefixed frames, and Raft messages inside them.
+
+Sans-I/O and pure, so the asyncio host and the simulator can carry the same bytes between nodes.
+
+    frame   = length:u32 (bytes after this field) | version:u8 | kind:u8 | payload
+    kinds   = HELLO, CHALLENGE, PROOF, WELCOME, REJECT (the handshake: real/cluster/peer.py),
+              RAFT (payload: one Raft message, below)
+
+A Raft message (all integers big-endian):
+
+    type:u8 | src:u32 | dst:u32 | term:u64 | log_term:u64 | index:u64 | commit:u64 |
+    reject:u8 | reject_hint:u64 |
+    n_entries:u32 | n_entries * (term:u64 | index:u64 | kind:u8 | len:u32 | data) |
+    has_snapshot:u8 | [index:u64 | term:u64 | n_voters:u16 | n_learners:u16 | ids:u32 each |
+                       len:u32 | data] |
+    len:u32 | context
+
+The type and entry-kind codes are fixed tables (never an enum's order), so the format does not
+move when an enum grows. Every decode error is a `WireError` naming what was wrong and where: a
+peer's bytes can make the connection close, never raise anything else.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from real.raft.types import (
+    ConfState,
+    Entry,
+    EntryKind,
+    Message,
+    MsgType,
+    Snapshot,
+    SnapshotMeta,
+)
+
+VERSION = 1
+"""The frame format this code speaks (a peer with another version is refused in the handshake)."""
+FRAME_MAX_DEFAULT = 64 << 20
+"""Largest frame accepted by default: a meta snapshot travels in one frame."""
+
+
+class Kind:
+    HELLO = 1
+    CHALLENGE = 2
+    PROOF = 3
+    WELCOME = 4
+    REJECT = 5
+    RAFT = 6
+
+
+KINDS = frozenset({Kind.HELLO, Kind.CHALLENGE, Kind.PROOF, Kind.WELCOME, Kind.REJECT, Kind.RAFT})
+
+MSG_CODES: dict[MsgType, int] = {
+    MsgType.PRE_VOTE: 1, MsgType.PRE_VOTE_RESP: 2, MsgType.VOTE: 3, MsgType.VOTE_RESP: 4,
+    MsgType.APPEND: 5, MsgType.APPEND_RESP: 6, MsgType.HEARTBEAT: 7, MsgType.HEARTBEAT_RESP: 8,
+    MsgType.SNAPSHOT: 9, MsgType.TIMEOUT_NOW: 10, MsgType.READ_INDEX: 11,
+    MsgType.READ_INDEX_RESP: 12, MsgType.PROPOSE: 13,
+}
+MSG_TYPES = {code: t for t, code in MSG_CODES.items()}
+KIND_CODES: dict[EntryKind, int] = {EntryKind.NORMAL: 1, EntryKind.CONF_CHANGE: 2}
+ENTRY_KINDS = {code: k for k, code in KIND_CODES.items()}
+
+_FRAME_HEAD = struct.Struct(">IBB")
+_MSG_HEAD = struct.Struct(">BIIQQQQBQ")
+_ENTRY_HEAD = struct.Struct(">QQBI")
+_SNAP_HEAD = struct.Struct(">QQHH")
+_U32 = struct.Struct(">I")
+_U8 = struct.Struct(">B")
+_ID = struct.Struct(">I")
+_U32_MAX = (1 << 32) - 1
+_U64_MAX = (1 << 64) - 1
+
+
+class WireError(Exception):
+    """Bytes from a peer that are not a valid frame or message (the connection should close)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    version: int
+    kind: int
+    payload: bytes
+
+
+# ---- frames ------------------------------------------------------------------------------------
+
+
+def encode_frame(kind: int, payload: bytes, version: int = VERSION) -> bytes:
+    assert kind in KINDS, kind
+    assert 0 <= version <= 255, version
+    return _FRAME_HEAD.pack(len(payload) + 2, version, kind) + payload
+
+
+class FrameDecoder:
+    """Frames from a byte stream fed in any chunking. After a `WireError` the decoder is spent
+    (the stream has lost its framing): every later `feed` raises again."""
+
+    def __init__(self, frame_max: int = FRAME_MAX_DEFAULT) -> None:
+        assert frame_max >= 16, frame_max
+        self.frame_max = frame_max
+        self._buf = bytearray()
+        self._error: WireError | None = None
+
+    def feed(self, data: bytes) -> list[Frame]:
+        if self._error is not None:
+            raise self._error
+        buf = self._buf
+        buf += data
+        out: list[Frame] = []
+        pos = 0
+        while len(buf) - pos >= 4:
+            (length,) = _U32.unpack_from(buf, pos)
+            if length < 2:
+                self._error = WireError(f"frame length {length} at stream byte {pos}: shorter "
+                                        "than its version and kind")
+                raise self._error
+            if length > self.frame_max:
+                self._error = WireError(f"frame of {length} bytes over the limit "
+                                        f"{self.frame_max}")
+                raise self._error
+            if len(buf) - pos - 4 < length:
+                break
+            version, kind = buf[pos + 4], buf[pos + 5]
+            if kind not in KINDS:
+                self._error = WireError(f"unknown frame kind {kind}")
+                raise self._error
+            out.append(Frame(version, kind, bytes(buf[pos + 6:pos + 4 + length])))
+            pos += 4 + length
+        del buf[:pos]
+        return out
+
+    def buffered(self) -> int:
+        """Bytes of an incomplete frame held (bounded by frame_max + 4)."""
+        return len(self._buf)
+
+
+# ---- Raft messages -----------------------------------------------------------------------------
+
+
+def encode_message(m: Message) -> bytes:
+    parts = [_MSG_HEAD.pack(MSG_CODES[m.type], m.src, m.dst, m.term, m.log_term, m.index,
+                            m.commit, 1 if m.reject else 0, m.reject_hint),
+             _U32.pack(len(m.entries))]
+    for e in m.entries:
+        parts.append(_ENTRY_HEAD.pack(e.term, e.index, KIND_CODES[e.kind], len(e.data)))
+        parts.append(e.data)
+    snap = m.snapshot
+    if snap is None:
+        parts.append(_U8.pack(0))
+    else:
+        conf = snap.meta.conf
+        parts.append(_U8.pack(1))
+        parts.append(_SNAP_HEAD.pack(snap.meta.index, snap.meta.term, len(conf.voters),
+                                     len(conf.learners)))
+        parts.append(b"".join(_ID.pack(i) for i in (*conf.voters, *conf.learners)))
+        parts.append(_U32.pack(len(snap.data)))
+        parts.append(snap.data)
+    parts.append(_U32.pack(len(m.context)))
+    parts.append(m.context)
+    return b"".join(parts)
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, st: struct.Struct, what: str) -> tuple[int, ...]:
+        if len(self.data) - self.pos < st.size:
+            raise WireError(f"message truncated in {what} at byte {self.pos} "
+                            f"({len(self.data)} bytes)")
+        values = st.unpack_from(self.data, self.pos)
+        self.pos += st.size
+        return values
+
+    def bytes(self, n: int, what: str) -> bytes:
+        if len(self.data) - self.pos < n:
+            raise WireError(f"message truncated in {what} at byte {self.pos}: {n} bytes "
+                            f"announced, {len(self.data) - self.pos} left")
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+
+def decode_message(payload: bytes) -> Message:
+    """The Raft message a RAFT frame carries; `WireError` for anything malformed."""
+    r = _Reader(payload)
+    (code, src, dst, term, log_term, index, commit, reject, hint) = r.take(_MSG_HEAD, "header")
+    mtype = MSG_TYPES.get(code)
+    if mtype is None:
+        raise WireError(f"unknown Raft message type {code}")
+    if src == 0 or dst == 0:
+        raise WireError(f"node id 0 in a Raft message (src {src}, dst {dst})")
+    if reject not in (0, 1):
+        raise WireError(f"reject flag {reject} (0 or 1 expected)")
+    (count,) = r.take(_U32, "entry count")
+    entries = []
+    for i in range(count):
+        e_term, e_index, kind_code, length = r.take(_ENTRY_HEAD, f"entry {i}")
+        kind = ENTRY_KINDS.get(kind_code)
+        if kind is None:
+            raise WireError(f"entry {i}: unknown kind {kind_code}")
+        entries.append(Entry(e_term, e_index, kind, r.bytes(length, f"entry {i} data")))
+    (has_snap,) = r.take(_U8, "snapshot flag")
+    snapshot = None
+    if has_snap == 1:
+        s_index, s_term, n_voters, n_learners = r.take(_SNAP_HEAD, "snapshot header")
+        ids = [r.take(_ID, "snapshot member")[0] for _ in range(n_voters + n_learners)]
+        voters, learners = tuple(ids[:n_voters]), tuple(ids[n_voters:])
+        if (list(voters) != sorted(set(voters)) or list(learners) != sorted(set(learners))
+                or set(voters) & set(learners) or 0 in ids):
+            raise WireError(f"snapshot membership malformed: voters {voters}, learners "
+                            f"{learners}")
+        (length,) = r.take(_U32, "snapshot length")
+        data = r.bytes(length, "snapshot data")
+        snapshot = Snapshot(SnapshotMeta(s_index, s_term, ConfState(voters, learners)), data)
+    elif has_snap != 0:
+        raise WireError(f"snapshot flag {has_snap} (0 or 1 expected)")
+    (length,) = r.take(_U32, "context length")
+    context = r.bytes(length, "context")
+    if r.pos != len(payload):
+        raise WireError(f"{len(payload) - r.pos} trailing bytes after the message")
+    return Message(mtype, src, dst, term, log_term=log_term, index=index,
+                   entries=tuple(entries), commit=commit, reject=bool(reject),
+                   reject_hint=hint, snapshot=snapshot, context=context)
+
+
+def raft_frame(m: Message) -> bytes:
+    """One RAFT frame carrying `m`."""
+    return encode_frame(Kind.RAFT, encode_message(m))
