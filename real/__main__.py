@@ -62,6 +62,8 @@ SERVE_FLAGS: dict[str, tuple[str, Callable[[str], object]]] = {
     "--allow-anonymous": ("mqtt_allow_anonymous", _auto_or_bool),
     "--password-file": ("mqtt_password_file", str),
     "--acl-file": ("mqtt_acl_file", str),
+    "--peers": ("cluster_peers", str),
+    "--cluster-secret-file": ("cluster_secret_file", str),
 }
 COMMANDS = ("serve", "user", "ctl")
 

@@ -55,6 +55,11 @@ files existing and parsing) run after merging, and name the keys involved.
     [admin]
     request_bytes_max = 8192
     connections_max = 64
+    [cluster]
+    peers = ""                 # "1=127.0.0.1:7001,2=127.0.0.1:7002,3=..." the meta voters and
+                               # their inter-node addresses (this node's entry is its raft port);
+                               # "" = a single node
+    secret_file = ""           # the shared cluster secret (>= 16 bytes), required with peers
 """
 
 from __future__ import annotations
@@ -145,6 +150,9 @@ class NodeConfig:
     raft_seed: int = 0
     admin_request_bytes_max: int = 8192
     admin_connections_max: int = 64
+    cluster_peers: str = ""
+    """Meta voters and their inter-node addresses, "id=host:port,..." ("" = a single node)."""
+    cluster_secret_file: str = ""
 
     def __post_init__(self) -> None:
         assert self.node_id >= 1, self.node_id
@@ -275,7 +283,49 @@ KEYS: tuple[Key, ...] = (
     Key("raft.seed", "raft_seed", int, _range(0, 2**63 - 1)),
     Key("admin.request_bytes_max", "admin_request_bytes_max", int, _range(256, 1 << 20)),
     Key("admin.connections_max", "admin_connections_max", int, _range(1, 10_000)),
+    Key("cluster.peers", "cluster_peers", str, lambda v: _peers_error(v)),
+    Key("cluster.secret_file", "cluster_secret_file", str, _any),
 )
+
+
+def parse_peers(text: str) -> dict[int, tuple[str, int]]:
+    """"1=127.0.0.1:7001,2=host:7002" -> {1: ("127.0.0.1", 7001), 2: ("host", 7002)}; raises
+    ValueError naming the bad entry."""
+    peers: dict[int, tuple[str, int]] = {}
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        node, sep, addr = item.partition("=")
+        host, colon, port = addr.rpartition(":")
+        if not sep or not colon or not node.strip().isdigit() or not port.isdigit() or not host:
+            raise ValueError(f"entry {item!r} is not id=host:port")
+        nid, number = int(node), int(port)
+        if not 1 <= nid <= 2**31 - 1 or not 1 <= number <= 65535:
+            raise ValueError(f"entry {item!r}: node id or port out of range")
+        if nid in peers:
+            raise ValueError(f"node {nid} listed twice")
+        peers[nid] = (host.strip("[]"), number)
+    return peers
+
+
+def _peers_error(text: str) -> str | None:
+    try:
+        parse_peers(text)
+    except ValueError as exc:
+        return f"must be \"id=host:port,...\": {exc}"
+    return None
+
+
+def read_cluster_secret(cfg: NodeConfig, where: str = "") -> bytes:
+    """The shared secret of a multi-node cluster (stripped of surrounding whitespace)."""
+    where = where or "key 'cluster.secret_file'"
+    try:
+        secret = Path(cfg.cluster_secret_file).read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"{where} {cfg.cluster_secret_file!r}: cannot read: "
+                          f"{exc.strerror}") from None
+    if len(secret) < 16:
+        raise ConfigError(f"{where} {cfg.cluster_secret_file!r}: the secret must have at least "
+                          f"16 bytes, has {len(secret)}")
+    return secret
 _BY_PATH = {k.path: k for k in KEYS}
 _BY_FIELD = {k.field: k for k in KEYS}
 assert sorted(_BY_FIELD) == sorted(f.name for f in fields(NodeConfig))
@@ -375,6 +425,28 @@ def _check_listeners(cfg: NodeConfig, source: str) -> None:
                                   f"({port})")
 
 
+def _check_cluster(cfg: NodeConfig, origins: Mapping[str, str]) -> None:
+    """With peers: this node is one of them, its raft port differs from the listeners, and the
+    cluster secret file is readable and long enough."""
+    peers = parse_peers(cfg.cluster_peers)
+    if not peers:
+        return
+    where = origins.get("cluster_peers", "key 'cluster.peers'")
+    if cfg.node_id not in peers:
+        raise ConfigError(f"{where}: node_id {cfg.node_id} is not among the peers "
+                          f"{sorted(peers)}")
+    raft_port = peers[cfg.node_id][1]
+    for field_name, key_path in PORT_KEYS:
+        if getattr(cfg, field_name) == raft_port:
+            raise ConfigError(f"{where}: this node's raft port {raft_port} is also "
+                              f"{key_path}")
+    if len(peers) > 1:
+        if not cfg.cluster_secret_file:
+            raise ConfigError(f"{where}: a cluster of {len(peers)} nodes needs "
+                              "cluster.secret_file (a shared secret of at least 16 bytes)")
+        read_cluster_secret(cfg, origins.get("cluster_secret_file", ""))
+
+
 def _check_files(cfg: NodeConfig, origins: Mapping[str, str]) -> None:
     """Named files exist (TLS) or exist and parse (password file, ACL)."""
     for field_name in ("tls_cert_file", "tls_key_file"):
@@ -384,6 +456,7 @@ def _check_files(cfg: NodeConfig, origins: Mapping[str, str]) -> None:
             raise ConfigError(f"{where} {value!r}: no such file")
     load_passwords(cfg, origins.get("mqtt_password_file", ""))
     load_acl(cfg, origins.get("mqtt_acl_file", ""))
+    _check_cluster(cfg, origins)
 
 
 def _read_file(path: Path, origins: dict[str, str]) -> dict[str, Any]:
@@ -488,7 +561,8 @@ def node_spec(cfg: NodeConfig, *, kafka_port: int, register_addr: str) -> NodeSp
         retention_check_ms=cfg.kafka_retention_check_ms, sasl=cfg.kafka_sasl)
     raft = RaftConfig(election_tick_min=cfg.election_tick_min,
                       election_tick_max=cfg.election_tick_max, heartbeat_tick=cfg.heartbeat_tick)
-    return NodeSpec(node_id=cfg.node_id, voters=(cfg.node_id,), raft=raft, tick_ms=cfg.tick_ms,
+    voters = tuple(sorted(parse_peers(cfg.cluster_peers))) or (cfg.node_id,)
+    return NodeSpec(node_id=cfg.node_id, voters=voters, raft=raft, tick_ms=cfg.tick_ms,
                     snapshot_entries=cfg.snapshot_entries, register_addr=register_addr,
                     mqtt=mqtt, kafka=kafka, bridges=tuple(cfg.bridges),
                     allow_anonymous=cfg.mqtt_allow_anonymous,

@@ -107,6 +107,10 @@ class AsyncHost:
     def writable(self, conn: Conn) -> None:
         self._input(functools.partial(self.core.set_congested, conn.id, False))
 
+    def raft_received(self, msg: Message) -> None:
+        """A Raft message from a peer (real/node/peers.py)."""
+        self._input(functools.partial(self.core.step, msg))
+
     def _input(self, step: Callable[[], object]) -> None:
         """One core input, then flush. An exception here is a node bug (per-connection input
         errors are contained in the core): the node stops (`failure`, `stopped`)."""

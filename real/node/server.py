@@ -170,7 +170,13 @@ async def _run(cfg: NodeConfig, env: NodeEnv, devices: Devices, stopped: asyncio
     host = AsyncHost(core, monotonic_ms, log, stopped=stopped)
     kafka.handler = host.handlers[Proto.KAFKA]
     host.listeners[Proto.KAFKA].append(kafka)
+    peers = _peer_net(cfg, host, log)
     try:
+        if peers is not None:
+            host.send_raft = peers.send
+            await peers.start()
+            log(f"cluster: node {cfg.node_id} of {len(peers.peers)} (meta voters "
+                f"{list(spec.voters)}), peers on port {peers.port}")
         host.start()
         await _start_mqtt_listeners(cfg, host, log)
         holder.append(NodeView(cfg, devices, host))  # /health answers from now on
@@ -179,12 +185,29 @@ async def _run(cfg: NodeConfig, env: NodeEnv, devices: Devices, stopped: asyncio
             tg.create_task(admin.serve_until(stopped), name="admin")
             tg.create_task(_kafka_when_ready(host, kafka, cfg.bind, log), name="kafka")
     finally:
+        if peers is not None:
+            await peers.close()
         await host.close()
         core.close()
     if host.failure is not None:
         raise host.failure
     log("twinmq stopped")
     return 0
+
+
+def _peer_net(cfg: NodeConfig, host: AsyncHost, log: Callable[[str], None]) -> Any:
+    """The inter-node transport when the config names peers (None for a single node)."""
+    from real.node.config import parse_peers, read_cluster_secret
+
+    peers = parse_peers(cfg.cluster_peers)
+    if len(peers) < 2:
+        return None
+    from real.cluster.peer import PeerConfig
+    from real.node.peers import PeerNet
+
+    config = PeerConfig(cfg.kafka_cluster_id, cfg.node_id, read_cluster_secret(cfg),
+                        frozenset(peers))
+    return PeerNet(config, peers, host.raft_received, log)
 
 
 class _LateView:

@@ -88,3 +88,52 @@ def test_bad_override_names_the_flag() -> None:
         load_config(None, {"admin_port": 70000}, flag_names={"admin_port": "--admin-port"})
     with pytest.raises(ConfigError, match="command line: --storage must be one of"):
         load_config(None, {"storage_engine": "tape"}, flag_names={"storage_engine": "--storage"})
+
+
+# ---- [cluster]: peers and the shared secret ----------------------------------------------------
+
+
+def test_peers_make_the_meta_voters_and_need_a_secret(tmp_path: Path) -> None:
+    from real.node.config import node_spec, parse_peers
+
+    secret = tmp_path / "secret"
+    secret.write_text("0123456789abcdef\n")
+    peers = "1=127.0.0.1:7001, 2=127.0.0.1:7002,3=[::1]:7003"
+    assert parse_peers(peers) == {1: ("127.0.0.1", 7001), 2: ("127.0.0.1", 7002),
+                                  3: ("::1", 7003)}
+    cfg = load_config(None, {"node_id": 2, "cluster_peers": peers,
+                             "cluster_secret_file": str(secret)})
+    spec = node_spec(cfg, kafka_port=9092, register_addr="x")
+    assert spec.voters == (1, 2, 3) and spec.node_id == 2
+    single = node_spec(load_config(None, {}), kafka_port=9092, register_addr="x")
+    assert single.voters == (1,)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"cluster_peers": "1=h:7001,2"}, "entry '2' is not id=host:port"),
+    ({"cluster_peers": "1=h:7001,1=h:7002"}, "node 1 listed twice"),
+    ({"cluster_peers": "1=h:70001"}, "out of range"),
+    ({"cluster_peers": "2=h:7002,3=h:7003"}, "node_id 1 is not among the peers [2, 3]"),
+    ({"cluster_peers": "1=h:7001,2=h:7002"}, "needs cluster.secret_file"),
+    ({"cluster_peers": "1=h:1883,2=h:7002", "cluster_secret_file": "S"},
+     "raft port 1883 is also listeners.mqtt_port"),
+])
+def test_bad_cluster_settings_name_the_key(tmp_path: Path, overrides: dict,
+                                           message: str) -> None:
+    if overrides.get("cluster_secret_file") == "S":
+        secret = tmp_path / "s"
+        secret.write_text("0123456789abcdef")
+        overrides = {**overrides, "cluster_secret_file": str(secret)}
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_config(None, overrides, flag_names={"cluster_peers": "--peers"})
+
+
+def test_a_short_or_missing_secret_is_refused(tmp_path: Path) -> None:
+    short = tmp_path / "short"
+    short.write_text("too-short\n")
+    peers = "1=h:7001,2=h:7002"
+    with pytest.raises(ConfigError, match="at least 16 bytes, has 9"):
+        load_config(None, {"cluster_peers": peers, "cluster_secret_file": str(short)})
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(None, {"cluster_peers": peers,
+                           "cluster_secret_file": str(tmp_path / "absent")})

@@ -1,0 +1,210 @@
+"""The inter-node transport of `twinmq serve`: asyncio TCP carrying `PeerSession`s
+(real/cluster/peer.py) between the meta Raft voters.
+
+Each node listens on its own peer address and dials every other peer; messages to a peer go out
+on the connection this node dialled, and messages from a peer arrive on the connection that peer
+dialled (one TCP connection per direction, as etcd's stream transport). A dialer reconnects with
+exponential backoff (RECONNECT_MIN_S to RECONNECT_MAX_S); each peer has a bounded queue
+(QUEUE_MAX messages: Raft tolerates lost messages, so when it is full the oldest goes, counted).
+An inbound connection must finish the handshake within HANDSHAKE_TIMEOUT_S, and at most
+INBOUND_MAX connections are open at once; anything the session refuses is logged and closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from real.cluster.peer import Closed, Established, PeerConfig, PeerSession, Received
+from real.raft.types import Message
+
+RECONNECT_MIN_S = 0.05
+RECONNECT_MAX_S = 2.0
+HANDSHAKE_TIMEOUT_S = 5.0
+QUEUE_MAX = 4096
+INBOUND_MAX = 64
+READ_BYTES = 1 << 16
+
+
+@dataclass
+class PeerStats:
+    sent: int = 0
+    received: int = 0
+    dropped_full: int = 0
+    connects: int = 0
+    refused: int = 0
+
+
+class _Outbound:
+    def __init__(self, peer_id: int, host: str, port: int) -> None:
+        self.peer_id = peer_id
+        self.host = host
+        self.port = port
+        self.queue: deque[Message] = deque()
+        self.ready = asyncio.Event()
+        self.connected = False
+
+
+class PeerNet:
+    def __init__(self, config: PeerConfig, peers: dict[int, tuple[str, int]],
+                 deliver: Callable[[Message], None], log: Callable[[str], None],
+                 rng: random.Random | None = None) -> None:
+        assert config.node_id in peers, (config.node_id, peers)
+        self.config = config
+        self.peers = peers
+        self.deliver = deliver
+        self.log = log
+        self.rng = rng or random.SystemRandom()
+        self.stats = PeerStats()
+        self._out = {nid: _Outbound(nid, host, port) for nid, (host, port) in peers.items()
+                     if nid != config.node_id}
+        self._server: asyncio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._inbound: set[asyncio.StreamWriter] = set()
+        self._closing = False
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None and self._server.sockets
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        host, port = self.peers[self.config.node_id]
+        self._server = await asyncio.start_server(self._accept, host, port)
+        for out in self._out.values():
+            self._tasks.append(asyncio.create_task(self._dial_loop(out),
+                                                   name=f"peer-{out.peer_id}"))
+
+    def send(self, msg: Message) -> None:
+        out = self._out.get(msg.dst)
+        if out is None:
+            self.log(f"cluster: no peer {msg.dst} for a {msg.type.value} message")
+            return
+        if len(out.queue) >= QUEUE_MAX:
+            out.queue.popleft()
+            self.stats.dropped_full += 1
+        out.queue.append(msg)
+        out.ready.set()
+
+    def connected(self) -> list[int]:
+        return sorted(nid for nid, out in self._out.items() if out.connected)
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for writer in list(self._inbound):
+            writer.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    # ---- outbound: dial, handshake, drain the queue ---------------------------------------
+
+    async def _dial_loop(self, out: _Outbound) -> None:
+        backoff = RECONNECT_MIN_S
+        while not self._closing:
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(out.host, out.port), HANDSHAKE_TIMEOUT_S)
+            except (OSError, TimeoutError):
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RECONNECT_MAX_S)
+                continue
+            try:
+                if await self._serve_outbound(out, reader, writer):
+                    backoff = RECONNECT_MIN_S
+            except (OSError, TimeoutError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                out.connected = False
+                writer.close()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, RECONNECT_MAX_S)
+
+    async def _serve_outbound(self, out: _Outbound, reader: asyncio.StreamReader,
+                              writer: asyncio.StreamWriter) -> bool:
+        """One outbound connection; True once it was established."""
+        session = PeerSession(self.config, self.rng, dialer=True, expect=out.peer_id)
+        writer.write(session.take_output())
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+            while not session.established:
+                data = await reader.read(READ_BYTES)
+                if not data:
+                    return False
+                for event in session.receive(data):
+                    if isinstance(event, Closed):
+                        writer.write(session.take_output())
+                        self.log(f"cluster: connection to node {out.peer_id} refused: "
+                                 f"{event.reason}")
+                        self.stats.refused += 1
+                        return False
+                writer.write(session.take_output())
+        out.connected = True
+        self.stats.connects += 1
+        self.log(f"cluster: connected to node {out.peer_id} at {out.host}:{out.port}")
+        closed = asyncio.ensure_future(reader.read(READ_BYTES))  # the peer only ever closes
+        try:
+            while not closed.done():
+                while out.queue:
+                    session.send(out.queue.popleft())
+                    self.stats.sent += 1
+                writer.write(session.take_output())
+                await writer.drain()
+                out.ready.clear()
+                waiter = asyncio.ensure_future(out.ready.wait())
+                await asyncio.wait([waiter, closed], return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+        finally:
+            closed.cancel()
+        return True
+
+    # ---- inbound: accept, handshake, deliver -----------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._inbound) >= INBOUND_MAX:
+            writer.close()
+            return
+        self._inbound.add(writer)
+        peer = writer.get_extra_info("peername")
+        session = PeerSession(self.config, self.rng, dialer=False)
+        try:
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+                while not session.established and session.closed_reason is None:
+                    data = await reader.read(READ_BYTES)
+                    if not data:
+                        return
+                    self._events(session, session.receive(data), peer)
+                    writer.write(session.take_output())
+            while session.closed_reason is None:
+                data = await reader.read(READ_BYTES)
+                if not data:
+                    return
+                self._events(session, session.receive(data), peer)
+                writer.write(session.take_output())
+        except (OSError, TimeoutError, asyncio.IncompleteReadError):
+            if not session.established:
+                self.log(f"cluster: a connection from {peer} did not finish the handshake")
+        finally:
+            self._inbound.discard(writer)
+            with contextlib.suppress(OSError):
+                await writer.drain()
+            writer.close()
+
+    def _events(self, session: PeerSession, events: list, peer: object) -> None:
+        for event in events:
+            if isinstance(event, Received):
+                self.stats.received += 1
+                self.deliver(event.message)
+            elif isinstance(event, Established):
+                self.log(f"cluster: node {event.peer_id} connected from {peer}")
+            elif isinstance(event, Closed):
+                self.stats.refused += 1
+                self.log(f"cluster: closed a connection from {peer}: {event.reason}")
