@@ -253,9 +253,11 @@ def discussion(real: dict[str, float], sim: dict[str, float]) -> list[str]:
         "## Reading it", "",
         f"The simulator predicts a median of {sim['p50']} ms and a p99 of {sim['p99']} ms; the "
         f"real cluster measured {real['p50']} ms and {real['p99']} ms. A follower notices the "
-        "leader is gone only when its randomized election timeout (100-190 ms) runs out since "
-        "the last heartbeat, then needs a pre-vote and a vote round (each a loopback round trip "
-        "plus an fdatasync of the vote), so both distributions start near 100 ms. Differences "
+        "leader is gone only when its randomized election timeout (10-19 ticks of 10 ms) runs "
+        "out since the last heartbeat, then needs a pre-vote and a vote round (each a loopback "
+        "round trip plus an fdatasync of the vote). The last heartbeat came up to one tick "
+        "before the crash and a timeout counts whole ticks (it can end up to one tick early), "
+        "so both distributions start near 80-100 ms. Differences "
         "to look at: the real times include the polling delay and the Python event loop's "
         "scheduling of timers (a node wakes a little after its deadline); the simulator's "
         "include none of that but model fdatasync from this machine's benchmark.",
