@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 JOBS   ?= 2
 
-.PHONY: tools fuzz-mqtt fuzz-kafka bench-mqtt bench-kafka venv run test lint integration chaos bench bench-sim bench-storage crash-storage bughunt slow notebooks sweep figure16 mutate clean
+.PHONY: tools fuzz-mqtt fuzz-kafka bench-mqtt bench-kafka venv run test lint integration chaos bench bench-sim bench-storage crash-storage bughunt slow notebooks sweep figure16 mutate clean cluster cluster-down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,14 @@ slow: $(STAMP)
 ## Execute every notebooks/*.ipynb on a fresh kernel (tests/test_notebooks.py; no notebook fails).
 notebooks: $(STAMP)
 	$(PY) -m pytest -q -m notebooks
+
+## A 3-node cluster of `twinmq serve` processes on loopback (state, logs and cluster.json in
+## .cluster/; `twinmq cluster status --dir .cluster`, `make cluster-down`).
+cluster: $(STAMP)
+	$(VENV)/bin/twinmq cluster up --nodes 3 --dir .cluster
+
+cluster-down: $(STAMP)
+	$(VENV)/bin/twinmq cluster down --dir .cluster
 
 ## Benchmarks; results under reports/ (bench-sim: one simulated hour, about 90 s).
 bench: bench-sim bench-storage bench-mqtt bench-kafka

@@ -65,7 +65,7 @@ SERVE_FLAGS: dict[str, tuple[str, Callable[[str], object]]] = {
     "--peers": ("cluster_peers", str),
     "--cluster-secret-file": ("cluster_secret_file", str),
 }
-COMMANDS = ("serve", "user", "ctl")
+COMMANDS = ("serve", "user", "ctl", "cluster")
 
 
 class UsageError(Exception):
@@ -141,6 +141,10 @@ def _add_ctl_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["cluster"]:
+        from real.node.cluster import main as cluster_main
+
+        return cluster_main(args_list[1:])
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(args_list)

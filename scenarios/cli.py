@@ -3,6 +3,7 @@
     twinmq serve ...        run a real node            (real/__main__.py)
     twinmq user ...         manage an MQTT password file (real/__main__.py)
     twinmq ctl ...          query a running node's admin API (real/__main__.py)
+    twinmq cluster ...      start, inspect, stop a local cluster (real/node/cluster.py)
     twinmq sim run|sweep    run the simulator          (model/__main__.py; mqtt and kafka:
                                                         aliases of run)
 
@@ -20,6 +21,7 @@ commands:
   serve              start a node (see: twinmq serve --help)
   user add|delete|list --file PATH [USERNAME]   MQTT password file (mosquitto_passwd format)
   ctl [--admin URL] COMMAND                     health, node, clients, sessions, ...
+  cluster up|status|down --dir DIR [--nodes N]  a cluster of serve processes on this machine
   sim run FILE       run one simulated scenario (--seed N, --trace OUT, --bug NAME,
                      --state-log journal|memory; default seed: the scenario's)
   sim sweep FILE     run many seeds in parallel (--seeds 1-1000 --jobs 2)
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         from model.__main__ import main as sim_main
 
         return sim_main(rest)
-    if command in ("serve", "user", "ctl"):
+    if command in ("serve", "user", "ctl", "cluster"):
         from real.__main__ import main as real_main
 
         return real_main(args)

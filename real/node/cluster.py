@@ -1,0 +1,202 @@
+"""`twinmq cluster up|status|down`: a cluster of `twinmq serve` processes on this machine.
+
+    twinmq cluster up --nodes 3 --dir DIR [--storage ENGINE] [-- more serve flags]
+    twinmq cluster status --dir DIR [--json]
+    twinmq cluster down --dir DIR
+
+`up` writes a fresh cluster secret (DIR/secret, mode 0600), picks free loopback ports, starts N
+nodes in the background (each with its data directory DIR/nN and log DIR/nN.log, in a session
+of its own so they outlive this command), waits until the meta Raft group has one leader that
+every node follows and every node is registered, writes DIR/cluster.json and prints a table.
+`status` asks every node's admin API; `down` stops them (SIGINT, then SIGKILL after
+STOP_TIMEOUT_S). Exit codes: 0 done, 1 the cluster did not come up (its logs are in DIR), 2 a
+usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+UP_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+NODES_MAX = 9
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _get(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as resp:
+        return json.loads(resp.read())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def node_status(node: dict[str, Any]) -> dict[str, Any]:
+    """What one node says about itself (alive, meta role, term, leader, registered nodes)."""
+    out: dict[str, Any] = {"id": node["id"], "pid": node["pid"], "alive": _alive(node["pid"])}
+    try:
+        health = _get(node["admin"], "/health")
+        nodes = _get(node["admin"], "/meta/nodes")
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError):
+        return {**out, "serving": False}
+    raft = health.get("raft", {})
+    return {**out, "serving": True, "role": raft.get("role"), "term": raft.get("term"),
+            "leader": raft.get("leader"), "commit": raft.get("commit"),
+            "registered": sorted(n["node_id"] for n in nodes)}
+
+
+def settled(nodes: list[dict[str, Any]]) -> int:
+    """The leader every node follows once all are registered, else 0."""
+    views = [node_status(n) for n in nodes]
+    if not all(v.get("serving") for v in views):
+        return 0
+    leaders = {(v["leader"], v["term"]) for v in views}
+    ids = sorted(n["id"] for n in nodes)
+    if len(leaders) != 1 or any(v["registered"] != ids for v in views):
+        return 0
+    leader = leaders.pop()[0]
+    return int(leader) if leader in ids else 0
+
+
+def up(count: int, work: Path, serve_args: Sequence[str], storage: str | None = None,
+       out: Any = sys.stdout) -> int:
+    work.mkdir(parents=True, exist_ok=True)
+    if (work / "cluster.json").exists():
+        info = json.loads((work / "cluster.json").read_text())
+        if any(_alive(n["pid"]) for n in info["nodes"]):
+            print(f"twinmq cluster: a cluster runs in {work} already (twinmq cluster down "
+                  f"--dir {work})", file=sys.stderr)
+            return 2
+    secret = work / "secret"
+    secret.write_text(os.urandom(32).hex() + "\n")
+    secret.chmod(0o600)
+    host = "127.0.0.1"
+    ids = list(range(1, count + 1))
+    ports = {i: {k: _free_port(host) for k in ("admin", "mqtt", "kafka", "raft")} for i in ids}
+    peers = ",".join(f"{i}={host}:{ports[i]['raft']}" for i in ids)
+    nodes: list[dict[str, Any]] = []
+    for i in ids:
+        cmd = [sys.executable, "-m", "real", "serve", "--node-id", str(i),
+               "--data-dir", str(work / f"n{i}"), "--bind", host,
+               "--admin-port", str(ports[i]["admin"]), "--mqtt-port", str(ports[i]["mqtt"]),
+               "--ws-port", "0", "--kafka-port", str(ports[i]["kafka"]), "--peers", peers,
+               "--cluster-secret-file", str(secret),
+               *(("--storage", storage) if storage else ()), *serve_args]
+        log = work / f"n{i}.log"
+        with log.open("ab") as f:
+            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        nodes.append({"id": i, "pid": proc.pid, "host": host, **ports[i], "ws": 0,
+                      "data_dir": str(work / f"n{i}"), "log": str(log)})
+    info = {"nodes": nodes, "peers": peers, "secret_file": str(secret)}
+    (work / "cluster.json").write_text(json.dumps(info, indent=1) + "\n")
+    deadline = time.monotonic() + UP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        dead = [n["id"] for n in nodes if not _alive(n["pid"])]
+        if dead:
+            print(f"twinmq cluster: node(s) {dead} exited; see their logs in {work}",
+                  file=sys.stderr)
+            down(work, out=open(os.devnull, "w"))  # noqa: SIM115 - discarded output
+            return 1
+        if settled(nodes):
+            return status(work, as_json=False, out=out)
+        time.sleep(0.05)
+    print(f"twinmq cluster: no settled meta leader within {UP_TIMEOUT_S:g} s; logs in {work}",
+          file=sys.stderr)
+    return 1
+
+
+def status(work: Path, as_json: bool, out: Any = sys.stdout) -> int:
+    info = json.loads((work / "cluster.json").read_text())
+    rows = [{**node_status(n), "mqtt": n["mqtt"], "kafka": n["kafka"], "admin": n["admin"],
+             "raft": n["raft"]} for n in info["nodes"]]
+    if as_json:
+        print(json.dumps({"dir": str(work), "nodes": rows}, indent=1), file=out)
+        return 0
+    print(f"{'node':>4} {'pid':>7} {'alive':>5} {'role':>13} {'term':>5} {'leader':>6} "
+          f"{'mqtt':>6} {'kafka':>6} {'admin':>6} {'raft':>6}", file=out)
+    for r in rows:
+        print(f"{r['id']:>4} {r['pid']:>7} {'yes' if r['alive'] else 'no':>5} "
+              f"{r.get('role') or '-':>13} {r.get('term') or '-':>5} "
+              f"{r.get('leader') or '-':>6} {r['mqtt']:>6} {r['kafka']:>6} {r['admin']:>6} "
+              f"{r['raft']:>6}", file=out)
+    return 0
+
+
+def down(work: Path, out: Any = sys.stdout) -> int:
+    info = json.loads((work / "cluster.json").read_text())
+    pids = [n["pid"] for n in info["nodes"] if _alive(n["pid"])]
+    for pid in pids:
+        os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        for pid in pids:  # reap our own children (a cluster started by this process)
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        time.sleep(0.05)
+    for pid in pids:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    print(f"twinmq cluster: stopped {len(pids)} node(s) in {work}", file=out)
+    return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    args = list(argv)
+    serve_args: list[str] = []
+    if "--" in args:
+        cut = args.index("--")
+        args, serve_args = args[:cut], args[cut + 1:]
+    p = argparse.ArgumentParser(prog="twinmq cluster", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="action", required=True)
+    u = sub.add_parser("up", help="start N nodes and wait for a meta leader")
+    u.add_argument("--nodes", type=int, default=3)
+    u.add_argument("--dir", type=Path, required=True)
+    u.add_argument("--storage", choices=("memory", "file", "rocksdb", "s3"))
+    s = sub.add_parser("status", help="each node's view")
+    s.add_argument("--dir", type=Path, required=True)
+    s.add_argument("--json", action="store_true")
+    d = sub.add_parser("down", help="stop every node")
+    d.add_argument("--dir", type=Path, required=True)
+    try:
+        ns = p.parse_args(args)
+    except SystemExit as exc:
+        return 0 if exc.code == 0 else 2
+    if ns.action == "up":
+        if not 1 <= ns.nodes <= NODES_MAX:
+            print(f"twinmq cluster: --nodes must be 1..{NODES_MAX}", file=sys.stderr)
+            return 2
+        return up(ns.nodes, ns.dir, serve_args, ns.storage)
+    if not (ns.dir / "cluster.json").exists():
+        print(f"twinmq cluster: no cluster in {ns.dir} (twinmq cluster up)", file=sys.stderr)
+        return 2
+    if ns.action == "status":
+        return status(ns.dir, ns.json)
+    return down(ns.dir)
