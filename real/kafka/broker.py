@@ -441,15 +441,27 @@ class KafkaBroker:
     def _machine(self) -> MetaStateMachine:
         return self.meta.machine()
 
+    def owner(self, topic: str, partition: int) -> int:
+        """The node whose shard holds `topic`/`partition` (its leader in meta; this node for a
+        partition meta gives no leader, as a single node records none), or 0 if there is no
+        such partition. Until shards are replicated, a partition lives on the node that created
+        its topic."""
+        info = self._machine().topic(topic)
+        if info is None or not 0 <= partition < len(info.shards):
+            return 0
+        return info.shards[partition].leader or self.config.node_id
+
     def partition_log(self, topic: str, partition: int) -> PartitionLog | None:
         """The open log of `topic`/`partition`, opening (recovering) it on first use; None if meta
-        has no such partition."""
+        has no such partition or another node holds it."""
         key = (topic, partition)
         log = self.logs.get(key)
         if log is not None:
             return log
         info = self._machine().topic(topic)
         if info is None or not 0 <= partition < len(info.shards):
+            return None
+        if self.owner(topic, partition) != self.config.node_id:
             return None
         name = shard_name(topic, partition)
         if name not in self.shards.list():
@@ -460,8 +472,10 @@ class KafkaBroker:
 
     def create_topic(self, name: str, done: Callable[[int, str | None], None]) -> None:
         """Create `name` with the default partition count through meta (the node creates the
-        bridge's topics this way); `done(error_code, message)` once meta has answered."""
-        self._create_topic(name, self.config.default_partitions, None, {}, done)
+        bridge's topics this way); `done(error_code, message)` once meta has answered. Its
+        partitions get no leader: every node bridges into its own copy until shards are
+        replicated."""
+        self._create_topic(name, self.config.default_partitions, None, {}, done, here=False)
 
     def _drop_topic_logs(self, topic: str) -> None:
         for key in [k for k in self.logs if k[0] == topic]:
@@ -536,6 +550,29 @@ class KafkaBroker:
         c = self.config
         return {"node_id": c.node_id, "host": c.host, "port": c.port, "rack": None}
 
+    def _brokers(self) -> list[dict]:
+        """Every registered node with a Kafka address (this node always, as configured)."""
+        out = {self.config.node_id: self._broker_entry()}
+        for node in self._machine().nodes():
+            host, _, port = node.kafka_addr.rpartition(":")
+            if node.node_id not in out and host and port.isdigit():
+                out[node.node_id] = {"node_id": node.node_id, "host": host.strip("[]"),
+                                     "port": int(port), "rack": None}
+        return [out[n] for n in sorted(out)]
+
+    def _leader_arg(self, here: bool) -> dict[str, int]:
+        node = self.config.node_id
+        registered = self._machine().node(node) is not None
+        return {"leader": node} if here and registered else {}
+
+    def _where(self, topic: str, partition: int) -> int:
+        """E.NONE if this node holds the partition, else why not (for Produce, Fetch and
+        ListOffsets: NOT_LEADER_OR_FOLLOWER sends clients to refresh their metadata)."""
+        owner = self.owner(topic, partition)
+        if owner == 0:
+            return E.UNKNOWN_TOPIC_OR_PARTITION
+        return E.NONE if owner == self.config.node_id else E.NOT_LEADER_OR_FOLLOWER
+
     def _metadata(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
         slot = self._slot(conn)
         topics = req.get("topics")
@@ -574,12 +611,13 @@ class KafkaBroker:
                 out.append({"error_code": err, "name": name, "is_internal": False,
                             "partitions": [], "topic_authorized_operations": INT32_MIN})
                 continue
-            parts = [{"error_code": 0, "partition_index": i, "leader_id": node,
-                      "leader_epoch": -1, "replica_nodes": [node], "isr_nodes": [node],
-                      "offline_replicas": []} for i in range(len(info.shards))]
+            owners = [s.leader or node for s in info.shards]
+            parts = [{"error_code": 0, "partition_index": i, "leader_id": owner,
+                      "leader_epoch": -1, "replica_nodes": [owner], "isr_nodes": [owner],
+                      "offline_replicas": []} for i, owner in enumerate(owners)]
             out.append({"error_code": 0, "name": name, "is_internal": False,
                         "partitions": parts, "topic_authorized_operations": INT32_MIN})
-        return {"throttle_time_ms": 0, "brokers": [self._broker_entry()],
+        return {"throttle_time_ms": 0, "brokers": self._brokers(),
                 "cluster_id": self.config.cluster_id, "controller_id": node, "topics": out,
                 "cluster_authorized_operations": INT32_MIN}
 
@@ -620,7 +658,9 @@ class KafkaBroker:
         return engine, config, None
 
     def _create_topic(self, name: str, partitions: int, engine: str | None, config: dict,
-                      done: Callable[[int, str | None], None]) -> None:
+                      done: Callable[[int, str | None], None], here: bool = True) -> None:
+        """A topic a client asked for lives on this node (`here`: meta records this node as
+        its partitions' leader once the node is registered)."""
         err = topic_name_error(name)
         if err is not None:
             done(E.INVALID_TOPIC_EXCEPTION, err)
@@ -630,7 +670,8 @@ class KafkaBroker:
             return
         try:
             data = encode_command("topic.create", name=name, shards=partitions,
-                                  engine=engine or self.config.default_engine, config=config)
+                                  engine=engine or self.config.default_engine, config=config,
+                                  **self._leader_arg(here))
         except MetaError as exc:
             done(E.INVALID_REQUEST, str(exc))
             return
@@ -840,7 +881,7 @@ class KafkaBroker:
                 log = self.partition_log(name, index)
                 records = p.get("records")
                 if log is None:
-                    out["error_code"] = E.UNKNOWN_TOPIC_OR_PARTITION
+                    out["error_code"] = self._where(name, index) or E.UNKNOWN_TOPIC_OR_PARTITION
                     continue
                 if not records:
                     out["error_code"] = E.INVALID_RECORD
@@ -936,7 +977,7 @@ class KafkaBroker:
                 parts.append(out)
                 log = self.partition_log(topic, index)
                 if log is None:
-                    out["error_code"] = E.UNKNOWN_TOPIC_OR_PARTITION
+                    out["error_code"] = self._where(topic, index) or E.UNKNOWN_TOPIC_OR_PARTITION
                     errors = True
                     continue
                 hw = self._high_watermark(topic, index, log)
@@ -986,7 +1027,8 @@ class KafkaBroker:
                 parts.append(out)
                 log = self.partition_log(t["name"], index)
                 if log is None:
-                    out["error_code"] = E.UNKNOWN_TOPIC_OR_PARTITION
+                    out["error_code"] = (self._where(t["name"], index)
+                                         or E.UNKNOWN_TOPIC_OR_PARTITION)
                     continue
                 ts = p["timestamp"]
                 if ts == LATEST:
@@ -1136,8 +1178,8 @@ class KafkaBroker:
             parts = []
             for p in t.get("partitions") or []:
                 code = err
-                if code == E.NONE and self.partition_log(t["name"], p["partition_index"]) is None:
-                    code = E.UNKNOWN_TOPIC_OR_PARTITION
+                if code == E.NONE and not self.owner(t["name"], p["partition_index"]):
+                    code = E.UNKNOWN_TOPIC_OR_PARTITION  # committed offsets live in meta
                 metadata = p.get("committed_metadata") or ""
                 if code == E.NONE and len(metadata) > 4096:
                     code = E.OFFSET_METADATA_TOO_LARGE

@@ -65,6 +65,7 @@ SCHEMA: dict[str, tuple[_Field, ...]] = {
         _f("shards", "shards"),
         _f("engine", "engine"),
         _f("config", "config", False),
+        _f("leader", "id", False),
     ),
     "topic.delete": (_f("name", "name"),),
     "shard.set_leader": (

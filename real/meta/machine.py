@@ -132,7 +132,10 @@ class MetaStateMachine:
         if len(self._topics) >= TOPICS_MAX:
             return _fail(f"topic.create: topic limit reached ({TOPICS_MAX})")
         config = tuple(sorted(args.get("config", {}).items()))
-        shards = tuple(ShardInfo() for _ in range(args["shards"]))
+        leader = args.get("leader", 0)
+        if leader and leader not in self._nodes:
+            return _fail(f"topic.create: leader node {leader} is not registered")
+        shards = tuple(ShardInfo(leader, 1 if leader else 0) for _ in range(args["shards"]))
         self._topics[name] = TopicInfo(name, args["engine"], shards, config)
         return MetaResult(ok=True, value=len(shards))
 

@@ -433,8 +433,9 @@ class NodeCore:
         if self.replica.raft.leader == 0:
             return
         addr = self.spec.register_addr
+        kafka = self.spec.kafka
         data = encode_command("node.register", node_id=self.spec.node_id, addr=addr,
-                              admin_addr=addr)
+                              admin_addr=addr, kafka_addr=f"{kafka.host}:{kafka.port}")
         self._registering = True
 
         def done(result: MetaResult | Exception) -> None:

@@ -1318,3 +1318,52 @@ def test_offset_commit_during_a_rebalance() -> None:
         "g", joined["generation_id"], a_id, {("t", 0): 2}))
     assert commit_codes(completing) == [E.REBALANCE_IN_PROGRESS]
     assert offset_fetch(a, "g", {"t": [0]}) == {("t", 0): 1}
+
+
+# ------------------------------------------------------------------- several nodes, one meta
+
+
+def _register(h: Harness, node: int, kafka_addr: str) -> None:
+    from real.meta import encode_command
+
+    result = h.meta.sm.apply(h.meta.sm.applied_index + 1, encode_command(
+        "node.register", node_id=node, addr=f"h{node}:1", kafka_addr=kafka_addr))
+    assert result.ok, result
+
+
+def test_a_topic_lives_on_the_node_that_created_it_and_metadata_says_so() -> None:
+    """Until shards are replicated, a client-created topic's partitions are led by the node
+    that created them (recorded in meta); another node lists every broker and that leader in
+    Metadata, and answers NOT_LEADER_OR_FOLLOWER to Produce, Fetch and ListOffsets, so Kafka
+    clients follow the metadata to the right node. Offsets still commit anywhere (meta)."""
+    from real.meta import encode_command
+
+    h = Harness()  # node 1
+    _register(h, 1, "127.0.0.1:9092")
+    _register(h, 2, "10.0.0.2:9093")
+    h.create_topic("mine", 2)
+    assert [s.leader for s in h.meta.sm.topic("mine").shards] == [1, 1]  # type: ignore[union-attr]
+    assert h.meta.sm.apply(h.meta.sm.applied_index + 1, encode_command(
+        "topic.create", name="theirs", shards=2, engine="memory", leader=2)).ok
+    c = h.open()
+    body = metadata(c, 8, ["mine", "theirs"])
+    assert [(b["node_id"], b["host"], b["port"]) for b in body["brokers"]] == [
+        (1, "127.0.0.1", 9092), (2, "10.0.0.2", 9093)]
+    leaders = {t["name"]: [p["leader_id"] for p in t["partitions"]] for t in body["topics"]}
+    assert leaders == {"mine": [1, 1], "theirs": [2, 2]}
+    assert produce(h, "mine", build_batch(records(b"x")))["error_code"] == 0
+    assert produce(h, "theirs", build_batch(records(b"x")))["error_code"] == \
+        E.NOT_LEADER_OR_FOLLOWER
+    got = c.call(api.FETCH, 11, fetch_body("theirs", 0))
+    assert got["responses"][0]["partitions"][0]["error_code"] == E.NOT_LEADER_OR_FOLLOWER
+    assert h.broker.partition_log("theirs", 0) is None and "kafka:theirs:0" not in \
+        h.shards.list()  # nothing opened locally for another node's partition
+    assert produce(h, "nowhere", build_batch(records(b"x")))["error_code"] == \
+        E.UNKNOWN_TOPIC_OR_PARTITION
+
+
+def test_a_topic_made_by_an_unregistered_node_or_the_bridge_has_no_leader() -> None:
+    h = Harness()  # node 1, never registered (the single-node harness)
+    h.create_topic("t", 1)
+    assert [s.leader for s in h.meta.sm.topic("t").shards] == [0]  # type: ignore[union-attr]
+    assert produce(h, "t", build_batch(records(b"x")))["error_code"] == 0

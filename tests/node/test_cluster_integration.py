@@ -1,7 +1,8 @@
 """Three `twinmq serve` processes forming one meta Raft group over the inter-node transport
 (real/node/peers.py): an election, every node registered through the leader (two of them
-forwarding), a Kafka topic created through a follower, the leader SIGKILLed and replaced, the
-killed node back in step, and strangers refused at the peer port."""
+forwarding), a Kafka topic created through a follower and read through another node (Metadata
+points the client at the topic's node), the leader SIGKILLed and replaced, the killed node back
+in step, and strangers refused at the peer port."""
 
 from __future__ import annotations
 
@@ -99,7 +100,10 @@ def test_three_nodes_elect_register_fail_over_and_rejoin(tmp_path: Path) -> None
             c.start(nid)
         leader, term, _ = c.wait(IDS)
         follower = next(n for n in IDS if n != leader)
-        _kafka_round_trip(c.kafka[follower], "through-a-follower")
+        other = next(n for n in IDS if n not in (leader, follower))
+        # created through a follower (meta forwards it), produced there, and consumed by a
+        # client that bootstraps from a third node: Metadata sends it to the topic's node
+        _kafka_round_trip(c.kafka[follower], c.kafka[other], "through-a-follower")
 
         c.procs[leader].send_signal(signal.SIGKILL)
         c.procs[leader].wait(timeout=10)
@@ -118,16 +122,16 @@ def test_three_nodes_elect_register_fail_over_and_rejoin(tmp_path: Path) -> None
         c.stop_all()
 
 
-def _kafka_round_trip(port: int, topic: str) -> None:
+def _kafka_round_trip(produce_port: int, consume_port: int, topic: str) -> None:
     from kafka import KafkaConsumer, KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{port}", acks="all",
+    producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{produce_port}", acks="all",
                              request_timeout_ms=10_000)
     try:
         producer.send(topic, b"hello").get(timeout=15)
     finally:
         producer.close()
-    consumer = KafkaConsumer(topic, bootstrap_servers=f"127.0.0.1:{port}",
+    consumer = KafkaConsumer(topic, bootstrap_servers=f"127.0.0.1:{consume_port}",
                              auto_offset_reset="earliest", consumer_timeout_ms=10_000)
     try:
         assert [m.value for m in consumer][:1] == [b"hello"]
