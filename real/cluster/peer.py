@@ -46,6 +46,9 @@ from real.raft.types import Message
 NONCE_BYTES = 16
 MAC_BYTES = 32
 REJECT_REASON_MAX = 200
+HANDSHAKE_FRAME_MAX = 4096
+"""Largest frame before the handshake completes: a stranger cannot make a node buffer more
+than this (after it, `PeerConfig.frame_max` applies: snapshots travel in one frame)."""
 _HELLO = struct.Struct(">BBI")
 _CHALLENGE = struct.Struct(">I")
 
@@ -105,7 +108,7 @@ class PeerSession:
         self.closed_reason: str | None = None
         self._nonce = rng.getrandbits(NONCE_BYTES * 8).to_bytes(NONCE_BYTES, "big")
         self._peer_nonce = b""
-        self._decoder = FrameDecoder(config.frame_max)
+        self._decoder = FrameDecoder(min(HANDSHAKE_FRAME_MAX, config.frame_max))
         self._out = bytearray()
         self.sent = 0
         self.received = 0
@@ -166,7 +169,7 @@ class PeerSession:
         if self.state == "challenge-sent" and frame.kind == Kind.PROOF:
             return self._proof(frame.payload)
         if self.state == "proof-sent" and frame.kind == Kind.WELCOME:
-            self.state = "established"
+            self._establish()
             return [Established(self.peer_id)]
         return [self._close(f"unexpected frame kind {frame.kind} in state {self.state}")]
 
@@ -217,8 +220,12 @@ class PeerSession:
         if len(payload) != MAC_BYTES or not hmac.compare_digest(payload, want):
             return [self._close(f"node {self.peer_id} does not hold the cluster secret")]
         self._out += encode_frame(Kind.WELCOME, b"")
-        self.state = "established"
+        self._establish()
         return [Established(self.peer_id)]
+
+    def _establish(self) -> None:
+        self.state = "established"
+        self._decoder.frame_max = self.config.frame_max  # the peer is authenticated now
 
     def _raft(self, payload: bytes) -> list[Event]:
         try:

@@ -2,6 +2,7 @@
 
     twinmq cluster up --nodes 3 --dir DIR [--storage ENGINE] [-- more serve flags]
     twinmq cluster status --dir DIR [--json]
+    twinmq cluster kill|stop|cont|restart --dir DIR NODE
     twinmq cluster down --dir DIR
 
 `up` writes a fresh cluster secret (DIR/secret, mode 0600), picks free loopback ports, starts N
@@ -9,8 +10,11 @@ nodes in the background (each with its data directory DIR/nN and log DIR/nN.log,
 of its own so they outlive this command), waits until the meta Raft group has one leader that
 every node follows and every node is registered, writes DIR/cluster.json and prints a table.
 `status` asks every node's admin API; `down` stops them (SIGINT, then SIGKILL after
-STOP_TIMEOUT_S). Exit codes: 0 done, 1 the cluster did not come up (its logs are in DIR), 2 a
-usage error.
+STOP_TIMEOUT_S). The faults, each also a Python function for scripts: `kill` (SIGKILL), `stop`
+(SIGSTOP: the process freezes, its sockets stay open), `cont` (SIGCONT), `restart` (start a
+killed node again on its data, with its original command). Exit codes: 0 done, 1 the
+cluster did not come up (its logs are in DIR), 2 a usage error (or a fault that does not
+apply: restarting a node that runs, signalling one that does not).
 """
 
 from __future__ import annotations
@@ -71,13 +75,14 @@ def node_status(node: dict[str, Any]) -> dict[str, Any]:
 
 
 def settled(nodes: list[dict[str, Any]]) -> int:
-    """The leader every node follows once all are registered, else 0."""
+    """The leader every one of `nodes` follows once they are all registered, else 0 (pass the
+    survivors to see whether they agree while another node is down or frozen)."""
     views = [node_status(n) for n in nodes]
     if not all(v.get("serving") for v in views):
         return 0
     leaders = {(v["leader"], v["term"]) for v in views}
     ids = sorted(n["id"] for n in nodes)
-    if len(leaders) != 1 or any(v["registered"] != ids for v in views):
+    if len(leaders) != 1 or any(not set(ids) <= set(v["registered"]) for v in views):
         return 0
     leader = leaders.pop()[0]
     return int(leader) if leader in ids else 0
@@ -108,11 +113,8 @@ def up(count: int, work: Path, serve_args: Sequence[str], storage: str | None = 
                "--cluster-secret-file", str(secret),
                *(("--storage", storage) if storage else ()), *serve_args]
         log = work / f"n{i}.log"
-        with log.open("ab") as f:
-            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        nodes.append({"id": i, "pid": proc.pid, "host": host, **ports[i], "ws": 0,
-                      "data_dir": str(work / f"n{i}"), "log": str(log)})
+        nodes.append({"id": i, "pid": _spawn(cmd, log), "host": host, **ports[i], "ws": 0,
+                      "data_dir": str(work / f"n{i}"), "log": str(log), "cmd": cmd})
     info = {"nodes": nodes, "peers": peers, "secret_file": str(secret)}
     (work / "cluster.json").write_text(json.dumps(info, indent=1) + "\n")
     deadline = time.monotonic() + UP_TIMEOUT_S
@@ -129,6 +131,51 @@ def up(count: int, work: Path, serve_args: Sequence[str], storage: str | None = 
     print(f"twinmq cluster: no settled meta leader within {UP_TIMEOUT_S:g} s; logs in {work}",
           file=sys.stderr)
     return 1
+
+
+def _spawn(cmd: list[str], log: Path) -> int:
+    with log.open("ab") as f:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    return proc.pid
+
+
+def _node(work: Path, node_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    info = json.loads((work / "cluster.json").read_text())
+    for node in info["nodes"]:
+        if node["id"] == node_id:
+            return info, node
+    raise KeyError(f"no node {node_id} in {work} (nodes: "
+                   f"{[n['id'] for n in info['nodes']]})")
+
+
+def signal_node(work: Path, node_id: int, sig: signal.Signals) -> int:
+    """Send `sig` to node `node_id` (kill: SIGKILL, stop: SIGSTOP, cont: SIGCONT); returns its
+    pid. Raises ProcessLookupError if the node is not running."""
+    _, node = _node(work, node_id)
+    if not _alive(node["pid"]):
+        raise ProcessLookupError(f"node {node_id} (pid {node['pid']}) is not running")
+    os.kill(node["pid"], sig)
+    if sig == signal.SIGKILL:
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while time.monotonic() < deadline and _alive(node["pid"]):
+            try:
+                os.waitpid(node["pid"], os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.01)
+    return int(node["pid"])
+
+
+def restart(work: Path, node_id: int) -> int:
+    """Start node `node_id` again on its data dir with its original command; returns the new
+    pid. Raises RuntimeError if it still runs (kill or down it first)."""
+    info, node = _node(work, node_id)
+    if _alive(node["pid"]):
+        raise RuntimeError(f"node {node_id} (pid {node['pid']}) still runs")
+    node["pid"] = _spawn(node["cmd"], Path(node["log"]))
+    (work / "cluster.json").write_text(json.dumps(info, indent=1) + "\n")
+    return int(node["pid"])
 
 
 def status(work: Path, as_json: bool, out: Any = sys.stdout) -> int:
@@ -185,6 +232,12 @@ def main(argv: Sequence[str]) -> int:
     s.add_argument("--json", action="store_true")
     d = sub.add_parser("down", help="stop every node")
     d.add_argument("--dir", type=Path, required=True)
+    for action, what in (("kill", "SIGKILL a node"), ("stop", "SIGSTOP a node (freeze it)"),
+                         ("cont", "SIGCONT a stopped node"),
+                         ("restart", "start a killed node again on its data")):
+        f = sub.add_parser(action, help=what)
+        f.add_argument("--dir", type=Path, required=True)
+        f.add_argument("node", type=int)
     try:
         ns = p.parse_args(args)
     except SystemExit as exc:
@@ -199,4 +252,17 @@ def main(argv: Sequence[str]) -> int:
         return 2
     if ns.action == "status":
         return status(ns.dir, ns.json)
-    return down(ns.dir)
+    if ns.action == "down":
+        return down(ns.dir)
+    sigs = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP, "cont": signal.SIGCONT}
+    try:
+        if ns.action == "restart":
+            pid = restart(ns.dir, ns.node)
+            print(f"twinmq cluster: node {ns.node} started again (pid {pid})")
+        else:
+            pid = signal_node(ns.dir, ns.node, sigs[ns.action])
+            print(f"twinmq cluster: {ns.action} node {ns.node} (pid {pid})")
+    except (KeyError, ProcessLookupError, RuntimeError) as exc:
+        print(f"twinmq cluster: {exc.args[0]}", file=sys.stderr)
+        return 2
+    return 0

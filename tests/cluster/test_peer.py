@@ -157,3 +157,19 @@ def test_the_handshake_is_deterministic_for_a_seed() -> None:
     assert d1.take_output() == d2.take_output()
     d3, _ = pair(seed=6)
     assert d3.take_output() != pair(seed=5)[0].take_output()
+
+
+def test_before_the_handshake_a_stranger_cannot_make_a_node_buffer_much() -> None:
+    """A frame header announcing more than HANDSHAKE_FRAME_MAX before authentication is refused
+    at once; after the handshake large frames (snapshots) are fine."""
+    from real.cluster.peer import HANDSHAKE_FRAME_MAX
+
+    _, a = pair()
+    (event,) = a.receive((HANDSHAKE_FRAME_MAX + 1).to_bytes(4, "big") + b"\x01\x01")
+    assert isinstance(event, Closed) and f"over the limit {HANDSHAKE_FRAME_MAX}" in event.reason
+    d, b = pair()
+    pump(d, b)
+    big = Message(MsgType.APPEND, 1, 2, 1, entries=(Entry(1, 1, data=b"x" * 100_000),))
+    d.send(big)
+    _, b_events = pump(d, b)
+    assert b_events == [Received(big)]

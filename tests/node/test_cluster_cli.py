@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,3 +63,43 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+@pytest.mark.integration
+def test_kill_stop_cont_restart(tmp_path: Path) -> None:
+    """The fault commands on a real cluster: a frozen leader is replaced by the others (check
+    quorum deposes it), it comes back as a follower; a killed node restarts on its data and
+    catches up; faults that do not apply are usage errors."""
+    work = tmp_path / "c"
+    assert twinmq("cluster", "up", "--nodes", "3", "--dir", str(work)).returncode == 0
+    try:
+        info = json.loads((work / "cluster.json").read_text())
+        nodes = info["nodes"]
+        first = cluster.settled(nodes)
+        assert first
+        assert twinmq("cluster", "stop", "--dir", str(work), str(first)).returncode == 0
+        others = [n for n in nodes if n["id"] != first]
+        new = _wait(lambda: cluster.settled(others), "a new leader while one node is stopped")
+        assert new != first
+        assert twinmq("cluster", "cont", "--dir", str(work), str(first)).returncode == 0
+        assert _wait(lambda: cluster.settled(nodes), "all three again") == new
+        # restart refuses a node that runs; kill refuses one that does not
+        assert twinmq("cluster", "restart", "--dir", str(work), str(new)).returncode == 2
+        assert twinmq("cluster", "kill", "--dir", str(work), str(new)).returncode == 0
+        assert twinmq("cluster", "kill", "--dir", str(work), str(new)).returncode == 2
+        assert twinmq("cluster", "restart", "--dir", str(work), str(new)).returncode == 0
+        nodes = json.loads((work / "cluster.json").read_text())["nodes"]
+        assert _wait(lambda: cluster.settled(nodes), "the restarted node back in step")
+        assert twinmq("cluster", "kill", "--dir", str(work), "9").returncode == 2
+    finally:
+        twinmq("cluster", "down", "--dir", str(work))
+
+
+def _wait(pred: Any, what: str, seconds: float = 20.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"no {what} within {seconds} s")
