@@ -47,6 +47,7 @@ from model.sim.clock import LocalClock, now_us
 from model.sim.rng import SeedTree
 from model.sim.trace import Trace
 from model.workloads.meta import Client
+from real.cluster.wire import FrameDecoder, decode_message, raft_frame
 from real.raft.types import (
     Bug,
     DurableState,
@@ -293,9 +294,12 @@ class World:
         return lambda core: self.on_up(nid, core)
 
     def _send_raft(self, msg: Message) -> None:
-        self.net.send(msg.src, msg.dst, msg)
+        self.net.send(msg.src, msg.dst, raft_frame(msg) if self.scenario.network.wire else msg)
 
     def _deliver(self, dst: int, msg: object) -> None:
+        if isinstance(msg, bytes):  # [network] wire: the real frame
+            (frame,) = FrameDecoder().feed(msg)
+            msg = decode_message(frame.payload)
         assert isinstance(msg, Message), msg
         self.nodes[dst].deliver(msg)
 

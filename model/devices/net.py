@@ -29,6 +29,10 @@ class NetConfig:
     reorder: float = 0.0
     reorder_ms: float = 10.0
     inflight_max: int = 4096
+    wire: bool = False
+    """Carry each Raft message as the real inter-node frame (real/cluster/wire.py), encoded at
+    send and decoded at arrival, instead of as the object: the same bytes as real nodes send,
+    at some cost in speed."""
 
     def __post_init__(self) -> None:
         for name in ("loss", "duplicate", "reorder"):

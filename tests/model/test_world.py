@@ -116,3 +116,28 @@ def test_tick_skipping_same_trace_on_raft_election(seed: int) -> None:
     from model.scenario import load
 
     _skip_vs_one(seed, load(ROOT / ELECTION))
+
+
+def test_the_real_inter_node_frames_carry_the_same_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """[network] wire = true sends every Raft message as the frame real nodes exchange
+    (real/cluster/wire.py): encoded at send, decoded at arrival. The run must be the same,
+    trace hash for trace hash; appends and shipped snapshots cross the codec on the way."""
+    from real.cluster.wire import decode_message
+    from real.raft.types import MsgType
+
+    kinds: dict[str, int] = {}
+    real_decode = decode_message
+
+    def counting(payload: bytes) -> Any:
+        msg = real_decode(payload)
+        kinds[msg.type.value] = kinds.get(msg.type.value, 0) + 1
+        return msg
+
+    monkeypatch.setattr("model.world.decode_message", counting)
+    base = small_scenario()
+    wired = dataclasses.replace(base, network=dataclasses.replace(base.network, wire=True))
+    for seed in (1, 2):
+        plain, framed = World(base, seed).run(), World(wired, seed).run()
+        assert plain.outcome == framed.outcome == "ok", (plain.detail, framed.detail)
+        assert plain.trace_hash == framed.trace_hash
+    assert kinds.get(MsgType.SNAPSHOT.value, 0) > 0 and kinds[MsgType.APPEND.value] > 100, kinds
