@@ -158,7 +158,9 @@ class MetaStateMachine:
         if count <= len(topic.shards):
             return _fail(f"topic.add_shards: topic {name!r} has {len(topic.shards)} shards; "
                          f"the new count must be larger, got {count}")
-        shards = topic.shards + tuple(ShardInfo() for _ in range(count - len(topic.shards)))
+        leader = topic.shards[0].leader if topic.shards else 0  # a topic lives on one node
+        shards = topic.shards + tuple(ShardInfo(leader, 1 if leader else 0)
+                                      for _ in range(count - len(topic.shards)))
         self._topics[name] = replace(topic, shards=shards)
         return MetaResult(ok=True, value=count)
 

@@ -1362,6 +1362,21 @@ def test_a_topic_lives_on_the_node_that_created_it_and_metadata_says_so() -> Non
         E.UNKNOWN_TOPIC_OR_PARTITION
 
 
+def test_partitions_added_later_live_on_the_topics_node() -> None:
+    from real.meta import encode_command
+
+    h = Harness()
+    _register(h, 1, "127.0.0.1:9092")
+    _register(h, 2, "10.0.0.2:9093")
+    assert h.meta.sm.apply(h.meta.sm.applied_index + 1, encode_command(
+        "topic.create", name="theirs", shards=1, engine="memory", leader=2)).ok
+    assert h.meta.sm.apply(h.meta.sm.applied_index + 1, encode_command(
+        "topic.add_shards", name="theirs", shards=3)).ok
+    assert [s.leader for s in h.meta.sm.topic("theirs").shards] == [2, 2, 2]  # type: ignore
+    assert produce(h, "theirs", build_batch(records(b"x")), partition=2)["error_code"] == \
+        E.NOT_LEADER_OR_FOLLOWER
+
+
 def test_a_topic_made_by_an_unregistered_node_or_the_bridge_has_no_leader() -> None:
     h = Harness()  # node 1, never registered (the single-node harness)
     h.create_topic("t", 1)
