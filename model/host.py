@@ -23,8 +23,11 @@ object; only its surroundings are simulated:
 - **Peers.** Raft messages go to `send_raft(msg)` (the world's network) and arrive with
   `deliver(msg)`.
 
-One SimPy process per incarnation takes inputs from an inbox in order, feeds the node, waits for
-the filesystem time, then carries out `core.ready()`. It wakes itself at `core.next_deadline_ms()`.
+One SimPy process per incarnation takes everything queued in its inbox, in order, and feeds it
+to the node in one `core.batch()` (one Raft fsync per burst), waits for the filesystem time,
+then carries out `core.ready()`. It wakes itself at `core.next_deadline_ms()` on the machine's
+`LocalClock` (or at every Raft tick with tick skipping off); it can be paused and resumed
+(SIGSTOP semantics: inputs queue up, bounded by `inbox_max` for Raft messages and proposals).
 A crash bumps the incarnation, so the old process (and late sync completions) are ignored.
 Node wake-ups are scheduled at priority `2 + node_id`, so events at one instant run as: network
 arrivals, client and nemesis actions first, then node wake-ups in node-id order.

@@ -46,6 +46,7 @@ from model.scenario import Scenario
 from model.sim.clock import LocalClock, now_us
 from model.sim.rng import SeedTree
 from model.sim.trace import Trace
+from model.workloads import Workload
 from model.workloads.meta import Client
 from real.cluster.wire import FrameDecoder, decode_message, raft_frame
 from real.raft.types import (
@@ -217,7 +218,7 @@ class World:
         self.client = Client(self, s.meta, seeds.derive("client"), encode_proposal)
         self.nemesis = Nemesis(self, s.faults, seeds.derive("nemesis"), seeds.derive("faults"))
         self.log_lines: list[str] = []
-        self.workloads: list[Any] = []
+        self.workloads: list[Workload] = []
         self.client_net: SimNet | None = None
         self.board: Switchboard | None = None
         self._next_client = CLIENT_TRACE_BASE
@@ -227,18 +228,18 @@ class World:
                 latency=net.latency, bandwidth_mb_s=net.bandwidth_mb_s,
                 write_high_water_bytes=net.write_high_water_bytes), seeds.derive("clients-net"))
             self.board = Switchboard(self.client_net, self.nodes[self.clients_node])
-        if s.has_mqtt:
-            from model.workloads.mqtt import MqttWorkload
+        from model.workloads.bridge import BridgeWorkload
+        from model.workloads.kafka import KafkaWorkload
+        from model.workloads.mqtt import MqttWorkload
 
-            self.workloads.append(MqttWorkload(self))
-        if s.has_kafka:
-            from model.workloads.kafka import KafkaWorkload
-
-            self.workloads.append(KafkaWorkload(self))
-        if s.has_mqtt and s.has_kafka and any(rule.to_kafka for rule in s.bridges):
-            from model.workloads.bridge import BridgeWorkload
-
-            self.workloads.append(BridgeWorkload(self, *self.workloads[:2]))
+        mqtt_clients = MqttWorkload(self) if s.has_mqtt else None
+        kafka_clients = KafkaWorkload(self) if s.has_kafka else None
+        if mqtt_clients is not None:
+            self.workloads.append(mqtt_clients)
+        if kafka_clients is not None:
+            self.workloads.append(kafka_clients)
+            if mqtt_clients is not None and any(r.to_kafka for r in s.bridges):
+                self.workloads.append(BridgeWorkload(self, mqtt_clients, kafka_clients))
 
     # -- the clients' side (the MQTT and Kafka workloads use these) ---------------------------
 

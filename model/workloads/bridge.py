@@ -12,16 +12,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from model.checkers.bridge import check_bridge
-from real.server.node import NodeCore
+from model.workloads import Workload
 
 if TYPE_CHECKING:
-    from model.devices.conn import SimConn
     from model.workloads.kafka import KafkaWorkload
     from model.workloads.mqtt import MqttWorkload
     from model.world import World
 
 
-class BridgeWorkload:
+class BridgeWorkload(Workload):
     name = "bridge"
 
     def __init__(self, world: World, mqtt: MqttWorkload, kafka: KafkaWorkload) -> None:
@@ -29,29 +28,6 @@ class BridgeWorkload:
         self.mqtt = mqtt
         self.kafka = kafka
         self.rules = [rule for rule in world.scenario.bridges if rule.to_kafka]
-
-    # ---- the world's calls (no clients of its own)
-
-    def start(self) -> None:
-        pass
-
-    def on_up(self, nid: int, core: NodeCore) -> None:
-        pass
-
-    def on_crash(self, nid: int) -> None:
-        pass
-
-    def filter_input(self, conn: SimConn, data: bytes) -> bytes:
-        return data
-
-    def droppable(self, targets: str) -> list[tuple[Any, str]]:
-        return []
-
-    def pause_consumer(self, rng: Any, length_us: int) -> str | None:
-        return None
-
-    def heal(self) -> None:
-        pass
 
     # ---- the checker (model/checkers/bridge.py)
 

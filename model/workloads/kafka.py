@@ -88,6 +88,7 @@ from model.checkers.kafka import (
 )
 from model.devices.conn import FIN, SimConn
 from model.scenario import GroupSpec, ProducerSpec, ReaderSpec
+from model.workloads import Workload
 from real.kafka import api
 from real.kafka import errors as E
 from real.kafka.codec import (
@@ -910,7 +911,7 @@ class GroupConsumer(Consumer):
 # ================================================================================ the workload
 
 
-class KafkaWorkload:
+class KafkaWorkload(Workload):
     """The Kafka clients of a world: built from the scenario's [[producers]], [[groups]] and
     [[readers]], connected to the clients' node."""
 
@@ -1027,9 +1028,6 @@ class KafkaWorkload:
         consumer = pool[rng.randrange(len(pool))]
         consumer.pause(length_us)
         return consumer.name
-
-    def heal(self) -> None:
-        """Producers stop at `produce_until_us` by themselves."""
 
     def check(self) -> dict[str, Any]:
         report = KafkaChecker(self).check()

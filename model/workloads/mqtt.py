@@ -31,6 +31,7 @@ import simpy
 from model.checkers.mqtt import History, MqttChecker, PubRecord, Receipt
 from model.devices.conn import FIN, SimConn
 from model.scenario import PublisherSpec, SubscriberSpec
+from model.workloads import Workload
 from real.mqtt import (
     MQTT_5,
     Connack,
@@ -348,7 +349,7 @@ class Subscriber(SimClient):
 # ================================================================================ the workload
 
 
-class MqttWorkload:
+class MqttWorkload(Workload):
     """The MQTT clients of a world: built from the scenario's [[publishers]] and
     [[subscribers]], connected to the clients' node."""
 
@@ -406,9 +407,6 @@ class MqttWorkload:
         if nid == self.world.clients_node:
             self.history.crashes.append(int(self.env.now))
 
-    def filter_input(self, conn: SimConn, data: bytes) -> bytes:
-        return data
-
     def droppable(self, targets: str) -> list[tuple[Any, str]]:
         pool: list[SimClient] = []
         if targets in ("all", "subscribers"):
@@ -422,12 +420,6 @@ class MqttWorkload:
         self.history.emit(client.node, "drop")
         assert client.conn is not None
         self.reset(client.conn, by_client=True)
-
-    def pause_consumer(self, rng: Any, length_us: int) -> str | None:
-        return None
-
-    def heal(self) -> None:
-        """Publishers stop at `produce_until_us` by themselves."""
 
     def check(self) -> dict[str, Any]:
         report = MqttChecker(self).check()

@@ -60,17 +60,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def node_status(node: dict[str, Any]) -> dict[str, Any]:
-    """What one node says about itself (alive, meta role, term, leader, registered nodes)."""
-    out: dict[str, Any] = {"id": node["id"], "pid": node["pid"], "alive": _alive(node["pid"])}
+def health(node: dict[str, Any]) -> dict[str, Any] | None:
+    """The node's `/health` (None while it does not answer)."""
     try:
-        health = _get(node["admin"], "/health")
-        nodes = _get(node["admin"], "/meta/nodes")
+        return _get(node["admin"], "/health")
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError):
+        return None
+
+
+def node_status(node: dict[str, Any]) -> dict[str, Any]:
+    """What one node says about itself (alive, meta role, term, leader, meta digest, registered
+    nodes)."""
+    out: dict[str, Any] = {"id": node["id"], "pid": node["pid"], "alive": _alive(node["pid"])}
+    view = health(node)
+    try:
+        nodes = _get(node["admin"], "/meta/nodes") if view is not None else None
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError):
+        nodes = None
+    if view is None or nodes is None:
         return {**out, "serving": False}
-    raft = health.get("raft", {})
+    raft = view.get("raft", {})
     return {**out, "serving": True, "role": raft.get("role"), "term": raft.get("term"),
             "leader": raft.get("leader"), "commit": raft.get("commit"),
+            "digest": view.get("meta", {}).get("digest"),
             "registered": sorted(n["node_id"] for n in nodes)}
 
 
@@ -88,15 +100,11 @@ def settled(nodes: list[dict[str, Any]]) -> int:
     return int(leader) if leader in ids else 0
 
 
-def up(count: int, work: Path, serve_args: Sequence[str], storage: str | None = None,
-       out: Any = sys.stdout) -> int:
+def launch(count: int, work: Path, serve_args: Sequence[str] = (),
+           storage: str | None = None) -> list[dict[str, Any]]:
+    """Write the secret, start `count` nodes in the background and DIR/cluster.json; returns
+    the nodes (id, pid, ports, data_dir, log, cmd) without waiting for them."""
     work.mkdir(parents=True, exist_ok=True)
-    if (work / "cluster.json").exists():
-        info = json.loads((work / "cluster.json").read_text())
-        if any(_alive(n["pid"]) for n in info["nodes"]):
-            print(f"twinmq cluster: a cluster runs in {work} already (twinmq cluster down "
-                  f"--dir {work})", file=sys.stderr)
-            return 2
     secret = work / "secret"
     secret.write_text(os.urandom(32).hex() + "\n")
     secret.chmod(0o600)
@@ -117,6 +125,18 @@ def up(count: int, work: Path, serve_args: Sequence[str], storage: str | None = 
                       "data_dir": str(work / f"n{i}"), "log": str(log), "cmd": cmd})
     info = {"nodes": nodes, "peers": peers, "secret_file": str(secret)}
     (work / "cluster.json").write_text(json.dumps(info, indent=1) + "\n")
+    return nodes
+
+
+def up(count: int, work: Path, serve_args: Sequence[str], storage: str | None = None,
+       out: Any = sys.stdout) -> int:
+    if (work / "cluster.json").exists():
+        info = json.loads((work / "cluster.json").read_text())
+        if any(_alive(n["pid"]) for n in info["nodes"]):
+            print(f"twinmq cluster: a cluster runs in {work} already (twinmq cluster down "
+                  f"--dir {work})", file=sys.stderr)
+            return 2
+    nodes = launch(count, work, serve_args, storage)
     deadline = time.monotonic() + UP_TIMEOUT_S
     while time.monotonic() < deadline:
         dead = [n["id"] for n in nodes if not _alive(n["pid"])]

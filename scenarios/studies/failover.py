@@ -29,13 +29,8 @@ import math
 import os
 import random
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -96,91 +91,50 @@ def sim_trial(seed: int) -> float:
 # ---- the real trials ----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _agreed(nodes: list[dict[str, Any]]) -> tuple[int, int] | None:
+    """(leader, term) once every node's /health names the same leader of the same term."""
+    from real.node.cluster import health
 
-
-def _health(port: int) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
-            return json.loads(resp.read())  # type: ignore[no-any-return]
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError):
+    views = [health(n) for n in nodes]
+    if any(v is None for v in views):
         return None
+    seen = {(v["raft"]["leader"], v["raft"]["term"]) for v in views if v is not None}
+    if len(seen) != 1:
+        return None
+    leader, term = seen.pop()
+    return (leader, term) if leader in {n["id"] for n in nodes} else None
 
 
-class RealCluster:
-    """Three `twinmq serve` processes on loopback (a later `twinmq cluster` builds on this)."""
-
-    def __init__(self, work: Path, ids: tuple[int, ...] = (1, 2, 3)) -> None:
-        self.work = work
-        self.ids = ids
-        self.secret = work / "secret"
-        self.secret.write_text(os.urandom(24).hex() + "\n")
-        self.admin = {i: _free_port() for i in ids}
-        self.kafka = {i: _free_port() for i in ids}
-        self.raft = {i: _free_port() for i in ids}
-        self.peers = ",".join(f"{i}=127.0.0.1:{self.raft[i]}" for i in ids)
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-
-    def start(self, nid: int) -> None:
-        cmd = [sys.executable, "-m", "real", "serve", "--node-id", str(nid),
-               "--data-dir", str(self.work / f"n{nid}"), "--admin-port", str(self.admin[nid]),
-               "--mqtt-port", "0", "--ws-port", "0", "--kafka-port", str(self.kafka[nid]),
-               "--peers", self.peers, "--cluster-secret-file", str(self.secret)]
-        with (self.work / f"n{nid}.log").open("ab") as log:
-            self.procs[nid] = subprocess.Popen(cmd, cwd=ROOT, stdout=log,
-                                               stderr=subprocess.STDOUT)
-
-    def agreed(self) -> tuple[int, int] | None:
-        views = [_health(self.admin[n]) for n in self.ids]
-        if any(v is None for v in views):
-            return None
-        seen = {(v["raft"]["leader"], v["raft"]["term"]) for v in views if v is not None}
-        if len(seen) != 1:
-            return None
-        leader, term = seen.pop()
-        return (leader, term) if leader in self.ids else None
-
-    def wait_agreed(self) -> tuple[int, int]:
-        deadline = time.monotonic() + SETTLE_S
-        while time.monotonic() < deadline:
-            got = self.agreed()
-            if got is not None:
-                return got
-            time.sleep(0.01)
-        raise RuntimeError(f"no agreed leader within {SETTLE_S} s (logs in {self.work})")
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+def _wait_agreed(nodes: list[dict[str, Any]], work: Path) -> tuple[int, int]:
+    deadline = time.monotonic() + SETTLE_S
+    while time.monotonic() < deadline:
+        got = _agreed(nodes)
+        if got is not None:
+            return got
+        time.sleep(0.01)
+    raise RuntimeError(f"no agreed leader within {SETTLE_S} s (logs in {work})")
 
 
 def real_trials(count: int, seed: int) -> list[float]:
+    """Three `twinmq serve` processes on loopback (`twinmq cluster`'s launcher); each trial
+    SIGKILLs the leader, times the next one, and restarts the killed node on its data."""
+    from real.node import cluster
+
     rng = random.Random(f"failover-real/{seed}")  # noqa: S311 - scheduling only
     out: list[float] = []
     with tempfile.TemporaryDirectory(prefix="twinmq-failover-") as tmp:
-        cluster = RealCluster(Path(tmp))
+        work = Path(tmp)
+        nodes = cluster.launch(3, work)
         try:
-            for nid in cluster.ids:
-                cluster.start(nid)
             for _ in range(count):
-                leader, term = cluster.wait_agreed()
+                _wait_agreed(nodes, work)
                 time.sleep(rng.randrange(0, 100) / 1000)
-                leader, term = cluster.wait_agreed()
-                survivors = [n for n in cluster.ids if n != leader]
-                cluster.procs[leader].send_signal(signal.SIGKILL)
+                leader, term = _wait_agreed(nodes, work)
+                survivors = [n for n in nodes if n["id"] != leader]
                 killed = time.monotonic()
-                cluster.procs[leader].wait(timeout=10)
+                cluster.signal_node(work, leader, signal.SIGKILL)
                 while True:
-                    views = [_health(cluster.admin[n]) for n in survivors]
+                    views = [cluster.health(n) for n in survivors]
                     if any(v is not None and v["raft"]["role"] == "leader"
                            and v["raft"]["term"] > term for v in views):
                         break
@@ -188,9 +142,10 @@ def real_trials(count: int, seed: int) -> list[float]:
                         raise RuntimeError("no new leader after a kill")
                     time.sleep(POLL_MS / 1000)
                 out.append((time.monotonic() - killed) * 1000)
-                cluster.start(leader)
+                cluster.restart(work, leader)
         finally:
-            cluster.stop()
+            with open(os.devnull, "w") as quiet:
+                cluster.down(work, out=quiet)
     return out
 
 
