@@ -54,6 +54,7 @@ from real.mqtt.broker import BrokerConfig
 from real.node.config import NodeConfig, node_spec
 from real.raft.types import Message
 from real.server.node import NodeCore, NodeEnv, NodeSpec, Proto, SyncRequest
+from real.server.peermsg import PeerMessage
 from real.server.raftlog import RaftLog
 from real.server.replica import RaftObserver
 from real.server.storage import StorageSettings, engine_factories
@@ -93,7 +94,7 @@ class HostStats:
 class SimHost:
     def __init__(self, env: simpy.Environment, spec: NodeSpec, storage: StorageSettings,
                  fs: SimFileSystem, rng: random.Random, *,
-                 send_raft: Callable[[Message], None] | None = None,
+                 send_raft: Callable[[Message | PeerMessage], None] | None = None,
                  log: Callable[[str], None] | None = None,
                  on_up: Callable[[NodeCore], None] | None = None,
                  write_high_water: int = 1 << 20,
@@ -101,6 +102,7 @@ class SimHost:
                  filter_input: Callable[[SimConn, bytes], bytes] | None = None,
                  on_congested: Callable[[SimConn, int], None] | None = None,
                  observer: RaftObserver | None = None,
+                 replication_observer: Any = None,
                  clock: LocalClock | None = None,
                  inbox_max: int = 0,
                  tick_skipping: bool = True) -> None:
@@ -118,6 +120,7 @@ class SimHost:
         self.filter_input = filter_input
         self.on_congested = on_congested
         self.observer = observer
+        self.replication_observer = replication_observer
         self.clock = clock or LocalClock(0.0)
         self.inbox_max = inbox_max
         self.tick_skipping = tick_skipping
@@ -158,7 +161,8 @@ class SimHost:
                                      kinds=("memory", "file")),
             clock=self.clock_ms, wall_clock=self.clock_ms,
             rng=random.Random(self.rng.getrandbits(64)),  # noqa: S311 - simulation
-            log=self.log, observer=self.observer)
+            log=self.log, observer=self.observer,
+            replication_observer=self.replication_observer)
         core = NodeCore(self.spec, node_env)
         elapsed = fs.take_elapsed_us()
         if elapsed:
@@ -217,7 +221,7 @@ class SimHost:
         if self.up and conn.server_gen == self.gen:
             self._push("closed", conn, None)
 
-    def deliver(self, msg: Message) -> bool:
+    def deliver(self, msg: Message | PeerMessage) -> bool:
         """A Raft message from a peer; refused (False, counted) while the machine is down or its
         inbox is full."""
         return self._bounded("raft", msg, None)

@@ -7,7 +7,9 @@ and `[[subscribers]]` with broker settings `[mqtt]`; Kafka `[[producers]]`, `[[g
 `[[readers]]` with `[kafka]`; `[[bridges]]` between the two; client connections `[clients]`),
 and one nemesis (`[faults]`). Every section is optional; a workload with no clients is absent.
 scenarios/sim/raft-election.toml, scenarios/sim/mqtt-sim.toml, scenarios/sim/kafka-sim.toml and
-scenarios/sim/node3-bridge.toml show every key.
+scenarios/sim/node3-bridge.toml show every key; scenarios/sim/node3-rf3.toml the replication
+ones ([kafka] default_replication_factor and min_insync_replicas, the [cluster] controller and
+replica timings, a producer's produce_timeout_ms).
 """
 
 from __future__ import annotations
@@ -43,6 +45,15 @@ class ScenarioError(ValueError):
     pass
 
 
+def _node_default(name: str) -> Any:
+    """`NodeConfig`'s default of `name` (the one source of node defaults, as for `twinmq
+    serve`)."""
+    from real.node.config import NodeConfig
+
+    (f,) = [f for f in dataclasses.fields(NodeConfig) if f.name == name]
+    return f.default
+
+
 # ---- the cluster -------------------------------------------------------------------------------
 
 
@@ -51,8 +62,8 @@ class ClusterConfig:
     nodes: int = 1
     """Whole TwinMQ nodes; meta Raft runs across all of them."""
     clients_node: int = 1
-    """The node every MQTT and Kafka client connects to (its shards stay local to it until
-    shards are replicated)."""
+    """The node MQTT clients connect to, and Kafka clients bootstrap on (and find their group
+    coordinator on); Kafka clients follow replicated partitions' leaders to the other nodes."""
     tick_ms: int = 10
     """Raft tick length in the node's local milliseconds."""
     election_tick_min: int = 10
@@ -62,6 +73,9 @@ class ClusterConfig:
     check_quorum: bool = True
     bugs: tuple[str, ...] = ()
     """Planted meta Raft bugs (`real.raft.types.Bug` values), for checker tests only."""
+    replication_bugs: tuple[str, ...] = ()
+    """Planted replication bugs (`real.server.replication.REPLICATION_BUGS`), for the bug hunt
+    only."""
     snapshot_every: int = 0
     """Compact the meta log every N applied entries (0: never)."""
     inbox_max: int = 4096
@@ -74,6 +88,16 @@ class ClusterConfig:
     """Bytes of entries per APPEND (RaftConfig; at least one entry is always sent)."""
     max_inflight_msgs: int = 256
     """Unacknowledged APPENDs per follower in replicate state (RaftConfig)."""
+    heartbeat_ms: int = _node_default("cluster_heartbeat_ms")
+    """Replicated partitions: each node's broker heartbeat to the meta leader's controller."""
+    session_timeout_ms: int = _node_default("cluster_session_timeout_ms")
+    """A node silent this long is dead to the controller: its partitions get new leaders."""
+    rebalance_delay_ms: int = _node_default("cluster_rebalance_delay_ms")
+    """A preferred replica alive and in sync this long gets its leadership back."""
+    replica_lag_ms: int = _node_default("cluster_replica_lag_ms")
+    """A follower not caught up this long leaves the in-sync set."""
+    replica_fetch_wait_ms: int = _node_default("cluster_replica_fetch_wait_ms")
+    """How long a leader parks a follower's fetch that finds nothing new."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +145,7 @@ class MetaConfig:
 
 @dataclass(frozen=True, slots=True)
 class ClientsConfig:
-    """[clients]: the MQTT and Kafka clients' connections to `clients_node`."""
+    """[clients]: the MQTT and Kafka clients' connections to the nodes."""
 
     latency: Dist = Dist("uniform", 0.5, 2.0)
     """One-way latency of each send."""
@@ -131,7 +155,8 @@ class ClientsConfig:
     """With a bandwidth: once a connection has more untransmitted bytes than this, the node is
     told it is congested (`set_congested`), until the backlog falls to half (real shell: 1 MiB)."""
     reconnect: Dist = Dist("uniform", 10.0, 100.0)
-    """Delay before a client reconnects after any close (also after a refused connect)."""
+    """Delay before a client reconnects after any close (also after a refused connect); a Kafka
+    client's backoff before it refreshes Metadata."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +200,8 @@ class ProducerSpec:
     payload_bytes: int = 24
     """At least the id header "<producer>:<seq>:"; padded with '.'."""
     acks: int = -1
-    """1 or -1 (the broker answers both once the batch is durable)."""
+    """1 or -1 (an unreplicated partition answers both once the batch is durable on its node; a
+    replicated one answers -1 once min.insync.replicas hold it, 1 once its leader does)."""
     idempotent: bool = True
     """InitProducerId, then producer id/epoch/sequence in every batch."""
     inflight_max: int = 1
@@ -183,6 +209,11 @@ class ProducerSpec:
     the last 5 batches per producer)."""
     batch_records_max: int = 16
     request_timeout_ms: int = 500
+    """The client's timer: a request unanswered this long resets its connection."""
+    produce_timeout_ms: int = 30_000
+    """The Produce request's `timeout_ms`: how long the leader may wait for the in-sync
+    replicas (acks = -1) before answering REQUEST_TIMED_OUT (retried like a leader change).
+    Below request_timeout_ms the broker's answer comes before the client gives up."""
     queue_max: int = 10_000
 
 
@@ -481,6 +512,11 @@ def validate(s: Scenario, fname: str = "scenario.toml") -> None:
     for bug in c.bugs:
         need(bug in known_bugs, f"unknown bug {bug!r} in [cluster] bugs (expected one of "
                                 f"{known_bugs})")
+    from real.server.replication import REPLICATION_BUGS
+
+    for bug in c.replication_bugs:
+        need(bug in REPLICATION_BUGS, f"unknown bug {bug!r} in [cluster] replication_bugs "
+                                      f"(expected one of {list(REPLICATION_BUGS)})")
     for bug in s.broker_bugs:
         need(bug in BROKER_BUGS, f"unknown broker bug {bug!r} in broker_bugs (expected one of "
                                  f"{list(BROKER_BUGS)})")
@@ -494,6 +530,13 @@ def validate(s: Scenario, fname: str = "scenario.toml") -> None:
          "[cluster] max_size_per_msg and max_inflight_msgs must be >= 1")
     need(c.inbox_max >= 1 and c.snapshot_every >= 0,
          "[cluster] inbox_max must be >= 1 and snapshot_every >= 0")
+    need(min(c.heartbeat_ms, c.session_timeout_ms, c.rebalance_delay_ms, c.replica_lag_ms,
+             c.replica_fetch_wait_ms) >= 1,
+         "[cluster] heartbeat_ms, session_timeout_ms, rebalance_delay_ms, replica_lag_ms and "
+         "replica_fetch_wait_ms must be >= 1")
+    need(c.session_timeout_ms > 2 * c.heartbeat_ms,
+         f"[cluster] session_timeout_ms ({c.session_timeout_ms}) must be more than twice "
+         f"heartbeat_ms ({c.heartbeat_ms})")
     need(s.duration_ms > 0, f"duration_ms must be > 0, got {s.duration_ms}")
     need(s.state_log in STATE_LOGS, f"state_log must be one of {list(STATE_LOGS)}, "
                                     f"got {s.state_log!r}")
@@ -577,6 +620,7 @@ def _validate_kafka(s: Scenario, need: Callable[[bool, str], None]) -> None:
              f"got {p.inflight_max}")
         need(p.batch_records_max >= 1 and p.queue_max >= 1 and p.request_timeout_ms >= 1,
              f"{where}: batch_records_max, queue_max and request_timeout_ms must be >= 1")
+        need(p.produce_timeout_ms >= 0, f"{where}: produce_timeout_ms must be >= 0")
         need(p.payload_bytes >= 0, f"{where}: payload_bytes must be >= 0")
     for i, g in enumerate(s.groups):
         where = f"[[groups]] #{i + 1}"
@@ -608,11 +652,17 @@ def _validate_kafka(s: Scenario, need: Callable[[bool, str], None]) -> None:
 
 def with_bugs(s: Scenario, bugs: list[str]) -> Scenario:
     """The scenario with extra planted bugs (`--bug NAME`): Raft bugs go to [cluster] bugs,
-    broker bugs to broker_bugs."""
-    raft = [b for b in bugs if b not in BROKER_BUGS]
+    replication bugs to [cluster] replication_bugs, broker bugs to broker_bugs."""
+    from real.server.replication import REPLICATION_BUGS
+
+    raft = [b for b in bugs if b not in BROKER_BUGS and b not in REPLICATION_BUGS]
     broker = [b for b in bugs if b in BROKER_BUGS]
+    repl = [b for b in bugs if b in REPLICATION_BUGS]
     merged = tuple(dict.fromkeys(list(s.cluster.bugs) + raft))
-    out = dataclasses.replace(s, cluster=dataclasses.replace(s.cluster, bugs=merged),
+    cluster = dataclasses.replace(
+        s.cluster, bugs=merged,
+        replication_bugs=tuple(dict.fromkeys(list(s.cluster.replication_bugs) + repl)))
+    out = dataclasses.replace(s, cluster=cluster,
                               broker_bugs=tuple(dict.fromkeys(list(s.broker_bugs) + broker)))
     validate(out, Path(s.source).name)
     return out

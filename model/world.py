@@ -1,6 +1,6 @@
 """The simulated world: N whole TwinMQ nodes (`NodeCore` on `SimHost`), the network between
-them, per-machine disks and clocks, the workloads (a meta client; MQTT and Kafka clients on the
-clients' node, with bridge rules between the protocols), one nemesis, checkers and a trace, built
+them, per-machine disks and clocks, the workloads (a meta client; MQTT and Kafka clients, with
+bridge rules between the protocols), one nemesis, checkers and a trace, built
 from a `Scenario` (model/scenario.py) and a seed. `World(scenario, seed).run()` returns a
 `RunResult` whose outcome is `ok | safety | liveness | crash`: the first Raft safety violation
 (checked as it happens), a meta liveness failure after heal, an exception in the node or the
@@ -21,8 +21,17 @@ MQTT or Kafka clients exist: clients-net, and one stream per client (mqtt-sub0..
 kafka-prod0.., kafka-cons0.., kafka-reader0..). Appending a stream at the end keeps every
 existing one (and so old traces) unchanged; inserting one in the middle does not.
 
+Client connections: one `Switchboard` per node over one client network (`clients-net`).
+`dial(client, proto, node)` connects to any node (None: `[cluster] clients_node`, where MQTT
+clients and the bridge audit stay; Kafka clients follow partition leaders to every node); a
+node's crash resets the connections to that node only.
+
 Trace node ids: 0 is the world (faults, heal, verdict), 1..N the nodes, 100 and up the MQTT and
-Kafka clients in creation order.
+Kafka clients in creation order. Besides the workloads' kinds, the world traces `start`,
+`role`, `apply`, `restore`, `compact`, `commit`, `crash`, `pause`/`resume`, `congested`, `heal`,
+`live`, `verdict`, and `node-log`: a node's replication and controller log lines (`line`, the
+first line: shard roles, in-sync set changes, truncations, leader moves; only with replicated
+partitions; a line the node repeats within 100 ms is traced once).
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from typing import IO, Any
 import simpy
 
 from model.checkers.raft import OUTCOME_CODES, CheckerObserver, Checkers, SafetyViolation
+from model.checkers.replication import ReplicationChecker
 from model.devices.conn import NetSpec, SimConn, SimNet, Switchboard
 from model.devices.fs import SimFileSystem
 from model.devices.net import Network
@@ -48,7 +58,7 @@ from model.sim.rng import SeedTree
 from model.sim.trace import Trace
 from model.workloads import Workload
 from model.workloads.meta import Client
-from real.cluster.wire import FrameDecoder, decode_message, raft_frame
+from real.cluster.wire import FrameDecoder, Kind, decode_message, decode_peer, peer_frame
 from real.raft.types import (
     Bug,
     DurableState,
@@ -61,6 +71,7 @@ from real.raft.types import (
     Snapshot,
 )
 from real.server.node import NodeCore, Proto
+from real.server.peermsg import BrokerHeartbeat, PeerMessage, ShardFetch, ShardFetchReply
 from real.server.replica import unwrap_forwarded
 from real.server.storage import StorageSettings
 
@@ -69,6 +80,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CLIENT_TRACE_BASE = 100
 LOG_LINES_MAX = 50
 """Log lines of the clients' node kept for the result."""
+TRACED_LOG_PREFIXES = ("replication:", "controller:")
+"""Node log lines traced as `node-log` (shard roles, in-sync set changes, truncations, leader
+moves): they only occur with replicated partitions."""
+LOG_REPEAT_US = 100_000
+"""A node's `node-log` line repeated within this long is not traced again (a retry loop)."""
 OUTCOME_RANK = {"ok": 0, "liveness": 1, "safety": 2, "crash": 3}
 RAFT_LOG = f"{RAFT_DIR}/raft.log"
 NEVER_COMPACT = 1 << 62
@@ -173,6 +189,7 @@ class World:
         self.trace = Trace(trace_out, keep=keep_trace)
         self.checkers = Checkers()
         self.observer = _Observer(self)
+        self.replication = ReplicationChecker()
         self.node_ids = list(range(1, scenario.cluster.nodes + 1))
         self.seeds = SeedTree(seed)
         self._build()
@@ -201,33 +218,43 @@ class World:
             spec = dataclasses.replace(
                 sim_node_spec(nid, voters=voters, mqtt=s.mqtt, kafka=kafka, bridges=s.bridges,
                               default_engine=engine, tick_ms=c.tick_ms,
-                              snapshot_entries=c.snapshot_every or NEVER_COMPACT),
+                              snapshot_entries=c.snapshot_every or NEVER_COMPACT,
+                              cluster_heartbeat_ms=c.heartbeat_ms,
+                              cluster_session_timeout_ms=c.session_timeout_ms,
+                              cluster_rebalance_delay_ms=c.rebalance_delay_ms,
+                              cluster_replica_lag_ms=c.replica_lag_ms,
+                              cluster_replica_fetch_wait_ms=c.replica_fetch_wait_ms),
                 raft=raft)
-            serving = nid == self.clients_node
+            spec = dataclasses.replace(spec, replication=dataclasses.replace(
+                spec.replication, bugs=c.replication_bugs))
             self.nodes[nid] = SimHost(
                 self.env, spec, storage, fs, seeds.derive(f"node-{nid}"),
                 send_raft=self._send_raft, observer=self.observer, clock=clock,
+                replication_observer=self.replication,
                 inbox_max=c.inbox_max, tick_skipping=c.tick_skipping,
                 check_invariants=c.check_invariants,
                 on_up=self._on_up_of(nid),
-                log=self._log if serving else None,
+                log=self._log_of(nid),
                 write_high_water=s.clients.write_high_water_bytes,
-                filter_input=self._filter_input if serving else None,
-                on_congested=self._congested if serving else None)
+                filter_input=self._filter_input,
+                on_congested=self._congested)
         self.net = Network(self.env, self.node_ids, s.network, seeds.derive, self._deliver)
         self.client = Client(self, s.meta, seeds.derive("client"), encode_proposal)
         self.nemesis = Nemesis(self, s.faults, seeds.derive("nemesis"), seeds.derive("faults"))
         self.log_lines: list[str] = []
         self.workloads: list[Workload] = []
         self.client_net: SimNet | None = None
-        self.board: Switchboard | None = None
+        self.boards: dict[int, Switchboard] = {}
+        """One switchboard (the table of open client connections) per node, all over the one
+        client network."""
         self._next_client = CLIENT_TRACE_BASE
         if s.has_mqtt or s.has_kafka:
             net = s.clients
             self.client_net = SimNet(self.env, NetSpec(
                 latency=net.latency, bandwidth_mb_s=net.bandwidth_mb_s,
                 write_high_water_bytes=net.write_high_water_bytes), seeds.derive("clients-net"))
-            self.board = Switchboard(self.client_net, self.nodes[self.clients_node])
+            for nid in self.node_ids:
+                self.boards[nid] = Switchboard(self.client_net, self.nodes[nid])
         from model.workloads.bridge import BridgeWorkload
         from model.workloads.kafka import KafkaWorkload
         from model.workloads.mqtt import MqttWorkload
@@ -248,14 +275,25 @@ class World:
         self._next_client += 1
         return self._next_client - 1
 
-    def dial(self, client: Any, proto: Proto) -> SimConn:
-        """A new connection from `client` to the clients' node (refused while it is down)."""
-        assert self.board is not None
-        return self.board.dial(client, proto)
+    def dial(self, client: Any, proto: Proto, node: int | None = None) -> SimConn:
+        """A new connection from `client` to node `node` (None: the clients' node); refused
+        while that node is down or not accepting `proto`."""
+        board = self.boards.get(self.clients_node if node is None else node)
+        assert board is not None, f"no client connections to node {node}"
+        return board.dial(client, proto)
 
     def reset(self, conn: SimConn, by_client: bool) -> None:
-        assert self.board is not None
-        self.board.reset(conn, by_client)
+        """Abrupt close of `conn` (whichever node it goes to)."""
+        board = conn.world
+        assert isinstance(board, Switchboard), board
+        board.reset(conn, by_client)
+
+    @staticmethod
+    def conn_node(conn: SimConn) -> int:
+        """The node `conn` was dialled to."""
+        board = conn.world
+        assert isinstance(board, Switchboard), board
+        return int(board.host.id)
 
     def later(self, delay_us: int, fn: Any) -> None:
         """Call `fn()` after `delay_us` of sim time."""
@@ -279,9 +317,23 @@ class World:
                 return label
         return None
 
-    def _log(self, line: str) -> None:
-        if len(self.log_lines) < LOG_LINES_MAX:
-            self.log_lines.append(f"{self.env.now}us {line}")
+    def _log_of(self, nid: int) -> Callable[[str], None]:
+        """Node `nid`'s log: the clients' node's first lines are kept (`log_lines`); every
+        node's replication and controller decisions are traced (`node-log`)."""
+        keep = nid == self.clients_node
+        last: dict[str, int] = {}
+
+        def log(line: str) -> None:
+            if keep and len(self.log_lines) < LOG_LINES_MAX:
+                self.log_lines.append(f"{self.env.now}us {line}")
+            if line.startswith(TRACED_LOG_PREFIXES):
+                first = line.splitlines()[0]  # no traceback: paths differ between checkouts
+                now = now_us(self.env)
+                if now - last.get(first, -LOG_REPEAT_US) >= LOG_REPEAT_US:
+                    last[first] = now
+                    self.trace.emit(now, nid, "node-log", line=first)
+
+        return log
 
     def _filter_input(self, conn: SimConn, data: bytes) -> bytes:
         for w in self.workloads:
@@ -294,14 +346,16 @@ class World:
     def _on_up_of(self, nid: int) -> Callable[[NodeCore], None]:
         return lambda core: self.on_up(nid, core)
 
-    def _send_raft(self, msg: Message) -> None:
-        self.net.send(msg.src, msg.dst, raft_frame(msg) if self.scenario.network.wire else msg)
+    def _send_raft(self, msg: Message | PeerMessage) -> None:
+        self.net.send(msg.src, msg.dst, peer_frame(msg) if self.scenario.network.wire else msg)
 
     def _deliver(self, dst: int, msg: object) -> None:
         if isinstance(msg, bytes):  # [network] wire: the real frame
             (frame,) = FrameDecoder().feed(msg)
-            msg = decode_message(frame.payload)
-        assert isinstance(msg, Message), msg
+            # decode_peer does this for every kind; RAFT goes through this module's own
+            # decode_message so a test can count the Raft messages that crossed the codec.
+            msg = decode_message(frame.payload) if frame.kind == Kind.RAFT else decode_peer(frame)
+        assert isinstance(msg, Message | ShardFetch | ShardFetchReply | BrokerHeartbeat), msg
         self.nodes[dst].deliver(msg)
 
     # -- node lifecycle (the world, the nemesis and studies call these) ------------------------
@@ -380,6 +434,8 @@ class World:
             self._maybe_live()
 
     def on_committed(self, node: int, entry: Entry, data: bytes) -> None:
+        for w in self.workloads:
+            w.on_applied(node)
         pid = self.client.on_committed(data, entry.index)
         if pid is None:
             return
@@ -461,6 +517,8 @@ class World:
             self.env.run(until=self.env.any_of([end, self.stop]))
             if self.heal_us and not self.verdict and self.meta_judged:
                 self._liveness_deadline()
+            self.replication.final({nid: h.core for nid, h in self.nodes.items()
+                                    if h.up and h.core is not None})
         except SafetyViolation as exc:
             outcome, detail = "safety", str(exc)
         except LivenessViolation as exc:
@@ -480,6 +538,8 @@ class World:
         rows = [dataclasses.asdict(self.nodes[nid].stats) for nid in self.node_ids]
         totals = _sum_stats(rows)
         totals.update(dataclasses.asdict(self.observer.stats))
+        totals.update({f"replication_{k}": v
+                       for k, v in dataclasses.asdict(self.replication.stats).items()})
         fs_stats = [self.nodes[n].fs.stats for n in self.node_ids]
         totals["fsyncs"] = sum(st.syncs for st in fs_stats)
         totals["disk_bytes_lost"] = sum(st.bytes_lost for st in fs_stats)

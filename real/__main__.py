@@ -64,6 +64,12 @@ SERVE_FLAGS: dict[str, tuple[str, Callable[[str], object]]] = {
     "--acl-file": ("mqtt_acl_file", str),
     "--peers": ("cluster_peers", str),
     "--cluster-secret-file": ("cluster_secret_file", str),
+    "--replication-factor": ("kafka_default_replication_factor", int),
+    "--min-insync-replicas": ("kafka_min_insync_replicas", int),
+    "--hold-unsynced": ("storage_hold_unsynced", _bool),
+    "--peer-tls-cert": ("cluster_tls_cert_file", str),
+    "--peer-tls-key": ("cluster_tls_key_file", str),
+    "--peer-tls-ca": ("cluster_tls_ca_file", str),
 }
 COMMANDS = ("serve", "user", "ctl", "cluster")
 

@@ -1,10 +1,19 @@
 """The Kafka checkers: the history Kafka clients observed (model/workloads/kafka.py records
 it) and the oracles that judge it at the end of a run.
 
-`KafkaChecker` reads only the client-observed history plus the fault log:
+`KafkaChecker` reads only the client-observed history plus the fault log and, for replicated
+partitions, their leader epochs in meta (`History.leaders`, followed by the workload):
 - *lost*: every acknowledged record must be consumed by every reader and by every group (any
   member). Not consumed while the consumer read past its offset on that partition is `lost`
-  (safety); not consumed and never passed is `unconsumed` (liveness).
+  (safety); not consumed and never passed is `unconsumed` (liveness). What an acknowledgement
+  promises: on an unreplicated partition, acks=1 and acks=-1 alike, a batch durable on its node
+  (a power loss of any node keeps it); on a replicated one, acks=-1 a batch durable on
+  min.insync.replicas in-sync replicas (no crash of one node at a time, nor a leader change,
+  may lose it), acks=1 a batch durable on its leader alone. So an acks=1 record of a replicated
+  partition whose leader epoch moved past the one its producer sent it under (`at_risk`) may be
+  lost in the failover (Kafka's contract): if no consumer set received it, it is counted as
+  `acks1_lost`, and its acknowledged offset held by another record as `acks1_overwritten`, not
+  violations. Every other record is held to the rules above and below.
 - *offset conflicts*: one (partition, offset) must never hold two different records, across
   acknowledgements and every consumer's receipts (catches offsets reused after lost data).
 - *gaps*: the offsets consumers saw on a partition must be contiguous from 0 to the highest seen.
@@ -14,10 +23,16 @@ it) and the oracles that judge it at the end of a run.
   violation (Jepsen-style), for the others it is counted.
 - *order*: per producer and partition, records (first occurrences) appear in sequence order
   (checked for idempotent producers and for producers with `inflight_max = 1`).
-- *commits*: within one generation (a broker incarnation, counted by crashes before the join, and
-  the generation id) acknowledged committed offsets per partition never go backwards.
+- *commits*: within one generation (a coordinator incarnation, counted by crashes of the
+  clients' node before the join, since every member's coordinator is that node's, and the
+  generation id) acknowledged committed offsets per partition never go backwards.
 - *owners*: within one generation, at most one member is assigned each partition.
 - *liveness*: after the drain, no producer still holds unacknowledged or unsent records.
+
+The report also counts, for replicated partitions, `leader_changes` (leader epochs after the
+first), `replicas_min` (the fewest replicas a partition was created with: the broker caps an
+auto-created topic's replication factor by the nodes registered at that moment),
+`acks1_at_risk`, `acks1_lost` and `acks1_overwritten`.
 """
 
 from __future__ import annotations
@@ -53,6 +68,11 @@ class ProdRecord:
     offset: int = -1  # the base offset of its acknowledged batch + its index in the batch
     sends: int = 0
     rejected: bool = False
+    acks: int = -1  # the producer's acks setting: -1 (all) or 1 (the leader alone)
+    epoch: int = -1
+    """The partition's leader epoch as the producer knew it when it sent the acknowledged
+    attempt (-1: an unreplicated partition)."""
+    node: int = 0  # the node that acknowledged it
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +113,21 @@ class Commit:
     offset: int
 
 
+@dataclass(frozen=True, slots=True)
+class LeaderEvent:
+    """A replicated partition's placement in meta, as the first node applied it: a new leader
+    epoch (a leader change, or the topic's creation) or a new in-sync set (`version`)."""
+
+    t_us: int
+    topic: str
+    partition: int
+    leader: int
+    epoch: int
+    version: int
+    isr: tuple[int, ...]
+    replicas: int
+
+
 class History:
     """What clients observed, plus the fault log; every entry is also a trace line."""
 
@@ -104,6 +139,9 @@ class History:
         self.assignments: list[Assignment] = []
         self.commits: list[Commit] = []
         self.crashes: list[int] = []
+        """Crashes of the clients' node, whose group coordinator keeps generations in memory."""
+        self.leaders: dict[tuple[str, int], list[LeaderEvent]] = {}
+        """Per replicated partition of the clients' topics: its placements in meta, in order."""
 
     def now(self) -> int:
         return int(self.env.now)
@@ -131,19 +169,32 @@ class KafkaChecker:
         self.idempotent = {p.index: p.spec.idempotent for p in world.producers}
         self.ordered = {p.index: p.spec.idempotent or p.spec.inflight_max == 1
                         for p in world.producers}
+        self.topic_of = {p.index: p.spec.topic for p in world.producers}
 
     def epoch(self, t_us: int) -> int:
-        """The broker incarnation an event at `t_us` talked to: crashes strictly before it."""
+        """The coordinator incarnation an event at `t_us` talked to: crashes of the clients'
+        node (where every group member's coordinator lives) strictly before it."""
         return bisect_left(self.history.crashes, t_us)
+
+    def at_risk(self, r: ProdRecord) -> bool:
+        """An acks=1 record of a replicated partition whose leader epoch moved past the one
+        its producer sent it under: its leader acknowledged it alone, so a failover may lose it
+        (Kafka's acks=1 contract)."""
+        if r.acks != 1:
+            return False
+        log = self.history.leaders.get((self.topic_of.get(r.producer, ""), r.partition))
+        return log is not None and bool(log) and log[-1].replicas > 1 and log[-1].epoch > r.epoch
 
     def check(self) -> dict[str, Any]:
         h = self.history
         recs = [r for r in h.records.values() if not r.rejected]
         acked = [r for r in recs if r.acked_us >= 0]
+        risky = [r for r in acked if self.at_risk(r)]
+        strict = [r for r in acked if not self.at_risk(r)]
         recvs = [e for e in self.cevents if e.kind == "recv"]
-        conflicts = self._conflicts(acked, recvs)
-        dup_bad, dup_ok = self._duplicates(acked, recvs)
-        lost, unconsumed = self._loss(acked, recvs)
+        conflicts, overwritten = self._conflicts(strict, risky, recvs)
+        dup_bad, dup_ok = self._duplicates(strict, recvs)
+        lost, unconsumed, acks1_lost = self._loss(strict, risky, recvs)
         gaps = self._gaps(recvs)
         skips = self._skips()
         order = self._order(recvs)
@@ -162,6 +213,12 @@ class KafkaChecker:
             "duplicates_idempotent": len(dup_bad), "duplicates_allowed": len(dup_ok),
             "order_violations": len(order), "commit_regressions": len(regressions),
             "owner_conflicts": len(owners), "unfinished_at_end": unfinished,
+            "leader_changes": sum(max(0, len({e.epoch for e in log}) - 1)
+                                  for log in h.leaders.values()),
+            "replicas_min": min((log[0].replicas for log in h.leaders.values() if log),
+                                default=0),
+            "acks1_at_risk": len(risky), "acks1_lost": len(acks1_lost),
+            "acks1_lost_ids": acks1_lost[:IDS_MAX], "acks1_overwritten": len(overwritten),
             "ack_latency_p50_ms": _percentile_ms(latencies, 0.50),
             "ack_latency_p99_ms": _percentile_ms(latencies, 0.99),
         }
@@ -186,8 +243,11 @@ class KafkaChecker:
                                 f"at the end of the drain (first: {unconsumed[:1]})")
         return report
 
-    def _conflicts(self, acked: list[ProdRecord], recvs: list[CEvent]) -> list[str]:
-        """(partition, offset) that more than one record claims (acks and receipts)."""
+    def _conflicts(self, acked: list[ProdRecord], risky: list[ProdRecord],
+                   recvs: list[CEvent]) -> tuple[list[str], list[str]]:
+        """(partition, offset) that more than one record claims (acks and receipts); and the
+        at-risk acks=1 records whose offset another record holds (a failover overwrote them:
+        counted, not a violation)."""
         holder: dict[tuple[int, int], tuple[int, int]] = {}
         out: list[str] = []
         claims = [(r.partition, r.offset, r.producer, r.seq, "ack") for r in acked]
@@ -196,7 +256,13 @@ class KafkaChecker:
             first = holder.setdefault((p, off), (prod, seq))
             if first != (prod, seq):
                 out.append(f"p{p}@{off}: prod{first[0]}#{first[1]} vs prod{prod}#{seq} ({who})")
-        return out
+        overwritten = []
+        for r in risky:
+            held = holder.get((r.partition, r.offset))
+            if held is not None and held != (r.producer, r.seq):
+                overwritten.append(f"p{r.partition}@{r.offset}: acks=1 prod{r.producer}#{r.seq} "
+                                   f"(epoch {r.epoch}) overwritten by prod{held[0]}#{held[1]}")
+        return out, overwritten
 
     def _duplicates(self, acked: list[ProdRecord], recvs: list[CEvent]
                     ) -> tuple[list[str], list[str]]:
@@ -213,9 +279,11 @@ class KafkaChecker:
                 (bad if self.idempotent.get(prod, False) else ok).append(item)
         return bad, ok
 
-    def _loss(self, acked: list[ProdRecord], recvs: list[CEvent]
-              ) -> tuple[list[str], list[str]]:
-        """Per consumer set (each reader, each group): acked records it never received."""
+    def _loss(self, acked: list[ProdRecord], risky: list[ProdRecord], recvs: list[CEvent]
+              ) -> tuple[list[str], list[str], list[str]]:
+        """Per consumer set (each reader, each group): acked records it never received. An
+        at-risk acks=1 record that no consumer set received is `acks1_lost` (allowed); one
+        that some set received is judged like any other for the sets that missed it."""
         got: dict[str, dict[tuple[int, int], None]] = {}
         reach: dict[tuple[str, int], int] = {}  # (consumer set, partition) -> highest offset
         member_of = {m: g for g, ms in self.groups.items() for m in ms}
@@ -224,10 +292,18 @@ class KafkaChecker:
             got.setdefault(who, {})[(e.producer, e.seq)] = None
             key = (who, e.partition)
             reach[key] = max(reach.get(key, -1), e.offset)
-        lost, unconsumed = [], []
-        for who in [*self.readers, *self.groups]:
+        lost, unconsumed, acks1_lost = [], [], []
+        sets = [*self.readers, *self.groups]
+        judged = list(acked)
+        for r in risky:
+            if any((r.producer, r.seq) in got.get(who, {}) for who in sets):
+                judged.append(r)
+            else:
+                acks1_lost.append(f"prod{r.producer}#{r.seq} (p{r.partition}@{r.offset}, "
+                                  f"epoch {r.epoch}, node {r.node})")
+        for who in sets:
             seen = got.get(who, {})
-            for r in acked:
+            for r in judged:
                 if (r.producer, r.seq) in seen:
                     continue
                 item = f"prod{r.producer}#{r.seq} (p{r.partition}@{r.offset}) -> {who}"
@@ -235,7 +311,7 @@ class KafkaChecker:
                     lost.append(item)
                 else:
                     unconsumed.append(item)
-        return lost, unconsumed
+        return lost, unconsumed, acks1_lost
 
     def _gaps(self, recvs: list[CEvent]) -> list[str]:
         seen: dict[int, dict[int, None]] = {}

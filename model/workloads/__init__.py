@@ -26,8 +26,11 @@ class Workload:
     def on_crash(self, nid: int) -> None:
         """Node `nid` lost power."""
 
+    def on_applied(self, nid: int) -> None:
+        """Node `nid`'s meta replica applied a command (its state machine has it now)."""
+
     def filter_input(self, conn: SimConn, data: bytes) -> bytes:
-        """Bytes from a client of the clients' node, before the node sees them (planted bugs)."""
+        """Bytes from a client to any node, before the node sees them (planted bugs)."""
         return data
 
     def droppable(self, targets: str) -> list[tuple[Any, str]]:

@@ -1,24 +1,29 @@
 """Kafka clients against the simulated cluster: producers, consumer groups and assign-and-seek
-readers on the clients' node, and the history they observe.
+readers that bootstrap on the clients' node and follow partition leaders to any node, and the
+history they observe.
 
-The node they talk to is the product's own composed object (model/world.py hosts it), as
-`twinmq serve` runs it: the real `KafkaBroker` (partition logs, group coordinator, produce
-durability, long-poll fetch) over the node's `ShardStore`, with topics created through the meta
-Raft group; only the world around it is simulated:
+The nodes they talk to are the product's own composed objects (model/world.py hosts them), as
+`twinmq serve` runs them: the real `KafkaBroker` (partition logs, group coordinator, produce
+durability, long-poll fetch) over each node's `ShardStore`, with topics created through the meta
+Raft group; with `[kafka] default_replication_factor` > 1 a topic's partitions are replicated
+(real/server/replication.py, real/server/controller.py) and only a partition's leader answers
+Produce, Fetch and ListOffsets for it. Only the world around them is simulated:
 
 - **Storage.** Partitions are shards of a `real.storage.shards.ShardStore`. With
-  `state_log = "journal"` every shard is a `JournalEngine` (fsync "group") over one shared
-  `SimFileSystem`, so a broker crash is a power loss: `fs.crash()` keeps what was fdatasynced
+  `state_log = "journal"` every shard is a `JournalEngine` (fsync "group") over the machine's
+  `SimFileSystem`, so a node crash is a power loss: `fs.crash()` keeps what was fdatasynced
   (plus a random prefix of the rest) and the restarted broker re-opens (recovers) every partition
   from what the files hold. With `state_log = "memory"` the shards are `MemoryEngine`s that a
   crash wipes: a deliberately broken broker, to show the checkers notice lost data. Filesystem
   calls charge simulated time; the broker process waits it out before it sends anything.
-- **Meta service.** Topic creation and committed offsets go through the node's own meta Raft
-  replica (single voter), whose log is the real on-disk format on the same simulated disk: a
-  crash loses what was not fsynced, and the restarted node recovers the applied commands.
-- **Network.** Connections are `model.devices.conn.SimConn` pipes: in-order bytes, sampled one-way
-  latency, optional bandwidth, network-wide delay spikes; an abrupt close discards what is in
-  flight.
+- **Meta service.** Topic creation, partition placement (leaders, in-sync sets, leader epochs)
+  and committed offsets go through the nodes' meta Raft group, whose log is the real on-disk
+  format on the same simulated disks: a crash loses what was not fsynced, and the restarted node
+  recovers the applied commands.
+- **Network.** Connections are `model.devices.conn.SimConn` pipes to one node each (the world's
+  per-node switchboards): in-order bytes, sampled one-way latency, optional bandwidth,
+  network-wide delay spikes; an abrupt close discards what is in flight, and a node's crash
+  resets the connections to that node only.
 - **Host.** `SimHost` feeds arrivals (open, bytes, close) to the node in order, waits for the
   filesystem time, and runs the node's timers and group commits (the fdatasync in the
   background, as the real host's worker thread does).
@@ -26,17 +31,37 @@ Raft group; only the world around it is simulated:
 **Clients** speak the wire protocol through `real.kafka.codec` (`encode_request` /
 `decode_response`) and `real.kafka.records` (`build_batch` / `decode_batches`). Each keeps its
 state across reconnects; a connection whose oldest request outlives `request_timeout_ms` is reset
-by the client (as Kafka's NetworkClient does) and redialled after `[clients] reconnect`.
+by the client (as Kafka's NetworkClient does).
+
+**Routing** (`Router`, as librdkafka and kafka-python do it): Metadata from the clients' node
+(from the others, in id order, while it refuses once the first answer came) names each
+partition's leader by broker id, which is the node id (every simulated node registers the same
+Kafka host:port); a client keeps one link per leader node, opened on demand, and sends each
+partition's requests to its leader. NOT_LEADER_OR_FOLLOWER, LEADER_NOT_AVAILABLE,
+UNKNOWN_TOPIC_OR_PARTITION, NOT_ENOUGH_REPLICAS(_AFTER_APPEND) and REQUEST_TIMED_OUT on a
+partition, a closed link or a request timeout make it forget that leader and refresh Metadata
+after a `[clients] reconnect` backoff; leader epochs never go back (an answer from a node whose
+meta lags is ignored for those partitions); a closed link is held for a backoff before it is
+redialled.
 
 - *Producers* (Metadata with auto-create, then InitProducerId when idempotent) create records at a
   fixed rate (value `"<producer>:<seq>:"` padded), partition them round-robin by sequence
-  (`seq % partitions`), and send Produce requests of at most `batch_records_max` records with at
-  most `inflight_max` requests in flight. A batch is built once and re-sent byte for byte (same
-  producer id, epoch and base sequence) after an error, a timeout or a disconnect, which is where
-  idempotence matters. Records beyond `queue_max` waiting locally are `rejected` (counted).
-- *Group consumers* use two connections, as Kafka clients do: a coordinator connection
-  (Metadata, FindCoordinator, JoinGroup with MEMBER_ID_REQUIRED handling, SyncGroup, Heartbeat,
-  OffsetFetch, OffsetCommit) and a fetch connection (ListOffsets, Fetch long polls). The leader
+  (`seq % partitions`), and send, per leader node, Produce requests of one batch per partition and
+  at most `batch_records_max` new records, with at most `inflight_max` requests in flight per
+  connection. A batch is built once and re-sent byte for byte (same producer id, epoch and base
+  sequence) to whichever node leads its partition after an error, a timeout or a disconnect,
+  which is where idempotence matters: a partition's batches are in flight on one connection at a
+  time and in sequence order, and an idempotent producer builds a partition's next batch only
+  while fewer than PRODUCER_BATCHES (5) lie between its oldest unacknowledged batch and its
+  newest (the leader remembers a producer's last 5 batches per partition: a retry of the oldest
+  is then always recognised as a duplicate, even when later batches were acknowledged first,
+  as after a REQUEST_TIMED_OUT). A retriable error above re-sends the batch after the metadata
+  refresh; any other error (or a partition missing from the reply) resets the connection, as
+  before replication. Records beyond `queue_max` waiting locally are `rejected` (counted).
+- *Group consumers* use a coordinator connection pinned to the clients' node (Metadata,
+  FindCoordinator, JoinGroup with MEMBER_ID_REQUIRED handling, SyncGroup, Heartbeat, OffsetFetch,
+  OffsetCommit: the coordinator is that node's, so every member must ask the same node) and
+  fetch links to the partitions' leaders (ListOffsets, Fetch long polls). The group leader
   computes a range assignment client-side (Kafka's ConsumerProtocol v0 subscription/assignment
   encodings). REBALANCE_IN_PROGRESS on a heartbeat commits current positions, then rejoins;
   ILLEGAL_GENERATION / UNKNOWN_MEMBER_ID rejoin without committing. Positions start at the
@@ -44,11 +69,12 @@ by the client (as Kafka's NetworkClient does) and redialled after `[clients] rec
 - *Readers* assign every partition and seek to the beginning, then fetch forever (no group, no
   commits): the audit trail of what the partitions hold.
 
-**Faults** come from the world's nemesis (model/nemesis.py): crashes of the clients' node (power
-loss) and restart, abrupt client drops (one connection of a random client), network delay
-spikes, and consumer pauses (a group consumer's process stops, longer than its session timeout if
-configured so: no heartbeats, no reads; everything that arrives waits until it resumes).
-Producers stop creating records at heal; the run drains until `duration_ms`.
+**Faults** come from the world's nemesis (model/nemesis.py): crashes of any node (power loss)
+and restart, network partitions between the nodes (not between clients and nodes), abrupt
+client drops (one connection of a random client), network delay spikes, and consumer pauses (a
+group consumer's process stops, longer than its session timeout if configured so: no
+heartbeats, no reads; everything that arrives waits until it resumes). Producers stop creating
+records at heal; the run drains until `duration_ms`.
 
 **Planted bugs** (`broker_bugs = [...]`, for testing the checkers; the broker core is untouched,
 the simulator's shell misbehaves around it):
@@ -57,14 +83,23 @@ the simulator's shell misbehaves around it):
 - `no-dedupe`: every Produce's batches are rebuilt without producer id/epoch/sequence before the
   broker sees them, so the broker cannot drop retried duplicates.
 
-The checkers that judge their history are model/checkers/kafka.py.
+The checkers that judge their history are model/checkers/kafka.py; the ground truth about
+failovers they need (each replicated partition's leader epochs and in-sync sets in meta) is
+followed here (`KafkaWorkload.on_applied`).
 
 **Trace kinds** (node: the client's id, 100 and up, producers first, then group consumers, then
-readers; `broker-up` and `bug` on the clients' node): `broker-up`, `bug`; per client
-`dial`, `closed`, `drop`, `timeout`, `pause`/`resume`; producers `ready`, `pid`, `send`, `ack`,
-`produce-error`, `reject`; group consumers `joined`, `join-error`, `assigned`, `revoked`,
-`rejoin`, `hb-error`, `commit`, `commit-error`; consumers `seek` (why: committed, earliest,
-reset), `out-of-range`, `fetch-error`, `recv`.
+readers; `broker-up`, `bug`, `leader` and `isr` on a node): `broker-up` (a node serving the
+clients' partitions recovered), `bug`; `leader` (a replicated partition's new leader epoch in
+meta, as the first node applied it: p, leader, epoch, isr, replicas) and `isr` (its new in-sync
+set within an epoch); per client `dial`, `closed`, `drop`, `timeout`, `pause`/`resume` (`ch`:
+the connection: `coord`, or a router link `n<node>` / `fetch<node>`); routing `metadata` (via:
+the answering node, leaders, epochs; leader 0 = offline or unknown), `route` (a partition's
+leader changed in the client's view: p, leader, epoch, was) and `refresh` (a metadata refresh
+is due: why); producers `ready`, `pid`, `send`, `ack` (`at`: the node), `produce-error`,
+`retry` (requests and batches put back for a resend), `reject`; group consumers `joined`,
+`join-error`, `assigned`, `revoked`, `rejoin`, `hb-error`, `commit`, `commit-error`; consumers
+`seek` (why: committed, earliest, reset), `out-of-range`, `fetch-error` (op: fetch or
+list-offsets, `at`: the node), `recv`.
 """
 
 
@@ -84,6 +119,7 @@ from model.checkers.kafka import (
     Commit,
     History,
     KafkaChecker,
+    LeaderEvent,
     ProdRecord,
 )
 from model.devices.conn import FIN, SimConn
@@ -98,6 +134,7 @@ from real.kafka.codec import (
     encode_request,
     encode_response,
 )
+from real.kafka.log import PRODUCER_BATCHES
 from real.kafka.records import KRecord, build_batch, decode_batches
 from real.server.node import NodeCore, Proto
 
@@ -116,20 +153,32 @@ V_JOIN, V_SYNC, V_HEARTBEAT, V_INIT_PID = 5, 3, 3, 1
 
 
 class Channel:
-    """One client connection: requests with correlation ids, responses matched in order, a
-    request timeout that resets the connection, and a redial after `[clients] reconnect`."""
+    """One client connection to one node: requests with correlation ids, responses matched in
+    order, a request timeout that resets the connection. A `sticky` channel (a group
+    consumer's coordinator connection) redials by itself after `[clients] reconnect`; the
+    others (a `Router`'s links) are reopened by their router when they are needed again."""
 
-    def __init__(self, owner: KClient, label: str) -> None:
+    def __init__(self, owner: KClient, label: str, target: int | None = None,
+                 sticky: bool = True) -> None:
         self.owner = owner
         self.world = owner.world
         self.label = label
         self.name: str = f"{owner.name}/{label}"
         self.node: int = owner.node
+        self.target = target
+        """The node dialled (None: the clients' node)."""
+        self.sticky = sticky
         self.conn: SimConn | None = None
         self.buf = bytearray()
         self.pending: deque[tuple[int, int, int, Callable[[dict], None]]] = deque()
         self.corr = 0
         self.dials = 0
+        self.answered = 0
+        """Responses received on the current connection (0: refused or dead before any)."""
+        self.busy = False
+        """A consumer's Fetch or ListOffsets is outstanding on it."""
+        self.held = False
+        """Closed less than a reconnect backoff ago: a router does not redial it yet."""
 
     @property
     def up(self) -> bool:
@@ -140,6 +189,8 @@ class Channel:
         self.buf.clear()
         self.pending.clear()
         self.dials += 1
+        self.answered = 0
+        self.busy = False
         self.conn = self.world.dial(self)
         self.owner.emit("dial", ch=self.label, attempt=self.dials)
         self.owner.channel_open(self)
@@ -189,6 +240,7 @@ class Channel:
             corr, api_key, version, on_reply = self.pending.popleft()
             got, body = decode_response(api_key, version, frame)
             assert got == corr, f"{self.name}: correlation id {got}, expected {corr}"
+            self.answered += 1
             on_reply(body)
             if conn is not self.conn:
                 return
@@ -199,8 +251,10 @@ class Channel:
         self.conn = None
         self.pending.clear()
         self.buf.clear()
+        self.busy = False
         self.owner.emit("closed", ch=self.label)
-        self.owner.later(self.world.reconnect_us(self.owner.rng), self._reopen)
+        if self.sticky:
+            self.owner.later(self.world.reconnect_us(self.owner.rng), self._reopen)
         self.owner.channel_closed(self)
 
     def _reopen(self) -> None:
@@ -251,14 +305,15 @@ class KClient:
     def channel_closed(self, ch: Channel) -> None:
         raise NotImplementedError
 
+    def routes(self) -> None:
+        """The router learnt partitions and leaders (a Metadata answer), or a link may be
+        redialled again: send what waits."""
+
     def _metadata(self, ch: Channel, topic: str, done: Callable[[int], None],
                   timeout_ms: int) -> None:
         """Metadata for `topic` (auto-creating it); `done(partitions)` once it has partitions,
         retried after a backoff while it has none (creation goes through the meta service)."""
         conn = ch.conn
-        body = {"topics": [{"name": topic}], "allow_auto_topic_creation": True,
-                "include_cluster_authorized_operations": False,
-                "include_topic_authorized_operations": False}
 
         def reply(resp: dict) -> None:
             entry = next((t for t in resp["topics"] if t["name"] == topic), None)
@@ -271,7 +326,186 @@ class KClient:
                 return
             done(len(entry["partitions"]))
 
-        ch.request(api.METADATA, V_METADATA, body, reply, timeout_ms)
+        ch.request(api.METADATA, V_METADATA, metadata_request(topic), reply, timeout_ms)
+
+
+def metadata_request(topic: str) -> dict:
+    return {"topics": [{"name": topic}], "allow_auto_topic_creation": True,
+            "include_cluster_authorized_operations": False,
+            "include_topic_authorized_operations": False}
+
+
+class Router:
+    """Where a client's partitions live, and its connections to their leaders, as Kafka clients
+    (librdkafka, kafka-python) keep them.
+
+    - *Bootstrap*: Metadata goes over the first connected link in the order (clients' node, then
+      the others by id); with none, a link to the bootstrap node is dialled. Once the client
+      has had one answer, a link closed before it answered anything (refused: the node is down
+      or not serving Kafka yet) moves the bootstrap node to the next one in that order. The
+      first answer always comes from the clients' node: that Metadata auto-creates the topic,
+      and an unreplicated topic lives on the node that created it.
+    - *Unreplicated partitions* (leader epoch -1) keep the leader the clients' node named: they
+      live on the node that created them, except the bridge's topics, of which every node keeps
+      its own copy and names itself the leader (another node's answer would send a reader to a
+      different log).
+    - *Leaders*: node id = broker id (every simulated node registers the same Kafka host:port,
+      so the address cannot tell them apart). A leader epoch never goes back: a partition whose
+      answer carries an older epoch than known keeps what is known (KIP-320), and an offline
+      partition (leader -1) is unknown. `forget(p)` drops a partition's leader after an error
+      (nothing is sent to it until the next answer).
+    - *Refresh*: `refresh(why)` asks again after a `[clients] reconnect` backoff (one at a time;
+      one more if asked while a request is out). A link that closes triggers one, and is held
+      for a backoff before the client may redial it.
+    """
+
+    def __init__(self, client: KClient, label: str, topic: str, timeout_ms: int) -> None:
+        self.client = client
+        self.label = label
+        self.topic = topic
+        self.timeout_ms = timeout_ms
+        world = client.world.world
+        first = world.clients_node
+        self.order = [first, *(n for n in world.node_ids if n != first)]
+        self.boot = 0
+        self.links: dict[int, Channel] = {}
+        self.partitions = 0
+        self.leaders: dict[int, int] = {}
+        """Partition -> leader node (0: unknown or offline)."""
+        self.epochs: dict[int, int] = {}
+        """Partition -> leader epoch as last answered (-1: an unreplicated partition)."""
+        self.meta_ch: Channel | None = None
+        """The link carrying the outstanding Metadata request."""
+        self.again = False
+        self.timer = False
+        self.answers = 0
+
+    def leader(self, p: int) -> int:
+        return self.leaders.get(p, 0)
+
+    def _channel(self, nid: int) -> Channel:
+        ch = self.links.get(nid)
+        if ch is None:
+            ch = Channel(self.client, f"{self.label}{nid}", target=nid, sticky=False)
+            self.links[nid] = ch
+            self.client.channels.append(ch)
+        return ch
+
+    def link(self, nid: int, force: bool = False) -> Channel:
+        """The link to node `nid`, dialled if it is down (unless held, or `force`)."""
+        ch = self._channel(nid)
+        if not ch.up and (force or not ch.held):
+            ch.open()
+        return ch
+
+    def _meta_target(self) -> Channel:
+        """The first connected link in bootstrap order, else the bootstrap node's (not dialled
+        here)."""
+        for nid in self.order:
+            ch = self.links.get(nid)
+            if ch is not None and ch.up:
+                return ch
+        return self._channel(self.order[self.boot % len(self.order)])
+
+    def any_link(self) -> Channel:
+        """A link for InitProducerId: as for Metadata, dialled now if need be."""
+        ch = self._meta_target()
+        if not ch.up:
+            ch.open()
+        return ch
+
+    def start(self) -> None:
+        self.request()
+
+    def forget(self, p: int) -> None:
+        self.leaders[p] = 0
+
+    def refresh(self, why: str, delay_us: int | None = None) -> None:
+        ch = self.meta_ch
+        if ch is not None:
+            if ch.pending:  # asked before this: ask once more after the answer
+                self.again = True
+            return
+        if self.timer:
+            return
+        self.timer = True
+        self.client.emit("refresh", why=why)
+
+        def fire() -> None:
+            self.timer = False
+            self.request()
+
+        if delay_us is None:
+            delay_us = self.client.world.reconnect_us(self.client.rng)
+        self.client.later(delay_us, fire)
+
+    def request(self) -> None:
+        if self.meta_ch is not None:
+            self.again = True
+            return
+        ch = self._meta_target()
+        self.meta_ch = ch  # set before a dial: what the dial triggers waits for this answer
+        if not ch.up:
+            ch.open()
+        ch.request(api.METADATA, V_METADATA, metadata_request(self.topic),
+                   lambda resp: self._on_metadata(ch, resp), self.timeout_ms)
+
+    def _on_metadata(self, ch: Channel, resp: dict) -> None:
+        self.meta_ch = None
+        via = ch.target or 0
+        self.boot = self.order.index(via)
+        entry = next((t for t in resp["topics"] if t["name"] == self.topic), None)
+        if entry is None or entry["error_code"] or not entry["partitions"]:
+            self.again = False
+            self.refresh("no-topic", RETRY_BACKOFF_US)  # being created through meta
+            return
+        brokers = {b["node_id"] for b in resp["brokers"]}
+        nodes = set(self.client.world.world.node_ids)
+        count = len(entry["partitions"])
+        assert self.partitions in (0, count), (self.partitions, count)
+        self.partitions = count
+        home = self.order[0]
+        for pm in sorted(entry["partitions"], key=lambda x: x["partition_index"]):
+            p, leader, epoch = pm["partition_index"], pm["leader_id"], pm["leader_epoch"]
+            known = self.epochs.get(p)
+            if known is not None and epoch < known:
+                continue  # an older view (a node whose meta lags): keep ours
+            if epoch < 0 and via != home and known is not None:
+                continue  # unreplicated: the clients' node's word (see the class docstring)
+            if leader < 0 or pm["error_code"]:
+                leader = 0
+            else:
+                assert leader in brokers and leader in nodes, (leader, brokers)
+            was = self.leaders.get(p)
+            if was != leader or known != epoch:
+                self.client.emit("route", p=p, leader=leader, epoch=epoch,
+                                 was=-1 if was is None else was)
+            self.leaders[p], self.epochs[p] = leader, epoch
+        self.answers += 1
+        self.client.emit("metadata", via=via, leaders=[self.leaders[p] for p in range(count)],
+                         epochs=[self.epochs[p] for p in range(count)])
+        again, self.again = self.again, False
+        if any(not self.leaders.get(p) for p in range(count)):
+            self.refresh("offline")  # or this answer was older than what an error made us drop
+        elif again:
+            self.refresh("again")
+        self.client.routes()
+
+    def closed(self, ch: Channel) -> None:
+        """One of the links closed: hold it for a backoff, look again."""
+        if ch is self.meta_ch:
+            self.meta_ch = None
+        if (self.answers and ch.answered == 0
+                and ch.target == self.order[self.boot % len(self.order)]):
+            self.boot += 1  # refused or dead before answering: bootstrap on the next node
+        ch.held = True
+
+        def release() -> None:
+            ch.held = False
+            self.client.routes()
+
+        self.client.later(self.client.world.reconnect_us(self.client.rng), release)
+        self.refresh("closed")
 
 
 def record_value(producer: int, seq: int, size: int) -> bytes:
@@ -284,13 +518,42 @@ def parse_value(value: bytes | None) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+RETRIABLE = frozenset({E.NOT_LEADER_OR_FOLLOWER, E.LEADER_NOT_AVAILABLE,
+                       E.UNKNOWN_TOPIC_OR_PARTITION, E.NOT_ENOUGH_REPLICAS,
+                       E.NOT_ENOUGH_REPLICAS_AFTER_APPEND, E.REQUEST_TIMED_OUT})
+"""Partition errors after which a client refreshes its metadata and retries on the partition's
+leader (a producer the same batch) without closing the connection."""
+
+
+class _Batch:
+    """One producer batch: built once, re-sent byte for byte until acknowledged. `conn` is the
+    connection it is in flight on (None: waiting to be sent, or `acked`)."""
+
+    __slots__ = ("partition", "data", "seqs", "conn", "sent_epoch", "sends", "acked")
+
+    def __init__(self, partition: int, data: bytes, seqs: list[int]) -> None:
+        self.partition = partition
+        self.data = data
+        self.seqs = seqs
+        self.conn: SimConn | None = None
+        self.sent_epoch = -1
+        self.sends = 0
+        self.acked = False
+
+    @property
+    def waiting(self) -> bool:
+        return self.conn is None and not self.acked
+
+
 class _ProduceReq:
-    """One Produce request of a producer: partition -> (batch bytes, record sequences)."""
+    """One Produce request: at most one batch per partition, all led by the node of `ch`."""
 
-    __slots__ = ("batches",)
+    __slots__ = ("ch", "conn", "batches")
 
-    def __init__(self) -> None:
-        self.batches: dict[int, tuple[bytes, list[int]]] = {}
+    def __init__(self, ch: Channel, conn: SimConn, batches: list[_Batch]) -> None:
+        self.ch = ch
+        self.conn = conn
+        self.batches = batches
 
 
 class Producer(KClient):
@@ -299,19 +562,29 @@ class Producer(KClient):
         super().__init__(world, node, f"prod{index}", rng)
         self.index = index
         self.spec = spec
-        self.ch = Channel(self, "main")
-        self.channels = [self.ch]
+        self.router = Router(self, "n", spec.topic, spec.request_timeout_ms)
         self.partitions = 0
         self.producer_id = -1
         self.producer_epoch = -1
+        self.pid_ch: Channel | None = None
         self.ready = False
         self.next_seq = 0
         self.part_seq: dict[int, int] = {}
         self.queue: deque[int] = deque()
-        self.inflight: list[_ProduceReq] = []
+        """Records created before the partition count is known."""
+        self.pq: dict[int, deque[int]] = {}
+        """Per partition: records waiting for a batch."""
+        self.waiting = 0
+        self.unacked: dict[int, deque[_Batch]] = {}
+        """Per partition, in sequence order: the batches from the oldest not acknowledged yet to
+        the newest built (those acknowledged meanwhile stay, marked, until the older ones are:
+        an idempotent producer builds a new batch only while there are fewer than
+        PRODUCER_BATCHES, so the oldest stays among the batches the leader remembers and its
+        retry is recognised as a duplicate)."""
+        self.reqs: list[_ProduceReq] = []
 
     def run(self) -> Generator[simpy.Event, Any, None]:
-        self.ch.open()
+        self.router.start()
         interval = max(1, round(1e6 / self.spec.rate_per_s))
         start = round(self.world.scenario.warmup_ms * US_PER_MS) + self.rng.randrange(interval)
         yield self.env.timeout(max(0, start - int(self.env.now)))
@@ -321,51 +594,70 @@ class Producer(KClient):
             yield self.env.timeout(interval)
 
     def unfinished(self) -> int:
-        return len(self.queue) + sum(len(s) for r in self.inflight for _b, s in
-                                     r.batches.values())
+        return self.waiting + sum(len(b.seqs) for bs in self.unacked.values() for b in bs
+                                  if not b.acked)
 
-    # ---- connection ------------------------------------------------------------------------
+    # ---- connections and routes ------------------------------------------------------------
 
     def channel_open(self, ch: Channel) -> None:
-        self.ready = False
-        self._metadata(ch, self.spec.topic, self._on_metadata, self.spec.request_timeout_ms)
+        pass  # requests queue behind the open; the router's Metadata goes first
 
     def channel_closed(self, ch: Channel) -> None:
-        self.ready = False
+        gone = [r for r in self.reqs if r.ch is ch]
+        for req in gone:
+            self.reqs.remove(req)
+            for b in req.batches:
+                if b.conn is req.conn:
+                    b.conn = None
+        if ch is self.pid_ch:
+            self.pid_ch = None
+        if gone:
+            self.emit("retry", at=ch.target, requests=len(gone),
+                      batches=sum(len(r.batches) for r in gone))
+        self.router.closed(ch)
+        self._pump()
 
-    def _on_metadata(self, partitions: int) -> None:
-        assert self.partitions in (0, partitions), (self.partitions, partitions)
-        self.partitions = partitions
+    def routes(self) -> None:
+        if not self.router.partitions:
+            return
+        if not self.partitions:
+            self.partitions = self.router.partitions
+            self.pq = {p: deque() for p in range(self.partitions)}
+            self.unacked = {p: deque() for p in range(self.partitions)}
+            while self.queue:
+                seq = self.queue.popleft()
+                self.pq[seq % self.partitions].append(seq)
         if self.spec.idempotent and self.producer_id < 0:
             self._init_producer_id()
-        else:
-            self._ready()
+            return
+        self._ready()
 
     def _init_producer_id(self) -> None:
-        conn = self.ch.conn
+        if self.pid_ch is not None or self.producer_id >= 0:
+            return
+        ch = self.router.any_link()
+        if not ch.up:
+            return
+        self.pid_ch = ch
 
         def reply(body: dict) -> None:
+            self.pid_ch = None
             if body["error_code"] or body["producer_id"] < 0:
                 self.emit("pid-error", code=body["error_code"])
-                def retry() -> None:
-                    if self.ch.conn is conn:
-                        self._init_producer_id()
-
-                self.later(RETRY_BACKOFF_US, retry)
+                self.later(RETRY_BACKOFF_US, self._init_producer_id)
                 return
             self.producer_id, self.producer_epoch = body["producer_id"], body["producer_epoch"]
-            self.emit("pid", id=self.producer_id, epoch=self.producer_epoch)
+            self.emit("pid", id=self.producer_id, epoch=self.producer_epoch, at=ch.target)
             self._ready()
 
-        self.ch.request(api.INIT_PRODUCER_ID, V_INIT_PID,
-                        {"transactional_id": None, "transaction_timeout_ms": 60_000}, reply,
-                        self.spec.request_timeout_ms)
+        ch.request(api.INIT_PRODUCER_ID, V_INIT_PID,
+                   {"transactional_id": None, "transaction_timeout_ms": 60_000}, reply,
+                   self.spec.request_timeout_ms)
 
     def _ready(self) -> None:
-        self.ready = True
-        self.emit("ready", resend=len(self.inflight))
-        for req in self.inflight:  # the same batches, in the same order
-            self._send(req, retry=True)
+        if not self.ready:
+            self.ready = True
+            self.emit("ready", queued=self.waiting)
         self._pump()
 
     # ---- records ---------------------------------------------------------------------------
@@ -373,88 +665,170 @@ class Producer(KClient):
     def _new_record(self) -> None:
         seq = self.next_seq
         self.next_seq += 1
-        rec = ProdRecord(self.index, seq, int(self.env.now))
+        rec = ProdRecord(self.index, seq, int(self.env.now), acks=self.spec.acks)
         self.world.history.records[(self.index, seq)] = rec
-        if len(self.queue) >= self.spec.queue_max:
+        if self.waiting >= self.spec.queue_max:
             rec.rejected = True
             self.emit("reject", seq=seq)
             return
-        self.queue.append(seq)
+        self.waiting += 1
+        if self.partitions:
+            self.pq[seq % self.partitions].append(seq)
+        else:
+            self.queue.append(seq)
         self._pump()
 
+    def _has_work(self, p: int) -> bool:
+        return bool(self.pq[p]) or any(b.waiting for b in self.unacked[p])
+
     def _pump(self) -> None:
-        while self.ready and self.queue and len(self.inflight) < self.spec.inflight_max:
-            req = self._build()
-            self.inflight.append(req)
-            self._send(req, retry=False)
+        """Send what waits, per leader node, at most `inflight_max` requests per connection."""
+        if not self.ready:
+            return
+        router = self.router
+        nodes = sorted({router.leader(p) for p in range(self.partitions)
+                        if router.leader(p) and self._has_work(p)})
+        for nid in nodes:
+            ch = router.link(nid)
+            while ch.up and sum(1 for r in self.reqs if r.ch is ch) < self.spec.inflight_max:
+                req = self._build(nid, ch)
+                if req is None:
+                    break
+                self._send(req)
 
-    def _build(self) -> _ProduceReq:
-        """The next request: up to batch_records_max queued records, one batch per partition."""
+    def _sendable(self, p: int, conn: SimConn) -> bool:
+        """Partition `p` may get a batch on `conn`: none of its batches is in flight on another
+        connection, and those in flight come before every waiting one (sequence order)."""
+        waiting = False
+        for b in self.unacked[p]:
+            if b.acked:
+                continue
+            if b.conn is None:
+                waiting = True
+            elif b.conn is not conn or waiting:
+                return False
+        return True
+
+    def _build(self, nid: int, ch: Channel) -> _ProduceReq | None:
+        """The next request to node `nid`: for each partition it leads, the first batch waiting
+        for a (re)send, else new batches of up to batch_records_max records taken in sequence
+        order."""
+        conn = ch.conn
+        assert conn is not None
+        router = self.router
+        batches: list[_Batch] = []
+        fresh: dict[int, deque[int]] = {}
+        window = PRODUCER_BATCHES if self.spec.idempotent else 1 << 30
+        for p in range(self.partitions):
+            if router.leader(p) != nid or not self._sendable(p, conn):
+                continue
+            old = next((b for b in self.unacked[p] if b.waiting), None)
+            if old is not None:
+                batches.append(old)
+            elif self.pq[p] and len(self.unacked[p]) < window:
+                fresh[p] = self.pq[p]
+        take: dict[int, list[int]] = {}
+        budget = self.spec.batch_records_max
+        while budget and fresh:
+            p = min(fresh, key=lambda q: fresh[q][0])
+            take.setdefault(p, []).append(fresh[p].popleft())
+            budget -= 1
+            self.waiting -= 1
+            if not fresh[p]:
+                del fresh[p]
+        for p in sorted(take):
+            batch = self._batch(p, take[p])
+            self.unacked[p].append(batch)
+            batches.append(batch)
+        if not batches:
+            return None
+        return _ProduceReq(ch, conn, batches)
+
+    def _batch(self, p: int, seqs: list[int]) -> _Batch:
         spec, records = self.spec, self.world.history.records
-        by_part: dict[int, list[int]] = {}
-        for _ in range(min(spec.batch_records_max, len(self.queue))):
-            seq = self.queue.popleft()
-            by_part.setdefault(seq % self.partitions, []).append(seq)
-        req = _ProduceReq()
-        for p, seqs in by_part.items():
-            recs = []
-            for seq in seqs:
-                rec = records[(self.index, seq)]
-                rec.partition = p
-                recs.append(KRecord(0, rec.created_us // US_PER_MS, str(p).encode(),
-                                    record_value(self.index, seq, spec.payload_bytes)))
-            if spec.idempotent:
-                base_seq = self.part_seq.get(p, 0)
-                self.part_seq[p] = base_seq + len(seqs)
-                batch = build_batch(recs, producer_id=self.producer_id,
-                                    producer_epoch=self.producer_epoch, base_sequence=base_seq)
-            else:
-                batch = build_batch(recs)
-            req.batches[p] = (batch, seqs)
-        return req
+        recs = []
+        for seq in seqs:
+            rec = records[(self.index, seq)]
+            rec.partition = p
+            recs.append(KRecord(0, rec.created_us // US_PER_MS, str(p).encode(),
+                                record_value(self.index, seq, spec.payload_bytes)))
+        if spec.idempotent:
+            base_seq = self.part_seq.get(p, 0)
+            self.part_seq[p] = base_seq + len(seqs)
+            data = build_batch(recs, producer_id=self.producer_id,
+                               producer_epoch=self.producer_epoch, base_sequence=base_seq)
+        else:
+            data = build_batch(recs)
+        return _Batch(p, data, seqs)
 
-    def _send(self, req: _ProduceReq, retry: bool) -> None:
+    def _send(self, req: _ProduceReq) -> None:
         now = int(self.env.now)
         records = self.world.history.records
         parts = []
-        for p, (batch, seqs) in req.batches.items():
-            parts.append({"index": p, "records": batch})
-            for seq in seqs:
+        for b in req.batches:
+            b.conn = req.conn
+            b.sent_epoch = self.router.epochs.get(b.partition, -1)
+            b.sends += 1
+            parts.append({"index": b.partition, "records": b.data})
+            for seq in b.seqs:
                 rec = records[(self.index, seq)]
                 rec.sends += 1
                 if rec.first_sent_us < 0:
                     rec.first_sent_us = now
-            self.emit("send", p=p, seq=seqs[0], n=len(seqs), retry=retry)
-        body = {"transactional_id": None, "acks": self.spec.acks, "timeout_ms": 30_000,
+            self.emit("send", p=b.partition, seq=b.seqs[0], n=len(b.seqs), retry=b.sends > 1,
+                      at=req.ch.target)
+        body = {"transactional_id": None, "acks": self.spec.acks,
+                "timeout_ms": self.spec.produce_timeout_ms,
                 "topic_data": [{"name": self.spec.topic, "partition_data": parts}]}
-        self.ch.request(api.PRODUCE, V_PRODUCE, body, lambda b: self._on_produce(req, b),
-                        self.spec.request_timeout_ms)
+        self.reqs.append(req)
+        req.ch.request(api.PRODUCE, V_PRODUCE, body, lambda b: self._on_produce(req, b),
+                       self.spec.request_timeout_ms)
 
     def _on_produce(self, req: _ProduceReq, body: dict) -> None:
+        self.reqs.remove(req)
         now = int(self.env.now)
         records = self.world.history.records
-        failed = False
+        nid = req.ch.target
+        by_p = {b.partition: b for b in req.batches}
+        answered: set[int] = set()
+        drop = reroute = False
         for topic in body["responses"]:
             for pr in topic["partition_responses"]:
-                entry = req.batches.get(pr["index"])
-                if entry is None:
+                p = pr["index"]
+                b = by_p.get(p)
+                if b is None or p in answered:
                     continue
-                if pr["error_code"]:
-                    self.emit("produce-error", p=pr["index"], code=pr["error_code"])
-                    failed = True
+                answered.add(p)
+                err = pr["error_code"]
+                if err:
+                    b.conn = None
+                    self.emit("produce-error", p=p, seq=b.seqs[0], code=err, at=nid)
+                    if err in RETRIABLE:
+                        self.router.forget(p)
+                        reroute = True
+                    else:
+                        drop = True
                     continue
-                base, seqs = pr["base_offset"], entry[1]
-                for i, seq in enumerate(seqs):
+                base = pr["base_offset"]
+                for i, seq in enumerate(b.seqs):
                     rec = records[(self.index, seq)]
                     rec.acked_us, rec.offset = now, base + i
-                self.emit("ack", p=pr["index"], seq=seqs[0], n=len(seqs), offset=base)
-                del req.batches[pr["index"]]
-        if not req.batches:
-            self.inflight.remove(req)
-            self._pump()
-        else:  # an error (or a partition missing from the reply): retry on a new connection
-            self.emit("retry", failed=failed, batches=len(req.batches))
-            self.ch.drop()
+                    rec.epoch, rec.node = b.sent_epoch, nid or 0
+                self.emit("ack", p=p, seq=b.seqs[0], n=len(b.seqs), offset=base, at=nid)
+                b.conn, b.acked = None, True
+                queue = self.unacked[p]
+                while queue and queue[0].acked:
+                    queue.popleft()
+        for b in req.batches:
+            if b.partition not in answered:  # missing from the reply: retry as after an error
+                b.conn = None
+                drop = True
+        if reroute:
+            self.router.refresh("produce-error")
+        if drop:  # not a routing error: as before replication, retry on a new connection
+            self.emit("retry", at=nid, requests=1, batches=len(req.batches))
+            req.ch.drop()
+        self._pump()
 
 
 # ---- consumers ----------------------------------------------------------------------------
@@ -462,7 +836,8 @@ class Producer(KClient):
 
 class Consumer(KClient):
     """Fetching shared by group consumers and readers: positions per partition, resets to the
-    earliest offset through ListOffsets, long-poll Fetch on the `fetch` channel, receipts."""
+    earliest offset through ListOffsets, long-poll Fetch of each partition from its leader (one
+    outstanding request per leader link), receipts."""
 
     def __init__(self, world: KafkaWorkload, node: int, name: str, topic: str, wait_ms: int,
                  max_bytes: int, timeout_ms: int, rng: Any) -> None:
@@ -471,12 +846,11 @@ class Consumer(KClient):
         self.wait_ms = wait_ms
         self.max_bytes = max_bytes
         self.timeout_ms = timeout_ms
-        self.fetch = Channel(self, "fetch")
+        self.router = Router(self, "fetch", topic, timeout_ms)
         self.partitions = 0
         self.assigned: tuple[int, ...] = ()
         self.positions: dict[int, int] = {}
         self.resets: list[int] = []  # assigned partitions waiting for their earliest offset
-        self.fetch_busy = False
         self.fetch_token = 0  # bumped when the assignment changes: older replies are stale
 
     def fetching(self) -> bool:
@@ -488,70 +862,96 @@ class Consumer(KClient):
                                                  offset, why=why))
         self.emit("seek", p=p, offset=offset, why=why)
 
-    def maybe_fetch(self) -> None:
-        if not self.fetch.up or self.fetch_busy or not self.fetching():
-            return
-        token = self.fetch_token
-        if self.resets:
-            self.fetch_busy = True
-            parts = [{"partition_index": p, "current_leader_epoch": -1, "timestamp": -2}
-                     for p in self.resets]
-            body = {"replica_id": -1, "isolation_level": 0,
-                    "topics": [{"name": self.topic, "partitions": parts}]}
-            self.fetch.request(api.LIST_OFFSETS, V_LIST_OFFSETS, body,
-                               lambda b: self._on_offsets(token, b), self.timeout_ms)
-            return
-        parts = [{"partition": p, "current_leader_epoch": -1, "fetch_offset": self.positions[p],
-                  "log_start_offset": -1, "partition_max_bytes": self.max_bytes}
-                 for p in self.assigned if p in self.positions]
-        if not parts:
-            return
-        self.fetch_busy = True
-        body = {"replica_id": -1, "max_wait_ms": self.wait_ms, "min_bytes": 1,
-                "max_bytes": self.max_bytes, "isolation_level": 0, "session_id": 0,
-                "session_epoch": -1, "topics": [{"topic": self.topic, "partitions": parts}],
-                "forgotten_topics_data": [], "rack_id": ""}
-        self.fetch.request(api.FETCH, V_FETCH, body, lambda b: self._on_fetch(token, b),
-                           self.wait_ms + self.timeout_ms)
+    def routes(self) -> None:
+        self.maybe_fetch()
 
-    def _on_offsets(self, token: int, body: dict) -> None:
-        self.fetch_busy = False
+    def maybe_fetch(self) -> None:
+        if not self.fetching() or not self.router.partitions:
+            return
+        router = self.router
+        by_node: dict[int, list[int]] = {}
+        for p in self.assigned:
+            nid = router.leader(p)
+            if nid:
+                by_node.setdefault(nid, []).append(p)
+            else:
+                router.refresh("no-leader")
+        token = self.fetch_token
+        for nid in sorted(by_node):
+            ch = router.link(nid)
+            if not ch.up or ch.busy:
+                continue
+            mine = by_node[nid]
+            resets = [p for p in self.resets if p in mine]
+            if resets:
+                ch.busy = True
+                parts = [{"partition_index": p, "current_leader_epoch": -1, "timestamp": -2}
+                         for p in resets]
+                body = {"replica_id": -1, "isolation_level": 0,
+                        "topics": [{"name": self.topic, "partitions": parts}]}
+                ch.request(api.LIST_OFFSETS, V_LIST_OFFSETS, body,
+                           self._reply_to(self._on_offsets, token, ch), self.timeout_ms)
+                continue
+            fparts = [{"partition": p, "current_leader_epoch": -1,
+                       "fetch_offset": self.positions[p], "log_start_offset": -1,
+                       "partition_max_bytes": self.max_bytes}
+                      for p in mine if p in self.positions]
+            if not fparts:
+                continue
+            ch.busy = True
+            body = {"replica_id": -1, "max_wait_ms": self.wait_ms, "min_bytes": 1,
+                    "max_bytes": self.max_bytes, "isolation_level": 0, "session_id": 0,
+                    "session_epoch": -1, "topics": [{"topic": self.topic, "partitions": fparts}],
+                    "forgotten_topics_data": [], "rack_id": ""}
+            ch.request(api.FETCH, V_FETCH, body, self._reply_to(self._on_fetch, token, ch),
+                       self.wait_ms + self.timeout_ms)
+
+    @staticmethod
+    def _reply_to(fn: Callable[[int, Channel, dict], None], token: int, ch: Channel
+                  ) -> Callable[[dict], None]:
+        return lambda body: fn(token, ch, body)
+
+    def _misrouted(self, p: int, code: int, ch: Channel, op: str) -> None:
+        """A partition error on a fetch-side request: ask where it lives now."""
+        self.emit("fetch-error", p=p, code=code, at=ch.target, op=op)
+        if self.router.leader(p) == ch.target:
+            self.router.forget(p)
+        self.router.refresh("fetch-error")
+
+    def _on_offsets(self, token: int, ch: Channel, body: dict) -> None:
+        ch.busy = False
         if token == self.fetch_token:
             for t in body["topics"]:
                 for pr in t["partitions"]:
                     p = pr["partition_index"]
-                    if pr["error_code"] or p not in self.resets:
+                    if p not in self.resets:
+                        continue
+                    if pr["error_code"]:
+                        self._misrouted(p, pr["error_code"], ch, "list-offsets")
                         continue
                     self.resets.remove(p)
                     self.seek(p, pr["offset"], "earliest")
-        if self.resets and token == self.fetch_token:
-            self.later(RETRY_BACKOFF_US, self.maybe_fetch)
-        else:
-            self.maybe_fetch()
+        self.maybe_fetch()
 
-    def _on_fetch(self, token: int, body: dict) -> None:
-        self.fetch_busy = False
+    def _on_fetch(self, token: int, ch: Channel, body: dict) -> None:
+        ch.busy = False
         if token != self.fetch_token:
             self.maybe_fetch()
             return
-        trouble = False
         for t in body["responses"]:
             for pr in t["partitions"]:
                 p, err = pr["partition_index"], pr["error_code"]
-                if p not in self.positions:
-                    continue
+                if p not in self.positions or self.router.leader(p) != ch.target:
+                    continue  # (a moved partition's late answer: its new leader's counts)
                 if err == E.OFFSET_OUT_OF_RANGE:
-                    self.emit("out-of-range", p=p, offset=self.positions.pop(p))
+                    self.emit("out-of-range", p=p, offset=self.positions.pop(p),
+                              at=ch.target)
                     self.resets.append(p)
                 elif err:
-                    self.emit("fetch-error", p=p, code=err)
-                    trouble = True
+                    self._misrouted(p, err, ch, "fetch")
                 elif pr["records"]:
                     self._deliver(p, pr["records"])
-        if trouble:
-            self.later(RETRY_BACKOFF_US, self.maybe_fetch)
-        else:
-            self.maybe_fetch()
+        self.maybe_fetch()
 
     def _deliver(self, p: int, data: bytes) -> None:
         pos = self.positions[p]
@@ -566,6 +966,12 @@ class Consumer(KClient):
             pos = rec.offset + 1
         self.positions[p] = pos
 
+    def channel_open(self, ch: Channel) -> None:
+        self.maybe_fetch()
+
+    def channel_closed(self, ch: Channel) -> None:
+        self.router.closed(ch)
+
 
 class Reader(Consumer):
     """assign() every partition, seek to the beginning, fetch forever."""
@@ -575,23 +981,16 @@ class Reader(Consumer):
         super().__init__(world, node, f"reader{index}", spec.topic, spec.fetch_max_wait_ms,
                          spec.fetch_max_bytes, spec.request_timeout_ms, rng)
         self.spec = spec
-        self.channels = [self.fetch]
 
     def run(self) -> Generator[simpy.Event, Any, None]:
         stagger = round(self.world.scenario.warmup_ms * US_PER_MS / 2)
         yield self.env.timeout(self.rng.randrange(stagger + 1))
-        self.fetch.open()
+        self.router.start()
 
-    def channel_open(self, ch: Channel) -> None:
-        self._metadata(ch, self.topic, self._on_metadata, self.timeout_ms)
-
-    def channel_closed(self, ch: Channel) -> None:
-        self.fetch_busy = False
-
-    def _on_metadata(self, partitions: int) -> None:
-        if not self.assigned:
-            self.partitions = partitions
-            self.assigned = tuple(range(partitions))
+    def routes(self) -> None:
+        if not self.assigned and self.router.partitions:
+            self.partitions = self.router.partitions
+            self.assigned = tuple(range(self.partitions))
             self.resets = list(self.assigned)
         self.maybe_fetch()
 
@@ -664,7 +1063,9 @@ class GroupConsumer(Consumer):
                          spec.fetch_max_bytes, spec.request_timeout_ms, rng)
         self.spec = spec
         self.coord = Channel(self, "coord")
-        self.channels = [self.coord, self.fetch]
+        """Pinned to the clients' node: the group coordinator is that node's (FindCoordinator
+        answers with the node asked, so every member must ask the same one)."""
+        self.channels = [self.coord]
         self.coord_ready = False
         self.phase = Phase.UNJOINED
         self.member_id = ""
@@ -677,7 +1078,7 @@ class GroupConsumer(Consumer):
         stagger = round(self.world.scenario.warmup_ms * US_PER_MS / 2)
         yield self.env.timeout(self.rng.randrange(stagger + 1))
         self.coord.open()
-        self.fetch.open()
+        self.router.start()
 
     def fetching(self) -> bool:
         return self.phase is Phase.STABLE and bool(self.assigned)
@@ -685,15 +1086,15 @@ class GroupConsumer(Consumer):
     # ---- connections -----------------------------------------------------------------------
 
     def channel_open(self, ch: Channel) -> None:
-        if ch is self.fetch:
+        if ch is not self.coord:
             self.maybe_fetch()
             return
         self.coord_ready = False
         self._metadata(ch, self.topic, self._on_metadata, self.timeout_ms)
 
     def channel_closed(self, ch: Channel) -> None:
-        if ch is self.fetch:
-            self.fetch_busy = False
+        if ch is not self.coord:
+            super().channel_closed(ch)
             return
         self.coord_ready = False
         if self.phase in (Phase.JOINING, Phase.SYNCING):
@@ -913,7 +1314,7 @@ class GroupConsumer(Consumer):
 
 class KafkaWorkload(Workload):
     """The Kafka clients of a world: built from the scenario's [[producers]], [[groups]] and
-    [[readers]], connected to the clients' node."""
+    [[readers]]; they bootstrap on the clients' node and follow partition leaders to any node."""
 
     name = "kafka"
 
@@ -944,6 +1345,10 @@ class KafkaWorkload(Workload):
                 i = len(self.readers)
                 self.readers.append(Reader(self, world.client_id(), i, rspec,
                                            seeds.derive(f"kafka-reader{i}")))
+        self.topics = sorted({p.spec.topic for p in self.producers}
+                             | {c.spec.topic for c in self.consumers}
+                             | {r.spec.topic for r in self.readers})
+        """The topics whose replicated partitions' leaders are followed (`on_applied`)."""
 
     def clients(self) -> list[KClient]:
         return [*self.producers, *self.consumers, *self.readers]
@@ -959,7 +1364,7 @@ class KafkaWorkload(Workload):
     # ---- what the clients use
 
     def dial(self, channel: Channel) -> SimConn:
-        return self.world.dial(channel, Proto.KAFKA)
+        return self.world.dial(channel, Proto.KAFKA, node=channel.target)
 
     def reset(self, conn: SimConn, by_client: bool) -> None:
         self.world.reset(conn, by_client)
@@ -977,23 +1382,69 @@ class KafkaWorkload(Workload):
             self.env.process(client.run())  # type: ignore[attr-defined]
 
     def on_up(self, nid: int, core: NodeCore) -> None:
-        """Re-open (recover) every partition meta knows, as a restarted broker does."""
-        if nid != self.world.clients_node:
-            return
+        """The clients' node re-opens (recovers) every unreplicated partition meta knows, as a
+        restarted broker does; replicated partitions are opened by the node's replicator once
+        it has registered (only those already attached are counted)."""
+        serving = nid == self.world.clients_node
         batches = partitions = 0
+        attached = set(core.shards.list())
+        held = False
         for topic in core.replica.sm.topics():
-            for index in range(len(topic.shards)):
-                log = core.kafka.partition_log(topic.name, index)
-                assert log is not None
+            for index, shard in enumerate(topic.shards):
+                name = f"kafka:{topic.name}:{index}"
+                if shard.replicated:
+                    held = held or nid in shard.replicas
+                    if nid not in shard.replicas or name not in attached:
+                        continue
+                elif not serving:
+                    continue
+                else:
+                    log = core.kafka.partition_log(topic.name, index)
+                    assert log is not None
                 partitions += 1
-                batches += core.shards.describe(f"kafka:{topic.name}:{index}").records
+                batches += core.shards.describe(name).records
+        if not serving and not held:
+            return
         self.recovered_batches += batches
         self.history.emit(nid, "broker-up", gen=self.world.nodes[nid].gen,
                           partitions=partitions, batches=batches)
 
     def on_crash(self, nid: int) -> None:
+        """Crashes of the clients' node end its group coordinator's generations (the checker
+        counts them); every node's crash is in the fault log."""
         if nid == self.world.clients_node:
             self.history.crashes.append(int(self.env.now))
+
+    def on_applied(self, nid: int) -> None:
+        """Follow the leaders and in-sync sets of the clients' replicated partitions in meta, as
+        the first node to apply each change sees it (`leader`, `isr`): the checker's ground
+        truth about failovers."""
+        core = self.world.nodes[nid].core
+        if core is None:
+            return  # replaying its log while it starts: nothing new
+        sm = core.replica.sm
+        leaders = self.history.leaders
+        for name in self.topics:
+            info = sm.topic(name)
+            if info is None:
+                continue
+            for index, shard in enumerate(info.shards):
+                if not shard.replicated:
+                    continue
+                key = (name, index)
+                log = leaders.setdefault(key, [])
+                if log and (log[-1].epoch, log[-1].version) >= (shard.epoch, shard.version):
+                    continue
+                event = LeaderEvent(int(self.env.now), name, index, shard.leader, shard.epoch,
+                                    shard.version, shard.isr, len(shard.replicas))
+                if log and log[-1].epoch == shard.epoch:
+                    self.history.emit(nid, "isr", p=index, epoch=shard.epoch,
+                                      isr=list(shard.isr))
+                else:
+                    self.history.emit(nid, "leader", p=index, leader=shard.leader,
+                                      epoch=shard.epoch, isr=list(shard.isr),
+                                      replicas=list(shard.replicas))
+                log.append(event)
 
     def filter_input(self, conn: SimConn, data: bytes) -> bytes:
         if conn.proto is not Proto.KAFKA:
@@ -1057,7 +1508,8 @@ class KafkaWorkload(Workload):
         return data
 
     def _fake_ack(self, conn: SimConn, header: RequestHeader, body: dict) -> None:
-        core = self.world.nodes[self.world.clients_node].core
+        node = self.world.conn_node(conn)
+        core = self.world.nodes[node].core
         assert core is not None
         broker = core.kafka
         responses = []
@@ -1068,7 +1520,7 @@ class KafkaWorkload(Workload):
                 base = log.log_end_offset if log is not None else 0
                 parts.append({"index": part["index"], "error_code": 0, "base_offset": base,
                               "log_append_time_ms": -1, "log_start_offset": 0})
-                self.history.emit(self.world.clients_node, "bug", bug="drop-acked-batch",
+                self.history.emit(node, "bug", bug="drop-acked-batch",
                                   p=part["index"], offset=base)
             responses.append({"name": topic["name"], "partition_responses": parts})
         conn.down.send(encode_response(api.PRODUCE, header.api_version, header.correlation_id,

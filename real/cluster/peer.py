@@ -1,6 +1,7 @@
 """One inter-node connection as a pure state machine: a mutual challenge handshake over a shared
-cluster secret, then Raft messages in frames (real/cluster/wire.py). No sockets here: a host feeds
-`receive(bytes)`, writes `take_output()` and closes the connection when an event says so.
+cluster secret, then node-to-node messages in frames (real/cluster/wire.py: Raft's, and the shard
+fetches, fetch replies and broker heartbeats of real/server/peermsg.py). No sockets here: a host
+feeds `receive(bytes)`, writes `take_output()` and closes the connection when an event says so.
 
     dialer                                       acceptor
       HELLO(versions, node id, nonce_d, cluster) ->
@@ -17,9 +18,9 @@ cluster secret, then Raft messages in frames (real/cluster/wire.py). No sockets 
 Both sides prove they hold the secret without sending it, and fresh nonces (from the injected rng)
 keep a recorded handshake from being replayed. Anything else closes the connection with a reason
 (and a REJECT frame to the peer when it is worth telling): another cluster, another frame
-version, an unknown or own node id, a wrong MAC, a Raft message before the handshake, a message
+version, an unknown or own node id, a wrong MAC, a message before the handshake, a message
 whose `src` is not the authenticated peer or whose `dst` is not this node, a malformed or
-oversized frame. A closed session ignores further bytes.
+oversized frame or message. A closed session ignores further bytes.
 """
 
 from __future__ import annotations
@@ -32,16 +33,19 @@ from dataclasses import dataclass, field
 
 from real.cluster.wire import (
     FRAME_MAX_DEFAULT,
+    KIND_NAMES,
+    PEER_KINDS,
     VERSION,
     Frame,
     FrameDecoder,
     Kind,
     WireError,
-    decode_message,
+    decode_peer,
     encode_frame,
-    encode_message,
+    peer_frame,
 )
 from real.raft.types import Message
+from real.server.peermsg import PeerMessage
 
 NONCE_BYTES = 16
 MAC_BYTES = 32
@@ -75,7 +79,7 @@ class Established:
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    message: Message
+    message: Message | PeerMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +131,11 @@ class PeerSession:
         out, self._out = bytes(self._out), bytearray()
         return out
 
-    def send(self, msg: Message) -> None:
-        """Queue a Raft message for the authenticated peer."""
+    def send(self, msg: Message | PeerMessage) -> None:
+        """Queue a node-to-node message (Raft's or a `PeerMessage`) for the authenticated peer."""
         assert self.established, self.state
         assert msg.src == self.config.node_id and msg.dst == self.peer_id, (msg.src, msg.dst)
-        self._out += encode_frame(Kind.RAFT, encode_message(msg))
+        self._out += peer_frame(msg)
         self.sent += 1
 
     def receive(self, data: bytes) -> list[Event]:
@@ -157,11 +161,11 @@ class PeerSession:
         if frame.version != VERSION:
             return [self._close(f"frame version {frame.version} (this node speaks {VERSION})")]
         if self.state == "established":
-            if frame.kind != Kind.RAFT:
+            if frame.kind not in PEER_KINDS:
                 return [self._close(f"unexpected frame kind {frame.kind} after the handshake")]
-            return self._raft(frame.payload)
-        if frame.kind == Kind.RAFT:
-            return [self._close("a Raft message before the handshake")]
+            return self._message(frame)
+        if frame.kind in PEER_KINDS:
+            return [self._close(f"a {KIND_NAMES[frame.kind]} message before the handshake")]
         if self.state == "awaiting-hello" and frame.kind == Kind.HELLO:
             return self._hello(frame.payload)
         if self.state == "hello-sent" and frame.kind == Kind.CHALLENGE:
@@ -227,13 +231,14 @@ class PeerSession:
         self.state = "established"
         self._decoder.frame_max = self.config.frame_max  # the peer is authenticated now
 
-    def _raft(self, payload: bytes) -> list[Event]:
+    def _message(self, frame: Frame) -> list[Event]:
+        name = KIND_NAMES[frame.kind]
         try:
-            msg = decode_message(payload)
+            msg = decode_peer(frame)
         except WireError as exc:
-            return [self._close(f"malformed Raft message: {exc}")]
+            return [self._close(f"malformed {name} message: {exc}")]
         if msg.src != self.peer_id or msg.dst != self.config.node_id:
-            return [self._close(f"Raft message from {msg.src} to {msg.dst} on the connection "
+            return [self._close(f"{name} message from {msg.src} to {msg.dst} on the connection "
                                 f"of node {self.peer_id} to node {self.config.node_id}")]
         self.received += 1
         return [Received(msg)]

@@ -1,10 +1,12 @@
-"""The inter-node wire format: versioned, length-prefixed frames, and Raft messages inside them.
+"""The inter-node wire format: versioned, length-prefixed frames, and the node-to-node messages
+inside them (Raft's, and real/server/peermsg.py's shard replication and broker heartbeats).
 
 Sans-I/O and pure, so the asyncio host and the simulator can carry the same bytes between nodes.
 
     frame   = length:u32 (bytes after this field) | version:u8 | kind:u8 | payload
     kinds   = HELLO, CHALLENGE, PROOF, WELCOME, REJECT (the handshake: real/cluster/peer.py),
-              RAFT (payload: one Raft message, below)
+              RAFT (payload: one Raft message, below), SHARD_FETCH, SHARD_REPLY and
+              BROKER_HEARTBEAT (one `peermsg` message each, below)
 
 A Raft message (all integers big-endian):
 
@@ -16,8 +18,23 @@ A Raft message (all integers big-endian):
     len:u32 | context
 
 The type and entry-kind codes are fixed tables (never an enum's order), so the format does not
-move when an enum grows. Every decode error is a `WireError` naming what was wrong and where: a
-peer's bytes can make the connection close, never raise anything else.
+move when an enum grows.
+
+The `real.server.peermsg` messages (big-endian; str = len:u16 | UTF-8; node ids u32 and never 0;
+offsets and epochs i64, at least -1, which stands for "none"):
+
+    SHARD_FETCH      = src:u32 | dst:u32 | topic:str | partition:u32 | epoch:i64 | offset:i64 |
+                       last_epoch:i64 | acked:i64 | seq:u64 | bytes_max:u32
+    SHARD_REPLY      = src:u32 | dst:u32 | topic:str | partition:u32 | epoch:i64 | seq:u64 |
+                       error:u8 (a `FetchError` code) | high_watermark:i64 | log_start:i64 |
+                       diverging_epoch:i64 | diverging_end:i64 |
+                       len:u32 | records (len 0: none; else one storage batch,
+                       real/storage/record.py, whose offsets are contiguous)
+    BROKER_HEARTBEAT = src:u32 | dst:u32 | broker_epoch:i64
+
+Every decode error is a `WireError` naming what was wrong and where (trailing bytes included): a
+peer's bytes can make the connection close, never raise anything else. `peer_frame` and
+`decode_peer` carry any of the four message types.
 """
 
 from __future__ import annotations
@@ -34,6 +51,15 @@ from real.raft.types import (
     Snapshot,
     SnapshotMeta,
 )
+from real.server.peermsg import (
+    FETCH_ERRORS,
+    BrokerHeartbeat,
+    PeerMessage,
+    ShardFetch,
+    ShardFetchReply,
+)
+from real.storage.errors import StorageError
+from real.storage.record import Record, decode_records, encode_records
 
 VERSION = 1
 """The frame format this code speaks (a peer with another version is refused in the handshake)."""
@@ -48,9 +74,17 @@ class Kind:
     WELCOME = 4
     REJECT = 5
     RAFT = 6
+    SHARD_FETCH = 7
+    SHARD_REPLY = 8
+    BROKER_HEARTBEAT = 9
 
 
-KINDS = frozenset({Kind.HELLO, Kind.CHALLENGE, Kind.PROOF, Kind.WELCOME, Kind.REJECT, Kind.RAFT})
+PEER_KINDS = frozenset({Kind.RAFT, Kind.SHARD_FETCH, Kind.SHARD_REPLY, Kind.BROKER_HEARTBEAT})
+"""The frame kinds that carry a node-to-node message (`decode_peer`), after the handshake."""
+KINDS = frozenset({Kind.HELLO, Kind.CHALLENGE, Kind.PROOF, Kind.WELCOME, Kind.REJECT}) | PEER_KINDS
+KIND_NAMES = {Kind.RAFT: "Raft", Kind.SHARD_FETCH: "ShardFetch",
+              Kind.SHARD_REPLY: "ShardFetchReply", Kind.BROKER_HEARTBEAT: "BrokerHeartbeat"}
+"""What a peer-message frame kind carries, for log lines and close reasons."""
 
 MSG_CODES: dict[MsgType, int] = {
     MsgType.PRE_VOTE: 1, MsgType.PRE_VOTE_RESP: 2, MsgType.VOTE: 3, MsgType.VOTE_RESP: 4,
@@ -69,6 +103,11 @@ _SNAP_HEAD = struct.Struct(">QQHH")
 _U32 = struct.Struct(">I")
 _U8 = struct.Struct(">B")
 _ID = struct.Struct(">I")
+_U16 = struct.Struct(">H")
+_IDS = struct.Struct(">II")
+_FETCH_BODY = struct.Struct(">IqqqqQI")
+_REPLY_BODY = struct.Struct(">IqQBqqqq")
+_HEARTBEAT = struct.Struct(">IIq")
 _U32_MAX = (1 << 32) - 1
 _U64_MAX = (1 << 64) - 1
 
@@ -232,3 +271,155 @@ def decode_message(payload: bytes) -> Message:
 def raft_frame(m: Message) -> bytes:
     """One RAFT frame carrying `m`."""
     return encode_frame(Kind.RAFT, encode_message(m))
+
+
+# ---- peer messages (real/server/peermsg.py) ----------------------------------------------------
+
+
+def _put_str(parts: list[bytes], text: str) -> None:
+    raw = text.encode()
+    parts.append(_U16.pack(len(raw)))
+    parts.append(raw)
+
+
+def _take_ids(r: _Reader, what: str) -> tuple[int, int]:
+    src, dst = r.take(_IDS, f"{what} src and dst")
+    if src == 0 or dst == 0:
+        raise WireError(f"node id 0 in a {what} (src {src}, dst {dst})")
+    return src, dst
+
+
+def _take_str(r: _Reader, what: str) -> str:
+    (length,) = r.take(_U16, f"{what} length")
+    raw = r.bytes(length, what)
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as exc:
+        raise WireError(f"{what} is not UTF-8: {exc}") from None
+
+
+def _check_signed(what: str, **fields: int) -> None:
+    """Offsets and epochs are >= 0, or -1 for "none"."""
+    for name, value in fields.items():
+        if value < -1:
+            raise WireError(f"{what} {name} {value} (at least -1 expected)")
+
+
+def _check_end(r: _Reader, what: str) -> None:
+    if r.pos != len(r.data):
+        raise WireError(f"{len(r.data) - r.pos} trailing bytes after the {what}")
+
+
+
+def encode_shard_fetch(m: ShardFetch) -> bytes:
+    parts = [_IDS.pack(m.src, m.dst)]
+    _put_str(parts, m.topic)
+    parts.append(_FETCH_BODY.pack(m.partition, m.epoch, m.offset, m.last_epoch, m.acked, m.seq,
+                                  m.bytes_max))
+    return b"".join(parts)
+
+
+def decode_shard_fetch(payload: bytes) -> ShardFetch:
+    """The `ShardFetch` a SHARD_FETCH frame carries; `WireError` for anything malformed."""
+    what = "ShardFetch"
+    r = _Reader(payload)
+    src, dst = _take_ids(r, what)
+    topic = _take_str(r, f"{what} topic")
+    (partition, epoch, offset, last_epoch, acked, seq,
+     bytes_max) = r.take(_FETCH_BODY, f"{what} fields")
+    _check_signed(what, epoch=epoch, offset=offset, last_epoch=last_epoch, acked=acked)
+    _check_end(r, what)
+    return ShardFetch(src, dst, topic, partition, epoch, offset, last_epoch, acked, seq,
+                      bytes_max)
+
+
+def encode_shard_reply(m: ShardFetchReply) -> bytes:
+    parts = [_IDS.pack(m.src, m.dst)]
+    _put_str(parts, m.topic)
+    parts.append(_REPLY_BODY.pack(m.partition, m.epoch, m.seq, m.error, m.high_watermark,
+                                  m.log_start, m.diverging_epoch, m.diverging_end))
+    batch = encode_records(m.records) if m.records else b""
+    parts.append(_U32.pack(len(batch)))
+    parts.append(batch)
+    return b"".join(parts)
+
+
+def decode_shard_reply(payload: bytes) -> ShardFetchReply:
+    """The `ShardFetchReply` a SHARD_REPLY frame carries; `WireError` for anything malformed
+    (a corrupt record batch included)."""
+    what = "ShardFetchReply"
+    r = _Reader(payload)
+    src, dst = _take_ids(r, what)
+    topic = _take_str(r, f"{what} topic")
+    (partition, epoch, seq, error, high_watermark, log_start, diverging_epoch,
+     diverging_end) = r.take(_REPLY_BODY, f"{what} fields")
+    if error not in FETCH_ERRORS:
+        raise WireError(f"{what} error code {error} unknown")
+    _check_signed(what, epoch=epoch, high_watermark=high_watermark, log_start=log_start,
+                  diverging_epoch=diverging_epoch, diverging_end=diverging_end)
+    (length,) = r.take(_U32, f"{what} records length")
+    batch = r.bytes(length, f"{what} records")
+    _check_end(r, what)
+    records: tuple[Record, ...] = ()
+    if length:
+        try:
+            records = tuple(decode_records(batch))
+        except StorageError as exc:
+            raise WireError(f"{what} records: {exc}") from None
+        first = records[0].offset if records else 0
+        if first < 0 or any(rec.offset != first + i for i, rec in enumerate(records)):
+            raise WireError(f"{what} records: offsets {[rec.offset for rec in records[:8]]} "
+                            "are negative or not contiguous")
+    return ShardFetchReply(src, dst, topic, partition, epoch, seq, error, high_watermark,
+                           log_start, diverging_epoch, diverging_end, records)
+
+
+def encode_broker_heartbeat(m: BrokerHeartbeat) -> bytes:
+    return _HEARTBEAT.pack(m.src, m.dst, m.broker_epoch)
+
+
+def decode_broker_heartbeat(payload: bytes) -> BrokerHeartbeat:
+    """The `BrokerHeartbeat` a BROKER_HEARTBEAT frame carries; `WireError` if malformed."""
+    what = "BrokerHeartbeat"
+    r = _Reader(payload)
+    src, dst, broker_epoch = r.take(_HEARTBEAT, what)
+    if src == 0 or dst == 0:
+        raise WireError(f"node id 0 in a {what} (src {src}, dst {dst})")
+    _check_signed(what, broker_epoch=broker_epoch)
+    _check_end(r, what)
+    return BrokerHeartbeat(src, dst, broker_epoch)
+
+
+def peer_frame(msg: Message | PeerMessage) -> bytes:
+    """One frame carrying any node-to-node message (RAFT, SHARD_FETCH, SHARD_REPLY or
+    BROKER_HEARTBEAT by its type)."""
+    if isinstance(msg, Message):
+        return encode_frame(Kind.RAFT, encode_message(msg))
+    if isinstance(msg, ShardFetch):
+        return encode_frame(Kind.SHARD_FETCH, encode_shard_fetch(msg))
+    if isinstance(msg, ShardFetchReply):
+        return encode_frame(Kind.SHARD_REPLY, encode_shard_reply(msg))
+    if isinstance(msg, BrokerHeartbeat):
+        return encode_frame(Kind.BROKER_HEARTBEAT, encode_broker_heartbeat(msg))
+    raise TypeError(f"not a node-to-node message: {type(msg).__name__}")
+
+
+def decode_peer(frame: Frame) -> Message | PeerMessage:
+    """The message a peer-message frame carries; `WireError` for a handshake (or any other) kind
+    or a malformed payload. The frame's version is the caller's to check."""
+    if frame.kind == Kind.RAFT:
+        return decode_message(frame.payload)
+    if frame.kind == Kind.SHARD_FETCH:
+        return decode_shard_fetch(frame.payload)
+    if frame.kind == Kind.SHARD_REPLY:
+        return decode_shard_reply(frame.payload)
+    if frame.kind == Kind.BROKER_HEARTBEAT:
+        return decode_broker_heartbeat(frame.payload)
+    raise WireError(f"frame kind {frame.kind} carries no peer message")
+
+
+def describe(msg: Message | PeerMessage) -> str:
+    """A short name of a node-to-node message for log lines ("Raft append", "ShardFetch")."""
+    if isinstance(msg, Message):
+        return f"Raft {msg.type.value}"
+    return type(msg).__name__

@@ -30,10 +30,12 @@ API_VERSIONS = 18
 CREATE_TOPICS = 19
 DELETE_TOPICS = 20
 INIT_PRODUCER_ID = 22
+OFFSET_FOR_LEADER_EPOCH = 23
 DESCRIBE_CONFIGS = 32
 SASL_AUTHENTICATE = 36
 CREATE_PARTITIONS = 37
 DELETE_GROUPS = 42
+DESCRIBE_CLUSTER = 60
 
 NAMES: dict[int, str] = {
     PRODUCE: "Produce", FETCH: "Fetch", LIST_OFFSETS: "ListOffsets", METADATA: "Metadata",
@@ -44,7 +46,8 @@ NAMES: dict[int, str] = {
     CREATE_TOPICS: "CreateTopics", DELETE_TOPICS: "DeleteTopics",
     INIT_PRODUCER_ID: "InitProducerId", DESCRIBE_CONFIGS: "DescribeConfigs",
     SASL_AUTHENTICATE: "SaslAuthenticate", CREATE_PARTITIONS: "CreatePartitions",
-    DELETE_GROUPS: "DeleteGroups",
+    DELETE_GROUPS: "DeleteGroups", OFFSET_FOR_LEADER_EPOCH: "OffsetForLeaderEpoch",
+    DESCRIBE_CLUSTER: "DescribeCluster",
 }
 
 # api_key -> (min_version, max_version) advertised in ApiVersions and accepted by the codec.
@@ -71,6 +74,8 @@ VERSIONS: dict[int, tuple[int, int]] = {
     SASL_AUTHENTICATE: (0, 1),
     CREATE_PARTITIONS: (0, 1),
     DELETE_GROUPS: (0, 1),
+    OFFSET_FOR_LEADER_EPOCH: (0, 3),
+    DESCRIBE_CLUSTER: (0, 1),
 }
 
 # The first flexible (compact encodings + tagged fields) version of each API; versions at or
@@ -80,7 +85,8 @@ FIRST_FLEXIBLE: dict[int, int] = {
     FIND_COORDINATOR: 3, JOIN_GROUP: 6, HEARTBEAT: 4, LEAVE_GROUP: 4, SYNC_GROUP: 4,
     DESCRIBE_GROUPS: 5, LIST_GROUPS: 3, SASL_HANDSHAKE: 1 << 15, API_VERSIONS: 3,
     CREATE_TOPICS: 5, DELETE_TOPICS: 4, INIT_PRODUCER_ID: 2, DESCRIBE_CONFIGS: 4,
-    SASL_AUTHENTICATE: 2, CREATE_PARTITIONS: 2, DELETE_GROUPS: 2,
+    SASL_AUTHENTICATE: 2, CREATE_PARTITIONS: 2, DELETE_GROUPS: 2, OFFSET_FOR_LEADER_EPOCH: 4,
+    DESCRIBE_CLUSTER: 0,
 }
 
 

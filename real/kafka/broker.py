@@ -61,6 +61,8 @@ TOPIC_CONFIGS: dict[str, str] = {
     "compression.type": "producer",
     "message.timestamp.type": "CreateTime",
     "storage.engine": "engine",
+    "min.insync.replicas": "int",
+    "unclean.leader.election.enable": "bool",
 }
 TOPIC_DEFAULTS: dict[str, str] = {
     "retention.ms": "604800000",
@@ -97,6 +99,10 @@ class KafkaConfig:
     log.retention.check.interval.ms)."""
     sasl: bool = False
     """Require SASL (PLAIN or SCRAM-SHA-256) before any request but ApiVersions and SASL ones."""
+    default_replication_factor: int = 1
+    """Replication factor of topics created without one (auto-created, or -1 in CreateTopics)."""
+    min_insync_replicas: int = 1
+    """The broker default of the topic config `min.insync.replicas`."""
 
 
 class MetaPort(Protocol):
@@ -151,6 +157,11 @@ class _ProduceWait:
     header: RequestHeader
     body: dict
     needs: dict[str, int]
+    """Shard -> the end its `ack_end` must reach (acks=1, and unreplicated acks=all)."""
+    commits: dict[tuple[str, int], tuple[int, list[dict]]] = field(default_factory=dict)
+    """Replicated partitions written with acks=all -> (shard end the high watermark must reach,
+    the partition responses to fail if it cannot)."""
+    deadline_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -206,6 +217,10 @@ class KafkaBroker:
             min_session_timeout_ms=config.group_min_session_timeout_ms,
             max_session_timeout_ms=config.group_max_session_timeout_ms)
         self.stats = Stats()
+        self.replicator: Any = None
+        """The node's `real.server.replication.Replicator` (None: no replicated partitions)."""
+        self.controller_id: Callable[[], int] = lambda: config.node_id
+        """The meta leader (Metadata and DescribeCluster name it as the controller)."""
         self.conns: dict[int, _Conn] = {}
         self.logs: dict[tuple[str, int], PartitionLog] = {}
         self._out: list[tuple[int, bytes, bool]] = []
@@ -243,6 +258,8 @@ class KafkaBroker:
             api.SASL_AUTHENTICATE: self._sasl_authenticate,
             api.CREATE_PARTITIONS: self._create_partitions,
             api.DELETE_GROUPS: self._delete_groups,
+            api.OFFSET_FOR_LEADER_EPOCH: self._offset_for_leader_epoch,
+            api.DESCRIBE_CLUSTER: self._describe_cluster,
         }
 
     # ---- connections ---------------------------------------------------------------------------
@@ -387,6 +404,8 @@ class KafkaBroker:
         elif now >= self._next_retention:
             self._next_retention = now + self.config.retention_check_ms
             self.apply_retention(self.wall_clock())
+        if any(w.commits and w.deadline_ms <= now for w in self._produce_waits):
+            self.durable_progress()
         if self._fetch_waits:
             due = [w for w in self._fetch_waits if w.deadline_ms <= now]
             if due:
@@ -396,6 +415,7 @@ class KafkaBroker:
 
     def next_deadline_ms(self) -> int | None:
         times = [w.deadline_ms for w in self._fetch_waits]
+        times += [w.deadline_ms for w in self._produce_waits if w.commits]
         group = self.groups.next_deadline_ms()
         if group is not None:
             times.append(group)
@@ -404,9 +424,10 @@ class KafkaBroker:
     def durable_progress(self) -> None:
         """A shard's durable end moved: release held produce replies, wake long-polls."""
         if self._produce_waits:
+            now = self.clock()
             still = []
             for wait in self._produce_waits:
-                if self._durable(wait.needs):
+                if self._settled(wait, now):
                     self._reply(wait.conn, wait.slot, wait.header, wait.body)
                 else:
                     still.append(wait)
@@ -426,6 +447,31 @@ class KafkaBroker:
             for hook in self.on_append:
                 hook(topic, partition, data)
 
+    def _settled(self, wait: _ProduceWait, now: int) -> bool:
+        """Whether a held Produce can be answered: every acks=1 shard acknowledged locally and
+        every acks=all replicated partition committed (high watermark past it), failed (this
+        node stopped leading it; its in-sync set fell below min.insync.replicas) or timed out."""
+        if wait.commits:
+            rep = self.replicator
+            for key in list(wait.commits):
+                end, outs = wait.commits[key]
+                code = E.NONE
+                if rep is None or not rep.leads_shard(*key):
+                    code = E.NOT_LEADER_OR_FOLLOWER
+                elif rep.high_watermark(*key) >= end:
+                    del wait.commits[key]
+                    continue
+                elif rep.isr_size(*key) < self._min_insync(key[0]):
+                    code = E.NOT_ENOUGH_REPLICAS_AFTER_APPEND
+                elif now >= wait.deadline_ms:
+                    code = E.REQUEST_TIMED_OUT
+                if code != E.NONE:
+                    for out in outs:
+                        out["error_code"] = code
+                        out["base_offset"] = -1
+                    del wait.commits[key]
+        return not wait.commits and self._durable(wait.needs)
+
     def _durable(self, needs: dict[str, int]) -> bool:
         shards = self.shards
         for name, end in needs.items():
@@ -441,6 +487,64 @@ class KafkaBroker:
     def _machine(self) -> MetaStateMachine:
         return self.meta.machine()
 
+    def machine(self) -> MetaStateMachine:
+        """The applied meta state (the replicator's view too)."""
+        return self.meta.machine()
+
+    def _epoch_error(self, topic: str, partition: int, current: int) -> int:
+        """A client's `current_leader_epoch` against this leader's (KIP-320): an older one is
+        FENCED_LEADER_EPOCH (refresh metadata), a newer one UNKNOWN_LEADER_EPOCH (this node has
+        not heard of it yet). -1 (not known to the client) and unreplicated partitions pass."""
+        if current < 0 or not self._replicated(topic, partition) or self.replicator is None:
+            return E.NONE
+        epoch = self.replicator.epoch(topic, partition)
+        if epoch is None or current == epoch:
+            return E.NONE
+        return E.FENCED_LEADER_EPOCH if current < epoch else E.UNKNOWN_LEADER_EPOCH
+
+    def _exists(self, topic: str, partition: int) -> bool:
+        info = self._machine().topic(topic)
+        return info is not None and 0 <= partition < len(info.shards)
+
+    def _replicated(self, topic: str, partition: int) -> bool:
+        info = self._machine().topic(topic)
+        return (info is not None and 0 <= partition < len(info.shards)
+                and info.shards[partition].replicated)
+
+    def _min_insync(self, topic: str) -> int:
+        info = self._machine().topic(topic)
+        value = dict(info.config).get("min.insync.replicas") if info is not None else None
+        return int(value) if value is not None else self.config.min_insync_replicas
+
+    def replica_log(self, topic: str, partition: int) -> PartitionLog:
+        """The open log of a replicated partition this node holds a replica of, whatever its
+        role (the replicator reads and writes it); opened (recovered) on first use."""
+        key = (topic, partition)
+        log = self.logs.get(key)
+        if log is not None:
+            return log
+        info = self._machine().topic(topic)
+        assert info is not None and info.shards[partition].replicated, key
+        name = shard_name(topic, partition)
+        if name not in self.shards.list():
+            self.shards.attach(name, info.engine)
+        log = PartitionLog(self.shards.engine(name))
+        self.logs[key] = log
+        return log
+
+    def drop_replica_log(self, topic: str, partition: int) -> None:
+        """This node no longer holds a replica: forget the open log (the data stays)."""
+        self.logs.pop((topic, partition), None)
+
+    def ack_end(self, topic: str, partition: int) -> int:
+        return int(self.shards.ack_end(shard_name(topic, partition)))
+
+    def lost_leadership(self, topic: str, partition: int) -> None:
+        """The replicator stopped leading `topic`/`partition`: what waited on it fails now."""
+        self.durable_progress()
+        if self._fetch_waits:
+            self._wake_fetches({(topic, partition)})
+
     def owner(self, topic: str, partition: int) -> int:
         """The node whose shard holds `topic`/`partition` (its leader in meta; this node for a
         partition meta gives no leader, as a single node records none), or 0 if there is no
@@ -449,12 +553,20 @@ class KafkaBroker:
         info = self._machine().topic(topic)
         if info is None or not 0 <= partition < len(info.shards):
             return 0
-        return info.shards[partition].leader or self.config.node_id
+        shard = info.shards[partition]
+        if shard.replicated:
+            return shard.leader
+        return shard.leader or self.config.node_id
 
     def partition_log(self, topic: str, partition: int) -> PartitionLog | None:
         """The open log of `topic`/`partition`, opening (recovering) it on first use; None if meta
         has no such partition or another node holds it."""
         key = (topic, partition)
+        if self._replicated(topic, partition):
+            rep = self.replicator
+            if rep is None or not rep.leads_shard(topic, partition):
+                return None
+            return self.replica_log(topic, partition)
         log = self.logs.get(key)
         if log is not None:
             return log
@@ -488,7 +600,13 @@ class KafkaBroker:
                 self.log(f"kafka: could not delete shard {name}: {exc}")
 
     def _high_watermark(self, topic: str, partition: int, log: PartitionLog) -> int:
-        return log.high_watermark(self.shards.ack_end(shard_name(topic, partition)))
+        """Consumers read below it: the committed prefix of a replicated partition (on its
+        leader), else the locally acknowledged one."""
+        if self._replicated(topic, partition):
+            rep = self.replicator
+            end = rep.high_watermark(topic, partition) if rep is not None else 0
+            return log.kafka_offset(end)
+        return log.kafka_offset(self.shards.ack_end(shard_name(topic, partition)))
 
     def apply_retention(self, now_wall_ms: int) -> int:
         """Drop whole batches of open partitions past their topic's retention.ms (by record
@@ -570,8 +688,15 @@ class KafkaBroker:
         ListOffsets: NOT_LEADER_OR_FOLLOWER sends clients to refresh their metadata)."""
         owner = self.owner(topic, partition)
         if owner == 0:
+            if self._replicated(topic, partition):
+                return E.LEADER_NOT_AVAILABLE  # offline: no live in-sync replica
             return E.UNKNOWN_TOPIC_OR_PARTITION
-        return E.NONE if owner == self.config.node_id else E.NOT_LEADER_OR_FOLLOWER
+        if owner != self.config.node_id:
+            return E.NOT_LEADER_OR_FOLLOWER
+        if self._replicated(topic, partition) and (
+                self.replicator is None or not self.replicator.leads_shard(topic, partition)):
+            return E.NOT_LEADER_OR_FOLLOWER
+        return E.NONE
 
     def _metadata(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
         slot = self._slot(conn)
@@ -595,7 +720,8 @@ class KafkaBroker:
                     self._reply(conn, slot, h, self._metadata_body(wanted))
 
             for name in missing:
-                self._create_topic(name, self.config.default_partitions, None, {}, created)
+                self._create_topic(name, self.config.default_partitions, None, {}, created,
+                                   replication=self._default_rf())
             return
         self._reply(conn, slot, h, self._metadata_body(wanted))
 
@@ -611,14 +737,26 @@ class KafkaBroker:
                 out.append({"error_code": err, "name": name, "is_internal": False,
                             "partitions": [], "topic_authorized_operations": INT32_MIN})
                 continue
-            owners = [s.leader or node for s in info.shards]
-            parts = [{"error_code": 0, "partition_index": i, "leader_id": owner,
-                      "leader_epoch": -1, "replica_nodes": [owner], "isr_nodes": [owner],
-                      "offline_replicas": []} for i, owner in enumerate(owners)]
+            parts = []
+            for i, s in enumerate(info.shards):
+                if s.replicated:
+                    leader = s.leader
+                    if leader == node and self.replicator is not None and self.replicator.fenced:
+                        leader = 0  # this node lost touch with meta: its view may be stale
+                    parts.append({"error_code": 0 if leader else E.LEADER_NOT_AVAILABLE,
+                                  "partition_index": i, "leader_id": leader or -1,
+                                  "leader_epoch": s.epoch, "replica_nodes": list(s.replicas),
+                                  "isr_nodes": list(s.isr), "offline_replicas": []})
+                    continue
+                owner = s.leader or node
+                parts.append({"error_code": 0, "partition_index": i, "leader_id": owner,
+                              "leader_epoch": -1, "replica_nodes": [owner],
+                              "isr_nodes": [owner], "offline_replicas": []})
             out.append({"error_code": 0, "name": name, "is_internal": False,
                         "partitions": parts, "topic_authorized_operations": INT32_MIN})
         return {"throttle_time_ms": 0, "brokers": self._brokers(),
-                "cluster_id": self.config.cluster_id, "controller_id": node, "topics": out,
+                "cluster_id": self.config.cluster_id, "controller_id": self.controller_id() or -1,
+                "topics": out,
                 "cluster_authorized_operations": INT32_MIN}
 
     # ---- topics --------------------------------------------------------------------------------
@@ -645,6 +783,10 @@ class KafkaBroker:
                 if number < -1:
                     return None, {}, f"topic config {key!r} must be >= -1, got {number}"
                 config[key] = number
+            elif kind == "bool":
+                if value not in ("true", "false"):
+                    return None, {}, f"topic config {key!r} must be true or false, got {value!r}"
+                config[key] = value
             elif kind == "engine":
                 if value not in ENGINES:
                     return None, {}, (f"topic config 'storage.engine' must be one of "
@@ -658,9 +800,11 @@ class KafkaBroker:
         return engine, config, None
 
     def _create_topic(self, name: str, partitions: int, engine: str | None, config: dict,
-                      done: Callable[[int, str | None], None], here: bool = True) -> None:
-        """A topic a client asked for lives on this node (`here`: meta records this node as
-        its partitions' leader once the node is registered)."""
+                      done: Callable[[int, str | None], None], here: bool = True,
+                      replication: int = 1) -> None:
+        """A topic a client asked for: with `replication` > 1, meta places its partitions'
+        replicas over the registered nodes; else it lives on this node (`here`: meta records
+        this node as its partitions' leader once the node is registered)."""
         err = topic_name_error(name)
         if err is not None:
             done(E.INVALID_TOPIC_EXCEPTION, err)
@@ -669,9 +813,11 @@ class KafkaBroker:
             done(E.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
             return
         try:
+            placement = ({"replication": replication} if replication > 1
+                         else self._leader_arg(here))
             data = encode_command("topic.create", name=name, shards=partitions,
                                   engine=engine or self.config.default_engine, config=config,
-                                  **self._leader_arg(here))
+                                  **placement)
         except MetaError as exc:
             done(E.INVALID_REQUEST, str(exc))
             return
@@ -685,7 +831,8 @@ class KafkaBroker:
             else:
                 try:
                     for p in range(partitions):
-                        self.partition_log(name, p)
+                        if not self._replicated(name, p):
+                            self.partition_log(name, p)
                 except Exception as exc:  # noqa: BLE001 - a storage error fails this request only
                     self.log(f"kafka: topic {name} created but its storage failed: {exc}")
                     done(E.KAFKA_STORAGE_ERROR, f"storage error: {exc}")
@@ -694,6 +841,13 @@ class KafkaBroker:
                 done(E.NONE, None)
 
         self.meta.propose(data, applied)
+
+    def _default_rf(self) -> int:
+        """The configured default replication factor. Not capped by the nodes registered now:
+        a topic auto-created while a node is still registering would keep fewer replicas for
+        good; meta refuses it instead and the client asks again (as Kafka refuses an
+        auto-creation beyond its live brokers)."""
+        return self.config.default_replication_factor
 
     def _create_topics(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
         slot = self._slot(conn)
@@ -721,9 +875,10 @@ class KafkaBroker:
                 err, msg = E.INVALID_REQUEST, "manual replica assignments are not supported"
             elif not 1 <= count <= 1024:
                 err, msg = E.INVALID_PARTITIONS, f"partition count {count} outside [1, 1024]"
-            elif rf not in (-1, 1):
+            elif not (rf == -1 or 1 <= rf <= max(1, len(self._machine().nodes()))):
                 err, msg = (E.INVALID_REPLICATION_FACTOR,
-                            f"replication factor {rf} larger than available brokers: 1")
+                            f"replication factor {rf} outside [1, "
+                            f"{max(1, len(self._machine().nodes()))}] (the registered brokers)")
             elif topic_name_error(t["name"]) is not None:
                 err, msg = E.INVALID_TOPIC_EXCEPTION, topic_name_error(t["name"])
             elif self._machine().topic(t["name"]) is not None:
@@ -731,7 +886,8 @@ class KafkaBroker:
             if err or validate_only:
                 entry["error_code"], entry["error_message"] = err, msg
                 continue
-            entry["num_partitions"], entry["replication_factor"] = count, 1
+            rf = self._default_rf() if rf == -1 else rf
+            entry["num_partitions"], entry["replication_factor"] = count, rf
             pending["n"] += 1
 
             def done(code: int, message: str | None, entry: dict = entry) -> None:
@@ -739,7 +895,7 @@ class KafkaBroker:
                 pending["n"] -= 1
                 finish()
 
-            self._create_topic(t["name"], count, engine, config, done)
+            self._create_topic(t["name"], count, engine, config, done, replication=rf)
         pending["n"] -= 1
         finish()
 
@@ -864,6 +1020,8 @@ class KafkaBroker:
         acks = req.get("acks", -1)
         now = self.clock()
         needs: dict[str, int] = {}
+        commits: dict[tuple[str, int], tuple[int, list[dict]]] = {}
+        rep = self.replicator
         responses = []
         bad_acks = acks not in (0, 1, -1)
         for t in req.get("topic_data") or []:
@@ -904,12 +1062,30 @@ class KafkaBroker:
                     out["error_message"] = (f"batch of {too_big[0].size} bytes exceeds "
                                             f"max.message.bytes {self.config.max_message_bytes}")
                     continue
+                replicated = self._replicated(name, index)
+                if replicated and acks == -1 and rep.isr_size(name, index) < self._min_insync(name):
+                    out["error_code"] = E.NOT_ENOUGH_REPLICAS
+                    out["error_message"] = (f"in-sync replicas {rep.isr_size(name, index)} < "
+                                            f"min.insync.replicas {self._min_insync(name)}")
+                    continue
                 result = log.append(records, infos, now)
                 out["error_code"] = result.error_code
                 out["error_message"] = result.error_message
                 out["base_offset"] = result.base_offset
                 out["log_start_offset"] = log.log_start_offset
-                if result.error_code == 0:
+                if result.error_code == 0 and replicated:
+                    self.stats.duplicates += result.duplicate
+                    if not result.duplicate:
+                        self.stats.produced_batches += len(infos)
+                        self.stats.produced_bytes += len(records)
+                        rep.appended(name, index)
+                    if acks == -1 and "acks-downgrade" not in rep.bugs:  # the high watermark
+                        end, outs = commits.get((name, index), (0, []))
+                        commits[(name, index)] = (max(end, result.shard_end), [*outs, out])
+                    else:
+                        shard = shard_name(name, index)
+                        needs[shard] = max(needs.get(shard, 0), result.shard_end)
+                elif result.error_code == 0:
                     if result.duplicate:
                         # a retry is acknowledged only once the original batch is durable
                         self.stats.duplicates += 1
@@ -934,10 +1110,12 @@ class KafkaBroker:
             return
         body = {"responses": responses, "throttle_time_ms": 0}
         slot = self._slot(conn)
-        if self._durable(needs):
+        wait = _ProduceWait(conn, slot, h, body, needs, commits,
+                            now + max(0, req.get("timeout_ms", 30_000)))
+        if self._settled(wait, now):
             self._reply(conn, slot, h, body)
         else:
-            self._produce_waits.append(_ProduceWait(conn, slot, h, body, needs))
+            self._produce_waits.append(wait)
 
     # ---- fetch ---------------------------------------------------------------------------------
 
@@ -978,6 +1156,11 @@ class KafkaBroker:
                 log = self.partition_log(topic, index)
                 if log is None:
                     out["error_code"] = self._where(topic, index) or E.UNKNOWN_TOPIC_OR_PARTITION
+                    errors = True
+                    continue
+                fenced = self._epoch_error(topic, index, p.get("current_leader_epoch", -1))
+                if fenced:
+                    out["error_code"] = fenced
                     errors = True
                     continue
                 hw = self._high_watermark(topic, index, log)
@@ -1030,6 +1213,12 @@ class KafkaBroker:
                     out["error_code"] = (self._where(t["name"], index)
                                          or E.UNKNOWN_TOPIC_OR_PARTITION)
                     continue
+                fenced = self._epoch_error(t["name"], index, p.get("current_leader_epoch", -1))
+                if fenced:
+                    out["error_code"] = fenced
+                    continue
+                if self._replicated(t["name"], index) and self.replicator is not None:
+                    out["leader_epoch"] = self.replicator.epoch(t["name"], index)
                 ts = p["timestamp"]
                 if ts == LATEST:
                     out["offset"] = self._high_watermark(t["name"], index, log)
@@ -1045,6 +1234,50 @@ class KafkaBroker:
                     out["offset"], out["timestamp"] = offset, found_ts
             topics.append({"name": t["name"], "partitions": parts})
         self._reply(conn, self._slot(conn), h, {"throttle_time_ms": 0, "topics": topics})
+
+    # ---- leader epochs, cluster ---------------------------------------------------------------
+
+    def _offset_for_leader_epoch(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        """The end offset of a leader epoch (KIP-101/320): the largest epoch at or below the one
+        asked for, and the offset where it ends here (the log end for the current epoch). A
+        consumer that fetched from a leader which lost its tail learns where to truncate."""
+        topics = []
+        for t in req.get("topics") or []:
+            parts = []
+            name = t["topic"]
+            for p in t.get("partitions") or []:
+                index = p["partition"]
+                out = {"error_code": 0, "partition": index, "leader_epoch": -1, "end_offset": -1}
+                parts.append(out)
+                log = self.partition_log(name, index)
+                if log is None:
+                    out["error_code"] = self._where(name, index) or E.UNKNOWN_TOPIC_OR_PARTITION
+                    continue
+                fenced = self._epoch_error(name, index, p.get("current_leader_epoch", -1))
+                if fenced:
+                    out["error_code"] = fenced
+                    continue
+                asked = p["leader_epoch"]
+                current = log.leader_epoch
+                if asked > current:
+                    continue  # an epoch this leader never had: undefined
+                if asked == current:
+                    out["leader_epoch"], out["end_offset"] = current, log.log_end_offset
+                    continue
+                epoch, end = log.epoch_end(asked)
+                if epoch >= 0:
+                    out["leader_epoch"], out["end_offset"] = epoch, log.kafka_offset(end)
+            topics.append({"topic": name, "partitions": parts})
+        self._reply(conn, self._slot(conn), h, {"throttle_time_ms": 0, "topics": topics})
+
+    def _describe_cluster(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        brokers = [{"broker_id": b["node_id"], "host": b["host"], "port": b["port"],
+                    "rack": None, "is_fenced": False} for b in self._brokers()]
+        self._reply(conn, self._slot(conn), h, {
+            "throttle_time_ms": 0, "error_code": 0, "error_message": None,
+            "endpoint_type": req.get("endpoint_type", 1), "cluster_id": self.config.cluster_id,
+            "controller_id": self.controller_id() or -1, "brokers": brokers,
+            "cluster_authorized_operations": INT32_MIN})
 
     # ---- producer ids --------------------------------------------------------------------------
 
@@ -1178,7 +1411,7 @@ class KafkaBroker:
             parts = []
             for p in t.get("partitions") or []:
                 code = err
-                if code == E.NONE and not self.owner(t["name"], p["partition_index"]):
+                if code == E.NONE and not self._exists(t["name"], p["partition_index"]):
                     code = E.UNKNOWN_TOPIC_OR_PARTITION  # committed offsets live in meta
                 metadata = p.get("committed_metadata") or ""
                 if code == E.NONE and len(metadata) > 4096:
@@ -1327,7 +1560,7 @@ class KafkaBroker:
             assert conns.get(pwait.conn.id) is pwait.conn, ("produce wait on a gone conn",
                                                             pwait.conn.id)
             assert pwait.slot.data is None, ("answered produce still waiting", pwait.conn.id)
-            assert pwait.needs, "a produce that needs nothing waits"
+            assert pwait.needs or pwait.commits, "a produce that needs nothing waits"
 
     def _offset_invariants(self) -> None:
         """Per open partition: log start <= high watermark <= log end, and none of the three
@@ -1336,12 +1569,16 @@ class KafkaBroker:
         now: dict[tuple[str, int], tuple[PartitionLog, str, int, int, int]] = {}
         ack_end = self.shards.ack_end
         for key, log in self.logs.items():
+            if self._replicated(*key):
+                if self.replicator is None or not self.replicator.leads_shard(*key):
+                    continue  # a follower's log may be truncated to its new leader's
             prev = seen.get(key)
             same = prev is not None and prev[0] is log
             name = prev[1] if prev is not None and same else shard_name(*key)
             start = log.log_start_offset
             end = log.log_end_offset
-            hw = log.high_watermark(ack_end(name))
+            hw = self._high_watermark(key[0], key[1], log) if self._replicated(*key) else \
+                log.high_watermark(ack_end(name))
             assert 0 <= start <= hw <= end, (key, start, hw, end)
             if prev is not None and same:
                 assert prev[2] <= start and prev[3] <= hw and prev[4] <= end, (key, prev[2:],

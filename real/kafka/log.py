@@ -29,6 +29,18 @@ At most `producers_max` producer ids are remembered; the least recently appendin
 forgotten beyond that (it then counts as unknown). Retention forgets producers whose last batch
 is deleted (Kafka's truncateHead).
 
+Replication (Kafka-style followers pulling from a leader; KIP-101 / KIP-595 truncation). The
+log keeps an epoch cache: run-length `_epochs[j]` = (epoch, first shard offset) of the stored
+batches, by each stored header's partition_leader_epoch (an int32 taken as stored: batches written
+before replication carry the log's default 0, or a producer's -1). Epochs only rise along the
+cache: a batch whose epoch is below the latest run's (a `leader_epoch` set backwards) extends that
+run, as Kafka's recovery ignores such batches. Retention trims the first run to the shard start,
+truncation drops the runs past the new end. A follower asks the leader for
+`epoch_end(follower.last_epoch())`, truncates its divergent tail with `truncate_shard`, then copies
+`read_shard` pages with `append_replica`, which stores the leader's records byte for byte (shard
+offsets included) and updates the index, the epoch cache and the producer state as a reopen would
+(so a producer retry that reaches the follower once it leads is still a duplicate).
+
 Limits: a batch over `batch_bytes_max` is MESSAGE_TOO_LARGE (Kafka's `max.message.bytes` default
 1048588); the engine's `StorageFull` is KAFKA_STORAGE_ERROR and `BatchTooLarge` is
 RECORD_LIST_TOO_LARGE. Other engine errors (closed, failed device) propagate to the caller.
@@ -39,6 +51,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import NamedTuple
 
 from real.kafka import errors
@@ -57,7 +70,7 @@ from real.kafka.records import (
     decode_batch,
     split_batches,
 )
-from real.storage.errors import BatchTooLarge, StorageFull
+from real.storage.errors import BatchTooLarge, OffsetOutOfRange, StorageFull
 from real.storage.port import ShardEngine
 from real.storage.record import Record
 
@@ -66,6 +79,10 @@ PRODUCERS_MAX_DEFAULT = 10_000
 BATCH_BYTES_MAX_DEFAULT = 1_048_588  # Kafka's message.max.bytes / max.message.bytes default
 SCAN_RECORDS = 1024
 SCAN_BYTES = 4 << 20
+NO_EPOCH = -1  # Kafka's UNDEFINED_EPOCH: `last_epoch` of an empty log, `epoch_end` of no epoch
+
+_run_epoch = itemgetter(0)
+_run_start = itemgetter(1)
 
 
 class CorruptPartition(Exception):
@@ -126,6 +143,7 @@ class PartitionLog:
         self._bases: list[int] = []
         self._log_end = 0
         self._producers: dict[int, _Producer] = {}  # insertion order = least recent first
+        self._epochs: list[tuple[int, int]] = []  # (epoch, first shard offset) runs, oldest first
         self._rebuild()
         self.invariants()
 
@@ -142,18 +160,64 @@ class PartitionLog:
         return self._log_end
 
     @property
+    def shard_start(self) -> int:
+        """The shard's start offset (retention advances it)."""
+        return self._shard_start
+
+    @property
     def shard_end(self) -> int:
         """The shard's end offset (one shard record per batch)."""
         return self._shard_start + len(self._bases)
 
-    def high_watermark(self, durable_shard_end: int) -> int:
-        """Kafka offset just past the durable prefix, given the engine's `durable_end()`."""
-        index = durable_shard_end - self._shard_start
+    def kafka_offset(self, shard_offset: int) -> int:
+        """The Kafka offset at which shard offset `shard_offset` begins: its batch's base, or the
+        Kafka log end at (or past) `shard_end`; clamped to the log start below the shard start."""
+        index = shard_offset - self._shard_start
         if index >= len(self._bases):
             return self._log_end
         if index <= 0:
             return self.log_start_offset
         return self._bases[index]
+
+    def high_watermark(self, durable_shard_end: int) -> int:
+        """Kafka offset just past the durable prefix, given the engine's `durable_end()`."""
+        return self.kafka_offset(durable_shard_end)
+
+    # ---------------------------------------------------------------------------------- epochs
+
+    def last_epoch(self) -> int:
+        """Partition leader epoch of the last stored batch; `NO_EPOCH` (-1) if the log is empty.
+
+        Not `leader_epoch`, which new batches get and may be above every stored batch's."""
+        return self._epochs[-1][0] if self._epochs else NO_EPOCH
+
+    def epoch_end(self, epoch: int) -> tuple[int, int]:
+        """(e, end): e = the largest stored epoch <= `epoch`, end = the shard offset where e's run
+        ends (the first shard offset of the next larger epoch, or `shard_end` if e is the latest).
+
+        What a leader answers a follower's OffsetForLeaderEpoch; the follower truncates to
+        min(end, its own shard end). `epoch` at or above the latest stored epoch gives (latest,
+        shard_end): in particular `epoch_end(self.leader_epoch)`, since a new leader's epoch is
+        above every stored batch's until it appends. No stored epoch <= `epoch` (or an empty log)
+        gives (`NO_EPOCH`, shard start).
+        """
+        runs = self._epochs
+        j = bisect_right(runs, epoch, key=_run_epoch) - 1
+        if j < 0:
+            return NO_EPOCH, self._shard_start
+        end = runs[j + 1][1] if j + 1 < len(runs) else self.shard_end
+        assert runs[j][0] <= epoch and runs[j][1] < end
+        return runs[j][0], end
+
+    def epoch_runs(self) -> list[tuple[int, int]]:
+        """The epoch cache, (epoch, first shard offset) per run, oldest first (a copy)."""
+        return list(self._epochs)
+
+    def _note_epoch(self, epoch: int, shard_offset: int) -> None:
+        """A new run at `shard_offset` if `epoch` is above the latest; else the latest goes on."""
+        epochs = self._epochs
+        if not epochs or epoch > epochs[-1][0]:
+            epochs.append((epoch, shard_offset))
 
     # ---------------------------------------------------------------------------------- append
 
@@ -207,6 +271,9 @@ class PartitionLog:
         base_offset = bases[0]
         self._bases += bases
         self._log_end = next_offset
+        epochs = self._epochs  # `_note_epoch` inlined (hot path)
+        if not epochs or self.leader_epoch > epochs[-1][0]:
+            epochs.append((self.leader_epoch, shard_base))
         if staged:
             producers = self._producers
             for pid, state in staged.items():
@@ -305,6 +372,83 @@ class PartitionLog:
             shard_offset += 1
         return -1, -1
 
+    # --------------------------------------------------------------------------- replication
+
+    def read_shard(self, offset: int, bytes_max: int) -> list[Record]:
+        """The stored records from shard offset `offset`, as `append_replica` takes them.
+
+        At least one record if any exists at `offset`, then more while their `Record.size()`
+        total stays within `bytes_max` (the engine's `read`). `offset == shard_end` gives [];
+        outside [shard start, shard end] raises `OffsetOutOfRange`.
+        """
+        end = self.shard_end
+        if type(offset) is not int or not self._shard_start <= offset <= end:
+            raise OffsetOutOfRange(offset, self._shard_start, end, "read_shard")
+        if offset == end:
+            return []
+        got = self._engine.read(offset, end - offset, max(0, bytes_max))
+        assert got and got[0].offset == offset and got[-1].offset < end
+        return got
+
+    def append_replica(self, records: Sequence[Record]) -> int:
+        """Stores a leader's `read_shard` records as they are; returns the new shard end.
+
+        Checked first, nothing stored on failure (`CorruptPartition` naming the mismatch): the
+        shard offsets run on from `shard_end`, each payload is a stored batch, and the Kafka
+        bases run on from the log end (on an empty log the first base is free, as on reopen).
+        No idempotence checks (the leader made them): the producer state, the index and the epoch
+        cache are updated as a reopen would rebuild them. Engine errors propagate.
+        """
+        shard_next = self.shard_end
+        expected: int | None = self._log_end if self._bases else None
+        headers: list[tuple[int, int, int, int, int, int]] = []
+        for rec in records:
+            if rec.offset != shard_next:
+                raise CorruptPartition(
+                    f"replica record {len(headers)}: shard offset {rec.offset}, expected "
+                    f"{shard_next}"
+                )
+            header = _stored_header(rec)
+            base, delta = header[0], header[1]
+            if expected is not None and base != expected:
+                raise CorruptPartition(
+                    f"shard offset {rec.offset}: batch base offset {base}, expected {expected}"
+                )
+            headers.append(header)
+            expected = base + delta + 1
+            shard_next += 1
+        if not records:
+            return shard_next
+        shard_base = self._engine.append(records)
+        assert shard_base == records[0].offset, (shard_base, records[0].offset)
+        for rec, header in zip(records, headers, strict=True):
+            self._index_stored(rec.offset, header)
+        assert self._log_end == expected and self.shard_end == shard_next
+        return shard_next
+
+    def truncate_shard(self, offset: int) -> None:
+        """Drops the batches at shard offsets >= `offset` (a follower's divergent tail).
+
+        shard start <= offset <= shard_end, else ValueError. The index, log end, epoch cache and
+        producer state become what a fresh `PartitionLog` over the truncated engine would have
+        (a rescan: truncation is rare); `leader_epoch` is unchanged. Truncating everything
+        leaves an empty shard, whose Kafka log end a fresh log cannot know: it is 0 again.
+        """
+        if type(offset) is not int or not self._shard_start <= offset <= self.shard_end:
+            raise ValueError(
+                f"truncate_shard: offset {offset!r} outside [{self._shard_start}, "
+                f"{self.shard_end}]"
+            )
+        kept = offset - self._shard_start
+        bases = self._bases[:kept]
+        log_end = self.kafka_offset(offset) if kept else 0
+        self._engine.truncate(offset)
+        self._shard_start = self._engine.start_offset()
+        self._bases, self._log_end, self._producers, self._epochs = [], 0, {}, []
+        self._rebuild()
+        assert self._bases == bases and self._log_end == log_end, (bases[-1:], log_end)
+        assert self.shard_end == offset
+
     # ----------------------------------------------------------------------------- retention
 
     def delete_before(self, kafka_offset: int) -> int:
@@ -322,6 +466,9 @@ class PartitionLog:
         self._engine.delete_before(self._shard_start + drop)
         self._shard_start += drop
         del self._bases[:drop]
+        epochs = self._epochs
+        del epochs[: bisect_right(epochs, self._shard_start, key=_run_start) - 1]
+        epochs[0] = (epochs[0][0], self._shard_start)  # the first kept run starts at the start
         start = self.log_start_offset
         for pid in [p for p, s in self._producers.items() if s.batches[-1].last_offset < start]:
             del self._producers[pid]
@@ -335,22 +482,35 @@ class PartitionLog:
     # ------------------------------------------------------------------------------- recovery
 
     def _rebuild(self) -> None:
-        """Scans every stored batch header: the index, the log end and the producer state."""
+        """Scans every stored batch header: the index, the log end, the epoch cache and the
+        producer state (all empty before: the constructor and `truncate_shard`)."""
+        assert not self._bases and not self._producers and not self._epochs
         offset, end = self._shard_start, self._engine.end_offset()
         expected: int | None = None
         while offset < end:
             for rec in self._engine.read(offset, SCAN_RECORDS, SCAN_BYTES):
-                base, delta, pid, epoch, first = _stored_header(rec)
-                if expected is not None and base != expected:
+                header = _stored_header(rec)
+                if expected is not None and header[0] != expected:
                     raise CorruptPartition(
-                        f"shard offset {rec.offset}: batch base offset {base}, expected {expected}"
+                        f"shard offset {rec.offset}: batch base offset {header[0]}, expected "
+                        f"{expected}"
                     )
-                self._bases.append(base)
-                expected = base + delta + 1
-                if pid >= 0:
-                    self._remember(pid, epoch, first, base, delta, rec.offset)
+                expected = self._index_stored(rec.offset, header)
                 offset = rec.offset + 1
         self._log_end = 0 if expected is None else expected
+
+    def _index_stored(self, shard_offset: int, header: tuple[int, int, int, int, int, int]) -> int:
+        """Adds one stored batch (`_stored_header`) at the end of the index, the epoch cache and
+        the producer state, as reopen and `append_replica` do; returns its Kafka end (the log end).
+        """
+        base, delta, leader_epoch, pid, epoch, first = header
+        assert shard_offset == self.shard_end, (shard_offset, self.shard_end)
+        self._bases.append(base)
+        self._log_end = base + delta + 1
+        self._note_epoch(leader_epoch, shard_offset)
+        if pid >= 0:
+            self._remember(pid, epoch, first, base, delta, shard_offset)
+        return self._log_end
 
     def _remember(self, pid: int, epoch: int, first: int, base: int, delta: int,
                   shard_offset: int) -> None:
@@ -380,18 +540,26 @@ class PartitionLog:
         assert len(self._producers) <= self.producers_max
         for pid, entry in self._producers.items():
             assert 1 <= len(entry.batches) <= PRODUCER_BATCHES, (pid, entry)
+        epochs = self._epochs
+        assert bool(epochs) == bool(bases), (epochs[:1], bases[:1])
+        assert not epochs or epochs[0][1] == self._shard_start, (epochs[0], self._shard_start)
+        assert not epochs or epochs[-1][1] < self.shard_end, (epochs[-1], self.shard_end)
+        for (e1, s1), (e2, s2) in zip(epochs, epochs[1:], strict=False):
+            assert s1 < s2, f"epoch runs not increasing in shard offset: {(e1, s1), (e2, s2)}"
+            assert e1 < e2, f"epochs not increasing: {(e1, s1), (e2, s2)}"
 
 
-def _stored_header(rec: Record) -> tuple[int, int, int, int, int]:
-    """(base offset, last offset delta, producer id, epoch, base sequence) of a stored batch."""
+def _stored_header(rec: Record) -> tuple[int, int, int, int, int, int]:
+    """(base offset, last offset delta, partition leader epoch, producer id, producer epoch, base
+    sequence) of a stored batch."""
     payload = rec.payload
     if len(payload) < HEADER_BYTES or payload[MAGIC_AT] != MAGIC:
         raise CorruptPartition(f"shard offset {rec.offset}: payload is not a magic-2 batch")
-    (base, length, _epoch, _magic, _crc, _attrs, delta, _first_ts, _max_ts, pid, epoch, first,
-     count) = HEADER.unpack_from(payload)
+    (base, length, leader_epoch, _magic, _crc, _attrs, delta, _first_ts, _max_ts, pid, epoch,
+     first, count) = HEADER.unpack_from(payload)
     if LOG_OVERHEAD + length != len(payload) or delta != count - 1:
         raise CorruptPartition(
             f"shard offset {rec.offset}: batch_length {length} / record count {count} do not "
             f"match a {len(payload)}-byte payload"
         )
-    return base, delta, pid, epoch, first
+    return base, delta, leader_epoch, pid, epoch, first

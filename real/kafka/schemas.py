@@ -664,4 +664,43 @@ results          []
   error_code int16
 """)
 
+_spec(api.OFFSET_FOR_LEADER_EPOCH, 0, 4, 4, """
+replica_id int32 v=3+ def=-2
+topics     []
+  topic      string
+  partitions []
+    partition            int32
+    current_leader_epoch int32 v=2+ def=-1
+    leader_epoch         int32
+""", """
+throttle_time_ms int32 v=2+
+topics           []
+  topic      string
+  partitions []
+    error_code   int16
+    partition    int32
+    leader_epoch int32 v=1+ def=-1
+    end_offset   int64 def=-1
+""")
+
+_spec(api.DESCRIBE_CLUSTER, 0, 2, 0, """
+include_cluster_authorized_operations bool
+endpoint_type                         int8 v=1+ def=1
+include_fenced_brokers                bool v=2+
+""", """
+throttle_time_ms              int32
+error_code                    int16
+error_message                 string null=0+ def=null
+endpoint_type                 int8 v=1+ def=1
+cluster_id                    string
+controller_id                 int32 def=-1
+brokers                       []
+  broker_id int32
+  host      string
+  port      int32
+  rack      string null=0+ def=null
+  is_fenced bool v=2+
+cluster_authorized_operations int32 def=-2147483648
+""")
+
 assert sorted(MESSAGES) == sorted(api.VERSIONS), "every advertised API needs a schema"

@@ -19,6 +19,7 @@ CONFIG_KEY_CHARS_MAX = 256
 CONFIG_VALUE_CHARS_MAX = 4096
 TOPIC_CONFIG_KEYS_MAX = 64
 SHARDS_MAX = 1024
+REPLICAS_MAX = 16
 GROUP_CHARS_MAX = 255
 OFFSETS_MAX = 1024
 METADATA_CHARS_MAX = 4096
@@ -66,6 +67,7 @@ SCHEMA: dict[str, tuple[_Field, ...]] = {
         _f("engine", "engine"),
         _f("config", "config", False),
         _f("leader", "id", False),
+        _f("replication", "replication", False),
     ),
     "topic.delete": (_f("name", "name"),),
     "shard.set_leader": (
@@ -73,6 +75,23 @@ SCHEMA: dict[str, tuple[_Field, ...]] = {
         _f("shard", "uint"),
         _f("node_id", "id"),
         _f("epoch", "uint", False),
+    ),
+    "shard.set_isr": (
+        _f("topic", "name"),
+        _f("shard", "uint"),
+        _f("leader", "id"),
+        _f("epoch", "uint"),
+        _f("version", "uint"),
+        _f("isr", "ids"),
+    ),
+    "shard.elect": (
+        _f("topic", "name"),
+        _f("shard", "uint"),
+        _f("epoch", "uint"),
+        _f("version", "uint"),
+        _f("leader", "uint"),
+        _f("isr", "ids"),
+        _f("unclean", "bool", False),
     ),
     "topic.add_shards": (_f("name", "name"), _f("shards", "shards")),
     "group.commit": (_f("group", "group"), _f("offsets", "offsets")),
@@ -153,6 +172,16 @@ def _check_value(kind: str, value: Any) -> str | None:
         return None
     if kind == "scalar":
         return _check_scalar(value)
+    if kind == "replication":
+        if type(value) is not int:
+            return f"must be an integer, got {_type_name(value)}"
+        if not 1 <= value <= REPLICAS_MAX:
+            return f"must be in [1, {REPLICAS_MAX}], got {value}"
+        return None
+    if kind == "bool":
+        return None if type(value) is bool else f"must be a boolean, got {_type_name(value)}"
+    if kind == "ids":
+        return _check_ids(value)
     if kind == "group":
         return _check_group(value)
     if kind == "offsets":
@@ -203,6 +232,17 @@ def _check_offsets(value: Any) -> str | None:
             return f"entry offset must be an integer >= -1, got {offset!r}"
         if type(metadata) is not str or len(metadata) > METADATA_CHARS_MAX:
             return f"entry metadata must be a string of at most {METADATA_CHARS_MAX} characters"
+    return None
+
+
+def _check_ids(value: Any) -> str | None:
+    if type(value) is not list or not 1 <= len(value) <= REPLICAS_MAX:
+        return f"must be a list of 1 to {REPLICAS_MAX} node ids"
+    for item in value:
+        if type(item) is not int or not 1 <= item < (1 << 31):
+            return f"entry {item!r} must be a node id (an integer in [1, 2**31))"
+    if len(set(value)) != len(value):
+        return f"must not repeat a node id, got {value}"
     return None
 
 

@@ -13,7 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from real.meta.commands import Command, MetaError, Scalar, canonical_json, decode_command
+from real.meta.commands import (
+    REPLICAS_MAX,
+    Command,
+    MetaError,
+    Scalar,
+    canonical_json,
+    decode_command,
+)
 
 SNAPSHOT_FORMAT = 1
 NODES_MAX = 4096
@@ -40,14 +47,32 @@ class NodeInfo:
     mqtt_addr: str = ""
     kafka_addr: str = ""
     admin_addr: str = ""
+    broker_epoch: int = 0
+    """The Raft index of the node's latest registration: its heartbeats carry it, so a restarted
+    node's old self (an older epoch) is told apart from the new one."""
 
 
 @dataclass(frozen=True, slots=True)
 class ShardInfo:
+    """Where one shard lives.
+
+    Unreplicated shards (`replicas` empty): `leader` is the node holding it, or 0 for a shard
+    every node keeps its own copy of (the bridge's topics). Replicated shards: `replicas` in
+    preference order (the first is the preferred leader), `isr` the in-sync subset (in replica
+    order) that the leader's high watermark counts, `leader` a member of `isr` or 0 (offline:
+    no in-sync replica is alive). `epoch` is the leader epoch, bumped on every leader change (a
+    fencing token); `version` is bumped on every change of leader or ISR (what ISR and election
+    commands are fenced on, like KRaft's partition epoch)."""
+
     leader: int = 0
-    """0 means no leader."""
     epoch: int = 0
-    """Bumped on every leader change; a fencing token for the shard's leader."""
+    replicas: tuple[int, ...] = ()
+    isr: tuple[int, ...] = ()
+    version: int = 0
+
+    @property
+    def replicated(self) -> bool:
+        return bool(self.replicas)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +102,8 @@ class MetaStateMachine:
             "topic.create": self._topic_create,
             "topic.delete": self._topic_delete,
             "shard.set_leader": self._shard_set_leader,
+            "shard.set_isr": self._shard_set_isr,
+            "shard.elect": self._shard_elect,
             "topic.add_shards": self._topic_add_shards,
             "group.commit": self._group_commit,
             "group.delete": self._group_delete,
@@ -103,12 +130,45 @@ class MetaStateMachine:
         return result
 
     def _node_register(self, args: dict[str, Any]) -> MetaResult:
-        info = NodeInfo(**args)
+        """Registers (or re-registers, after a restart) a node under a new broker epoch (this
+        index). A re-registration fences the node's old self: the replicated shards it led move
+        to another in-sync replica (or, if it was the last one, stay with it under a new epoch),
+        and it leaves the in-sync sets it shared with others: what it held may have lost an
+        unsynced tail, so it rejoins once it has caught up again."""
+        info = NodeInfo(**args, broker_epoch=self.applied_index)
         created = info.node_id not in self._nodes
         if created and len(self._nodes) >= NODES_MAX:
             return _fail(f"node.register: node limit reached ({NODES_MAX})")
         self._nodes[info.node_id] = info
+        if not created:
+            self._fence_restarted(info.node_id)
         return MetaResult(ok=True, value="created" if created else "updated")
+
+    def _fence_restarted(self, node_id: int, leaving: bool = False) -> None:
+        """A restarted (or `leaving`) node gives up the replicated shards it leads to another
+        in-sync replica and leaves the in-sync sets it shares. A shard it is the last in-sync
+        replica of keeps it: under a new epoch after a restart; offline (leader 0) when it
+        leaves (the node unregister loop does that)."""
+        for name, topic in list(self._topics.items()):
+            shards = list(topic.shards)
+            changed = False
+            for i, s in enumerate(shards):
+                if not s.replicated or node_id not in s.isr:
+                    continue
+                others = tuple(n for n in s.isr if n != node_id and n in self._nodes)
+                if s.leader == node_id:
+                    if others:
+                        shards[i] = replace(s, leader=others[0], epoch=s.epoch + 1, isr=others,
+                                            version=s.version + 1)
+                    else:
+                        shards[i] = replace(s, epoch=s.epoch + 1, version=s.version + 1)
+                elif others:
+                    shards[i] = replace(s, isr=others, version=s.version + 1)
+                else:
+                    continue
+                changed = True
+            if changed:
+                self._topics[name] = replace(topic, shards=tuple(shards))
 
     def _node_unregister(self, args: dict[str, Any]) -> MetaResult:
         node_id = args["node_id"]
@@ -116,10 +176,13 @@ class MetaStateMachine:
             return _fail(f"node.unregister: node {node_id} is not registered")
         del self._nodes[node_id]
         orphaned = 0
+        self._fence_restarted(node_id, leaving=True)
         for name, topic in self._topics.items():
             if any(s.leader == node_id for s in topic.shards):
                 shards = tuple(
-                    ShardInfo(0, s.epoch + 1) if s.leader == node_id else s for s in topic.shards
+                    ShardInfo(0, s.epoch + 1) if s.leader == node_id and not s.replicated
+                    else replace(s, leader=0, epoch=s.epoch + 1, version=s.version + 1)
+                    if s.leader == node_id else s for s in topic.shards
                 )
                 orphaned += sum(1 for s in topic.shards if s.leader == node_id)
                 self._topics[name] = replace(topic, shards=shards)
@@ -135,9 +198,45 @@ class MetaStateMachine:
         leader = args.get("leader", 0)
         if leader and leader not in self._nodes:
             return _fail(f"topic.create: leader node {leader} is not registered")
-        shards = tuple(ShardInfo(leader, 1 if leader else 0) for _ in range(args["shards"]))
+        replication = args.get("replication")
+        if replication is not None:
+            if leader:
+                return _fail("topic.create: 'leader' and 'replication' exclude each other")
+            if replication > REPLICAS_MAX:
+                return _fail(f"topic.create: replication factor {replication} is over the "
+                             f"maximum {REPLICAS_MAX}")
+            if replication > len(self._nodes):
+                return _fail(f"topic.create: replication factor {replication} is larger than "
+                             f"the {len(self._nodes)} registered nodes")
+            shards = self._place(args["shards"], replication)
+        else:
+            shards = tuple(ShardInfo(leader, 1 if leader else 0) for _ in range(args["shards"]))
         self._topics[name] = TopicInfo(name, args["engine"], shards, config)
         return MetaResult(ok=True, value=len(shards))
+
+    def _place(self, count: int, replication: int) -> tuple[ShardInfo, ...]:
+        """`count` new replicated shards: each on the `replication` registered nodes holding the
+        fewest replicas, led by the one of them leading the fewest shards (ties: lower node id,
+        so placement is deterministic). Leader first, the rest in id order."""
+        replicas: dict[int, int] = {n: 0 for n in self._nodes}
+        leads: dict[int, int] = {n: 0 for n in self._nodes}
+        for topic in self._topics.values():
+            for s in topic.shards:
+                for n in s.replicas:
+                    if n in replicas:
+                        replicas[n] += 1
+                if s.replicated and s.leader in leads:
+                    leads[s.leader] += 1
+        out = []
+        for _ in range(count):
+            chosen = sorted(replicas, key=lambda n: (replicas[n], n))[:replication]
+            leader = min(chosen, key=lambda n: (leads[n], n))
+            order = (leader, *sorted(n for n in chosen if n != leader))
+            for n in chosen:
+                replicas[n] += 1
+            leads[leader] += 1
+            out.append(ShardInfo(leader, 1, order, order, 1))
+        return tuple(out)
 
     def _topic_delete(self, args: dict[str, Any]) -> MetaResult:
         name = args["name"]
@@ -158,9 +257,18 @@ class MetaStateMachine:
         if count <= len(topic.shards):
             return _fail(f"topic.add_shards: topic {name!r} has {len(topic.shards)} shards; "
                          f"the new count must be larger, got {count}")
-        leader = topic.shards[0].leader if topic.shards else 0  # a topic lives on one node
-        shards = topic.shards + tuple(ShardInfo(leader, 1 if leader else 0)
-                                      for _ in range(count - len(topic.shards)))
+        first = topic.shards[0]
+        if first.replicated:
+            replication = len(first.replicas)
+            if replication > len(self._nodes):
+                return _fail(f"topic.add_shards: replication factor {replication} is larger "
+                             f"than the {len(self._nodes)} registered nodes")
+            added = self._place(count - len(topic.shards), replication)
+        else:
+            leader = first.leader  # an unreplicated topic lives on one node
+            added = tuple(ShardInfo(leader, 1 if leader else 0)
+                          for _ in range(count - len(topic.shards)))
+        shards = topic.shards + added
         self._topics[name] = replace(topic, shards=shards)
         return MetaResult(ok=True, value=count)
 
@@ -193,10 +301,83 @@ class MetaStateMachine:
         if epoch <= current.epoch:
             return _fail(f"shard.set_leader: stale epoch {epoch} for {name!r}/{shard} "
                          f"(current {current.epoch})")
+        if current.replicated:
+            return _fail(f"shard.set_leader: {name!r}/{shard} is replicated; use shard.elect")
         shards = list(topic.shards)
         shards[shard] = ShardInfo(node_id, epoch)
         self._topics[name] = replace(topic, shards=tuple(shards))
         return MetaResult(ok=True, value=epoch)
+
+    def _replicated_shard(self, op: str, args: dict[str, Any]) -> ShardInfo | str:
+        """The replicated shard `args` names, fenced on its epoch and version; or an error."""
+        name, shard = args["topic"], args["shard"]
+        topic = self._topics.get(name)
+        if topic is None:
+            return f"{op}: topic {name!r} does not exist"
+        if shard >= len(topic.shards):
+            return (f"{op}: shard {shard} out of range for topic {name!r} "
+                    f"({len(topic.shards)} shards)")
+        current = topic.shards[shard]
+        if not current.replicated:
+            return f"{op}: {name!r}/{shard} is not replicated"
+        if (args["epoch"], args["version"]) != (current.epoch, current.version):
+            return (f"{op}: stale {name!r}/{shard} at epoch {args['epoch']} version "
+                    f"{args['version']} (current {current.epoch}/{current.version})")
+        bad = [n for n in args["isr"] if n not in current.replicas]
+        if bad:
+            return f"{op}: node {bad[0]} in the isr is not a replica of {name!r}/{shard}"
+        if op == "shard.set_isr":
+            gone = [n for n in args["isr"] if n not in self._nodes]
+            if gone:
+                return f"{op}: node {gone[0]} in the isr is not registered"
+        return current
+
+    def _put_shard(self, name: str, shard: int, info: ShardInfo) -> None:
+        topic = self._topics[name]
+        shards = list(topic.shards)
+        shards[shard] = info
+        self._topics[name] = replace(topic, shards=tuple(shards))
+
+    def _shard_set_isr(self, args: dict[str, Any]) -> MetaResult:
+        """The shard's leader changes its in-sync set (shrink a lagging follower, add one that
+        caught up); fenced on (leader, epoch, version)."""
+        current = self._replicated_shard("shard.set_isr", args)
+        if isinstance(current, str):
+            return _fail(current)
+        if args["leader"] != current.leader:
+            return _fail(f"shard.set_isr: node {args['leader']} does not lead "
+                         f"{args['topic']!r}/{args['shard']} (leader {current.leader})")
+        if current.leader not in args["isr"]:
+            return _fail(f"shard.set_isr: the isr must hold the leader {current.leader}")
+        isr = tuple(n for n in current.replicas if n in args["isr"])
+        info = replace(current, isr=isr, version=current.version + 1)
+        self._put_shard(args["topic"], args["shard"], info)
+        return MetaResult(ok=True, value=info.version)
+
+    def _shard_elect(self, args: dict[str, Any]) -> MetaResult:
+        """The controller moves leadership: `leader` must be in the new `isr`, which must be a
+        subset of the current one (a clean election), unless `unclean` (any replica, its data
+        wins: acknowledged records can be lost). `leader` 0 marks the shard offline, keeping the
+        isr (its last members wait to come back). Bumps the leader epoch."""
+        current = self._replicated_shard("shard.elect", args)
+        if isinstance(current, str):
+            return _fail(current)
+        leader, isr = args["leader"], tuple(n for n in current.replicas if n in args["isr"])
+        if leader and leader not in isr:
+            return _fail(f"shard.elect: leader {leader} is not in the isr {list(isr)}")
+        if not args.get("unclean", False) or not leader:
+            outside = [n for n in isr if n not in current.isr]
+            if outside:
+                return _fail(f"shard.elect: node {outside[0]} is not in the current isr "
+                             f"{list(current.isr)} (an unclean election must say so)")
+        elif leader and isr != (leader,):
+            return _fail("shard.elect: an unclean election restarts the isr at the leader")
+        if leader and leader not in self._nodes:
+            return _fail(f"shard.elect: node {leader} is not registered")
+        info = replace(current, leader=leader, epoch=current.epoch + 1, isr=isr,
+                       version=current.version + 1)
+        self._put_shard(args["topic"], args["shard"], info)
+        return MetaResult(ok=True, value=info.epoch)
 
     def _config_put(self, args: dict[str, Any]) -> MetaResult:
         key = args["key"]
@@ -253,6 +434,14 @@ class MetaStateMachine:
             for shard in topic.shards:
                 assert shard.leader == 0 or shard.leader in self._nodes, (name, shard)
                 assert shard.epoch >= 0 and (shard.leader == 0 or shard.epoch >= 1), (name, shard)
+                if shard.replicated:
+                    assert len(set(shard.replicas)) == len(shard.replicas), (name, shard)
+                    assert all(n >= 1 for n in shard.replicas) and shard.version >= 1, shard
+                    assert shard.isr, (name, shard)
+                    assert list(shard.isr) == [n for n in shard.replicas if n in shard.isr]
+                    assert shard.leader == 0 or shard.leader in shard.isr, (name, shard)
+                else:
+                    assert not shard.isr and shard.version == 0, (name, shard)
 
     # ---- snapshots -----------------------------------------------------------------------------
 
@@ -303,13 +492,31 @@ class MetaStateMachine:
 
 
 def _node_json(n: NodeInfo) -> dict[str, Any]:
-    return {"addr": n.addr, "admin_addr": n.admin_addr, "kafka_addr": n.kafka_addr,
-            "mqtt_addr": n.mqtt_addr, "node_id": n.node_id}
+    out = {"addr": n.addr, "admin_addr": n.admin_addr, "kafka_addr": n.kafka_addr,
+           "mqtt_addr": n.mqtt_addr, "node_id": n.node_id}
+    if n.broker_epoch:  # absent when 0, so snapshots from before broker epochs stay canonical
+        out["broker_epoch"] = n.broker_epoch
+    return out
+
+
+def _shard_json(s: ShardInfo) -> list[Any]:
+    if not s.replicated:  # the short form, as before replication
+        return [s.leader, s.epoch]
+    return [s.leader, s.epoch, list(s.replicas), list(s.isr), s.version]
 
 
 def _topic_json(t: TopicInfo) -> dict[str, Any]:
     return {"config": dict(t.config), "engine": t.engine, "name": t.name,
-            "shards": [[s.leader, s.epoch] for s in t.shards]}
+            "shards": [_shard_json(s) for s in t.shards]}
+
+
+def _shard_from_json(item: Any) -> ShardInfo:
+    assert type(item) is list and len(item) in (2, 5), f"shard {item!r}"
+    if len(item) == 2:
+        return ShardInfo(int(item[0]), int(item[1]))
+    leader, epoch, replicas, isr, version = item
+    return ShardInfo(int(leader), int(epoch), tuple(int(n) for n in replicas),
+                     tuple(int(n) for n in isr), int(version))
 
 
 def _offsets_json(offsets: dict[tuple[str, int], tuple[int, str]]) -> list[list[Any]]:
@@ -338,7 +545,7 @@ def _from_image(image: Any) -> MetaStateMachine:
         assert type(info.node_id) is int and info.node_id >= 1, f"node_id {info.node_id!r}"
         sm._nodes[info.node_id] = info
     for t in image["topics"]:
-        shards = tuple(ShardInfo(int(leader), int(epoch)) for leader, epoch in t["shards"])
+        shards = tuple(_shard_from_json(item) for item in t["shards"])
         config = tuple(sorted(t["config"].items()))
         sm._topics[t["name"]] = TopicInfo(t["name"], t["engine"], shards, config)
     for group, entries in image.get("groups", {}).items():

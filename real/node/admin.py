@@ -3,12 +3,21 @@
     GET /health       200 {"status", "node_id", "raft": {...}, "meta": {...}}
     GET /meta/nodes   200 [{"node_id", "addr", ...}]
     GET /meta/config  200 {"key": value}
+    GET /meta/topics  200 [{"name", "engine", "config", "shards": [[leader, epoch(, replicas,
+                      isr, version)]]}]
+    GET /replication  200 {"leads": [...], "follows": [...], "stats": {...}, "controller": ...}
     GET /storage      200 {"default_engine", ..., "shards": [...]}
     GET /node         200 {"node_id", "listeners", "uptime_s", ...}
     GET /mqtt/clients | /mqtt/sessions | /mqtt/subscriptions | /mqtt/topics | /mqtt/retained
                       200 [...] (the broker's live state, sorted)
     GET /metrics      200 Prometheus text exposition format 0.0.4 (see real/node/metrics.py)
     POST /mqtt/clients/<client id, URL-quoted>/disconnect   200 / 404
+    POST /faults/net?peer=N&drop_out=0|1&drop_in=0|1&loss=P&delay_ms=M&jitter_ms=J
+                      200 {"faults": {...}}: this node's link to peer N now drops, loses a
+                      fraction P of, or delays what crosses it (real/node/peers.py); GET lists
+    POST /faults/heal 200: every link of this node clean again
+    Every POST needs `Authorization: Bearer <token>` when the node has `admin.token_file` (it
+    must, when its admin port is not on loopback): else 401, logged.
     anything else     404 (unknown path), 405 (method), 400 (malformed, or a request body),
                       431 (head over `request_bytes_max`), 503 (over `connections_max`)
 
@@ -23,8 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -44,6 +55,8 @@ class AdminView(Protocol):
     def health(self) -> dict[str, Any]: ...
     def meta_nodes(self) -> list[dict[str, Any]]: ...
     def meta_config(self) -> dict[str, Any]: ...
+    def meta_topics(self) -> list[dict[str, Any]]: ...
+    def replication(self) -> dict[str, Any]: ...
     def storage(self) -> dict[str, Any]: ...
 
 
@@ -56,18 +69,53 @@ class Text:
 
 
 _DISCONNECT = re.compile(r"^/mqtt/clients/([^/]+)/disconnect$")
+_FAULT_KEYS = {"peer": int, "drop_out": int, "drop_in": int, "loss": float, "delay_ms": float,
+               "jitter_ms": float}
 _OPTIONAL_GETS = {"/node": "node_info", "/mqtt/clients": "mqtt_clients",
                   "/mqtt/sessions": "mqtt_sessions", "/mqtt/subscriptions": "mqtt_subscriptions",
                   "/mqtt/topics": "mqtt_topics", "/mqtt/retained": "mqtt_retained",
                   "/metrics": "metrics"}
 
 
-def route(view: AdminView, method: str, path: str) -> tuple[int, Any]:
-    """(status, JSON body or `Text`) for `method` on `path` (the target without its query).
+def route(view: AdminView, method: str, path: str, query: str = "") -> tuple[int, Any]:
+    """(status, JSON body or `Text`) for `method` on `path` (the target without its `query`).
 
-    Pure apart from reading `view` (and the disconnect POST, which acts through it)."""
+    Pure apart from reading `view` (and the POSTs, which act through it)."""
+    faults = getattr(view, "net_faults", None)
+    if path in ("/faults/net", "/faults/heal") and faults is not None:
+        if method == "GET" and path == "/faults/net":
+            try:
+                return 200, {"faults": faults(None)}
+            except ValueError as exc:
+                return 400, {"error": str(exc)}
+        if method != "POST":
+            return 405, {"error": f"method {method} not allowed on {path}; use POST"}
+        if path == "/faults/heal":
+            try:
+                return 200, {"faults": faults({})}
+            except ValueError as exc:
+                return 400, {"error": str(exc)}
+        args: dict[str, Any] = {}
+        for item in (part for part in query.split("&") if part):
+            key, _, value = item.partition("=")
+            kind = _FAULT_KEYS.get(key)
+            if kind is None:
+                return 400, {"error": f"unknown fault parameter {key!r} (known: "
+                                      f"{', '.join(sorted(_FAULT_KEYS))})"}
+            try:
+                args[key] = kind(unquote(value))
+            except ValueError:
+                return 400, {"error": f"fault parameter {key!r} must be a number, got {value!r}"}
+        if "peer" not in args:
+            return 400, {"error": "fault needs peer=N"}
+        try:
+            return 200, {"faults": faults(args)}
+        except ValueError as exc:
+            return 400, {"error": str(exc)}
     routes = {"/health": view.health, "/meta/nodes": view.meta_nodes,
-              "/meta/config": view.meta_config, "/storage": view.storage}
+              "/meta/config": view.meta_config,
+              "/meta/topics": view.meta_topics, "/replication": view.replication,
+              "/storage": view.storage}
     for route_path, name in _OPTIONAL_GETS.items():  # views without an MQTT broker lack these
         getter = getattr(view, name, None)
         if getter is not None:
@@ -103,6 +151,8 @@ def response_events(status: int, body: Any, *, close: bool) -> list[h11.Response
         headers.append(("Connection", "close"))
     if status == 405:
         headers.append(("Allow", "GET, POST"))
+    if status == 401:
+        headers.append(("WWW-Authenticate", 'Bearer realm="twinmq-admin"'))
     reason = HTTPStatus(status).phrase.encode()
     return [h11.Response(status_code=status, headers=headers, reason=reason),
             h11.Data(data=payload)]
@@ -118,10 +168,15 @@ class _Refused(Exception):
 
 class AdminServer:
     def __init__(self, view: AdminView, host: str, port: int, *, request_bytes_max: int,
-                 connections_max: int) -> None:
+                 connections_max: int, token: bytes | None = None,
+                 log: Callable[[str], None] = lambda _line: None) -> None:
         assert request_bytes_max >= 256, request_bytes_max
         assert connections_max >= 1, connections_max
         self.view = view
+        self.token = token
+        """With a token, every POST must carry `Authorization: Bearer <token>` (else 401)."""
+        self.log = log
+        self.refused = 0
         self.host, self.port = host, port
         self.request_bytes_max = request_bytes_max
         self.connections_max = connections_max
@@ -171,13 +226,28 @@ class AdminServer:
                 return
             if request is None:
                 return
-            status, body = route(self.view, request.method.decode("ascii"),
-                                 request.target.decode("ascii").split("?", 1)[0])
+            target, _, query = request.target.decode("ascii").partition("?")
+            method = request.method.decode("ascii")
+            if method != "GET" and not self._authorized(request):
+                self.refused += 1
+                self.log(f"admin: refused an unauthenticated {method} {target} from "
+                         f"{writer.get_extra_info('peername')}")
+                status, body = 401, {"error": "this request needs Authorization: Bearer <token>"}
+            else:
+                status, body = route(self.view, method, target, query)
             _send(writer, conn, status, body, close=served == REQUESTS_PER_CONNECTION_MAX)
             await writer.drain()
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return  # h11 says the connection ends here (Connection: close, HTTP/1.0)
             conn.start_next_cycle()
+
+    def _authorized(self, request: h11.Request) -> bool:
+        if self.token is None:
+            return True
+        for name, value in request.headers:
+            if name.lower() == b"authorization":
+                return hmac.compare_digest(value, b"Bearer " + self.token)
+        return False
 
     async def _next_request(self, reader: asyncio.StreamReader,
                             conn: h11.Connection) -> h11.Request | None:

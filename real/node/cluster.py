@@ -3,6 +3,9 @@
     twinmq cluster up --nodes 3 --dir DIR [--storage ENGINE] [-- more serve flags]
     twinmq cluster status --dir DIR [--json]
     twinmq cluster kill|stop|cont|restart --dir DIR NODE
+    twinmq cluster partition --dir DIR 1,2/3 [--oneway]   (heal: twinmq cluster heal --dir DIR)
+    twinmq cluster loss --dir DIR --percent P [--between 1/2,3]
+    twinmq cluster delay --dir DIR --ms M [--jitter J] [--between 1/2,3]
     twinmq cluster down --dir DIR
 
 `up` writes a fresh cluster secret (DIR/secret, mode 0600), picks free loopback ports, starts N
@@ -15,6 +18,14 @@ STOP_TIMEOUT_S). The faults, each also a Python function for scripts: `kill` (SI
 killed node again on its data, with its original command). Exit codes: 0 done, 1 the
 cluster did not come up (its logs are in DIR), 2 a usage error (or a fault that does not
 apply: restarting a node that runs, signalling one that does not).
+
+Network faults between nodes act on each node's peer transport through its admin API
+(`POST /faults/net`, real/node/peers.py): `partition A/B` makes every link between a node of A
+and a node of B drop what crosses it at both ends (`--oneway`: only A -> B), so it holds while
+either side restarts; `loss` drops a percentage of the messages and `delay` holds each for M ms
+plus up to J ms, on every link or only those between the two groups of `--between`; `heal`
+clears every fault. Client traffic is never touched. A frozen (SIGSTOPped) node cannot take
+the command: its peers still enforce their end.
 """
 
 from __future__ import annotations
@@ -119,6 +130,8 @@ def launch(count: int, work: Path, serve_args: Sequence[str] = (),
                "--admin-port", str(ports[i]["admin"]), "--mqtt-port", str(ports[i]["mqtt"]),
                "--ws-port", "0", "--kafka-port", str(ports[i]["kafka"]), "--peers", peers,
                "--cluster-secret-file", str(secret),
+               "--replication-factor", str(min(3, count)),
+               "--min-insync-replicas", str(min(2, count)),
                *(("--storage", storage) if storage else ()), *serve_args]
         log = work / f"n{i}.log"
         nodes.append({"id": i, "pid": _spawn(cmd, log), "host": host, **ports[i], "ws": 0,
@@ -215,6 +228,89 @@ def status(work: Path, as_json: bool, out: Any = sys.stdout) -> int:
     return 0
 
 
+def _post(port: int, path: str) -> Any:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="POST", data=b"")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def parse_groups(text: str, ids: Sequence[int]) -> tuple[list[int], list[int]]:
+    """"1,2/3" -> ([1, 2], [3]); one group alone ("1") is set against every other node."""
+    left, sep, right = text.partition("/")
+    try:
+        a = sorted({int(x) for x in left.split(",") if x.strip()})
+        b = sorted({int(x) for x in right.split(",") if x.strip()}) if sep else \
+            [n for n in ids if n not in a]
+    except ValueError:
+        raise ValueError(f"groups {text!r} must look like 1,2/3") from None
+    unknown = [n for n in a + b if n not in ids]
+    if unknown or not a or not b or set(a) & set(b):
+        raise ValueError(f"groups {text!r}: two disjoint, non-empty sets of node ids among "
+                         f"{list(ids)} (unknown {unknown})")
+    return a, b
+
+
+def _set_links(work: Path, pairs: list[tuple[int, int]], **fault: Any) -> list[str]:
+    """Set `fault` on each directed link (a, b): at a for what it sends to b, and (for drops)
+    at b for what arrives from a. Returns the nodes that could not be told (down, frozen)."""
+    info = json.loads((work / "cluster.json").read_text())
+    nodes = {n["id"]: n for n in info["nodes"]}
+    per_node: dict[int, dict[int, dict[str, Any]]] = {}
+    for a, b in pairs:
+        out = per_node.setdefault(a, {}).setdefault(b, {})
+        for key in ("loss", "delay_ms", "jitter_ms"):
+            if key in fault:
+                out[key] = fault[key]
+        if fault.get("drop"):
+            out["drop_out"] = 1
+            per_node.setdefault(b, {}).setdefault(a, {})["drop_in"] = 1
+    missed = []
+    for nid in sorted(per_node):
+        for peer, spec in sorted(per_node[nid].items()):
+            query = "&".join([f"peer={peer}"] + [f"{k}={v}" for k, v in sorted(spec.items())])
+            try:
+                _post(nodes[nid]["admin"], f"/faults/net?{query}")
+            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+                missed.append(f"node {nid}: {exc}")
+                break
+    return missed
+
+
+def partition(work: Path, a: Sequence[int], b: Sequence[int], oneway: bool = False) -> list[str]:
+    """Cut every link between groups `a` and `b` (only a -> b if `oneway`)."""
+    pairs = [(x, y) for x in a for y in b] + ([] if oneway else [(y, x) for x in a for y in b])
+    return _set_links(work, pairs, drop=True)
+
+
+def _pairs(work: Path, between: str | None) -> list[tuple[int, int]]:
+    ids = [n["id"] for n in json.loads((work / "cluster.json").read_text())["nodes"]]
+    if between is None:
+        return [(x, y) for x in ids for y in ids if x != y]
+    a, b = parse_groups(between, ids)
+    return [(x, y) for x in a for y in b] + [(y, x) for x in a for y in b]
+
+
+def loss(work: Path, percent: float, between: str | None = None) -> list[str]:
+    if not 0 <= percent <= 100:
+        raise ValueError(f"--percent must be in [0, 100], got {percent}")
+    return _set_links(work, _pairs(work, between), loss=percent / 100)
+
+
+def delay(work: Path, ms: float, jitter: float = 0.0, between: str | None = None) -> list[str]:
+    return _set_links(work, _pairs(work, between), delay_ms=ms, jitter_ms=jitter)
+
+
+def heal(work: Path) -> list[str]:
+    """Clear every link fault on every node that answers."""
+    missed = []
+    for n in json.loads((work / "cluster.json").read_text())["nodes"]:
+        try:
+            _post(n["admin"], "/faults/heal")
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            missed.append(f"node {n['id']}: {exc}")
+    return missed
+
+
 def down(work: Path, out: Any = sys.stdout) -> int:
     info = json.loads((work / "cluster.json").read_text())
     pids = [n["pid"] for n in info["nodes"] if _alive(n["pid"])]
@@ -258,6 +354,21 @@ def main(argv: Sequence[str]) -> int:
         f = sub.add_parser(action, help=what)
         f.add_argument("--dir", type=Path, required=True)
         f.add_argument("node", type=int)
+    pa = sub.add_parser("partition", help="cut the links between two groups of nodes")
+    pa.add_argument("--dir", type=Path, required=True)
+    pa.add_argument("groups", help="A/B, e.g. 1,2/3 (or one group: against all the others)")
+    pa.add_argument("--oneway", action="store_true", help="only A -> B")
+    he = sub.add_parser("heal", help="clear every network fault")
+    he.add_argument("--dir", type=Path, required=True)
+    lo = sub.add_parser("loss", help="drop a percentage of the inter-node messages")
+    lo.add_argument("--dir", type=Path, required=True)
+    lo.add_argument("--percent", type=float, required=True)
+    lo.add_argument("--between", help="only between these groups (A/B)")
+    de = sub.add_parser("delay", help="delay the inter-node messages")
+    de.add_argument("--dir", type=Path, required=True)
+    de.add_argument("--ms", type=float, required=True)
+    de.add_argument("--jitter", type=float, default=0.0)
+    de.add_argument("--between", help="only between these groups (A/B)")
     try:
         ns = p.parse_args(args)
     except SystemExit as exc:
@@ -274,6 +385,25 @@ def main(argv: Sequence[str]) -> int:
         return status(ns.dir, ns.json)
     if ns.action == "down":
         return down(ns.dir)
+    if ns.action in ("partition", "heal", "loss", "delay"):
+        try:
+            if ns.action == "partition":
+                ids = [n["id"] for n in json.loads((ns.dir / "cluster.json").read_text())["nodes"]]
+                a, b = parse_groups(ns.groups, ids)
+                missed = partition(ns.dir, a, b, ns.oneway)
+            elif ns.action == "heal":
+                missed = heal(ns.dir)
+            elif ns.action == "loss":
+                missed = loss(ns.dir, ns.percent, ns.between)
+            else:
+                missed = delay(ns.dir, ns.ms, ns.jitter, ns.between)
+        except ValueError as exc:
+            print(f"twinmq cluster: {exc}", file=sys.stderr)
+            return 2
+        for line in missed:
+            print(f"twinmq cluster: not applied on {line}", file=sys.stderr)
+        print(f"twinmq cluster: {ns.action} done" + (" (partly)" if missed else ""))
+        return 1 if missed else 0
     sigs = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP, "cont": signal.SIGCONT}
     try:
         if ns.action == "restart":

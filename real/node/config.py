@@ -132,6 +132,8 @@ class NodeConfig:
     kafka_group_max_session_timeout_ms: int = 1_800_000
     kafka_retention_check_ms: int = 60_000
     kafka_sasl: bool = False
+    kafka_default_replication_factor: int = 1
+    kafka_min_insync_replicas: int = 1
     bridges: tuple[BridgeRule, ...] = ()
     """MQTT <-> Kafka bridge rules (`[[bridge]]` tables; real/kafka/bridge.py)."""
     storage_engine: str = "file"
@@ -142,6 +144,7 @@ class NodeConfig:
     storage_s3_endpoint: str = ""
     storage_s3_bucket: str = "twinmq"
     storage_s3_linger_ms: int = 0
+    storage_hold_unsynced: bool = False
     tick_ms: int = 10
     election_tick_min: int = 10
     election_tick_max: int = 19
@@ -150,9 +153,22 @@ class NodeConfig:
     raft_seed: int = 0
     admin_request_bytes_max: int = 8192
     admin_connections_max: int = 64
+    admin_token_file: str = ""
+    """A file holding the admin API token (>= 16 bytes): every POST must carry
+    `Authorization: Bearer <token>`. Required when `bind` is not a loopback address."""
     cluster_peers: str = ""
     """Meta voters and their inter-node addresses, "id=host:port,..." ("" = a single node)."""
     cluster_secret_file: str = ""
+    cluster_tls_cert_file: str = ""
+    cluster_tls_key_file: str = ""
+    cluster_tls_ca_file: str = ""
+    """Mutual TLS on the peer port: this node's certificate and key, and the cluster CA that
+    signs every member's certificate (all three, or none)."""
+    cluster_heartbeat_ms: int = 100
+    cluster_session_timeout_ms: int = 600
+    cluster_rebalance_delay_ms: int = 5_000
+    cluster_replica_lag_ms: int = 2_000
+    cluster_replica_fetch_wait_ms: int = 500
 
     def __post_init__(self) -> None:
         assert self.node_id >= 1, self.node_id
@@ -266,6 +282,9 @@ KEYS: tuple[Key, ...] = (
         _range(1, 86_400_000)),
     Key("kafka.retention_check_ms", "kafka_retention_check_ms", int, _range(100, 86_400_000)),
     Key("kafka.sasl", "kafka_sasl", bool, _any),
+    Key("kafka.default_replication_factor", "kafka_default_replication_factor", int,
+        _range(1, 16)),
+    Key("kafka.min_insync_replicas", "kafka_min_insync_replicas", int, _range(1, 16)),
     Key("bridge", "bridges", tuple, _any),
     Key("storage.engine", "storage_engine", str, _engine),
     Key("storage.fsync", "storage_fsync", str, _fsync),
@@ -275,6 +294,7 @@ KEYS: tuple[Key, ...] = (
     Key("storage.s3_endpoint", "storage_s3_endpoint", str, _endpoint),
     Key("storage.s3_bucket", "storage_s3_bucket", str, _bucket),
     Key("storage.s3_linger_ms", "storage_s3_linger_ms", int, _range(0, 60_000)),
+    Key("storage.hold_unsynced", "storage_hold_unsynced", bool, _any),
     Key("raft.tick_ms", "tick_ms", int, _range(1, 60_000)),
     Key("raft.election_tick_min", "election_tick_min", int, _range(2, 10_000)),
     Key("raft.election_tick_max", "election_tick_max", int, _range(2, 10_000)),
@@ -283,8 +303,19 @@ KEYS: tuple[Key, ...] = (
     Key("raft.seed", "raft_seed", int, _range(0, 2**63 - 1)),
     Key("admin.request_bytes_max", "admin_request_bytes_max", int, _range(256, 1 << 20)),
     Key("admin.connections_max", "admin_connections_max", int, _range(1, 10_000)),
+    Key("admin.token_file", "admin_token_file", str, _any),
     Key("cluster.peers", "cluster_peers", str, lambda v: _peers_error(v)),
     Key("cluster.secret_file", "cluster_secret_file", str, _any),
+    Key("cluster.tls_cert_file", "cluster_tls_cert_file", str, _any),
+    Key("cluster.tls_key_file", "cluster_tls_key_file", str, _any),
+    Key("cluster.tls_ca_file", "cluster_tls_ca_file", str, _any),
+    Key("cluster.heartbeat_ms", "cluster_heartbeat_ms", int, _range(10, 60_000)),
+    Key("cluster.session_timeout_ms", "cluster_session_timeout_ms", int, _range(30, 600_000)),
+    Key("cluster.rebalance_delay_ms", "cluster_rebalance_delay_ms", int,
+        _range(1, 86_400_000)),
+    Key("cluster.replica_lag_ms", "cluster_replica_lag_ms", int, _range(10, 600_000)),
+    Key("cluster.replica_fetch_wait_ms", "cluster_replica_fetch_wait_ms", int,
+        _range(1, 60_000)),
 )
 
 
@@ -428,6 +459,19 @@ def _check_listeners(cfg: NodeConfig, source: str) -> None:
 def _check_cluster(cfg: NodeConfig, origins: Mapping[str, str]) -> None:
     """With peers: this node is one of them, its raft port differs from the listeners, and the
     cluster secret file is readable and long enough."""
+    if cfg.cluster_session_timeout_ms <= 2 * cfg.cluster_heartbeat_ms:
+        where = origins.get("cluster_session_timeout_ms", "key 'cluster.session_timeout_ms'")
+        raise ConfigError(f"{where}: {cfg.cluster_session_timeout_ms} must be more than twice "
+                          f"cluster.heartbeat_ms ({cfg.cluster_heartbeat_ms})")
+    tls = [cfg.cluster_tls_cert_file, cfg.cluster_tls_key_file, cfg.cluster_tls_ca_file]
+    if any(tls) and not all(tls):
+        raise ConfigError("keys 'cluster.tls_cert_file', 'cluster.tls_key_file' and "
+                          "'cluster.tls_ca_file': set all three (mutual TLS) or none")
+    for field_name, value in zip(("cluster_tls_cert_file", "cluster_tls_key_file",
+                                  "cluster_tls_ca_file"), tls, strict=True):
+        if value and not Path(value).is_file():
+            where = origins.get(field_name, f"key '{_BY_FIELD[field_name].path}'")
+            raise ConfigError(f"{where} {value!r}: no such file")
     peers = parse_peers(cfg.cluster_peers)
     if not peers:
         return
@@ -447,6 +491,37 @@ def _check_cluster(cfg: NodeConfig, origins: Mapping[str, str]) -> None:
         read_cluster_secret(cfg, origins.get("cluster_secret_file", ""))
 
 
+def is_loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host in ("::1", "[::1]")
+
+
+def read_admin_token(cfg: NodeConfig, where: str = "") -> bytes | None:
+    """The admin token (stripped), or None when no token file is configured."""
+    if not cfg.admin_token_file:
+        return None
+    where = where or "key 'admin.token_file'"
+    try:
+        token = Path(cfg.admin_token_file).read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"{where} {cfg.admin_token_file!r}: cannot read: "
+                          f"{exc.strerror}") from None
+    if len(token) < 16 or any(b <= 32 or b >= 127 for b in token):
+        raise ConfigError(f"{where} {cfg.admin_token_file!r}: the token must be at least 16 "
+                          f"printable bytes without spaces")
+    return token
+
+
+def _check_admin(cfg: NodeConfig, origins: Mapping[str, str]) -> None:
+    """Off loopback, the admin API's state-changing requests need a token."""
+    where = origins.get("admin_token_file", "")
+    if not cfg.admin_token_file and not is_loopback(cfg.bind):
+        bind = origins.get("bind", "key 'bind'")
+        raise ConfigError(f"{bind}: the admin API would listen on {cfg.bind!r} (not loopback), "
+                          f"so its state-changing requests need a token: set admin.token_file "
+                          f"(a file with at least 16 printable bytes)")
+    read_admin_token(cfg, where)
+
+
 def _check_files(cfg: NodeConfig, origins: Mapping[str, str]) -> None:
     """Named files exist (TLS) or exist and parse (password file, ACL)."""
     for field_name in ("tls_cert_file", "tls_key_file"):
@@ -457,6 +532,7 @@ def _check_files(cfg: NodeConfig, origins: Mapping[str, str]) -> None:
     load_passwords(cfg, origins.get("mqtt_password_file", ""))
     load_acl(cfg, origins.get("mqtt_acl_file", ""))
     _check_cluster(cfg, origins)
+    _check_admin(cfg, origins)
 
 
 def _read_file(path: Path, origins: dict[str, str]) -> dict[str, Any]:
@@ -535,7 +611,9 @@ def node_spec(cfg: NodeConfig, *, kafka_port: int, register_addr: str) -> NodeSp
     from real.kafka.broker import KafkaConfig
     from real.mqtt.broker import BrokerConfig
     from real.raft.types import RaftConfig
+    from real.server.controller import ControllerConfig
     from real.server.node import NodeSpec
+    from real.server.replication import ReplicationConfig
 
     mqtt = BrokerConfig(
         node_id=cfg.node_id, max_packet_size=cfg.mqtt_max_packet_size,
@@ -558,7 +636,9 @@ def node_spec(cfg: NodeConfig, *, kafka_port: int, register_addr: str) -> NodeSp
         group_initial_rebalance_delay_ms=cfg.kafka_group_initial_rebalance_delay_ms,
         group_min_session_timeout_ms=cfg.kafka_group_min_session_timeout_ms,
         group_max_session_timeout_ms=cfg.kafka_group_max_session_timeout_ms,
-        retention_check_ms=cfg.kafka_retention_check_ms, sasl=cfg.kafka_sasl)
+        retention_check_ms=cfg.kafka_retention_check_ms, sasl=cfg.kafka_sasl,
+        default_replication_factor=cfg.kafka_default_replication_factor,
+        min_insync_replicas=cfg.kafka_min_insync_replicas)
     raft = RaftConfig(election_tick_min=cfg.election_tick_min,
                       election_tick_max=cfg.election_tick_max, heartbeat_tick=cfg.heartbeat_tick)
     voters = tuple(sorted(parse_peers(cfg.cluster_peers))) or (cfg.node_id,)
@@ -566,4 +646,12 @@ def node_spec(cfg: NodeConfig, *, kafka_port: int, register_addr: str) -> NodeSp
                     snapshot_entries=cfg.snapshot_entries, register_addr=register_addr,
                     mqtt=mqtt, kafka=kafka, bridges=tuple(cfg.bridges),
                     allow_anonymous=cfg.mqtt_allow_anonymous,
-                    default_engine=cfg.storage_engine)
+                    default_engine=cfg.storage_engine,
+                    replication=ReplicationConfig(
+                        fetch_wait_ms=cfg.cluster_replica_fetch_wait_ms,
+                        fetch_timeout_ms=2 * cfg.cluster_replica_fetch_wait_ms,
+                        replica_lag_ms=cfg.cluster_replica_lag_ms),
+                    controller=ControllerConfig(
+                        heartbeat_ms=cfg.cluster_heartbeat_ms,
+                        session_timeout_ms=cfg.cluster_session_timeout_ms,
+                        rebalance_delay_ms=cfg.cluster_rebalance_delay_ms))

@@ -58,12 +58,18 @@ LOCK_NAME = "LOCK"
 class RaftDisk:
     """The meta group's stable storage under `directory` (created if missing, locked)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, hold_unsynced: bool = False) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock(self.dir / LOCK_NAME)
         self.path = self.dir / LOG_NAME
-        self._fs = OsFileSystem(str(self.dir), handles_max=4)
+        if hold_unsynced:  # the power-loss fault (real/node/holdfs.py)
+            from real.node.holdfs import HoldingFileSystem
+
+            self._fs: OsFileSystem | HoldingFileSystem = HoldingFileSystem(
+                str(self.dir), handles_max=4)
+        else:
+            self._fs = OsFileSystem(str(self.dir), handles_max=4)
         try:
             self.log = RaftLog(self._fs, "")
         except DiskError as exc:

@@ -40,7 +40,7 @@ def settings_from_config(cfg: NodeConfig) -> StorageSettings:
         group_commit_ms=cfg.storage_group_commit_ms, segment_bytes=cfg.storage_segment_bytes,
         sync_thread=cfg.storage_sync_thread,
         s3_endpoint=cfg.storage_s3_endpoint, s3_bucket=cfg.storage_s3_bucket,
-        s3_linger_ms=cfg.storage_s3_linger_ms,
+        s3_linger_ms=cfg.storage_s3_linger_ms, hold_unsynced=cfg.storage_hold_unsynced,
     )
 
 
@@ -73,7 +73,13 @@ class Devices:
         if self._fs is None:
             from real.node.osfs import OsFileSystem
 
-            self._fs = OsFileSystem(str(self.root / "journal"))
+            if self.settings.hold_unsynced:
+                from real.node.holdfs import HoldingFileSystem
+
+                self._fs = HoldingFileSystem(str(self.root / "journal"))  # type: ignore[assignment]
+            else:
+                self._fs = OsFileSystem(str(self.root / "journal"))
+        assert self._fs is not None
         return self._fs
 
     def kv(self) -> RocksKeyValue:

@@ -34,6 +34,7 @@ from typing import Any
 from real.node.transport import Conn, Listener, stop_serving
 from real.raft.types import Message
 from real.server.node import NodeCore, Proto, SyncRequest
+from real.server.peermsg import PeerMessage
 
 SYNC_WORKERS_DEFAULT = 4
 MQTT_WRITE_HIGH_WATER = 1 << 20
@@ -64,7 +65,7 @@ class _ProtoHandler:
 class AsyncHost:
     def __init__(self, core: NodeCore, clock: Callable[[], int], log: Callable[[str], None],
                  *, sync_workers: int = SYNC_WORKERS_DEFAULT,
-                 send_raft: Callable[[Message], None] | None = None,
+                 send_raft: Callable[[Message | PeerMessage], None] | None = None,
                  stopped: asyncio.Event | None = None) -> None:
         self.core = core
         self.clock = clock
@@ -107,7 +108,7 @@ class AsyncHost:
     def writable(self, conn: Conn) -> None:
         self._input(functools.partial(self.core.set_congested, conn.id, False))
 
-    def raft_received(self, msg: Message) -> None:
+    def raft_received(self, msg: Message | PeerMessage) -> None:
         """A Raft message from a peer (real/node/peers.py)."""
         self._input(functools.partial(self.core.step, msg))
 
@@ -164,7 +165,7 @@ class AsyncHost:
             elif conn.write_buffer_size() > self._high_water[conn_id]:
                 self.core.set_congested(conn_id, True)
 
-    def _send(self, msg: Message) -> None:
+    def _send(self, msg: Message | PeerMessage) -> None:
         if self.send_raft is None:
             raise AssertionError(f"a single-member meta group produced a message: {msg}")
         self.send_raft(msg)

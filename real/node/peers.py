@@ -1,13 +1,25 @@
 """The inter-node transport of `twinmq serve`: asyncio TCP carrying `PeerSession`s
-(real/cluster/peer.py) between the meta Raft voters.
+(real/cluster/peer.py) between the nodes: Raft messages and the `real.server.peermsg` messages
+(shard fetches and replies, broker heartbeats), each in its frame (`real.cluster.wire.peer_frame`).
 
 Each node listens on its own peer address and dials every other peer; messages to a peer go out
 on the connection this node dialled, and messages from a peer arrive on the connection that peer
 dialled (one TCP connection per direction, as etcd's stream transport). A dialer reconnects with
 exponential backoff (RECONNECT_MIN_S to RECONNECT_MAX_S); each peer has a bounded queue
-(QUEUE_MAX messages: Raft tolerates lost messages, so when it is full the oldest goes, counted).
+(QUEUE_MAX messages: Raft tolerates lost messages, and a lost fetch or heartbeat is sent again,
+so when it is full the oldest goes, counted).
 An inbound connection must finish the handshake within HANDSHAKE_TIMEOUT_S, and at most
 INBOUND_MAX connections are open at once; anything the session refuses is logged and closed.
+With `cluster.tls_*` set, every connection is mutual TLS first (`peer_tls`): a stranger without a
+certificate from the cluster CA never reaches the handshake.
+
+**Link faults** (`set_fault`, the admin API's `/faults/net`, `twinmq cluster partition|loss|delay`):
+per peer, messages to it can be dropped (`drop_out`), messages from it dropped on arrival
+(`drop_in`), a fraction lost (`loss`, each message independently) or delayed by `delay_ms` plus a
+uniform `jitter_ms` (order kept, as TCP keeps it). Both ends of a partitioned link drop, so the
+partition outlives the restart of either node. The faults act on whole messages at the transport
+boundary, like a blackholing proxy on the link (Toxiproxy's `timeout`/`latency`): TCP under them
+stays up; client traffic is not touched.
 """
 
 from __future__ import annotations
@@ -15,12 +27,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from real.cluster.peer import Closed, Established, PeerConfig, PeerSession, Received
+from real.cluster.wire import describe
 from real.raft.types import Message
+from real.server.peermsg import PeerMessage
 
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
@@ -37,6 +52,28 @@ class PeerStats:
     dropped_full: int = 0
     connects: int = 0
     refused: int = 0
+    dropped_fault: int = 0
+    delayed: int = 0
+
+
+@dataclass
+class LinkFault:
+    drop_out: bool = False
+    drop_in: bool = False
+    loss: float = 0.0
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.loss <= 1.0:
+            raise ValueError(f"loss must be in [0, 1], got {self.loss}")
+        if self.delay_ms < 0 or self.jitter_ms < 0 or self.delay_ms + self.jitter_ms > 60_000:
+            raise ValueError(f"delay_ms and jitter_ms must be >= 0 and add up to at most 60000, "
+                             f"got {self.delay_ms} and {self.jitter_ms}")
+
+    @property
+    def clean(self) -> bool:
+        return self == LinkFault()
 
 
 class _Outbound:
@@ -44,15 +81,34 @@ class _Outbound:
         self.peer_id = peer_id
         self.host = host
         self.port = port
-        self.queue: deque[Message] = deque()
+        self.queue: deque[Message | PeerMessage] = deque()
         self.ready = asyncio.Event()
         self.connected = False
 
 
+def peer_tls(cert_file: str, key_file: str, ca_file: str) -> tuple[ssl.SSLContext,
+                                                                     ssl.SSLContext]:
+    """(server, client) contexts for mutual TLS between the nodes: each side presents its
+    certificate and requires the other's to be signed by the cluster CA (`ca_file`; a
+    self-signed certificate may be its own CA). TLS 1.2 or later; host names are not checked
+    (nodes are addressed by IP; the CA says who is a member, the secret handshake which node)."""
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    for ctx in (server, client):
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(cert_file, key_file)
+        ctx.load_verify_locations(ca_file)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_REQUIRED
+    return server, client
+
+
 class PeerNet:
     def __init__(self, config: PeerConfig, peers: dict[int, tuple[str, int]],
-                 deliver: Callable[[Message], None], log: Callable[[str], None],
-                 rng: random.Random | None = None) -> None:
+                 deliver: Callable[[Message | PeerMessage], None], log: Callable[[str], None],
+                 rng: random.Random | None = None,
+                 tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None) -> None:
         assert config.node_id in peers, (config.node_id, peers)
         self.config = config
         self.peers = peers
@@ -66,6 +122,10 @@ class PeerNet:
         self._tasks: list[asyncio.Task[None]] = []
         self._inbound: set[asyncio.StreamWriter] = set()
         self._closing = False
+        self.tls = tls
+        """(server, client) contexts: mutual TLS on the peer port (`peer_tls`), or None."""
+        self.faults: dict[int, LinkFault] = {}
+        self._release_at: dict[int, float] = {}
 
     @property
     def port(self) -> int:
@@ -74,15 +134,59 @@ class PeerNet:
 
     async def start(self) -> None:
         host, port = self.peers[self.config.node_id]
-        self._server = await asyncio.start_server(self._accept, host, port)
+        self._server = await asyncio.start_server(
+            self._accept, host, port, ssl=self.tls[0] if self.tls else None,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if self.tls else None)
         for out in self._out.values():
             self._tasks.append(asyncio.create_task(self._dial_loop(out),
                                                    name=f"peer-{out.peer_id}"))
 
-    def send(self, msg: Message) -> None:
+    def set_fault(self, peer: int, fault: LinkFault) -> None:
+        """Replace the fault on the link to and from `peer` (a clean one heals it)."""
+        if peer not in self._out:
+            raise ValueError(f"no peer {peer} (peers: {sorted(self._out)})")
+        if fault.clean:
+            self.faults.pop(peer, None)
+        else:
+            self.faults[peer] = fault
+        self.log(f"cluster: link to node {peer}: {fault if not fault.clean else 'healed'}")
+
+    def heal(self) -> None:
+        for peer in sorted(self.faults):
+            self.set_fault(peer, LinkFault())
+
+    def inbound(self, msg: Message | PeerMessage) -> None:
+        """A message arrived from `msg.src`: delivered unless its link drops what arrives."""
+        fault = self.faults.get(msg.src)
+        if fault is not None and fault.drop_in:
+            self.stats.dropped_fault += 1
+            return
+        self.deliver(msg)
+
+    def send(self, msg: Message | PeerMessage) -> None:
+        """Queue a message for its `dst` (encoded with `peer_frame` when its connection sends),
+        through the link's fault if it has one."""
+        fault = self.faults.get(msg.dst)
+        if fault is not None:
+            if fault.drop_out or (fault.loss and self.rng.random() < fault.loss):
+                self.stats.dropped_fault += 1
+                return
+            if fault.delay_ms or fault.jitter_ms:
+                loop = asyncio.get_running_loop()
+                at = loop.time() + (fault.delay_ms + self.rng.random() * fault.jitter_ms) / 1000
+                # in order, as TCP keeps it (strictly later: equal loop times may run in any
+                # order)
+                at = max(at, self._release_at.get(msg.dst, 0.0) + 1e-6)
+                self._release_at[msg.dst] = at
+                self.stats.delayed += 1
+                loop.call_at(at, self._enqueue, msg)
+                return
+        self._enqueue(msg)
+
+    def _enqueue(self, msg: Message | PeerMessage) -> None:
         out = self._out.get(msg.dst)
         if out is None:
-            self.log(f"cluster: no peer {msg.dst} for a {msg.type.value} message")
+            self.log(f"cluster: no peer {msg.dst} for a {describe(msg)} message")
             return
         if len(out.queue) >= QUEUE_MAX:
             out.queue.popleft()
@@ -113,7 +217,9 @@ class PeerNet:
         while not self._closing:
             try:
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(out.host, out.port), HANDSHAKE_TIMEOUT_S)
+                    asyncio.open_connection(out.host, out.port,
+                                            ssl=self.tls[1] if self.tls else None),
+                    HANDSHAKE_TIMEOUT_S)
             except (OSError, TimeoutError):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, RECONNECT_MAX_S)
@@ -202,7 +308,7 @@ class PeerNet:
         for event in events:
             if isinstance(event, Received):
                 self.stats.received += 1
-                self.deliver(event.message)
+                self.inbound(event.message)
             elif isinstance(event, Established):
                 self.log(f"cluster: node {event.peer_id} connected from {peer}")
             elif isinstance(event, Closed):

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from real.meta import node_json
+from real.meta import node_json, topic_json
 from real.node.admin import AdminServer, Text
 from real.node.config import ConfigError, NodeConfig, load_acl, load_passwords, node_spec
 from real.node.disk import RaftDisk
@@ -34,10 +34,12 @@ from real.server.node import STATE_SHARD, NodeCore, NodeEnv, Proto
 class NodeView:
     """What the admin server reads (`AdminView`), over the hosted core."""
 
-    def __init__(self, cfg: NodeConfig, devices: Devices, host: AsyncHost) -> None:
+    def __init__(self, cfg: NodeConfig, devices: Devices, host: AsyncHost,
+                 peers: Any = None) -> None:
         self.cfg = cfg
         self.devices = devices
         self.host = host
+        self.peers = peers
         self.core = host.core
         self.started = time.monotonic()
         self._metrics = NodeMetrics(mqtt=self.core.mqtt, kafka=self.core.kafka)
@@ -57,6 +59,12 @@ class NodeView:
 
     def meta_config(self) -> dict[str, Any]:
         return self.core.replica.sm.config()
+
+    def meta_topics(self) -> list[dict[str, Any]]:
+        return [topic_json(t) for t in self.core.replica.sm.topics()]
+
+    def replication(self) -> dict[str, Any]:
+        return self.core.replication_view()
 
     def storage(self) -> dict[str, Any]:
         shards = self.core.shards
@@ -91,6 +99,23 @@ class NodeView:
     def metrics(self) -> Text:
         return self._metrics.render()
 
+    def net_faults(self, args: dict[str, Any] | None) -> dict[str, Any]:
+        """The link faults of this node's peer transport: None reads them, {} heals every link,
+        else sets the one `args` names (`peer` and `LinkFault` fields)."""
+        from real.node.peers import LinkFault
+
+        if self.peers is None:
+            raise ValueError("this node has no peers (a single node)")
+        if args == {}:
+            self.peers.heal()
+        elif args is not None:
+            fields = {k: v for k, v in args.items() if k != "peer"}
+            for flag in ("drop_out", "drop_in"):
+                if flag in fields:
+                    fields[flag] = bool(fields[flag])
+            self.peers.set_fault(int(args["peer"]), LinkFault(**fields))
+        return {str(p): dataclasses.asdict(f) for p, f in sorted(self.peers.faults.items())}
+
     def mqtt_disconnect(self, client_id: str) -> bool:
         kicked = self.core.disconnect_client(client_id)
         self.host.flush()
@@ -107,7 +132,7 @@ async def serve(cfg: NodeConfig, out: TextIO | None = None) -> int:
     def log(line: str) -> None:
         print(line, file=out or sys.stdout, flush=True)
 
-    disk = RaftDisk(cfg.data_dir / "meta")
+    disk = RaftDisk(cfg.data_dir / "meta", hold_unsynced=cfg.storage_hold_unsynced)
     devices = Devices(cfg.data_dir / "storage", settings_from_config(cfg))
     try:
         return await _serve_with(cfg, disk, devices, log)
@@ -159,9 +184,12 @@ async def _serve_with(cfg: NodeConfig, disk: RaftDisk, devices: Devices,
 async def _run(cfg: NodeConfig, env: NodeEnv, devices: Devices, stopped: asyncio.Event,
                log: Callable[[str], None]) -> int:
     holder: list[NodeView] = []
+    from real.node.config import read_admin_token
+
     admin = AdminServer(_LateView(holder), cfg.bind, cfg.admin_port,
                         request_bytes_max=cfg.admin_request_bytes_max,
-                        connections_max=cfg.admin_connections_max)
+                        connections_max=cfg.admin_connections_max,
+                        token=read_admin_token(cfg), log=log)
     admin_port = await admin.start()  # bind errors surface here, before anything else starts
     kafka = await start_listener("tcp", cfg.bind, cfg.kafka_port, _Deferred(), start_serving=False,
                                  write_high_water=8 << 20)
@@ -179,7 +207,7 @@ async def _run(cfg: NodeConfig, env: NodeEnv, devices: Devices, stopped: asyncio
                 f"{list(spec.voters)}), peers on port {peers.port}")
         host.start()
         await _start_mqtt_listeners(cfg, host, log)
-        holder.append(NodeView(cfg, devices, host))  # /health answers from now on
+        holder.append(NodeView(cfg, devices, host, peers))  # /health answers from now on
         _startup_lines(cfg, admin_port, log, devices)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(admin.serve_until(stopped), name="admin")
@@ -207,7 +235,13 @@ def _peer_net(cfg: NodeConfig, host: AsyncHost, log: Callable[[str], None]) -> A
 
     config = PeerConfig(cfg.kafka_cluster_id, cfg.node_id, read_cluster_secret(cfg),
                         frozenset(peers))
-    return PeerNet(config, peers, host.raft_received, log)
+    tls = None
+    if cfg.cluster_tls_cert_file:
+        from real.node.peers import peer_tls
+
+        tls = peer_tls(cfg.cluster_tls_cert_file, cfg.cluster_tls_key_file,
+                       cfg.cluster_tls_ca_file)
+    return PeerNet(config, peers, host.raft_received, log, tls=tls)
 
 
 class _LateView:

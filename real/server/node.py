@@ -37,6 +37,7 @@ and releases what waited for it (MQTT PUBACK/PUBREC, Kafka produce replies, brid
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import random
 import traceback
@@ -51,9 +52,12 @@ from real.kafka.broker import KafkaBroker, KafkaConfig
 from real.meta import MetaResult, MetaStateMachine, encode_command
 from real.mqtt.broker import Broker, BrokerConfig
 from real.raft import RaftNode
-from real.raft.types import Message, ProposalDropped, RaftConfig, Role
+from real.raft.types import Message, MsgType, ProposalDropped, RaftConfig, Role
+from real.server.controller import Controller, ControllerConfig
+from real.server.peermsg import BrokerHeartbeat, PeerMessage, ShardFetch, ShardFetchReply
 from real.server.protocol import ProtocolCore
 from real.server.replica import MetaReplica, RaftObserver, Storage
+from real.server.replication import ReplicationConfig, Replicator
 from real.storage import EngineFactory, ShardStore
 from real.storage.port import BackgroundSyncEngine, SyncJob
 
@@ -65,6 +69,9 @@ at once (the rest are dropped: a stalled node must not fire several election tim
 go). The ticks up to the due one are always delivered: a host that sleeps until
 `next_deadline_ms` skips idle ticks on purpose, and dropping those would stretch timeouts."""
 REGISTER_RETRY_MS = 100
+
+
+_FROM_LEADER = frozenset({MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT})
 
 
 class Proto(enum.Enum):
@@ -90,6 +97,8 @@ class NodeSpec:
     allow_anonymous: str | bool = "auto"
     """MQTT: true/false, or "auto" = anonymous only on loopback listeners."""
     default_engine: str = "file"
+    replication: ReplicationConfig = ReplicationConfig()
+    controller: ControllerConfig = ControllerConfig()
 
     def __post_init__(self) -> None:
         assert self.node_id in self.voters, (self.node_id, self.voters)
@@ -113,6 +122,8 @@ class NodeEnv:
     sasl_factory: Callable[[], Any] | None = None
     observer: RaftObserver | None = None
     """The meta replica's observer (the simulator's Raft safety checkers)."""
+    replication_observer: Any = None
+    """The replicator's observer (the simulator's replication checker)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +141,8 @@ class NodeReady:
     """(conn id, bytes, close after writing), in production order."""
     aborts: list[int] = field(default_factory=list)
     """Connections to reset at once (an internal error cost this connection)."""
-    messages: list[Message] = field(default_factory=list)
-    """Raft messages for peers."""
+    messages: list[Message | PeerMessage] = field(default_factory=list)
+    """Raft, replication and heartbeat messages for peers."""
     syncs: list[SyncRequest] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -181,6 +192,23 @@ class NodeCore:
                                  wall_clock=env.wall_clock)
         self.bridge = (Bridge(spec.bridges, self.kafka, self.mqtt, env.wall_clock)
                        if spec.bridges else None)
+        self.replicator = Replicator(spec.node_id, spec.replication, self.kafka, env.clock,
+                                     self._send, self.propose, log=env.log)
+        self.replicator.observer = env.replication_observer
+        self.kafka.replicator = self.replicator
+        self.kafka.controller_id = lambda: self.replica.raft.leader
+        self.replicator.on_commit = self.kafka.durable_progress
+        self.replicator.on_lost = self.kafka.lost_leadership
+        self.controller = Controller(spec.node_id, spec.controller, lambda: self.replica.sm,
+                                     env.clock, self.propose, log=env.log,
+                                     bugs=frozenset(spec.replication.bugs))
+        self._replicated = False
+        """Meta has a replicated shard: heartbeats and the controller run only then."""
+        self._meta_seen = -1
+        self._heartbeat_at = 0
+        self._meta_contact = env.clock()
+        """When this node last had evidence of a live meta quorum (it led with check-quorum, or
+        heard its leader): past the session timeout without it, it stops leading shards."""
         self.brokers: dict[Proto, ProtocolCore] = {Proto.MQTT: self.mqtt, Proto.KAFKA: self.kafka}
         self.registered = False
         self.kafka_ready = False
@@ -204,7 +232,7 @@ class NodeCore:
         return MetaReplica(raft, env.raft_storage, self._send,
                            compact_entries=spec.snapshot_entries, observer=env.observer)
 
-    def _send(self, msg: Message) -> None:
+    def _send(self, msg: Message | PeerMessage) -> None:
         self._ready.messages.append(msg)
 
     def _open_mqtt(self, spec: NodeSpec, env: NodeEnv) -> Broker:
@@ -278,10 +306,20 @@ class NodeCore:
 
     # ---- inputs: peers, time, I/O ------------------------------------------------------------
 
-    def step(self, msg: Message) -> None:
-        """A Raft message from a peer (ticks due by now run first, as a tick-by-tick node)."""
-        self._run_ticks()
-        self.replica.raft.step(msg)
+    def step(self, msg: Message | PeerMessage) -> None:
+        """A message from a peer: Raft (ticks due by now run first, as a tick-by-tick node),
+        shard replication, or a broker heartbeat for the controller."""
+        if isinstance(msg, Message):
+            self._run_ticks()
+            raft = self.replica.raft
+            raft.step(msg)
+            if msg.src == raft.leader and msg.term == raft.term and msg.type in _FROM_LEADER:
+                self._meta_contact = self.env.clock()
+        elif isinstance(msg, (ShardFetch, ShardFetchReply)):
+            self.replicator.receive(msg)
+        else:
+            assert isinstance(msg, BrokerHeartbeat), msg
+            self.controller.heartbeat(msg.src, msg.broker_epoch)
         self._settle()
 
     def propose(self, data: bytes, done: Callable[[MetaResult | Exception], None]) -> None:
@@ -314,6 +352,12 @@ class NodeCore:
         for broker in self.brokers.values():
             broker.tick()
         self._start_syncs()
+        if self.registered:
+            self.replicator.tick()
+        if self._replicated:
+            self._heartbeat()
+            self.controller.tick()
+            self._check_fence()
         self._settle()
 
     def synced(self, token: int, error: BaseException | None) -> None:
@@ -364,8 +408,46 @@ class NodeCore:
         self._durable_progress()  # engines polled in place may have moved
 
     def _durable_progress(self) -> None:
+        if self.replicator.follows or self.replicator.leads:
+            self.replicator.durable_progress()
         for broker in self.brokers.values():
             broker.durable_progress()
+
+    def _meta_progress(self) -> None:
+        """Meta applied entries or changed leader: shard roles follow, the controller runs on
+        the meta leader."""
+        sm = self.replica.sm
+        if sm.applied_index != self._meta_seen:
+            self._meta_seen = sm.applied_index
+            self._replicated = any(s.replicated for t in sm.topics() for s in t.shards)
+        if self.registered:  # a restarted node fences its old self (registers) first
+            self.replicator.refresh()
+        self.controller.set_active(self._replicated
+                                   and self.replica.raft.role is Role.LEADER)
+
+    def _check_fence(self) -> None:
+        """A node that has heard no meta quorum for the session timeout fences itself: the
+        controller on the other side has moved its shards by then, so it must not serve them
+        (no stale reads, no writes it cannot replicate) until meta tells it what it is."""
+        now = self.env.clock()
+        if self.replica.raft.role is Role.LEADER:
+            self._meta_contact = now
+        fenced = now - self._meta_contact > self.spec.controller.session_timeout_ms
+        self.replicator.set_fenced(fenced)
+
+    def _heartbeat(self) -> None:
+        now = self.env.clock()
+        if now < self._heartbeat_at or not self.registered:
+            return
+        self._heartbeat_at = now + self.spec.controller.heartbeat_ms
+        info = self.replica.sm.node(self.spec.node_id)
+        leader = self.replica.raft.leader
+        if info is None or leader == 0:
+            return
+        if leader == self.spec.node_id:
+            self.controller.heartbeat(self.spec.node_id, info.broker_epoch)
+        else:
+            self._send(BrokerHeartbeat(self.spec.node_id, leader, info.broker_epoch))
 
     # ---- the settle loop ---------------------------------------------------------------------
 
@@ -392,6 +474,7 @@ class NodeCore:
             for _ in range(1000):
                 self.replica.process_ready()  # persist, send, apply: proposal callbacks run
                 self._register()
+                self._meta_progress()
                 # An append may have made earlier data durable in place (a batch past
                 # group_commit_bytes is written and synced at once): what waited for it goes
                 # now, as no group commit is due any more to release it.
@@ -486,12 +569,20 @@ class NodeCore:
         may produce output)."""
         due = self._tick_at + (self.replica.ticks_until_due() - 1) * self.spec.tick_ms
         for at in (self.kafka.next_deadline_ms(), self.shards.next_flush_ms(),
-                   self._mqtt_deadline_ms()):
+                   self._mqtt_deadline_ms(), self.replicator.next_deadline_ms(),
+                   self._heartbeat_at if self._replicated and self.registered else None,
+                   self._fence_at(),
+                   self.controller.next_deadline_ms()):
             if at is not None and at < due:
                 due = at
         if not self.kafka_ready and not self._registering and self.replica.raft.leader:
             due = min(due, self._register_at)
         return due
+
+    def _fence_at(self) -> int | None:
+        if not self._replicated or self.replicator.fenced or not self.replicator.leads:
+            return None
+        return self._meta_contact + self.spec.controller.session_timeout_ms + 1
 
     def next_tick_ms(self) -> int:
         """When the next Raft tick falls due, on `env.clock` (a host that wants to tick one by one
@@ -523,6 +614,22 @@ class NodeCore:
     def connections(self) -> int:
         return len(self._conns)
 
+    def replication_view(self) -> dict[str, Any]:
+        """What this node replicates, for the admin API and `twinmq cluster status`."""
+        rep = self.replicator
+        leads = [{"topic": t, "partition": p, "epoch": lead.epoch, "isr": list(lead.isr),
+                  "high_watermark": lead.hw,
+                  "followers": {str(n): {"offset": f.offset, "acked": f.acked}
+                                for n, f in sorted(lead.followers.items())}}
+                 for (t, p), lead in sorted(rep.leads.items())]
+        follows = [{"topic": t, "partition": p, "leader": f.leader, "epoch": f.epoch,
+                    "high_watermark": f.hw}
+                   for (t, p), f in sorted(rep.follows.items())]
+        ctl = self.controller
+        return {"leads": leads, "follows": follows,
+                "stats": dataclasses.asdict(rep.stats),
+                "controller": {"active": ctl.active, **dataclasses.asdict(ctl.stats)}}
+
     # ---- checks ------------------------------------------------------------------------------
 
     def invariants(self) -> None:
@@ -535,3 +642,4 @@ class NodeCore:
         assert len(self._syncs) <= len(self.shards.list()), self._syncs
         for broker in self.brokers.values():
             broker.invariants()
+        self.replicator.invariants()

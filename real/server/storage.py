@@ -39,6 +39,9 @@ class StorageSettings:
     s3_endpoint: str = ""  # empty: start an embedded SeaweedFS on loopback
     s3_bucket: str = "twinmq"
     s3_linger_ms: int = 0
+    hold_unsynced: bool = False
+    """Real node only: file contents stay in the process until synced (real/node/holdfs.py),
+    so a SIGKILL is a power cut."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -182,7 +182,11 @@ def write_report(result: dict[str, Any], out: Path) -> None:
     (out / "failover.md").write_text("\n".join(md).rstrip() + "\n")
 
 
-def plot(result: dict[str, Any], out: Path) -> None:
+def plot(result: dict[str, Any], path: Path,
+         xlabel: str = "ms from killing the leader to a new leader",
+         title: str = "3-node meta Raft failover, default timings",
+         mark_ms: float | None = None) -> None:
+    """The real and simulated CDFs of `result` side by side, written to `path` (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,13 +197,15 @@ def plot(result: dict[str, Any], out: Path) -> None:
         xs = sorted(result[label]["ms"])
         ax.step(xs, [(i + 1) / len(xs) for i in range(len(xs))], where="post",
                 label=f"{label} ({len(xs)} trials)")
-    ax.set_xlabel("ms from killing the leader to a new leader")
+    if mark_ms is not None:
+        ax.axvline(mark_ms, color="grey", ls=":", lw=1)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("cumulative fraction of trials")
-    ax.set_title("3-node meta Raft failover, default timings")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "failover.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -239,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     result["discussion"] = discussion(result["real"]["summary"], result["sim"]["summary"])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "failover.json").write_text(json.dumps(result, indent=1) + "\n")
-    plot(result, args.out)
+    plot(result, args.out / "failover.png")
     write_report(result, args.out)
     print(f"real {result['real']['summary']}\nsim  {result['sim']['summary']}\n"
           f"-> {args.out / 'failover.md'}")

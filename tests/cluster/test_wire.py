@@ -12,12 +12,15 @@ from hypothesis import strategies as st
 
 from real.cluster.wire import (
     MSG_CODES,
+    PEER_KINDS,
     FrameDecoder,
     Kind,
     WireError,
     decode_message,
+    decode_peer,
     encode_frame,
     encode_message,
+    peer_frame,
     raft_frame,
 )
 from real.raft.types import (
@@ -29,6 +32,8 @@ from real.raft.types import (
     Snapshot,
     SnapshotMeta,
 )
+from real.server.peermsg import BrokerHeartbeat, FetchError, ShardFetch, ShardFetchReply
+from real.storage.record import Record
 
 U64 = st.integers(0, (1 << 64) - 1)
 IDS = st.integers(1, (1 << 32) - 1)
@@ -135,11 +140,18 @@ def test_malformed_snapshot_membership_is_refused() -> None:
 
 
 def test_random_and_mutated_bytes_only_ever_raise_wire_error() -> None:
-    """A fuzz run over garbage and over bit-flipped, truncated and extended valid frames: the
-    decoders either return values or raise WireError; nothing else escapes."""
+    """A fuzz run over garbage and over bit-flipped, truncated and extended valid frames of every
+    peer-message kind (Raft's and real/server/peermsg.py's): the decoders either return values
+    or raise WireError; nothing else escapes."""
     rng = random.Random(7)
     seeds = [raft_frame(Message(t, 1, 2, 3, entries=(Entry(1, 2, EntryKind.NORMAL, b"abc"),)))
              for t in MsgType] + [b"\x00\x00\x00\x05\x01\x06" + valid_payload()[:3]]
+    seeds += [peer_frame(m) for m in (
+        ShardFetch(2, 1, "topic/é", 3, 4, 10, -1, 9, 17),
+        ShardFetchReply(1, 2, "topic", 0, 4, 17, FetchError.NONE, 10, 0, -1, -1,
+                        (Record(7, 1000, None, b"a"), Record(8, 1001, b"k", b"b", (("h", b"v"),)))),
+        ShardFetchReply(1, 2, "t", 0, 4, 18, FetchError.OUT_OF_RANGE, 10, 5),
+        BrokerHeartbeat(3, 1, 12))]
     decoded = errors = 0
     for i in range(4000):
         if i % 4 == 0:
@@ -157,8 +169,8 @@ def test_random_and_mutated_bytes_only_ever_raise_wire_error() -> None:
             data = bytes(data)
         try:
             for frame in FrameDecoder(frame_max=1 << 16).feed(data):
-                if frame.kind == Kind.RAFT:
-                    decode_message(frame.payload)
+                if frame.kind in PEER_KINDS:
+                    decode_peer(frame)
                     decoded += 1
         except WireError:
             errors += 1

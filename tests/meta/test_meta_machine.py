@@ -58,7 +58,8 @@ def test_node_register_and_unregister(a: Applier) -> None:
     assert ok(a("node.register", node_id=2, addr="h:2")) == "created"
     assert ok(a("node.register", node_id=1, addr="h:1", admin_addr="h:8080")) == "created"
     assert ok(a("node.register", node_id=2, addr="h:22")) == "updated"
-    assert a.sm.nodes() == [NodeInfo(1, "h:1", admin_addr="h:8080"), NodeInfo(2, "h:22")]
+    assert a.sm.nodes() == [NodeInfo(1, "h:1", admin_addr="h:8080", broker_epoch=2),
+                            NodeInfo(2, "h:22", broker_epoch=3)]
     assert ok(a("node.unregister", node_id=2)) == 0
     assert [n.node_id for n in a.sm.nodes()] == [1]
     assert "node 2 is not registered" in err(a("node.unregister", node_id=2))

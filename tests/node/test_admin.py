@@ -24,6 +24,12 @@ class View:
     def meta_config(self) -> dict[str, Any]:
         return {"k": 1}
 
+    def meta_topics(self) -> list[dict[str, Any]]:
+        return [{"name": "t", "shards": [[1, 1, [1, 2], [1, 2], 1]]}]
+
+    def replication(self) -> dict[str, Any]:
+        return {"leads": [], "follows": []}
+
     def storage(self) -> dict[str, Any]:
         return {"default_engine": "file", "shards": []}
 
@@ -40,13 +46,16 @@ class MqttView(View):
 def test_route() -> None:
     assert route(View(), "GET", "/meta/nodes") == (200, [{"node_id": 1}])
     assert route(View(), "GET", "/meta/config") == (200, {"k": 1})
+    assert route(View(), "GET", "/meta/topics")[1][0]["name"] == "t"
+    assert route(View(), "GET", "/replication") == (200, {"leads": [], "follows": []})
     status, body = route(View(), "GET", "/storage")
     assert status == 200
     assert body["default_engine"] == "file"
     status, body = route(View(), "GET", "/x")
     assert status == 404
     assert "'/x'" in body["error"]
-    assert body["paths"] == ["/health", "/meta/config", "/meta/nodes", "/storage"]
+    assert body["paths"] == ["/health", "/meta/config", "/meta/nodes", "/meta/topics",
+                             "/replication", "/storage"]
     status, body = route(View(), "DELETE", "/health")
     assert status == 405
     assert "use GET" in body["error"]
@@ -80,9 +89,9 @@ async def read_json(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], 
     return status, headers, json.loads(body)
 
 
-async def with_server(test, view: Any = None, **kw: int) -> None:
+async def with_server(test, view: Any = None, token: bytes | None = None, **kw: int) -> None:
     server = AdminServer(view or View(), "127.0.0.1", 0, request_bytes_max=kw.get("limit", 1024),
-                         connections_max=kw.get("conns", 4))
+                         connections_max=kw.get("conns", 4), token=token)
     port = await server.start()
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tg:
@@ -240,3 +249,73 @@ def test_text_body_405_allow_and_disconnect_post() -> None:
         writer.close()
 
     asyncio.run(with_server(test, MqttView()))
+
+
+def test_a_token_guards_every_post_and_strangers_are_refused() -> None:
+    view = MqttView()
+    token = b"s3cret-token-0123456789"
+
+    async def test(port: int) -> None:
+        async def post(auth: bytes | None) -> int:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            head = b"POST /mqtt/clients/c%2F1/disconnect HTTP/1.1\r\nHost: x\r\n"
+            if auth is not None:
+                head += b"Authorization: " + auth + b"\r\n"
+            w.write(head + b"\r\n")
+            status, headers, body = await read_json(r)
+            w.close()
+            if status == 401:
+                assert "bearer" in headers["www-authenticate"].lower() and "token" in body["error"]
+            return status
+
+        assert await post(None) == 401
+        assert await post(b"Bearer wrong-token-0123456789") == 401
+        assert await post(b"Basic " + token) == 401
+        assert view.kicked == [], "a refused request acted"
+        assert await post(b"Bearer " + token) == 200
+        assert view.kicked == ["c/1"]
+        r, w = await asyncio.open_connection("127.0.0.1", port)  # reads need no token
+        w.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await read_json(r))[0] == 200
+        w.close()
+
+    asyncio.run(with_server(test, view, token=token))
+
+
+def test_an_admin_api_off_loopback_needs_a_token_file(tmp_path: Any) -> None:
+    from real.node.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="admin.token_file"):
+        load_config(overrides={"bind": "0.0.0.0"})
+    short = tmp_path / "short"
+    short.write_text("abc\n")
+    with pytest.raises(ConfigError, match="at least 16"):
+        load_config(overrides={"bind": "0.0.0.0", "admin_token_file": str(short)})
+    good = tmp_path / "token"
+    good.write_text("0123456789abcdef0123\n")
+    assert load_config(overrides={"bind": "0.0.0.0", "admin_token_file": str(good)})
+    assert load_config(overrides={"bind": "127.0.0.1"})
+
+
+def test_link_fault_routes() -> None:
+    class FaultView(View):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[Any] = []
+
+        def net_faults(self, args: Any) -> dict[str, Any]:
+            self.calls.append(args)
+            if args and args.get("peer") == 9:
+                raise ValueError("no peer 9")
+            return {}
+
+    v = FaultView()
+    assert route(v, "POST", "/faults/net", "peer=2&drop_out=1&loss=0.5")[0] == 200
+    assert v.calls[-1] == {"peer": 2, "drop_out": 1, "loss": 0.5}
+    assert route(v, "POST", "/faults/net", "peer=9")[0] == 400
+    assert route(v, "POST", "/faults/net", "drop_out=1")[0] == 400
+    assert route(v, "POST", "/faults/net", "peer=2&bogus=1")[0] == 400
+    assert route(v, "POST", "/faults/net", "peer=x")[0] == 400
+    assert route(v, "POST", "/faults/heal")[0] == 200 and v.calls[-1] == {}
+    assert route(v, "GET", "/faults/net")[0] == 200 and v.calls[-1] is None
+    assert route(v, "DELETE", "/faults/net")[0] == 405

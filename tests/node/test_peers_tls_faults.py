@@ -1,0 +1,134 @@
+"""The inter-node transport's options: mutual TLS on the peer port (a stranger without a
+certificate, or speaking plain TCP, never reaches the handshake) and link faults (drop at either
+end, loss, delay keeping order, heal)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import ssl
+
+import pytest
+
+from real.cluster.peer import PeerConfig
+from real.node.peers import LinkFault, PeerNet, peer_tls
+from real.raft.types import Message, MsgType
+from real.server.peermsg import BrokerHeartbeat, PeerMessage
+
+SECRET = b"0123456789abcdef-secret"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pair(deliver2, tls=None) -> tuple[PeerNet, PeerNet, list[str]]:
+    peers = {1: ("127.0.0.1", _free_port()), 2: ("127.0.0.1", _free_port())}
+    logs: list[str] = []
+    one = PeerNet(PeerConfig("c", 1, SECRET, frozenset(peers)), peers, lambda m: None,
+                  logs.append, random.Random(1), tls=tls)
+    two = PeerNet(PeerConfig("c", 2, SECRET, frozenset(peers)), peers, deliver2, logs.append,
+                  random.Random(2), tls=tls)
+    return one, two, logs
+
+
+def test_mutual_tls_carries_messages_and_refuses_strangers(certs: tuple[str, str]) -> None:
+    cert, key = certs
+    tls = peer_tls(cert, key, cert)  # a self-signed certificate is its own CA
+
+    async def run() -> None:
+        got: list[Message | PeerMessage] = []
+        arrived = asyncio.Event()
+
+        def deliver(msg: Message | PeerMessage) -> None:
+            got.append(msg)
+            arrived.set()
+
+        one, two, _logs = _pair(deliver, tls)
+        await one.start()
+        await two.start()
+        try:
+            one.send(Message(MsgType.HEARTBEAT, 1, 2, 1))
+            await asyncio.wait_for(arrived.wait(), 10)
+            port = two.peers[2][1]
+            # plain TCP: the TLS server never answers it with a frame
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"\x00\x00\x00\x10" + b"x" * 16)
+            assert await asyncio.wait_for(r.read(100), 10) == b""
+            w.close()
+            # TLS without a client certificate: refused in the TLS handshake
+            bare = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            bare.check_hostname = False
+            bare.verify_mode = ssl.CERT_NONE
+            with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+                r, w = await asyncio.open_connection("127.0.0.1", port, ssl=bare)
+                w.write(b"\x00\x00\x00\x02\x01\x01")
+                await w.drain()
+                data = await asyncio.wait_for(r.read(100), 10)
+                if not data:
+                    raise ConnectionError("closed")
+            assert got == [Message(MsgType.HEARTBEAT, 1, 2, 1)]
+        finally:
+            await one.close()
+            await two.close()
+
+    asyncio.run(run())
+
+
+def test_link_faults_drop_lose_delay_in_order_and_heal() -> None:
+    async def run() -> None:
+        got: list[int] = []
+
+        def deliver(msg: Message | PeerMessage) -> None:
+            assert isinstance(msg, BrokerHeartbeat)
+            got.append(msg.broker_epoch)
+
+        one, two, logs = _pair(deliver)
+        await one.start()
+        await two.start()
+        try:
+            async def settle(count: int) -> None:
+                for _ in range(500):
+                    if len(got) >= count:
+                        return
+                    await asyncio.sleep(0.01)
+
+            one.send(BrokerHeartbeat(1, 2, 0))
+            await settle(1)
+            one.set_fault(2, LinkFault(drop_out=True))
+            one.send(BrokerHeartbeat(1, 2, 1))
+            two.set_fault(1, LinkFault(drop_in=True))
+            one.set_fault(2, LinkFault())
+            one.send(BrokerHeartbeat(1, 2, 2))  # dropped at the receiving end
+            await asyncio.sleep(0.2)
+            assert got == [0]
+            two.heal()
+            one.set_fault(2, LinkFault(delay_ms=80, jitter_ms=40))
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            for epoch in range(3, 13):
+                one.send(BrokerHeartbeat(1, 2, epoch))
+            await settle(11)
+            assert got == [0, *range(3, 13)], "delayed messages keep their order"
+            assert loop.time() - started >= 0.08
+            one.set_fault(2, LinkFault(loss=1.0))
+            one.send(BrokerHeartbeat(1, 2, 99))
+            await asyncio.sleep(0.1)
+            assert 99 not in got and one.stats.dropped_fault == 2
+            one.heal()
+            one.send(BrokerHeartbeat(1, 2, 100))
+            await settle(12)
+            assert got[-1] == 100
+            with pytest.raises(ValueError, match="loss"):
+                LinkFault(loss=1.5)
+            with pytest.raises(ValueError, match="no peer"):
+                one.set_fault(7, LinkFault(drop_out=True))
+            assert any("healed" in line for line in logs)
+        finally:
+            await one.close()
+            await two.close()
+
+    asyncio.run(run())
