@@ -23,10 +23,12 @@ partitions, their leader epochs in meta (`History.leaders`, followed by the work
   violation (Jepsen-style), for the others it is counted.
 - *order*: per producer and partition, records (first occurrences) appear in sequence order
   (checked for idempotent producers and for producers with `inflight_max = 1`).
-- *commits*: within one generation (a coordinator incarnation, counted by crashes of the
-  clients' node before the join, since every member's coordinator is that node's, and the
-  generation id) acknowledged committed offsets per partition never go backwards.
-- *owners*: within one generation, at most one member is assigned each partition.
+- *commits*: within one generation (a coordinator incarnation, named by the member ids it hands
+  out, and the generation id) acknowledged committed offsets per partition never go backwards.
+- *owners*: within one generation, at most one member is assigned each partition. (The
+  incarnation once came from the time of the event and the coordinator node's crashes: a
+  consumer paused across a crash acted on the old incarnation's assignment after it, which
+  node3-rf3 seed 380 reported as two owners.)
 - *liveness*: after the drain, no producer still holds unacknowledged or unsent records.
 
 The report also counts, for replicated partitions, `leader_changes` (leader epochs after the
@@ -37,7 +39,6 @@ auto-created topic's replication factor by the nodes registered at that moment),
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +89,15 @@ class CEvent:
     producer: int = -1
     seq: int = -1
     why: str = ""
+
+
+def coordinator_of(member: str) -> str:
+    """The coordinator incarnation that handed out `member` ("<client>-<incarnation>-<n>": the
+    broker's `member_prefix`, drawn anew by every `NodeCore`). Generations restart at 1 in a
+    new incarnation, so ownership is judged per (incarnation, generation): the time of an event
+    cannot tell, as a paused consumer may act on an old incarnation's answer after a crash."""
+    parts = member.rsplit("-", 2)
+    return parts[1] if len(parts) == 3 else member
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,11 +181,6 @@ class KafkaChecker:
                         for p in world.producers}
         self.topic_of = {p.index: p.spec.topic for p in world.producers}
 
-    def epoch(self, t_us: int) -> int:
-        """The coordinator incarnation an event at `t_us` talked to: crashes of the clients'
-        node (where every group member's coordinator lives) strictly before it."""
-        return bisect_left(self.history.crashes, t_us)
-
     def at_risk(self, r: ProdRecord) -> bool:
         """An acks=1 record of a replicated partition whose leader epoch moved past the one
         its producer sent it under: its leader acknowledged it alone, so a failover may lose it
@@ -205,7 +210,7 @@ class KafkaChecker:
         report: dict[str, Any] = {
             "produced": len(recs), "rejected": len(h.records) - len(recs), "acked": len(acked),
             "received": len(recvs), "commits": len(h.commits),
-            "generations": len({(self.epoch(a.t_us), a.group, a.generation)
+            "generations": len({(coordinator_of(a.member), a.group, a.generation)
                                 for a in h.assignments}),
             "lost": len(lost), "lost_ids": lost[:IDS_MAX], "unconsumed": len(unconsumed),
             "offset_conflicts": len(conflicts), "conflict_ids": conflicts[:IDS_MAX],
@@ -363,7 +368,7 @@ class KafkaChecker:
         last: dict[tuple[str, int, int, int], int] = {}
         out = []
         for c in self.history.commits:
-            key = (c.group, self.epoch(c.join_us), c.generation, c.partition)
+            key = (c.group, coordinator_of(c.member), c.generation, c.partition)
             prev = last.get(key, -1)
             if c.offset < prev:
                 out.append(f"{c.group} gen {c.generation} p{c.partition}: {prev} -> {c.offset}")
@@ -375,7 +380,7 @@ class KafkaChecker:
         out = []
         for a in self.history.assignments:
             for p in a.partitions:
-                key = (a.group, self.epoch(a.t_us), a.generation, p)
+                key = (a.group, coordinator_of(a.member), a.generation, p)
                 prev = owner.setdefault(key, a.member)
                 if prev != a.member:
                     out.append(f"{a.group} gen {a.generation} p{p}: {prev} and {a.member}")

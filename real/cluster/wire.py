@@ -165,7 +165,9 @@ class FrameDecoder:
             if kind not in KINDS:
                 self._error = WireError(f"unknown frame kind {kind}")
                 raise self._error
-            out.append(Frame(version, kind, bytes(buf[pos + 6:pos + 4 + length])))
+            with memoryview(buf) as view:  # one copy of the payload, not two
+                payload = bytes(view[pos + 6:pos + 4 + length])
+            out.append(Frame(version, kind, payload))
             pos += 4 + length
         del buf[:pos]
         return out

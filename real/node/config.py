@@ -167,7 +167,7 @@ class NodeConfig:
     cluster_heartbeat_ms: int = 100
     cluster_session_timeout_ms: int = 600
     cluster_rebalance_delay_ms: int = 5_000
-    cluster_replica_lag_ms: int = 2_000
+    cluster_replica_lag_ms: int = 10_000
     cluster_replica_fetch_wait_ms: int = 500
 
     def __post_init__(self) -> None:

@@ -67,7 +67,7 @@ class ReplicationConfig:
     """A follower re-sends a fetch unanswered for this long (a lost message, a dead leader)."""
     retry_ms: int = 50
     """Pause before a follower fetches again after an error reply."""
-    replica_lag_ms: int = 2_000
+    replica_lag_ms: int = 10_000
     """A follower not caught up for this long leaves the in-sync set (replica.lag.time.max.ms)."""
     fetch_bytes_max: int = 1 << 20
     bugs: tuple[str, ...] = ()

@@ -261,9 +261,6 @@ class BenchCluster:
     def pids(self) -> dict[int, int]:
         return {n: info["pid"] for n, info in sorted(self.real.nodes.items())}
 
-    def leaders(self, topic: str) -> list[int]:
-        return [int(s[0]) for s in self.real.topics()[topic]]
-
     def wait_leaders(self, topic: str, timeout_s: float = 30.0) -> list[int]:
         """The topic's leaders once meta names one for every partition."""
         deadline = time.monotonic() + timeout_s

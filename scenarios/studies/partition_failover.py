@@ -125,16 +125,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sim-trials", type=int, default=300)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--jobs", type=int, default=2, help="processes for the simulated trials")
+    p.add_argument("--real-from", type=Path, help="reports/chaos.json of a drills run: its "
+                   "kill-partition-leader runs are the real trials (the same measurement)")
+    p.add_argument("--sim-json", type=Path, help="a JSON list of earlier simulated results "
+                   "(ms or null per trial, seeds seed*1e6 + i) instead of running them")
     p.add_argument("--out", type=Path, default=ROOT / "reports")
     args = p.parse_args(argv)
     started = time.perf_counter()
-    from concurrent.futures import ProcessPoolExecutor
+    if args.sim_json is not None:  # the simulated trials of an earlier run (same seeds)
+        sims = json.loads(args.sim_json.read_text())[:args.sim_trials]
+    else:
+        from concurrent.futures import ProcessPoolExecutor
 
-    seeds = [args.seed * 1_000_000 + i for i in range(args.sim_trials)]
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        sims = list(pool.map(sim_trial, seeds, chunksize=4))
+        seeds = [args.seed * 1_000_000 + i for i in range(args.sim_trials)]
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            sims = list(pool.map(sim_trial, seeds, chunksize=4))
     sim_ms = [x for x in sims if x is not None]
-    real_ms, runs = real_trials(args.trials, args.seed)
+    if args.real_from is not None:  # the kill-partition-leader runs of a chaos report
+        runs = json.loads(args.real_from.read_text())["drills"]["kill-partition-leader"][
+            "results"][:args.trials]
+        real_ms = [r["failover_ms"] for r in runs if r["failover_ms"] is not None]
+    else:
+        real_ms, runs = real_trials(args.trials, args.seed)
     result: dict[str, Any] = {
         "study": "partition leader failover", "seed": args.seed, "provenance": provenance(),
         "wall_s": round(time.perf_counter() - started, 1),

@@ -53,7 +53,7 @@ class MetaVsReference(RuleBasedStateMachine):
             for s in shards:
                 if not s[2] or node not in s[3]:
                     continue
-                others = tuple(n for n in s[3] if n != node)
+                others = tuple(n for n in s[3] if n != node and n in self.nodes)
                 if s[0] == node:
                     s[1] += 1
                     s[4] += 1
@@ -204,6 +204,7 @@ class MetaVsReference(RuleBasedStateMachine):
         version = max(0, (s[4] if s else 1) + data.draw(NUDGE, label="version nudge"))
         current = self.fenced(name, index, epoch, version, isr)
         ok = current is not None and leader == current[0] and current[0] in isr
+        ok = ok and set(isr) <= set(self.nodes)  # every member registered
         value = self.apply(ok, "shard.set_isr", topic=name, shard=index, leader=leader,
                            epoch=epoch, version=version, isr=isr)
         if ok:
@@ -226,7 +227,7 @@ class MetaVsReference(RuleBasedStateMachine):
         current = self.fenced(name, index, epoch, version, isr)
         new_isr = tuple(n for n in current[2] if n in isr) if current is not None else ()
         ok = current is not None and (leader == 0 or leader in new_isr)
-        if ok and not unclean:
+        if ok and (not unclean or not leader):  # going offline never adds members either
             assert current is not None
             ok = set(new_isr) <= set(current[3])
         elif ok and leader:

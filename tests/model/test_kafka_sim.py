@@ -206,16 +206,20 @@ def test_checker_flags_skips_order_commit_regressions_and_double_owners() -> Non
     h.cevents += [CEvent(10, "r", 0, "seek", 0, why="earliest"),
                   CEvent(11, "r", 0, "recv", 0, 0, 0), CEvent(12, "r", 0, "recv", 2, 0, 1),
                   CEvent(13, "r", 0, "recv", 1, 0, 2)]
-    h.commits += [Commit(20, "g", "m1", 1, 5, 0, 10), Commit(21, "g", "m1", 1, 5, 0, 7),
-                  Commit(22, "g", "m1", 2, 15, 0, 3)]  # a new generation may start lower
-    h.assignments += [Assignment(5, "g", "m1", 1, (0, 1)), Assignment(6, "g", "m2", 1, (1,)),
-                      Assignment(15, "g", "m2", 2, (0, 1))]
+    m1, m2 = "c1-0a0a0a0a-1", "c2-0a0a0a0a-2"  # member ids of one coordinator incarnation
+    h.commits += [Commit(20, "g", m1, 1, 5, 0, 10), Commit(21, "g", m1, 1, 5, 0, 7),
+                  Commit(22, "g", m1, 2, 15, 0, 3),  # a new generation may start lower
+                  Commit(23, "g", "c1-0b0b0b0b-1", 1, 16, 0, 1)]  # so may a new incarnation
+    h.assignments += [Assignment(5, "g", m1, 1, (0, 1)), Assignment(6, "g", m2, 1, (1,)),
+                      Assignment(15, "g", m2, 2, (0, 1)),
+                      # generation 2 again, of a restarted coordinator: no conflict with m2's
+                      Assignment(30, "g", "c1-0b0b0b0b-1", 2, (0,))]
     checker = KafkaChecker(w)
     checker.readers = []
     assert checker._skips() == ["r p0 got 2, expected 1", "r p0 got 1, expected 3"]
     assert checker._order([e for e in h.cevents if e.kind == "recv"]) != []
     assert checker._commit_regressions() == ["g gen 1 p0: 10 -> 7"]
-    assert checker._owner_conflicts() == ["g gen 1 p1: m1 and m2"]
+    assert checker._owner_conflicts() == [f"g gen 1 p1: {m1} and {m2}"]
     report = checker.check()
     assert report["outcome"] == "safety"
     assert report["offset_conflicts"] == 2  # offsets 1 and 2 claimed by two records each
