@@ -365,7 +365,7 @@ class KafkaChecker:
         return out
 
     def _commit_regressions(self) -> list[str]:
-        last: dict[tuple[str, int, int, int], int] = {}
+        last: dict[tuple[str, str, int, int], int] = {}
         out = []
         for c in self.history.commits:
             key = (c.group, coordinator_of(c.member), c.generation, c.partition)
@@ -376,7 +376,7 @@ class KafkaChecker:
         return out
 
     def _owner_conflicts(self) -> list[str]:
-        owner: dict[tuple[str, int, int, int], str] = {}
+        owner: dict[tuple[str, str, int, int], str] = {}
         out = []
         for a in self.history.assignments:
             for p in a.partitions:
