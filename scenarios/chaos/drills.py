@@ -236,12 +236,25 @@ def read_all(c: RealCluster, topic: str) -> Read:
 
 
 def create_topic(c: RealCluster, topic: str) -> None:
+    from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": c.bootstrap})
-    fut = admin.create_topics([NewTopic(topic, PARTITIONS, 3,
-                                        config={"min.insync.replicas": "2"})])[topic]
-    fut.result(20)
+    admin = AdminClient({"bootstrap.servers": c.bootstrap, "log_level": 0})
+    deadline = time.monotonic() + SETTLE_S
+    while True:  # meta may be between leaders (an election under load): ask again
+        fut = admin.create_topics([NewTopic(topic, PARTITIONS, 3,
+                                            config={"min.insync.replicas": "2"})])[topic]
+        try:
+            fut.result(20)
+            break
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                break
+            if not err.retriable() and err.code() != KafkaError.REQUEST_TIMED_OUT \
+                    or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     c.wait_in_sync(topic)
 
 

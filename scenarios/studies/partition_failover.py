@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -93,8 +94,8 @@ def write_report(result: dict[str, Any], out: Path) -> None:
             for k in ("min", "p50", "p90", "p99", "max", "mean")]
     ok = real["p50"] <= 1000 and real["p99"] <= 3000
     md = ["# Partition leader failover: real cluster vs simulator", "", *provenance_md(result),
-          f"`python -m scenarios.studies.partition_failover --trials {real['trials']} "
-          f"--sim-trials {sim['trials']} --seed {result['seed']}`; wall {result['wall_s']} s.",
+          f"`{result.get('command') or 'python -m scenarios.studies.partition_failover'}`; "
+          f"wall {result['wall_s']} s.", *(["", result["note"]] if result.get("note") else []),
           "", "Three nodes with default timings: meta Raft (10 ms ticks, election timeout "
           "10-19 ticks), controller (heartbeat 100 ms, dead after 600 ms), replication (fetch "
           "wait 500 ms). A topic of 3 partitions, replication factor 3, min.insync.replicas 2, "
@@ -118,6 +119,18 @@ def write_report(result: dict[str, Any], out: Path) -> None:
     (out / "partition-failover.md").write_text("\n".join(md))
 
 
+def _without_note(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--note":
+            skip = True
+        elif not arg.startswith("--note="):
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scenarios.studies.partition_failover",
                                 description=__doc__.split("\n")[0])
@@ -127,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="processes for the simulated trials")
     p.add_argument("--real-from", type=Path, help="reports/chaos.json of a drills run: its "
                    "kill-partition-leader runs are the real trials (the same measurement)")
+    p.add_argument("--note", default="", help="a sentence on how or where the data was taken")
     p.add_argument("--sim-json", type=Path, help="a JSON list of earlier simulated results "
                    "(ms or null per trial, seeds seed*1e6 + i) instead of running them")
     p.add_argument("--out", type=Path, default=ROOT / "reports")
@@ -149,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         real_ms, runs = real_trials(args.trials, args.seed)
     result: dict[str, Any] = {
         "study": "partition leader failover", "seed": args.seed, "provenance": provenance(),
+        "command": " ".join(["python -m scenarios.studies.partition_failover",
+                             *_without_note(sys.argv[1:] if argv is None else argv)]),
+        "note": args.note,
         "wall_s": round(time.perf_counter() - started, 1),
         "real": {"ms": [round(x, 2) for x in real_ms], "summary": summary(real_ms),
                  "acked": sum(r["acked"] for r in runs), "lost": sum(r["lost"] for r in runs),
