@@ -50,10 +50,19 @@ STOP_TIMEOUT_S = 10.0
 NODES_MAX = 9
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def _free_ports(host: str, count: int) -> list[int]:
+    """`count` distinct free ports, bound together before any is released (one at a time, the
+    kernel may hand the same port out twice: a node of a test cluster once failed to bind)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        ports = [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+    assert len(set(ports)) == count, ports
+    return ports
 
 
 def _get(port: int, path: str) -> Any:
@@ -121,7 +130,9 @@ def launch(count: int, work: Path, serve_args: Sequence[str] = (),
     secret.chmod(0o600)
     host = "127.0.0.1"
     ids = list(range(1, count + 1))
-    ports = {i: {k: _free_port(host) for k in ("admin", "mqtt", "kafka", "raft")} for i in ids}
+    free = _free_ports(host, 4 * count)
+    ports = {i: dict(zip(("admin", "mqtt", "kafka", "raft"), free[4 * (i - 1):4 * i],
+                         strict=True)) for i in ids}
     peers = ",".join(f"{i}={host}:{ports[i]['raft']}" for i in ids)
     nodes: list[dict[str, Any]] = []
     for i in ids:
