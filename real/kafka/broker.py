@@ -532,6 +532,13 @@ class KafkaBroker:
         self.logs[key] = log
         return log
 
+    def reconcile(self) -> None:
+        """Meta applied something: drop (and delete the data of) the open partitions of
+        topics meta no longer has, whichever node proposed the deletion."""
+        sm = self._machine()
+        for topic in sorted({t for t, _p in self.logs if sm.topic(t) is None}):
+            self._drop_topic_logs(topic)
+
     def drop_replica_log(self, topic: str, partition: int) -> None:
         """This node no longer holds a replica: forget the open log (the data stays)."""
         self.logs.pop((topic, partition), None)

@@ -420,6 +420,7 @@ class NodeCore:
         if sm.applied_index != self._meta_seen:
             self._meta_seen = sm.applied_index
             self._replicated = any(s.replicated for t in sm.topics() for s in t.shards)
+            self.kafka.reconcile()
         if self.registered:  # a restarted node fences its old self (registers) first
             self.replicator.refresh()
         self.controller.set_active(self._replicated

@@ -431,3 +431,23 @@ def test_leader_epochs_answer_offset_for_leader_epoch_and_fence_stale_fetches(c:
     body = c.answers(new * 100 + 4, api.DESCRIBE_CLUSTER, 0)[corr]
     assert [b["broker_id"] for b in body["brokers"]] == [1, 2, 3]
     assert body["controller_id"] == c.meta_leader()
+
+
+def test_a_deleted_topic_is_dropped_on_every_replica_and_recreated_empty(c: Cluster) -> None:
+    leader = c.shard("t", 0).leader
+    corr = c.produce(leader, "t", 0, [b"old"])
+    c.advance(5)
+    ok_base(c.produce_result(leader, corr))
+    other = next(n for n in IDS if n != leader)
+    corr = c.call(other, api.DELETE_TOPICS, 3, {"topic_names": ["t"], "timeout_ms": 1000},
+                  conn=other * 100 + 5)
+    c.advance(5)
+    assert c.answers(other * 100 + 5, api.DELETE_TOPICS, 3)[corr]["responses"][0][
+        "error_code"] == 0
+    for n in IDS:
+        assert not [k for k in c.cores[n].kafka.logs if k[0] == "t"], n
+        assert not [s for s in c.cores[n].shards.list() if s.startswith("kafka:t:")], n
+    c.create(2, "t")
+    c.advance(20)
+    leader = c.shard("t", 0).leader
+    assert c.fetch(leader, "t", 0)[2] == [], "the new topic starts empty on its leader"
