@@ -108,7 +108,7 @@ from scenarios.bench.kafka_loadgen import (
 )
 from scenarios.bench.mqtt import proc_cpu_s, proc_mem_mb
 from scenarios.chaos.drills import RealCluster
-from scenarios.provenance import provenance, provenance_md
+from scenarios.provenance import provenance_md
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = 3
@@ -804,19 +804,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import sys
+    from scenarios.bench.kafka import run_and_write
 
-    shown = sys.argv[1:] if argv is None else argv
-    cfg = parse_args(argv)
-    command = " ".join(["python -m scenarios.bench.cluster", *shown])
-    prov = provenance()  # the tree as the run starts
-    result = run(cfg, command)
-    result["provenance"] = prov
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    cfg.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    cfg.out.with_suffix(".md").write_text(markdown(result))
-    print(f"wrote {cfg.out.with_suffix('.md')}")
-    return 0
+    return run_and_write("scenarios.bench.cluster", argv, parse_args, run, markdown)
 
 
 if __name__ == "__main__":

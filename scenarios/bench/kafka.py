@@ -64,6 +64,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -825,18 +826,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return cfg
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_and_write(module: str, argv: list[str] | None,
+                  parse: Callable[[list[str] | None], argparse.Namespace],
+                  run_cfg: Callable[[argparse.Namespace, str], dict[str, Any]],
+                  render: Callable[[dict[str, Any]], str]) -> int:
+    """A benchmark's main: parse, run, stamp the provenance of the tree as the run started,
+    write `<out>.json` and `<out>.md` (scenarios.bench.kafka and .cluster share it)."""
     shown = sys.argv[1:] if argv is None else argv
-    cfg = parse_args(argv)
-    command = " ".join(["python -m scenarios.bench.kafka", *shown])
+    cfg = parse(argv)
+    command = " ".join([f"python -m {module}", *shown])
     prov = provenance()  # the tree as the run starts
-    result = run(cfg, command)
+    result = run_cfg(cfg, command)
     result["provenance"] = prov
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     cfg.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    cfg.out.with_suffix(".md").write_text(markdown(result))
+    cfg.out.with_suffix(".md").write_text(render(result))
     print(f"wrote {cfg.out.with_suffix('.md')}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_and_write("scenarios.bench.kafka", argv, parse_args, run, markdown)
 
 
 if __name__ == "__main__":
