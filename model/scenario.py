@@ -98,6 +98,10 @@ class ClusterConfig:
     """A follower not caught up this long leaves the in-sync set."""
     replica_fetch_wait_ms: int = _node_default("cluster_replica_fetch_wait_ms")
     """How long a leader parks a follower's fetch that finds nothing new."""
+    replica_tail_bytes: int = 0
+    """The leader's in-memory tail cache per replica (a real node's default is 4 MiB); off in
+    the simulator by default, so the scenarios written before it keep their traces (with it,
+    follower fetches skip the simulated disk's reads)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,6 +534,7 @@ def validate(s: Scenario, fname: str = "scenario.toml") -> None:
          "[cluster] max_size_per_msg and max_inflight_msgs must be >= 1")
     need(c.inbox_max >= 1 and c.snapshot_every >= 0,
          "[cluster] inbox_max must be >= 1 and snapshot_every >= 0")
+    need(c.replica_tail_bytes >= 0, "[cluster] replica_tail_bytes must be >= 0")
     need(min(c.heartbeat_ms, c.session_timeout_ms, c.rebalance_delay_ms, c.replica_lag_ms,
              c.replica_fetch_wait_ms) >= 1,
          "[cluster] heartbeat_ms, session_timeout_ms, rebalance_delay_ms, replica_lag_ms and "

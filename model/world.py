@@ -223,7 +223,8 @@ class World:
                               cluster_session_timeout_ms=c.session_timeout_ms,
                               cluster_rebalance_delay_ms=c.rebalance_delay_ms,
                               cluster_replica_lag_ms=c.replica_lag_ms,
-                              cluster_replica_fetch_wait_ms=c.replica_fetch_wait_ms),
+                              cluster_replica_fetch_wait_ms=c.replica_fetch_wait_ms,
+                              cluster_replica_tail_bytes=c.replica_tail_bytes),
                 raft=raft)
             spec = dataclasses.replace(spec, replication=dataclasses.replace(
                 spec.replication, bugs=c.replication_bugs))

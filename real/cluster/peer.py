@@ -42,7 +42,7 @@ from real.cluster.wire import (
     WireError,
     decode_peer,
     encode_frame,
-    peer_frame,
+    peer_frame_parts,
 )
 from real.raft.types import Message
 from real.server.peermsg import PeerMessage
@@ -113,13 +113,15 @@ class PeerSession:
         self._nonce = rng.getrandbits(NONCE_BYTES * 8).to_bytes(NONCE_BYTES, "big")
         self._peer_nonce = b""
         self._decoder = FrameDecoder(min(HANDSHAKE_FRAME_MAX, config.frame_max))
-        self._out = bytearray()
+        self._out: list[bytes] = []
+        """Output frames (a reply's large payloads as parts of their own), joined once when the
+        host takes them."""
         self.sent = 0
         self.received = 0
         if dialer:
             cid = config.cluster_id.encode()
-            self._out += encode_frame(Kind.HELLO, _HELLO.pack(VERSION, VERSION, config.node_id)
-                                      + self._nonce + cid)
+            hello = _HELLO.pack(VERSION, VERSION, config.node_id) + self._nonce + cid
+            self._out.append(encode_frame(Kind.HELLO, hello))
 
     @property
     def established(self) -> bool:
@@ -128,14 +130,14 @@ class PeerSession:
     # ---- I/O for the host
 
     def take_output(self) -> bytes:
-        out, self._out = bytes(self._out), bytearray()
+        out, self._out = b"".join(self._out), []
         return out
 
     def send(self, msg: Message | PeerMessage) -> None:
         """Queue a node-to-node message (Raft's or a `PeerMessage`) for the authenticated peer."""
         assert self.established, self.state
         assert msg.src == self.config.node_id and msg.dst == self.peer_id, (msg.src, msg.dst)
-        self._out += peer_frame(msg)
+        self._out += peer_frame_parts(msg)
         self.sent += 1
 
     def receive(self, data: bytes) -> list[Event]:
@@ -193,8 +195,8 @@ class PeerSession:
         self.peer_id, self._peer_nonce = peer, nonce
         mac = _mac(cfg.secret, b"twinmq-accept", cfg.cluster_id, peer, cfg.node_id, nonce,
                    self._nonce)
-        self._out += encode_frame(Kind.CHALLENGE, _CHALLENGE.pack(cfg.node_id) + self._nonce
-                                  + mac)
+        self._out.append(encode_frame(Kind.CHALLENGE,
+                                      _CHALLENGE.pack(cfg.node_id) + self._nonce + mac))
         self.state = "challenge-sent"
         return []
 
@@ -212,8 +214,9 @@ class PeerSession:
         if not hmac.compare_digest(mac, want):
             return [self._close(f"node {peer} does not hold the cluster secret")]
         self.peer_id, self._peer_nonce = peer, nonce
-        self._out += encode_frame(Kind.PROOF, _mac(cfg.secret, b"twinmq-dial", cfg.cluster_id,
-                                                   cfg.node_id, peer, self._nonce, nonce))
+        self._out.append(encode_frame(Kind.PROOF, _mac(cfg.secret, b"twinmq-dial",
+                                                       cfg.cluster_id, cfg.node_id, peer,
+                                                       self._nonce, nonce)))
         self.state = "proof-sent"
         return []
 
@@ -223,7 +226,7 @@ class PeerSession:
                     self._peer_nonce, self._nonce)
         if len(payload) != MAC_BYTES or not hmac.compare_digest(payload, want):
             return [self._close(f"node {self.peer_id} does not hold the cluster secret")]
-        self._out += encode_frame(Kind.WELCOME, b"")
+        self._out.append(encode_frame(Kind.WELCOME, b""))
         self._establish()
         return [Established(self.peer_id)]
 
@@ -245,7 +248,7 @@ class PeerSession:
 
     def _close(self, reason: str, tell: bool = True) -> Closed:
         if tell:
-            self._out += encode_frame(Kind.REJECT, reason.encode()[:REJECT_REASON_MAX])
+            self._out.append(encode_frame(Kind.REJECT, reason.encode()[:REJECT_REASON_MAX]))
         self.state = "closed"
         self.closed_reason = reason
         return Closed(reason)

@@ -59,7 +59,7 @@ from real.server.peermsg import (
     ShardFetchReply,
 )
 from real.storage.errors import StorageError
-from real.storage.record import Record, decode_records, encode_records
+from real.storage.record import Record, decode_records, encode_records_parts
 
 VERSION = 1
 """The frame format this code speaks (a peer with another version is refused in the handshake)."""
@@ -336,14 +336,21 @@ def decode_shard_fetch(payload: bytes) -> ShardFetch:
 
 
 def encode_shard_reply(m: ShardFetchReply) -> bytes:
+    return b"".join(encode_shard_reply_parts(m)[0])
+
+
+def encode_shard_reply_parts(m: ShardFetchReply) -> tuple[list[bytes], int]:
+    """`encode_shard_reply` as (parts, total length), the records' large payloads uncopied
+    (`encode_records_parts`): the frame goes out with one join instead of a copy per layer."""
     parts = [_IDS.pack(m.src, m.dst)]
     _put_str(parts, m.topic)
     parts.append(_REPLY_BODY.pack(m.partition, m.epoch, m.seq, m.error, m.high_watermark,
                                   m.log_start, m.diverging_epoch, m.diverging_end))
-    batch = encode_records(m.records) if m.records else b""
-    parts.append(_U32.pack(len(batch)))
-    parts.append(batch)
-    return b"".join(parts)
+    batch, length = encode_records_parts(m.records) if m.records else ([], 0)
+    parts.append(_U32.pack(length))
+    head = sum(len(p) for p in parts)
+    parts += batch
+    return parts, head + length
 
 
 def decode_shard_reply(payload: bytes) -> ShardFetchReply:
@@ -395,15 +402,24 @@ def decode_broker_heartbeat(payload: bytes) -> BrokerHeartbeat:
 def peer_frame(msg: Message | PeerMessage) -> bytes:
     """One frame carrying any node-to-node message (RAFT, SHARD_FETCH, SHARD_REPLY or
     BROKER_HEARTBEAT by its type)."""
+    if isinstance(msg, ShardFetchReply):
+        return b"".join(peer_frame_parts(msg))
     if isinstance(msg, Message):
         return encode_frame(Kind.RAFT, encode_message(msg))
     if isinstance(msg, ShardFetch):
         return encode_frame(Kind.SHARD_FETCH, encode_shard_fetch(msg))
-    if isinstance(msg, ShardFetchReply):
-        return encode_frame(Kind.SHARD_REPLY, encode_shard_reply(msg))
     if isinstance(msg, BrokerHeartbeat):
         return encode_frame(Kind.BROKER_HEARTBEAT, encode_broker_heartbeat(msg))
     raise TypeError(f"not a node-to-node message: {type(msg).__name__}")
+
+
+def peer_frame_parts(msg: Message | PeerMessage) -> list[bytes]:
+    """`peer_frame` as parts to write in order (a shard reply's record payloads are not copied
+    into one frame first)."""
+    if isinstance(msg, ShardFetchReply):
+        parts, length = encode_shard_reply_parts(msg)
+        return [_FRAME_HEAD.pack(length + 2, VERSION, Kind.SHARD_REPLY), *parts]
+    return [peer_frame(msg)]
 
 
 def decode_peer(frame: Frame) -> Message | PeerMessage:

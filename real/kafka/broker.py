@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from real.kafka import api
 from real.kafka import errors as E
@@ -162,6 +162,14 @@ class _ProduceWait:
     """Replicated partitions written with acks=all -> (shard end the high watermark must reach,
     the partition responses to fail if it cannot)."""
     deadline_ms: int = 0
+
+
+class _Seen(NamedTuple):
+    """One pass over the held produces: what the replicator and the shards answered."""
+
+    states: dict[tuple[str, int], tuple[int, int] | None]
+    min_insync: dict[str, int]
+    acked: dict[str, int]
 
 
 @dataclass(slots=True)
@@ -425,9 +433,10 @@ class KafkaBroker:
         """A shard's durable end moved: release held produce replies, wake long-polls."""
         if self._produce_waits:
             now = self.clock()
+            seen = _Seen({}, {}, {})
             still = []
             for wait in self._produce_waits:
-                if self._settled(wait, now):
+                if self._settled(wait, now, seen):
                     self._reply(wait.conn, wait.slot, wait.header, wait.body)
                 else:
                     still.append(wait)
@@ -447,39 +456,59 @@ class KafkaBroker:
             for hook in self.on_append:
                 hook(topic, partition, data)
 
-    def _settled(self, wait: _ProduceWait, now: int) -> bool:
+    def _settled(self, wait: _ProduceWait, now: int, seen: _Seen | None = None) -> bool:
         """Whether a held Produce can be answered: every acks=1 shard acknowledged locally and
         every acks=all replicated partition committed (high watermark past it), failed (this
-        node stopped leading it; its in-sync set fell below min.insync.replicas) or timed out."""
+        node stopped leading it; its in-sync set fell below min.insync.replicas) or timed out.
+
+        `seen` memoizes the replicator's and the shards' answers over one pass of the held
+        produces (a producer may have hundreds in flight, and the pass runs after every input)."""
+        if seen is None:
+            seen = _Seen({}, {}, {})
         if wait.commits:
             rep = self.replicator
+            states = seen.states
             for key in list(wait.commits):
                 end, outs = wait.commits[key]
+                if key in states:
+                    state = states[key]
+                else:
+                    state = states[key] = rep.commit_state(*key) if rep is not None else None
                 code = E.NONE
-                if rep is None or not rep.leads_shard(*key):
+                if state is None:
                     code = E.NOT_LEADER_OR_FOLLOWER
-                elif rep.high_watermark(*key) >= end:
+                elif state[0] >= end:
                     del wait.commits[key]
                     continue
-                elif rep.isr_size(*key) < self._min_insync(key[0]):
-                    code = E.NOT_ENOUGH_REPLICAS_AFTER_APPEND
-                elif now >= wait.deadline_ms:
-                    code = E.REQUEST_TIMED_OUT
+                else:
+                    topic = key[0]
+                    low = seen.min_insync.get(topic)
+                    if low is None:
+                        low = seen.min_insync[topic] = self._min_insync(topic)
+                    if state[1] < low:
+                        code = E.NOT_ENOUGH_REPLICAS_AFTER_APPEND
+                    elif now >= wait.deadline_ms:
+                        code = E.REQUEST_TIMED_OUT
                 if code != E.NONE:
                     for out in outs:
                         out["error_code"] = code
                         out["base_offset"] = -1
                     del wait.commits[key]
-        return not wait.commits and self._durable(wait.needs)
+        return not wait.commits and self._durable(wait.needs, seen.acked)
 
-    def _durable(self, needs: dict[str, int]) -> bool:
+    def _durable(self, needs: dict[str, int], acked: dict[str, int] | None = None) -> bool:
         shards = self.shards
         for name, end in needs.items():
-            try:
-                if shards.ack_end(name) < end:
-                    return False
-            except Exception:  # noqa: BLE001 - a deleted shard holds nothing back
-                continue
+            have = acked.get(name) if acked is not None else None
+            if have is None:
+                try:
+                    have = shards.ack_end(name)
+                except Exception:  # noqa: BLE001 - a deleted shard holds nothing back
+                    continue
+                if acked is not None:
+                    acked[name] = have
+            if have < end:
+                return False
         return True
 
     # ---- partitions ----------------------------------------------------------------------------

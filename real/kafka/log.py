@@ -41,6 +41,14 @@ truncation drops the runs past the new end. A follower asks the leader for
 offsets included) and updates the index, the epoch cache and the producer state as a reopen would
 (so a producer retry that reaches the follower once it leads is still a duplicate).
 
+Tail cache (replicated partitions only: `keep_tail(bytes_max)`). A follower that keeps up asks a
+leader for what it appended a moment ago; reading that back from the engine (a file read, a batch
+decode and a CRC check per fetch and per follower) cost a leader more than its own appends. With
+the cache on, the log keeps the `Record`s of its last appends (its own and `append_replica`'s, the
+same objects the engine was given) up to `bytes_max` of `Record.size()`, and `read_shard` serves
+an offset inside it from memory, with the engine's byte-limit rule, so the answer is the same
+records either way (tests compare them). Truncation empties it; retention trims its head.
+
 Limits: a batch over `batch_bytes_max` is MESSAGE_TOO_LARGE (Kafka's `max.message.bytes` default
 1048588); the engine's `StorageFull` is KAFKA_STORAGE_ERROR and `BatchTooLarge` is
 RECORD_LIST_TOO_LARGE. Other engine errors (closed, failed device) propagate to the caller.
@@ -50,7 +58,9 @@ Timestamps are CreateTime only (`log_append_time_ms` is always -1).
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Sequence
+from itertools import islice
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -144,6 +154,10 @@ class PartitionLog:
         self._log_end = 0
         self._producers: dict[int, _Producer] = {}  # insertion order = least recent first
         self._epochs: list[tuple[int, int]] = []  # (epoch, first shard offset) runs, oldest first
+        self._tail: deque[Record] = deque()
+        self._tail_bytes = 0
+        self.tail_bytes_max = 0
+        """The tail cache's budget (0: off); `keep_tail` sets it."""
         self._rebuild()
         self.invariants()
 
@@ -268,6 +282,8 @@ class PartitionLog:
             return self._error(errors.RECORD_LIST_TOO_LARGE, str(exc))
         shard_end = shard_base + len(records)
         assert shard_base == records[0].offset, (shard_base, records[0].offset)
+        if self.tail_bytes_max:
+            self._keep(records)
         base_offset = bases[0]
         self._bases += bases
         self._log_end = next_offset
@@ -386,9 +402,51 @@ class PartitionLog:
             raise OffsetOutOfRange(offset, self._shard_start, end, "read_shard")
         if offset == end:
             return []
+        tail = self._tail
+        if tail and offset >= tail[0].offset:
+            return self._read_tail(offset - tail[0].offset, max(0, bytes_max))
         got = self._engine.read(offset, end - offset, max(0, bytes_max))
         assert got and got[0].offset == offset and got[-1].offset < end
         return got
+
+    @property
+    def tail_start(self) -> int | None:
+        """The first shard offset `read_shard` serves from the tail cache (None: it is empty)."""
+        return self._tail[0].offset if self._tail else None
+
+    def keep_tail(self, bytes_max: int) -> None:
+        """Turn the tail cache on (`bytes_max` > 0) or off (0); see the module docstring. It
+        fills with the appends from now on."""
+        if type(bytes_max) is not int or bytes_max < 0:
+            raise ValueError(f"tail bytes_max must be an int >= 0, got {bytes_max!r}")
+        self.tail_bytes_max = bytes_max
+        if not bytes_max:
+            self._tail.clear()
+            self._tail_bytes = 0
+
+    def _keep(self, records: Sequence[Record]) -> None:
+        tail = self._tail
+        if tail and tail[-1].offset + 1 != records[0].offset:
+            tail.clear()  # not contiguous (cannot happen after a successful append; be safe)
+            self._tail_bytes = 0
+        tail.extend(records)
+        self._tail_bytes += sum(rec.size() for rec in records)
+        budget = self.tail_bytes_max
+        while self._tail_bytes > budget and len(tail) > 1:
+            self._tail_bytes -= tail.popleft().size()
+
+    def _read_tail(self, index: int, bytes_max: int) -> list[Record]:
+        """`read_shard` from the cache: the engine's rule (at least one record, then more while
+        the `Record.size()` total stays within `bytes_max`)."""
+        out: list[Record] = []
+        used = 0
+        for rec in islice(self._tail, index, None):
+            size = rec.size()
+            if out and used + size > bytes_max:
+                break
+            out.append(rec)
+            used += size
+        return out
 
     def append_replica(self, records: Sequence[Record]) -> int:
         """Stores a leader's `read_shard` records as they are; returns the new shard end.
@@ -421,6 +479,8 @@ class PartitionLog:
             return shard_next
         shard_base = self._engine.append(records)
         assert shard_base == records[0].offset, (shard_base, records[0].offset)
+        if self.tail_bytes_max:
+            self._keep(records)
         for rec, header in zip(records, headers, strict=True):
             self._index_stored(rec.offset, header)
         assert self._log_end == expected and self.shard_end == shard_next
@@ -441,6 +501,8 @@ class PartitionLog:
             )
         kept = offset - self._shard_start
         bases = self._bases[:kept]
+        self._tail.clear()
+        self._tail_bytes = 0
         log_end = self.kafka_offset(offset) if kept else 0
         self._engine.truncate(offset)
         self._shard_start = self._engine.start_offset()
@@ -465,6 +527,9 @@ class PartitionLog:
             return self.log_start_offset
         self._engine.delete_before(self._shard_start + drop)
         self._shard_start += drop
+        tail = self._tail
+        while tail and tail[0].offset < self._shard_start:
+            self._tail_bytes -= tail.popleft().size()
         del self._bases[:drop]
         epochs = self._epochs
         del epochs[: bisect_right(epochs, self._shard_start, key=_run_start) - 1]
@@ -547,6 +612,12 @@ class PartitionLog:
         for (e1, s1), (e2, s2) in zip(epochs, epochs[1:], strict=False):
             assert s1 < s2, f"epoch runs not increasing in shard offset: {(e1, s1), (e2, s2)}"
             assert e1 < e2, f"epochs not increasing: {(e1, s1), (e2, s2)}"
+        tail = self._tail
+        if tail:
+            assert tail[-1].offset == self.shard_end - 1, (tail[-1].offset, self.shard_end)
+            assert tail[0].offset >= self._shard_start, (tail[0].offset, self._shard_start)
+            assert tail[-1].offset - tail[0].offset == len(tail) - 1, "tail not contiguous"
+            assert self._tail_bytes == sum(rec.size() for rec in tail), self._tail_bytes
 
 
 def _stored_header(rec: Record) -> tuple[int, int, int, int, int, int]:

@@ -169,6 +169,7 @@ class NodeConfig:
     cluster_rebalance_delay_ms: int = 5_000
     cluster_replica_lag_ms: int = 10_000
     cluster_replica_fetch_wait_ms: int = 500
+    cluster_replica_tail_bytes: int = 4 << 20
 
     def __post_init__(self) -> None:
         assert self.node_id >= 1, self.node_id
@@ -316,6 +317,7 @@ KEYS: tuple[Key, ...] = (
     Key("cluster.replica_lag_ms", "cluster_replica_lag_ms", int, _range(10, 600_000)),
     Key("cluster.replica_fetch_wait_ms", "cluster_replica_fetch_wait_ms", int,
         _range(1, 60_000)),
+    Key("cluster.replica_tail_bytes", "cluster_replica_tail_bytes", int, _range(0, 1 << 30)),
 )
 
 
@@ -650,7 +652,8 @@ def node_spec(cfg: NodeConfig, *, kafka_port: int, register_addr: str) -> NodeSp
                     replication=ReplicationConfig(
                         fetch_wait_ms=cfg.cluster_replica_fetch_wait_ms,
                         fetch_timeout_ms=2 * cfg.cluster_replica_fetch_wait_ms,
-                        replica_lag_ms=cfg.cluster_replica_lag_ms),
+                        replica_lag_ms=cfg.cluster_replica_lag_ms,
+                        tail_bytes=cfg.cluster_replica_tail_bytes),
                     controller=ControllerConfig(
                         heartbeat_ms=cfg.cluster_heartbeat_ms,
                         session_timeout_ms=cfg.cluster_session_timeout_ms,

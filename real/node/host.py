@@ -112,6 +112,17 @@ class AsyncHost:
         """A Raft message from a peer (real/node/peers.py)."""
         self._input(functools.partial(self.core.step, msg))
 
+    def raft_received_many(self, msgs: list[Message | PeerMessage]) -> None:
+        """Peer messages that arrived together: stepped in one batch, settled once."""
+        core = self.core
+
+        def step() -> None:
+            with core.batch():
+                for msg in msgs:
+                    core.step(msg)
+
+        self._input(step)
+
     def _input(self, step: Callable[[], object]) -> None:
         """One core input, then flush. An exception here is a node bug (per-connection input
         errors are contained in the core): the node stops (`failure`, `stopped`)."""

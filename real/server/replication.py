@@ -70,6 +70,11 @@ class ReplicationConfig:
     replica_lag_ms: int = 10_000
     """A follower not caught up for this long leaves the in-sync set (replica.lag.time.max.ms)."""
     fetch_bytes_max: int = 1 << 20
+    tail_bytes: int = 0
+    """Per replica, the recent appends kept in memory to answer fetches without reading the
+    engine back (`PartitionLog.keep_tail`); 0: off. A real node sets it from
+    `cluster.replica_tail_bytes` (4 MiB); the simulator's scenarios leave it off unless they say
+    `[cluster] replica_tail_bytes` (the simulated disk charges reads, so it changes traces)."""
     bugs: tuple[str, ...] = ()
     """Planted replication bugs (REPLICATION_BUGS), for the simulator's bug hunt only."""
 
@@ -83,6 +88,9 @@ class ReplicationConfig:
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise ValueError(f"replication {name} must be an int >= 1, got {value!r}")
+        if type(self.tail_bytes) is not int or self.tail_bytes < 0:
+            raise ValueError(f"replication tail_bytes must be an int >= 0, got "
+                             f"{self.tail_bytes!r}")
         if self.fetch_timeout_ms <= self.fetch_wait_ms:
             raise ValueError(f"replication fetch_timeout_ms ({self.fetch_timeout_ms}) must be "
                              f"longer than fetch_wait_ms ({self.fetch_wait_ms})")
@@ -164,6 +172,10 @@ class _Follow:
 class ReplicationStats:
     fetches_sent: int = 0
     fetches_served: int = 0
+    reads_cached: int = 0
+    """Fetches answered from the leader's tail cache (`PartitionLog.keep_tail`)..."""
+    reads_engine: int = 0
+    """...and from its engine (a follower further behind than the cache reaches)."""
     records_replicated: int = 0
     truncations: int = 0
     truncated_records: int = 0
@@ -226,6 +238,12 @@ class Replicator:
         lead = self.leads.get((topic, partition))
         return lead.epoch if lead is not None else None
 
+    def commit_state(self, topic: str, partition: int) -> tuple[int, int] | None:
+        """(high watermark, in-sync set size) of a shard this node leads and serves; None if it
+        does not (one lookup for the broker's held acks=all replies)."""
+        lead = None if self.fenced else self.leads.get((topic, partition))
+        return None if lead is None else (lead.hw, len(lead.isr))
+
     def isr_size(self, topic: str, partition: int) -> int:
         lead = self.leads.get((topic, partition))
         return len(lead.isr) if lead is not None else 0
@@ -273,7 +291,7 @@ class Replicator:
             known = max(lead.hw if lead is not None else 0,
                         follow.hw if follow is not None else 0)
             self._stop(key)
-            log = self.host.replica_log(*key)
+            log = self._open(key)
             log.leader_epoch = info.epoch
             hw = min(known, log.shard_end)
             lead = _Lead(info.epoch, info.version, info.isr, hw)
@@ -295,10 +313,16 @@ class Replicator:
             return
         if follow is not None and (follow.leader, follow.epoch) == (info.leader, info.epoch):
             return
-        self.host.replica_log(*key)  # open (recover) it now: fetching starts from its end
+        self._open(key)  # open (recover) it now: fetching starts from its end
         self.follows[key] = _Follow(info.leader, info.epoch,
                                     hw=follow.hw if follow is not None else 0)
         self._fetch(key, self.follows[key])
+
+    def _open(self, key: Key) -> PartitionLog:
+        log = self.host.replica_log(*key)
+        if log.tail_bytes_max != self.config.tail_bytes:
+            log.keep_tail(self.config.tail_bytes)
+        return log
 
     # ---- follower ----------------------------------------------------------------------------
 
@@ -396,6 +420,12 @@ class Replicator:
 
     def _serve(self, key: Key, lead: _Lead, fl: _Follower, msg: ShardFetch) -> None:
         log = self.host.replica_log(*key)
+        if msg.offset < log.shard_end:
+            tail = log.tail_start
+            if tail is not None and msg.offset >= tail:
+                self.stats.reads_cached += 1
+            else:
+                self.stats.reads_engine += 1
         try:
             records = tuple(log.read_shard(msg.offset, msg.bytes_max)) \
                 if msg.offset < log.shard_end else ()

@@ -24,10 +24,11 @@ from real.storage.port import ShardEngine
 
 
 class Replicas:
-    """Opens one shard engine per replica name (file: a journal under tmp_path/<name>)."""
+    """Opens one shard engine per replica name (file: a journal under tmp_path/<name>); with
+    `tail` > 0 every log keeps a tail cache of that many bytes (`PartitionLog.keep_tail`)."""
 
-    def __init__(self, kind: str, root: Path) -> None:
-        self.kind, self.root = kind, root
+    def __init__(self, kind: str, root: Path, tail: int = 0) -> None:
+        self.kind, self.root, self.tail = kind, root, tail
 
     def open(self, name: str) -> ShardEngine:
         if self.kind == "memory":
@@ -37,7 +38,9 @@ class Replicas:
                              JournalConfig())
 
     def log(self, name: str, leader_epoch: int = 0) -> PartitionLog:
-        return PartitionLog(self.open(name), leader_epoch=leader_epoch)
+        log = PartitionLog(self.open(name), leader_epoch=leader_epoch)
+        log.keep_tail(self.tail)
+        return log
 
 
 @pytest.fixture(params=["memory", "file"])
@@ -53,9 +56,11 @@ def reopen(log: PartitionLog) -> PartitionLog:
 
 
 def checked_reopen(log: PartitionLog) -> PartitionLog:
-    """`reopen`, asserting the fresh log rebuilt the same state (the old one is closed)."""
+    """`reopen`, asserting the fresh log rebuilt the same state (the old one is closed); the
+    tail cache setting carries over (the cache itself starts empty, as after a restart)."""
     before = snapshot(log)
     again = reopen(log)
+    again.keep_tail(log.tail_bytes_max)
     again.invariants()
     assert snapshot(again) == before
     return again
@@ -383,6 +388,55 @@ def test_append_replica_refuses_and_stores_nothing(replicas: Replicas) -> None:
     assert_same(follower, leader)
 
 
+def engine_pages(log: PartitionLog) -> dict[tuple[int, int], list[Record]]:
+    """What the engine itself answers for every offset and a few byte limits."""
+    end = log.shard_end
+    return {(o, b): log._engine.read(o, end - o, b)
+            for o in range(log.shard_start, end) for b in (0, 150, 400, 1 << 20)}
+
+
+def test_the_tail_cache_answers_as_the_engine_does(replicas: Replicas) -> None:
+    """`read_shard` from the tail cache gives the records the engine gives, for every offset
+    and byte limit, as the cache fills, is trimmed to its budget, by retention and truncation."""
+    log = replicas.log("leader")
+    log.keep_tail(700)
+    for n in range(1, 9):
+        plain(log, n, tag=n)
+        tail = log.tail_start
+        assert tail is not None and tail <= log.shard_end - 1
+        assert sum(r.size() for r in stored(log)[tail - log.shard_start:]) <= 700 or \
+            tail == log.shard_end - 1  # the budget, or just the last record
+        for (offset, limit), want in engine_pages(log).items():
+            assert log.read_shard(offset, limit) == want, (offset, limit)
+    assert log.tail_start is not None and log.tail_start > 0  # the budget trimmed the head
+    log.delete_before(log.kafka_offset(log.shard_end - 2))
+    log.invariants()
+    for (offset, limit), want in engine_pages(log).items():
+        assert log.read_shard(offset, limit) == want
+    log.truncate_shard(log.shard_end - 1)
+    assert log.tail_start is None  # truncation empties it
+    plain(log, 2)
+    assert log.tail_start == log.shard_end - 1
+    log.keep_tail(0)
+    assert log.tail_start is None and log.tail_bytes_max == 0
+    with pytest.raises(ValueError, match="tail bytes_max"):
+        log.keep_tail(-1)
+
+
+def test_a_follower_fills_its_tail_from_the_leaders(replicas: Replicas) -> None:
+    """`append_replica` fills the follower's cache too (it serves fetches once it leads)."""
+    leader = replicas.log("leader")
+    leader.keep_tail(1 << 20)
+    leader_1123(leader)
+    follower = replicas.log("follower")
+    follower.keep_tail(1 << 20)
+    pull(leader, follower)
+    assert (follower.tail_start, leader.tail_start) == (0, 0)
+    assert follower.read_shard(0, 1 << 20) == leader.read_shard(0, 1 << 20)
+    follower._engine.read = None  # type: ignore[method-assign]  # the cache alone answers
+    assert [r.offset for r in follower.read_shard(1, 1 << 20)] == [1, 2, 3]
+
+
 def test_an_empty_follower_takes_any_first_base() -> None:
     """An empty shard past offset 0 (a new replica of a log that had retention) cannot know its
     Kafka log end; like a reopen, the first copied batch sets it."""
@@ -460,3 +514,12 @@ def test_randomized_replication_converges(seed: int, tmp_path: Path) -> None:
 @pytest.mark.parametrize("seed", range(2))
 def test_randomized_replication_converges_on_files(seed: int, tmp_path: Path) -> None:
     _randomized_run(seed, Replicas("file", tmp_path), 60)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_randomized_replication_converges_with_tail_caches(seed: int, tmp_path: Path) -> None:
+    """The same run with every replica keeping a small tail cache (some pages from the cache,
+    some from the engine, some across the boundary)."""
+    _randomized_run(seed, Replicas("memory", tmp_path, tail=500), 150)
+    (tmp_path / "f").mkdir()
+    _randomized_run(seed, Replicas("file", tmp_path / "f", tail=500), 40)

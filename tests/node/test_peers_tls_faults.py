@@ -132,3 +132,46 @@ def test_link_faults_drop_lose_delay_in_order_and_heal() -> None:
             await two.close()
 
     asyncio.run(run())
+
+
+def test_a_burst_is_delivered_together_in_order_and_faults_still_apply() -> None:
+    """With `deliver_many`, the messages that arrive in one read reach the node together (it
+    settles once for them), in the order sent; one alone goes through `deliver`; a link that
+    drops what arrives drops the burst's messages too."""
+    async def run() -> None:
+        bursts: list[list[int]] = []
+        peers = {1: ("127.0.0.1", _free_port()), 2: ("127.0.0.1", _free_port())}
+        one = PeerNet(PeerConfig("c", 1, SECRET, frozenset(peers)), peers, lambda m: None,
+                      lambda _line: None, random.Random(1))
+        two = PeerNet(PeerConfig("c", 2, SECRET, frozenset(peers)), peers,
+                      lambda m: bursts.append([m.broker_epoch]), lambda _line: None,
+                      random.Random(2),
+                      deliver_many=lambda ms: bursts.append([m.broker_epoch for m in ms]))
+        await one.start()
+        await two.start()
+        try:
+            async def settle(count: int) -> None:
+                for _ in range(500):
+                    if sum(map(len, bursts)) >= count:
+                        return
+                    await asyncio.sleep(0.01)
+
+            one.send(BrokerHeartbeat(1, 2, 0))
+            await settle(1)
+            assert bursts == [[0]]
+            for epoch in range(1, 201):  # queued in one loop turn: one write, few reads
+                one.send(BrokerHeartbeat(1, 2, epoch))
+            await settle(201)
+            assert [e for b in bursts for e in b] == list(range(201))
+            assert len(bursts) < 201 and max(map(len, bursts)) > 1
+            two.set_fault(1, LinkFault(drop_in=True))
+            for epoch in range(300, 310):
+                one.send(BrokerHeartbeat(1, 2, epoch))
+            await asyncio.sleep(0.2)
+            assert [e for b in bursts for e in b] == list(range(201))
+            assert two.stats.dropped_fault == 10
+        finally:
+            await one.close()
+            await two.close()
+
+    asyncio.run(run())
