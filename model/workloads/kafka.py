@@ -58,9 +58,12 @@ redialled.
   as after a REQUEST_TIMED_OUT). A retriable error above re-sends the batch after the metadata
   refresh; any other error (or a partition missing from the reply) resets the connection, as
   before replication. Records beyond `queue_max` waiting locally are `rejected` (counted).
-- *Group consumers* use a coordinator connection pinned to the clients' node (Metadata,
-  FindCoordinator, JoinGroup with MEMBER_ID_REQUIRED handling, SyncGroup, Heartbeat, OffsetFetch,
-  OffsetCommit: the coordinator is that node's, so every member must ask the same node) and
+- *Group consumers* keep a coordinator connection (Metadata, FindCoordinator, JoinGroup with
+  MEMBER_ID_REQUIRED handling, SyncGroup, Heartbeat, OffsetFetch, OffsetCommit). It dials the
+  clients' node first; FindCoordinator names the coordinator (the meta leader's node, as in
+  `twinmq serve`), and the consumer redials there. NOT_COORDINATOR or
+  COORDINATOR_NOT_AVAILABLE from any group request, or the coordinator's connection closing,
+  sends it back to the clients' node to look the coordinator up again. It also keeps
   fetch links to the partitions' leaders (ListOffsets, Fetch long polls). The group leader
   computes a range assignment client-side (Kafka's ConsumerProtocol v0 subscription/assignment
   encodings). REBALANCE_IN_PROGRESS on a heartbeat commits current positions, then rejoins;
@@ -147,6 +150,7 @@ RETRY_BACKOFF_US = 20_000  # a client's pause before retrying a failed metadata/
 # Request versions the simulated clients speak (all inside real.kafka.api.VERSIONS).
 V_PRODUCE, V_FETCH, V_LIST_OFFSETS, V_METADATA = 7, 11, 5, 8
 V_OFFSET_COMMIT, V_OFFSET_FETCH, V_FIND_COORDINATOR = 7, 5, 2
+COORDINATOR_MOVED = frozenset({E.NOT_COORDINATOR, E.COORDINATOR_NOT_AVAILABLE})
 V_JOIN, V_SYNC, V_HEARTBEAT, V_INIT_PID = 5, 3, 3, 1
 
 # ================================================================================ clients
@@ -1063,8 +1067,9 @@ class GroupConsumer(Consumer):
                          spec.fetch_max_bytes, spec.request_timeout_ms, rng)
         self.spec = spec
         self.coord = Channel(self, "coord")
-        """Pinned to the clients' node: the group coordinator is that node's (FindCoordinator
-        answers with the node asked, so every member must ask the same one)."""
+        """To the group coordinator FindCoordinator named (`target`), else the clients' node."""
+        self.retarget: int | None = None
+        """The coordinator to dial once the current coordinator connection has closed."""
         self.channels = [self.coord]
         self.coord_ready = False
         self.phase = Phase.UNJOINED
@@ -1097,11 +1102,20 @@ class GroupConsumer(Consumer):
             super().channel_closed(ch)
             return
         self.coord_ready = False
+        # the next dial: the coordinator FindCoordinator just named, else (it died, it moved)
+        # the clients' node, to ask again
+        self.coord.target, self.retarget = self.retarget, None
         if self.phase in (Phase.JOINING, Phase.SYNCING):
             self.phase = Phase.UNJOINED
         for p, off in list(self.committed_sent.items()):  # unanswered commits: send again
             if off >= 0:
                 self.committed_sent[p] = -1
+
+    def _coordinator_moved(self, code: int) -> None:
+        """NOT_COORDINATOR / COORDINATOR_NOT_AVAILABLE: close the coordinator connection and
+        look the coordinator up again from the clients' node."""
+        self.emit("coord-moved", code=code)
+        self.coord.drop()
 
     def _on_metadata(self, partitions: int) -> None:
         self.partitions = partitions
@@ -1114,6 +1128,12 @@ class GroupConsumer(Consumer):
                         self._on_metadata(partitions)
 
                 self.later(RETRY_BACKOFF_US, retry)
+                return
+            here = self.coord.target or self.world.world.clients_node
+            if body["node_id"] != here:
+                self.emit("coord-found", at=body["node_id"])
+                self.retarget = body["node_id"]
+                self.coord.drop()
                 return
             self.coord_ready = True
             if self.phase is not Phase.STABLE:
@@ -1164,6 +1184,9 @@ class GroupConsumer(Consumer):
             self.member_id = body["member_id"]
             self._join()
             return
+        if err in COORDINATOR_MOVED:
+            self._coordinator_moved(err)
+            return
         if err:
             self.emit("join-error", code=err)
             if err in (E.UNKNOWN_MEMBER_ID, E.ILLEGAL_GENERATION):
@@ -1191,6 +1214,9 @@ class GroupConsumer(Consumer):
         if self.phase is not Phase.SYNCING:
             return
         err = body["error_code"]
+        if err in COORDINATOR_MOVED:
+            self._coordinator_moved(err)
+            return
         if err:
             self.emit("join-error", code=err, step="sync")
             if err == E.UNKNOWN_MEMBER_ID:
@@ -1217,6 +1243,9 @@ class GroupConsumer(Consumer):
 
         def reply(resp: dict) -> None:
             if token != self.timer_token:
+                return
+            if resp.get("error_code") in COORDINATOR_MOVED:
+                self._coordinator_moved(resp["error_code"])
                 return
             for t in resp["topics"]:
                 for pr in t["partitions"]:
@@ -1247,6 +1276,9 @@ class GroupConsumer(Consumer):
         def reply(resp: dict) -> None:
             err = resp["error_code"]
             if token != self.timer_token or not err:
+                return
+            if err in COORDINATOR_MOVED:
+                self._coordinator_moved(err)
                 return
             self.emit("hb-error", code=err)
             if err == E.REBALANCE_IN_PROGRESS:
@@ -1295,6 +1327,10 @@ class GroupConsumer(Consumer):
                     self.emit("commit", gen=gen, p=p, offset=offsets[p])
             if errs:
                 self.emit("commit-error", code=errs[0], gen=gen)
+            moved = next((e for e in errs if e in COORDINATOR_MOVED), None)
+            if moved is not None and self.coord.up:
+                self._coordinator_moved(moved)
+                return
             stale = {E.ILLEGAL_GENERATION, E.UNKNOWN_MEMBER_ID, E.REBALANCE_IN_PROGRESS}
             if any(e in stale for e in errs) and gen == self.generation and (
                     self.phase is Phase.STABLE):

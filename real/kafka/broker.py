@@ -40,7 +40,7 @@ from real.kafka.codec import (
     encode_response,
 )
 from real.kafka.errors import KafkaCodecError, UnsupportedVersion
-from real.kafka.group import GroupCoordinator
+from real.kafka.group import AUTHORIZED_OPERATIONS_OMITTED, GroupCoordinator
 from real.kafka.log import PartitionLog
 from real.kafka.records import RecordsError, split_batches
 from real.meta import MetaResult, MetaStateMachine, encode_command
@@ -406,7 +406,10 @@ class KafkaBroker:
 
     def tick(self) -> None:
         now = self.clock()
-        self.groups.tick(now)
+        if self.coordinator() == self.config.node_id:
+            self.groups.tick(now)
+        else:
+            self._resign_groups()
         if self._next_retention is None:
             self._next_retention = now + self.config.retention_check_ms
         elif now >= self._next_retention:
@@ -1363,13 +1366,43 @@ class KafkaBroker:
 
     # ---- groups --------------------------------------------------------------------------------
 
+    def coordinator(self) -> int:
+        """The node coordinating every consumer group: the meta leader (0 while none is known).
+        Every node knows it from meta, FindCoordinator names it, the others answer group
+        requests NOT_COORDINATOR; it moves with meta leadership (the members rejoin there, and
+        committed offsets are in meta already). A broker outside a cluster is its own."""
+        return self.controller_id()
+
+    def _coordinator_error(self) -> int:
+        """NONE on the coordinator; else what a group request gets (NOT_COORDINATOR sends the
+        client back to FindCoordinator; COORDINATOR_NOT_AVAILABLE while meta has no leader).
+        Groups held from an earlier term as coordinator are dropped first."""
+        coord = self.coordinator()
+        if coord == self.config.node_id:
+            return E.NONE
+        self._resign_groups()
+        return E.NOT_COORDINATOR if coord else E.COORDINATOR_NOT_AVAILABLE
+
+    def _resign_groups(self) -> None:
+        if self.groups.held():
+            dropped = self.groups.resign()
+            self.log(f"kafka: node {self.config.node_id} no longer coordinates consumer groups "
+                     f"(now node {self.coordinator() or 'unknown'}): {dropped} group(s) dropped")
+
     def _find_coordinator(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
-        c = self.config
         body = {"throttle_time_ms": 0, "error_code": 0, "error_message": None,
-                "node_id": c.node_id, "host": c.host, "port": c.port}
+                "node_id": -1, "host": "", "port": -1}
+        coord = self.coordinator()
+        where = next((b for b in self._brokers() if b["node_id"] == coord), None)
         if req.get("key_type", 0) != 0:
-            body.update(error_code=E.COORDINATOR_NOT_AVAILABLE, node_id=-1, host="", port=-1,
+            body.update(error_code=E.COORDINATOR_NOT_AVAILABLE,
                         error_message="transactions are not supported")
+        elif where is None:
+            body.update(error_code=E.COORDINATOR_NOT_AVAILABLE,
+                        error_message="no meta leader known yet" if not coord else
+                        f"node {coord} has no Kafka address registered yet")
+        else:
+            body.update(node_id=coord, host=where["host"], port=where["port"])
         self._reply(conn, self._slot(conn), h, body)
 
     def _group_reply(self, conn: _Conn, h: RequestHeader) -> Callable[[dict], None]:
@@ -1377,21 +1410,47 @@ class KafkaBroker:
         return lambda body: self._reply(conn, slot, h, body)
 
     def _join_group(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        error = self._coordinator_error()
+        if error:
+            self._reply(conn, self._slot(conn), h,
+                        {"throttle_time_ms": 0, "error_code": error, "generation_id": -1,
+                         "protocol_type": None, "protocol_name": "", "leader": "",
+                         "skip_assignment": False, "member_id": req.get("member_id") or "",
+                         "members": []})
+            return
         self.groups.join(self.clock(), req, h.api_version, h.client_id or "", conn.peer,
                          self._group_reply(conn, h))
 
     def _sync_group(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        error = self._coordinator_error()
+        if error:
+            self._reply(conn, self._slot(conn), h,
+                        {"throttle_time_ms": 0, "error_code": error, "protocol_type": None,
+                         "protocol_name": None, "assignment": b""})
+            return
         self.groups.sync(self.clock(), req, h.api_version, self._group_reply(conn, h))
 
     def _heartbeat(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        error = self._coordinator_error()
         self._reply(conn, self._slot(conn), h,
+                    {"throttle_time_ms": 0, "error_code": error} if error else
                     self.groups.heartbeat(self.clock(), req, h.api_version))
 
     def _leave_group(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
-        self._reply(conn, self._slot(conn), h, self.groups.leave(self.clock(), req,
-                                                                 h.api_version))
+        error = self._coordinator_error()
+        self._reply(conn, self._slot(conn), h,
+                    {"throttle_time_ms": 0, "error_code": error, "members": []} if error else
+                    self.groups.leave(self.clock(), req, h.api_version))
 
     def _describe_groups(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        error = self._coordinator_error()
+        if error:
+            self._reply(conn, self._slot(conn), h, {"throttle_time_ms": 0, "groups": [
+                {"error_code": error, "group_id": g, "group_state": "", "protocol_type": "",
+                 "protocol_data": "", "members": [],
+                 "authorized_operations": AUTHORIZED_OPERATIONS_OMITTED}
+                for g in req.get("groups") or []]})
+            return
         committed = set(self._machine().groups())
         for group in req.get("groups") or []:
             if group in committed:  # offsets from before a restart: the group exists, Empty
@@ -1416,7 +1475,11 @@ class KafkaBroker:
                 self._reply(conn, slot, h, {"throttle_time_ms": 0, "results": results})
 
         committed = set(self._machine().groups())
+        refused = self._coordinator_error()
         for group in req.get("groups_names") or req.get("group_names") or []:
+            if refused:
+                results.append({"group_id": group, "error_code": refused})
+                continue
             entry = {"group_id": group, "error_code": self.groups.delete(group)}
             results.append(entry)
             if entry["error_code"] == E.GROUP_ID_NOT_FOUND and group in committed:
@@ -1439,8 +1502,9 @@ class KafkaBroker:
         slot = self._slot(conn)
         group = req["group_id"]
         generation = req.get("generation_id_or_member_epoch", req.get("generation_id", -1))
-        err = self.groups.check_commit(group, generation, req.get("member_id", ""),
-                                       req.get("group_instance_id"), now_ms=self.clock())
+        err = self._coordinator_error() or self.groups.check_commit(
+            group, generation, req.get("member_id", ""), req.get("group_instance_id"),
+            now_ms=self.clock())
         topics = []
         entries = []
         for t in req.get("topics") or []:
@@ -1488,6 +1552,15 @@ class KafkaBroker:
 
     def _offset_fetch(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
         group = req["group_id"]
+        error = self._coordinator_error()
+        if error:  # the coordinator's meta has the member's own latest commits
+            self._reply(conn, self._slot(conn), h, {"throttle_time_ms": 0, "error_code": error,
+                        "topics": [{"name": t["name"], "partitions": [
+                            {"partition_index": i, "committed_offset": -1,
+                             "committed_leader_epoch": -1, "metadata": "", "error_code": error}
+                            for i in t.get("partition_indexes") or []]}
+                            for t in req.get("topics") or []]})
+            return
         committed = self._machine().committed(group)
         requested = req.get("topics")
         if requested is None:

@@ -229,6 +229,10 @@ class GroupCoordinator:
         self._timers: list[tuple[int, str]] = []
         self._outbox: deque[tuple[Reply, dict]] = deque()
         self._seen_generations: dict[str, tuple[Group, int]] = {}  # see invariants
+        self._resigned: dict[str, int] = {}
+        """Generations of the groups dropped by `resign`: if this broker coordinates a group
+        again, its generations go on from there (a member id prefix names one coordinator
+        incarnation, and within it a generation is never reused)."""
 
     # ---- JoinGroup -------------------------------------------------------------------------
 
@@ -257,7 +261,7 @@ class GroupCoordinator:
         if group is None:
             if args.member_id != UNKNOWN_MEMBER:
                 return errors.UNKNOWN_MEMBER_ID
-            group = self._groups[group_id] = Group(group_id)
+            group = self._groups[group_id] = self._new_group(group_id)
         if not _supports(group, args):
             return errors.INCONSISTENT_GROUP_PROTOCOL
         if args.member_id == UNKNOWN_MEMBER:
@@ -744,7 +748,10 @@ class GroupCoordinator:
         commit-only groups show in ListGroups/DescribeGroups and can be deleted. The broker
         also calls this at start-up for every group that has stored offsets."""
         if group_id not in self._groups:
-            self._groups[group_id] = Group(group_id)
+            self._groups[group_id] = self._new_group(group_id)
+
+    def _new_group(self, group_id: str) -> Group:
+        return Group(group_id, generation_id=self._resigned.pop(group_id, 0))
 
     # ---- time --------------------------------------------------------------------------------
 
@@ -803,6 +810,34 @@ class GroupCoordinator:
                 return at
             heapq.heappop(timers)
         return None
+
+    def held(self) -> int:
+        """How many groups this coordinator holds."""
+        return len(self._groups)
+
+    def resign(self) -> int:
+        """This broker stopped being the coordinator: every waiting JoinGroup and SyncGroup is
+        answered NOT_COORDINATOR (the members look the coordinator up again) and every group is
+        forgotten (committed offsets live in meta; the new coordinator rebuilds the group from
+        the members' joins). Returns how many groups were dropped."""
+        dropped = len(self._groups)
+        for group_id in sorted(self._groups):
+            group = self._groups[group_id]
+            for member_id in sorted(group.members):
+                member = group.members[member_id]
+                if member.join_reply is not None:
+                    self._outbox.append((member.join_reply,
+                                         _join_error(member_id, errors.NOT_COORDINATOR)))
+                    member.join_reply = None
+                if member.sync_reply is not None:
+                    self._outbox.append((member.sync_reply, _sync_error(errors.NOT_COORDINATOR)))
+                    member.sync_reply = None
+            group.pending.clear()
+            self._resigned[group_id] = group.generation_id
+        self._groups.clear()
+        self._timers.clear()
+        self._flush(None)
+        return dropped
 
     # ---- plumbing ----------------------------------------------------------------------------
 

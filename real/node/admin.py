@@ -16,8 +16,13 @@
                       200 {"faults": {...}}: this node's link to peer N now drops, loses a
                       fraction P of, or delays what crosses it (real/node/peers.py); GET lists
     POST /faults/heal 200: every link of this node clean again
+    Any GET with `?consistency=linearizable` first waits for meta's read index (Raft's
+    ReadIndex through the leader), so it sees every meta change acknowledged before it began,
+    whichever node answers; 503 when no meta leader answers within 2 s. `local` (the default)
+    answers from the node's applied state at once.
     Every POST needs `Authorization: Bearer <token>` when the node has `admin.token_file` (it
     must, when its admin port is not on loopback): else 401, logged.
+    Before the node serves (it is still opening its storage), every request gets 503.
     anything else     404 (unknown path), 405 (method), 400 (malformed, or a request body),
                       431 (head over `request_bytes_max`), 503 (over `connections_max`)
 
@@ -228,18 +233,44 @@ class AdminServer:
                 return
             target, _, query = request.target.decode("ascii").partition("?")
             method = request.method.decode("ascii")
-            if method != "GET" and not self._authorized(request):
+            if not getattr(self.view, "ready", True):
+                status, body = 503, {"error": "the node is starting; ask again"}
+            elif method != "GET" and not self._authorized(request):
                 self.refused += 1
                 self.log(f"admin: refused an unauthenticated {method} {target} from "
                          f"{writer.get_extra_info('peername')}")
                 status, body = 401, {"error": "this request needs Authorization: Bearer <token>"}
             else:
-                status, body = route(self.view, method, target, query)
+                status, body = await self._consistent(method, query)
+                if status == 200:
+                    status, body = route(self.view, method, target, query)
             _send(writer, conn, status, body, close=served == REQUESTS_PER_CONNECTION_MAX)
             await writer.drain()
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return  # h11 says the connection ends here (Connection: close, HTTP/1.0)
             conn.start_next_cycle()
+
+    async def _consistent(self, method: str, query: str) -> tuple[int, Any]:
+        """`?consistency=linearizable` on a GET: first wait for meta's read index (a read that
+        sees every write acknowledged before it began, on any node); 503 when no meta leader
+        answers in time. `consistency=local` (the default) answers from this node's state."""
+        wanted = [v for k, _, v in (p.partition("=") for p in query.split("&") if p)
+                  if k == "consistency"]
+        if not wanted or wanted[-1] == "local":
+            return 200, None
+        if wanted[-1] != "linearizable" or method != "GET":
+            return 400, {"error": f"consistency={wanted[-1]!r}: expected local or linearizable "
+                                  "(on a GET)"}
+        barrier = getattr(self.view, "read_barrier", None)
+        if barrier is None:
+            return 400, {"error": "this node offers no linearizable reads"}
+        try:
+            await barrier()
+        except TimeoutError:
+            return 503, {"error": "no linearizable read: no meta leader answered in time"}
+        except Exception as exc:  # noqa: BLE001 - ProposalDropped and friends: retry later
+            return 503, {"error": f"no linearizable read: {exc}"}
+        return 200, None
 
     def _authorized(self, request: h11.Request) -> bool:
         if self.token is None:

@@ -112,6 +112,10 @@ class AsyncHost:
         """A Raft message from a peer (real/node/peers.py)."""
         self._input(functools.partial(self.core.step, msg))
 
+    def run(self, step: Callable[[], object]) -> None:
+        """Run `step` against the core as one input (settled and flushed after it)."""
+        self._input(step)
+
     def raft_received_many(self, msgs: list[Message | PeerMessage]) -> None:
         """Peer messages that arrived together: stepped in one batch, settled once."""
         core = self.core

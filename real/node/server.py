@@ -28,7 +28,11 @@ from real.node.engines import Devices, monotonic_ms, settings_from_config
 from real.node.host import AsyncHost
 from real.node.metrics import NodeMetrics
 from real.node.transport import Listener, make_ssl_context, start_listener
+from real.raft.types import ProposalDropped
 from real.server.node import STATE_SHARD, NodeCore, NodeEnv, Proto
+
+READ_BARRIER_S = 2.0
+"""How long a linearizable admin read waits for the meta leader's read index."""
 
 
 class NodeView:
@@ -53,6 +57,37 @@ class NodeView:
                      "commit": raft.commit, "applied": raft.applied},
             "meta": {"applied_index": sm.applied_index, "digest": sm.digest()},
         }
+
+    async def read_barrier(self, timeout_s: float = READ_BARRIER_S) -> int:
+        """Wait until this node's meta state is linearizable (Raft's read index: the leader
+        confirmed its leadership with a quorum, and this node applied what was committed
+        then); returns that index. TimeoutError when no leader answers in time (no quorum, a
+        partition), ProposalDropped when too many reads wait."""
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[int] = loop.create_future()
+
+        def done(index: int) -> None:
+            if not answered.done():
+                answered.set_result(index)
+
+        asked: list[bytes] = []
+        refused: list[ProposalDropped] = []
+
+        def ask() -> None:
+            try:
+                asked.append(self.core.read_index(done))
+            except ProposalDropped as exc:  # no leader known: not a node failure
+                refused.append(exc)
+
+        self.host.run(ask)
+        if refused:
+            raise refused[0]
+        try:
+            return await asyncio.wait_for(answered, timeout_s)
+        except TimeoutError:
+            if asked:
+                self.host.run(lambda: self.core.cancel_read(asked[0]))
+            raise
 
     def meta_nodes(self) -> list[dict[str, Any]]:
         return [node_json(n) for n in self.core.replica.sm.nodes()]
@@ -247,10 +282,14 @@ def _peer_net(cfg: NodeConfig, host: AsyncHost, log: Callable[[str], None]) -> A
 
 class _LateView:
     """The admin server is bound before the node is built (bind errors first); until the node
-    serves, a request finds no view and its connection is dropped (clients poll /health)."""
+    serves, `ready` is False and requests are answered 503 (clients poll /health)."""
 
     def __init__(self, holder: list[NodeView]) -> None:
         self._holder = holder
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._holder)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._holder[0], name)

@@ -181,6 +181,7 @@ class NodeCore:
         self._loopback: dict[int, bool] = {}
         self._syncs: dict[int, tuple[str, BackgroundSyncEngine, SyncJob]] = {}
         self._sync_tokens = 0
+        self._read_seq = 0
         self._settling = False
         self._batching = 0
         self.replica = self._open_replica(spec, env)
@@ -321,6 +322,21 @@ class NodeCore:
             assert isinstance(msg, BrokerHeartbeat), msg
             self.controller.heartbeat(msg.src, msg.broker_epoch)
         self._settle()
+
+    def read_index(self, done: Callable[[int], None]) -> bytes:
+        """A linearizable read of meta (Raft's read index): `done(index)` once this node's state
+        machine has applied everything committed when the read was asked (the leader confirmed
+        its leadership with a quorum first). Returns the read's context, for `cancel_read` if no
+        answer comes (no leader, a partition: Raft drops the request). ProposalDropped if too
+        many reads wait."""
+        self._read_seq += 1
+        context = b"read-%d" % self._read_seq
+        self.replica.read_index(context, done)
+        self._settle()
+        return context
+
+    def cancel_read(self, context: bytes) -> bool:
+        return self.replica.cancel_read(context)
 
     def propose(self, data: bytes, done: Callable[[MetaResult | Exception], None]) -> None:
         """Propose a meta command; `done(result | exception)` once it applied or failed (maybe

@@ -173,7 +173,15 @@ class MetaReplica:
             raise ProposalDropped(f"{READS_PENDING_MAX} reads already pending")
         assert context not in self._reads, context
         self._reads[context] = done
-        self.raft.read_index(context)
+        try:
+            self.raft.read_index(context)
+        except ProposalDropped:  # no leader known, too many reads: nothing will answer it
+            del self._reads[context]
+            raise
+
+    def cancel_read(self, context: bytes) -> bool:
+        """Forget a pending read (its caller gave up: no leader answered in time)."""
+        return self._reads.pop(context, None) is not None
 
     # ---- the Ready loop ------------------------------------------------------------------------
 

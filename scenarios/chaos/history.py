@@ -67,6 +67,9 @@ class Verdict:
     nonmonotonic: list[Any] = field(default_factory=list)
     unseen: int = 0
     polled: int = 0
+    no_offset: int = 0
+    """Acknowledged sends whose delivery report carried no offset (librdkafka reports none for
+    some retried idempotent batches): checked for presence only."""
 
     @property
     def ok(self) -> bool:
@@ -78,7 +81,7 @@ class Verdict:
                 "unknown": self.unknown, "lost": len(self.lost),
                 "duplicates": len(self.duplicates), "inconsistent": len(self.inconsistent),
                 "skips": len(self.skips), "nonmonotonic": len(self.nonmonotonic),
-                "unseen": self.unseen, "polled": self.polled}
+                "unseen": self.unseen, "polled": self.polled, "no_offset": self.no_offset}
 
 
 Read = list[tuple[int, int, bytes]]
@@ -110,7 +113,9 @@ def check_kafka(history: History, reads: Iterable[Read],
             places = where.get(value)
             if not places:
                 v.lost.append(op.value)
-            elif op.value.get("offset", -1) >= 0 and \
+            elif op.value.get("offset") is None:
+                v.no_offset += 1
+            elif op.value["offset"] >= 0 and \
                     (op.value["partition"], op.value["offset"]) not in places:
                 v.inconsistent.append({"acked": op.value, "read_at": sorted(places)})
         elif op.type == "fail":

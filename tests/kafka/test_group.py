@@ -937,3 +937,25 @@ def test_a_rebalance_left_without_members_completes_in_the_same_tick(
     s.to_next_deadline()  # the sync deadline: asserts the next deadline moved past it
     s.to_next_deadline()
     s.teardown()
+
+
+def test_resign_answers_the_waiting_and_generations_go_on_if_it_coordinates_again() -> None:
+    """A broker that stops coordinating (meta leadership moved) answers every waiting JoinGroup
+    and SyncGroup NOT_COORDINATOR and forgets its groups; if it coordinates the group again,
+    generations continue from where they were (never reused under one member id prefix)."""
+    gc = coordinator()
+    a_id, b_id, gen = stable_pair(gc)
+    waiting_join = join(gc, 100, client="c")  # a third member: a rebalance starts, c waits
+    assert not waiting_join.fired
+    assert gc.held() == 1
+    assert gc.resign() == 1
+    gc.invariants()
+    assert waiting_join.one["error_code"] == E.NOT_COORDINATOR
+    assert gc.held() == 0 and gc.list_groups() == [] and gc.next_deadline_ms() is None
+    assert hb(gc, 101, a_id, gen) == E.UNKNOWN_MEMBER_ID  # the old members are gone
+    again = join(gc, 200, client="a").one
+    assert again["error_code"] == E.NONE and again["generation_id"] == gen + 1
+    assert again["member_id"] not in (a_id, b_id)
+    sink = Sink()
+    gc.join(201, join_req(group="h"), 1, "x", "/h", sink)  # a group never held starts at 1
+    assert sink.one["generation_id"] == 1

@@ -20,9 +20,9 @@ KNOWN: dict[str, tuple[int, str, str]] = {
     "accept-stale-term-append": (2, "safety", "state-machine-safety"),
     "no-truncate-on-conflict": (1, "safety", "log-matching"),
     "commit-beyond-match": (1, "safety", "state-machine-safety"),
-    "no-epoch-truncate": (5, "safety", "divergent committed prefixes"),
+    "no-epoch-truncate": (1, "safety", "divergent committed prefixes"),
     "hw-before-isr": (1, "safety", "acknowledged records lost"),
-    "isr-not-recorded": (19, "safety", "replication"),
+    "isr-not-recorded": (8, "safety", "replication"),
     "unclean-election": (7, "safety", "acknowledged records lost"),
     "acks-downgrade": (1, "safety", "acknowledged record(s) lost"),
 }

@@ -44,3 +44,14 @@ def test_each_anomaly_is_named() -> None:
     assert v.skips and v.skips[0]["skipped"] == [3]
     assert v.nonmonotonic and v.nonmonotonic[0]["got"] == 3
     assert v.unseen == 1
+
+
+def test_an_ack_without_an_offset_is_checked_for_presence_only() -> None:
+    """librdkafka may report a delivered record with no offset (None): it must still be read
+    somewhere (else lost), and it is counted, not compared with a place."""
+    h = History()
+    h.add("producer", "ok", "send", {"value": "a", "partition": 0, "offset": None})
+    h.add("producer", "ok", "send", {"value": "gone", "partition": 0, "offset": None})
+    v = check_kafka(h, [[(0, 5, b"a")]], {})
+    assert v.no_offset == 1 and v.summary()["no_offset"] == 1
+    assert [op["value"] for op in v.lost] == ["gone"] and not v.inconsistent

@@ -19,7 +19,7 @@ from real.raft.types import (
     Ready,
     Role,
 )
-from real.server.replica import PROPOSALS_PENDING_MAX, MetaReplica, ProposalLost
+from real.server.replica import PROPOSALS_PENDING_MAX, READS_PENDING_MAX, MetaReplica, ProposalLost
 
 
 class Recorder:
@@ -158,6 +158,27 @@ def test_follower_without_leader_drops_proposals(tmp_path: Path) -> None:
     with pytest.raises(ProposalDropped, match="no leader"):
         replica.propose(b"", lambda r: None)
     disk.close()
+
+
+def test_reads_without_a_leader_are_refused_and_leave_nothing_pending(tmp_path: Path) -> None:
+    """A read index asked with no leader known raises (the caller answers 503) and is not kept
+    (it would never be answered); a leader answers a read once it applied the read's index,
+    and a read given up on can be cancelled."""
+    disk = RaftDisk(tmp_path / "meta")
+    raft = RaftNode(1, RaftConfig(), random.Random(1), disk.durable(), peers=(1, 2, 3))
+    replica = MetaReplica(raft, disk, lambda m: None, compact_entries=100)
+    for i in range(READS_PENDING_MAX + 5):  # more than the bound: none of them stayed
+        with pytest.raises(ProposalDropped, match="no leader"):
+            replica.read_index(b"r%d" % i, lambda _index: None)
+    assert not replica.cancel_read(b"r0")
+    disk.close()
+    leader, disk2 = make(tmp_path / "single")
+    answered: list[int] = []
+    leader.read_index(b"x", answered.append)
+    leader.process_ready()
+    assert answered == [leader.sm.applied_index]
+    assert not leader.cancel_read(b"x")  # answered: nothing left to cancel
+    disk2.close()
 
 
 def test_replica_is_free_of_io_so_the_simulator_can_host_it() -> None:
