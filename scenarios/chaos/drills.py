@@ -7,8 +7,9 @@ topic (3 partitions, replication factor 3, min.insync.replicas 2), starts an ide
 producer (confluent-kafka, every broker as bootstrap) sending distinct values round-robin over
 the partitions, and a consumer polling every partition from the beginning; it injects the
 drill's fault while they run, heals, lets the cluster settle (every in-sync set full again),
-reads every partition back from its leader, and checks the history (`scenarios/chaos/history.py`:
-lost, duplicate, inconsistent offsets, skips). Drills:
+reads every partition back from its leader, checks the history (`scenarios/chaos/history.py`:
+lost, duplicate, inconsistent offsets, skips) and deletes the topic (so every run meets the same
+cluster). Drills:
 
 - `kill-partition-leader`: SIGKILL the leader of a random partition mid-stream; restart it on
   its data. Every drill measures, on that partition, the time from the fault to the first
@@ -259,6 +260,24 @@ def create_topic(c: RealCluster, topic: str) -> None:
     c.wait_in_sync(topic)
 
 
+def delete_topic(c: RealCluster, topic: str) -> None:
+    """Delete a run's topic once it was read back, and wait until meta has dropped it (a node
+    slows down with every replicated partition it holds: without this, late runs of a drill
+    would measure a cluster holding fifty more topics than the first run's)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": c.bootstrap, "log_level": 0})
+    deadline = time.monotonic() + SETTLE_S
+    while topic in c.topics():
+        try:
+            admin.delete_topics([topic])[topic].result(20)
+        except KafkaException as exc:  # between meta leaders, or already gone: look again
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic} not deleted in {SETTLE_S} s: {exc}") from exc
+        time.sleep(0.05)  # meta applies the deletion on every node; nothing to wait on here
+
+
 def run_once(c: RealCluster, drill: str, run: int, rng: Any,
              histories: Path | None) -> dict[str, Any]:
     topic = f"{drill}-{run}"
@@ -312,6 +331,7 @@ def run_once(c: RealCluster, drill: str, run: int, rng: Any,
     clients.close()
     c.wait_in_sync(topic)
     reads = [read_all(c, topic)]
+    delete_topic(c, topic)  # each run starts from the same cluster state, not one topic more
     verdict: Verdict = check_kafka(history, reads, {"consumer": clients.polls})
     after = [acked for sent, acked in clients.acked[part] if sent > fault_at]
     failover_ms = (min(after) - fault_at) * 1000 if after else None
