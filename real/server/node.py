@@ -230,8 +230,10 @@ class NodeCore:
         durable = env.raft_storage.durable()
         rng = random.Random(env.rng.getrandbits(64))  # noqa: S311 - seeded by design
         raft = RaftNode(spec.node_id, spec.raft, rng, durable, peers=spec.voters)
+        # the wall clock at start tells this life's forwarded proposals from an earlier life's
         return MetaReplica(raft, env.raft_storage, self._send,
-                           compact_entries=spec.snapshot_entries, observer=env.observer)
+                           compact_entries=spec.snapshot_entries, observer=env.observer,
+                           incarnation=max(0, env.wall_clock()))
 
     def _send(self, msg: Message | PeerMessage) -> None:
         self._ready.messages.append(msg)

@@ -36,10 +36,17 @@ READS_PENDING_MAX = 1024
 FORWARD_TIMEOUT_TICKS = 100
 """A proposal forwarded to the leader that has not applied within this many ticks is reported
 lost (it may still apply later: callers retry idempotent commands)."""
-ENVELOPE = b"\x00TMQF"
-"""Prefix of a forwarded proposal's entry: origin node (u32), sequence (u64), then the command.
-Meta commands never start with a zero byte, so older logs (no envelopes) apply unchanged."""
-_ENVELOPE_HEAD = struct.Struct(">IQ")
+ENVELOPE = b"\x00TMQG"
+"""Prefix of a forwarded proposal's entry: origin node (u32), the origin's incarnation (u64),
+sequence (u64), then the command. The incarnation tells a proposal of this process from one
+its previous life forwarded under the same sequence number (without it, an entry of the old
+life replayed after a restart answered the new life's proposal, e.g. a node's registration,
+with another command's result). Meta commands never start with a zero byte, so logs without
+envelopes apply unchanged."""
+_ENVELOPE_HEAD = struct.Struct(">IQQ")
+OLD_ENVELOPE = b"\x00TMQF"
+"""The envelope before incarnations (origin u32, sequence u64): unwrapped, never matched."""
+_OLD_ENVELOPE_HEAD = struct.Struct(">IQ")
 
 
 class ProposalLost(Exception):
@@ -75,6 +82,8 @@ def unwrap_forwarded(data: bytes) -> bytes:
     """The command inside a forwarded proposal's envelope (any other entry data unchanged)."""
     if data.startswith(ENVELOPE):
         return data[len(ENVELOPE) + _ENVELOPE_HEAD.size:]
+    if data.startswith(OLD_ENVELOPE):
+        return data[len(OLD_ENVELOPE) + _OLD_ENVELOPE_HEAD.size:]
     return data
 
 
@@ -84,8 +93,10 @@ def restore_sm(snapshot: Snapshot) -> MetaStateMachine:
 
 class MetaReplica:
     def __init__(self, raft: Any, storage: Storage, send: Callable[[Message], None],
-                 *, compact_entries: int, observer: RaftObserver | None = None) -> None:
-        """`raft` is a RaftNode built from `storage.durable()`."""
+                 *, compact_entries: int, observer: RaftObserver | None = None,
+                 incarnation: int = 0) -> None:
+        """`raft` is a RaftNode built from `storage.durable()`. `incarnation` must differ
+        between two lives of the same node (the node passes its wall clock in ms at start)."""
         assert compact_entries >= 2, compact_entries
         durable = storage.durable()
         self.raft = raft
@@ -99,6 +110,7 @@ class MetaReplica:
         self._proposals: dict[int, _Waiter] = {}
         self._forwarded: dict[int, tuple[int, Callable[[MetaResult | Exception], None]]] = {}
         self._forward_seq = 0
+        self.incarnation = incarnation
         self._ticks = 0
         self._reads: dict[bytes, Callable[[int], None]] = {}
         self._ready_reads: list[ReadState] = []
@@ -163,7 +175,8 @@ class MetaReplica:
     def _forward(self, data: bytes, done: Callable[[MetaResult | Exception], None]) -> int:
         self._forward_seq += 1
         seq = self._forward_seq
-        self.raft.propose(ENVELOPE + _ENVELOPE_HEAD.pack(self.raft.id, seq) + data)  # or raises
+        self.raft.propose(ENVELOPE + _ENVELOPE_HEAD.pack(self.raft.id, self.incarnation, seq)
+                          + data)  # or raises
         self._forwarded[seq] = (self._ticks + FORWARD_TIMEOUT_TICKS, done)
         return 0
 
@@ -223,10 +236,12 @@ class MetaReplica:
             data = entry.data if entry.kind is EntryKind.NORMAL else b""
             forwarded = None
             if data.startswith(ENVELOPE):
-                origin, seq = _ENVELOPE_HEAD.unpack_from(data, len(ENVELOPE))
+                origin, incarnation, seq = _ENVELOPE_HEAD.unpack_from(data, len(ENVELOPE))
                 data = data[len(ENVELOPE) + _ENVELOPE_HEAD.size:]
-                if origin == self.raft.id:
+                if origin == self.raft.id and incarnation == self.incarnation:
                     forwarded = self._forwarded.pop(seq, None)
+            elif data.startswith(OLD_ENVELOPE):  # a proposal of a life before incarnations
+                data = data[len(OLD_ENVELOPE) + _OLD_ENVELOPE_HEAD.size:]
             result = self.sm.apply(entry.index, data)
             if self.observer is not None:
                 self.observer.applied(self.raft.id, entry, self.raft.term)

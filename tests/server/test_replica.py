@@ -192,3 +192,47 @@ def test_replica_is_free_of_io_so_the_simulator_can_host_it() -> None:
         elif isinstance(node, ast.ImportFrom):
             names.add((node.module or "").split(".")[0])
     assert not names & {"asyncio", "socket", "os", "time", "threading", "random", "simpy"}, names
+
+
+class _Follower:
+    """Just enough of a RaftNode for `MetaReplica` on a follower: proposals are forwarded."""
+
+    def __init__(self) -> None:
+        self.id, self.applied, self.role, self.proposed = 3, 0, Role.FOLLOWER, []
+
+    def propose(self, data: bytes) -> None:
+        self.proposed.append(data)
+
+
+def test_an_entry_forwarded_in_an_earlier_life_does_not_answer_this_lifes_proposal(
+        tmp_path: Path) -> None:
+    """A restarted node numbers its forwarded proposals from 1 again; its previous life's
+    forwarded entry, applied after the restart, must not be taken for the new proposal with the
+    same number (a node once took an old ISR change's result for its re-registration and led
+    a partition from stale meta). The incarnation in the envelope tells them apart."""
+    from types import SimpleNamespace
+
+    from real.raft.types import Entry, EntryKind
+
+    disk = RaftDisk(tmp_path / "meta")
+    old_raft = _Follower()
+    old = MetaReplica(old_raft, disk, lambda m: None, compact_entries=100, incarnation=1000)
+    old.propose(encode_command("config.put", key="a", value=1), lambda r: None)
+    (old_entry,) = old_raft.proposed
+    new_raft = _Follower()
+    new = MetaReplica(new_raft, disk, lambda m: None, compact_entries=100, incarnation=2000)
+    answers: list[object] = []
+    new.propose(encode_command("config.put", key="b", value=2), answers.append)
+    (new_entry,) = new_raft.proposed
+    assert old_entry[:5] == new_entry[:5] and old_entry != new_entry
+
+    def apply(index: int, data: bytes) -> None:
+        new._apply(SimpleNamespace(snapshot=None, read_states=(), committed_entries=(
+            Entry(1, index, EntryKind.NORMAL, data),)))
+
+    apply(1, old_entry)  # the old life's proposal commits after the restart: not ours
+    assert answers == [] and new.sm.config() == {"a": 1}
+    apply(2, new_entry)
+    assert len(answers) == 1 and isinstance(answers[0], MetaResult) and answers[0].ok
+    assert new.sm.config() == {"a": 1, "b": 2}
+    disk.close()
