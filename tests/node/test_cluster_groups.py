@@ -119,7 +119,8 @@ def test_one_coordinator_one_group_across_nodes_and_it_moves_with_meta(tmp_path:
     try:
         drills.create_topic(c, "rf3")
         leader = c.meta_leader()
-        assert set(_coordinators(c).values()) == {leader}
+        _wait(lambda: set(_coordinators(c).values()) == {leader}, 30,
+              "every node names the meta leader")  # a node may still be applying its entries
         other = next(n["id"] for n in c.live() if n["id"] != leader)
         refused = _call(c.nodes[other]["kafka"], HEARTBEAT, 0,
                         {"group_id": GROUP, "generation_id": 1, "member_id": "m"})
