@@ -40,7 +40,12 @@ from real.kafka.codec import (
     encode_response,
 )
 from real.kafka.errors import KafkaCodecError, UnsupportedVersion
-from real.kafka.group import AUTHORIZED_OPERATIONS_OMITTED, GroupCoordinator
+from real.kafka.group import (
+    AUTHORIZED_OPERATIONS_OMITTED,
+    GroupCoordinator,
+    join_error,
+    sync_error,
+)
 from real.kafka.log import PartitionLog
 from real.kafka.records import RecordsError, split_batches
 from real.meta import MetaResult, MetaStateMachine, encode_command
@@ -1412,11 +1417,7 @@ class KafkaBroker:
     def _join_group(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
         error = self._coordinator_error()
         if error:
-            self._reply(conn, self._slot(conn), h,
-                        {"throttle_time_ms": 0, "error_code": error, "generation_id": -1,
-                         "protocol_type": None, "protocol_name": "", "leader": "",
-                         "skip_assignment": False, "member_id": req.get("member_id") or "",
-                         "members": []})
+            self._reply(conn, self._slot(conn), h, join_error(req.get("member_id") or "", error))
             return
         self.groups.join(self.clock(), req, h.api_version, h.client_id or "", conn.peer,
                          self._group_reply(conn, h))
@@ -1424,9 +1425,7 @@ class KafkaBroker:
     def _sync_group(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
         error = self._coordinator_error()
         if error:
-            self._reply(conn, self._slot(conn), h,
-                        {"throttle_time_ms": 0, "error_code": error, "protocol_type": None,
-                         "protocol_name": None, "assignment": b""})
+            self._reply(conn, self._slot(conn), h, sync_error(error))
             return
         self.groups.sync(self.clock(), req, h.api_version, self._group_reply(conn, h))
 

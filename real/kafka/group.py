@@ -248,7 +248,7 @@ class GroupCoordinator:
         args = _join_args(req, client_id or "", client_host, reply)
         error = self._join(now_ms, req["group_id"], args, version)
         if error is not None:
-            self._outbox.append((reply, _join_error(args.member_id, error)))
+            self._outbox.append((reply, join_error(args.member_id, error)))
         self._flush(req["group_id"])
 
     def _join(self, now: int, group_id: str | None, args: JoinArgs, version: int) -> int | None:
@@ -283,7 +283,7 @@ class GroupCoordinator:
         if args.instance_id is None and version >= 4:
             group.pending[member_id] = now + args.session_ms
             self._due(group, now + args.session_ms)
-            self._outbox.append((args.reply, _join_error(member_id, errors.MEMBER_ID_REQUIRED)))
+            self._outbox.append((args.reply, join_error(member_id, errors.MEMBER_ID_REQUIRED)))
             return None
         self._add_member(now, group, member_id, args)
         return None
@@ -346,7 +346,7 @@ class GroupCoordinator:
         will be answered (an older waiting one is answered REBALANCE_IN_PROGRESS now)."""
         if member.join_reply is not None:
             self._outbox.append((member.join_reply,
-                                 _join_error(member.member_id, errors.REBALANCE_IN_PROGRESS)))
+                                 join_error(member.member_id, errors.REBALANCE_IN_PROGRESS)))
         group.count_protocols(member, -1)
         member.protocols = args.protocols
         group.count_protocols(member, +1)
@@ -364,10 +364,10 @@ class GroupCoordinator:
         member = group.members.pop(old_id)
         if member.join_reply is not None:
             self._outbox.append((member.join_reply,
-                                 _join_error(old_id, errors.FENCED_INSTANCE_ID)))
+                                 join_error(old_id, errors.FENCED_INSTANCE_ID)))
             member.join_reply = None
         if member.sync_reply is not None:
-            self._outbox.append((member.sync_reply, _sync_error(errors.FENCED_INSTANCE_ID)))
+            self._outbox.append((member.sync_reply, sync_error(errors.FENCED_INSTANCE_ID)))
             member.sync_reply = None
         new_id = self._new_member_id(args.instance_id)
         member.member_id = new_id
@@ -403,7 +403,7 @@ class GroupCoordinator:
                 member.assignment = b""
                 if member.sync_reply is not None:
                     self._outbox.append((member.sync_reply,
-                                         _sync_error(errors.REBALANCE_IN_PROGRESS)))
+                                         sync_error(errors.REBALANCE_IN_PROGRESS)))
                     member.sync_reply = None
                     self._touch(now, group, member)
         group.sync_deadline_ms = None
@@ -477,10 +477,10 @@ class GroupCoordinator:
         group.count_protocols(member, -1)
         if member.join_reply is not None:
             self._outbox.append((member.join_reply,
-                                 _join_error(UNKNOWN_MEMBER, errors.UNKNOWN_MEMBER_ID)))
+                                 join_error(UNKNOWN_MEMBER, errors.UNKNOWN_MEMBER_ID)))
             member.join_reply = None
         if member.sync_reply is not None:
-            self._outbox.append((member.sync_reply, _sync_error(errors.UNKNOWN_MEMBER_ID)))
+            self._outbox.append((member.sync_reply, sync_error(errors.UNKNOWN_MEMBER_ID)))
             member.sync_reply = None
         if member.instance_id is not None and group.static_members.get(
                 member.instance_id) == member_id:
@@ -527,30 +527,30 @@ class GroupCoordinator:
     def _sync(self, now: int, req: dict, reply: Reply) -> dict | None:
         group_id = req["group_id"]
         if not group_id:
-            return _sync_error(errors.INVALID_GROUP_ID)
+            return sync_error(errors.INVALID_GROUP_ID)
         group = self._groups.get(group_id)
         member_id = req["member_id"]
         if group is None:
-            return _sync_error(errors.UNKNOWN_MEMBER_ID)
+            return sync_error(errors.UNKNOWN_MEMBER_ID)
         if _fenced(group, member_id, req.get("group_instance_id")):
-            return _sync_error(errors.FENCED_INSTANCE_ID)
+            return sync_error(errors.FENCED_INSTANCE_ID)
         member = group.members.get(member_id)
         if member is None:
-            return _sync_error(errors.UNKNOWN_MEMBER_ID)
+            return sync_error(errors.UNKNOWN_MEMBER_ID)
         if req["generation_id"] != group.generation_id:
-            return _sync_error(errors.ILLEGAL_GENERATION)
+            return sync_error(errors.ILLEGAL_GENERATION)
         if (req.get("protocol_type") not in (None, group.protocol_type)
                 or req.get("protocol_name") not in (None, group.protocol_name)):
-            return _sync_error(errors.INCONSISTENT_GROUP_PROTOCOL)
+            return sync_error(errors.INCONSISTENT_GROUP_PROTOCOL)
         if group.state is PREPARING:
-            return _sync_error(errors.REBALANCE_IN_PROGRESS)
+            return sync_error(errors.REBALANCE_IN_PROGRESS)
         assert group.state in (COMPLETING, STABLE), group.state
         self._touch(now, group, member)
         self._synced(group, member_id)
         if group.state is STABLE:
             return _sync_ok(group, member.assignment)
         if member.sync_reply is not None:
-            self._outbox.append((member.sync_reply, _sync_error(errors.REBALANCE_IN_PROGRESS)))
+            self._outbox.append((member.sync_reply, sync_error(errors.REBALANCE_IN_PROGRESS)))
         member.sync_reply = reply
         if member_id == group.leader_id:
             self._assign(now, group, req["assignments"])
@@ -827,10 +827,10 @@ class GroupCoordinator:
                 member = group.members[member_id]
                 if member.join_reply is not None:
                     self._outbox.append((member.join_reply,
-                                         _join_error(member_id, errors.NOT_COORDINATOR)))
+                                         join_error(member_id, errors.NOT_COORDINATOR)))
                     member.join_reply = None
                 if member.sync_reply is not None:
-                    self._outbox.append((member.sync_reply, _sync_error(errors.NOT_COORDINATOR)))
+                    self._outbox.append((member.sync_reply, sync_error(errors.NOT_COORDINATOR)))
                     member.sync_reply = None
             group.pending.clear()
             self._resigned[group_id] = group.generation_id
@@ -964,7 +964,9 @@ def _join_ok(group: Group, member: Member) -> dict:
             "skip_assignment": False, "member_id": member.member_id, "members": members}
 
 
-def _join_error(member_id: str, error: int) -> dict:
+def join_error(member_id: str, error: int) -> dict:
+    """A JoinGroup response carrying only `error` (the broker also answers NOT_COORDINATOR
+    with it)."""
     return {"throttle_time_ms": 0, "error_code": error, "generation_id": -1,
             "protocol_type": None, "protocol_name": "", "leader": "", "skip_assignment": False,
             "member_id": member_id, "members": []}
@@ -976,7 +978,8 @@ def _sync_ok(group: Group, assignment: bytes) -> dict:
             "assignment": assignment}
 
 
-def _sync_error(error: int) -> dict:
+def sync_error(error: int) -> dict:
+    """A SyncGroup response carrying only `error`."""
     return {"throttle_time_ms": 0, "error_code": error, "protocol_type": None,
             "protocol_name": None, "assignment": b""}
 
