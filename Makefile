@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## System tools the MQTT and Kafka tests and benches use (mosquitto broker + clients, kcat;
-## Debian packages).
+## Debian packages), and nftables for the kernel network faults (`twinmq cluster partition
+## --kernel`).
 ## Installed only when missing; needs root (CI and sessions run as root).
 tools:
 	@if ! command -v mosquitto_pub >/dev/null 2>&1 || ! { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; }; then \
@@ -23,6 +24,12 @@ tools:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients >/dev/null 2>&1 || \
 	  { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients >/dev/null; }; \
+	fi
+	@if ! command -v nft >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing nftables (Debian: kernel network faults between cluster nodes)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q nftables >/dev/null 2>&1 || \
+	  { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q nftables >/dev/null; }; \
 	fi
 	@if ! command -v kcat >/dev/null 2>&1; then \
 	  echo "installing kcat (Debian)"; \

@@ -226,6 +226,11 @@ class SimHost:
         inbox is full."""
         return self._bounded("raft", msg, None)
 
+    def peer_gone(self, node_id: int) -> bool:
+        """Peer `node_id` refused this node's connection (it is down); False while this node is
+        down itself."""
+        return self._bounded("gone", node_id, None)
+
     def propose(self, data: bytes, done: Callable[[Any], None]) -> bool:
         """A meta proposal from a client of this node (`done(result | exception)` once it applied
         or failed); refused like a Raft message."""
@@ -340,6 +345,8 @@ class SimHost:
             core.propose(who, data)
         elif kind == "campaign":
             core.campaign()
+        elif kind == "gone":
+            core.peer_gone(who)
         elif kind == "open":
             if who.reset:
                 return

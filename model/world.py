@@ -240,6 +240,7 @@ class World:
                 filter_input=self._filter_input,
                 on_congested=self._congested)
         self.net = Network(self.env, self.node_ids, s.network, seeds.derive, self._deliver)
+        self._gone_told: set[tuple[int, int]] = set()
         self.client = Client(self, s.meta, seeds.derive("client"), encode_proposal)
         self.nemesis = Nemesis(self, s.faults, seeds.derive("nemesis"), seeds.derive("faults"))
         self.log_lines: list[str] = []
@@ -345,7 +346,11 @@ class World:
         self.trace.emit(now_us(self.env), conn.client.node, "congested", backlog=backlog)
 
     def _on_up_of(self, nid: int) -> Callable[[NodeCore], None]:
-        return lambda core: self.on_up(nid, core)
+        def up(core: NodeCore) -> None:
+            self._peer_up(nid)
+            self.on_up(nid, core)
+
+        return up
 
     def _send_raft(self, msg: Message | PeerMessage) -> None:
         self.net.send(msg.src, msg.dst, peer_frame(msg) if self.scenario.network.wire else msg)
@@ -357,7 +362,31 @@ class World:
             # decode_message so a test can count the Raft messages that crossed the codec.
             msg = decode_message(frame.payload) if frame.kind == Kind.RAFT else decode_peer(frame)
         assert isinstance(msg, Message | ShardFetch | ShardFetchReply | BrokerHeartbeat), msg
-        self.nodes[dst].deliver(msg)
+        host = self.nodes[dst]
+        if not host.deliver(msg) and not host.up and self.scenario.network.refuse_down_ms:
+            self._refused(msg.src, dst)
+
+    def _refused(self, src: int, dst: int) -> None:
+        """`src` sent to `dst` while it was down: its next connection attempt is refused
+        (once per down spell of either node; the node remembers it until `dst` speaks)."""
+        if (src, dst) in self._gone_told:
+            return
+        self._gone_told.add((src, dst))
+        self.net.stats.refused += 1
+
+        def tell() -> None:
+            if self.nodes[dst].up:  # back already: the reconnect succeeds
+                self._gone_told.discard((src, dst))
+                return
+            if self.nodes[src].peer_gone(dst):
+                self.trace.emit(now_us(self.env), src, "peer_gone", peer=dst)
+            else:  # the sender is down or its inbox full: its next message tries again
+                self._gone_told.discard((src, dst))
+
+        self.later(self.scenario.network.refuse_down_ms * 1000, tell)
+
+    def _peer_up(self, nid: int) -> None:
+        self._gone_told = {pair for pair in self._gone_told if nid not in pair}
 
     # -- node lifecycle (the world, the nemesis and studies call these) ------------------------
 

@@ -33,12 +33,19 @@ class NetConfig:
     """Carry each Raft message as the real inter-node frame (real/cluster/wire.py), encoded at
     send and decoded at arrival, instead of as the object: the same bytes as real nodes send,
     at some cost in speed."""
+    refuse_down_ms: int = 50
+    """A message to a node that is down tells its sender, this long later, that the node's
+    peer port refused the connection (`NodeCore.peer_gone`), as on one machine, where a killed
+    process's port answers a reconnect (50 ms after the connection dropped: real/node/peers.py
+    RECONNECT_MIN_S) with a reset. 0: down nodes answer nothing, like a machine that lost
+    power in a real network, and only the session timeout finds them dead."""
 
     def __post_init__(self) -> None:
         for name in ("loss", "duplicate", "reorder"):
             value = getattr(self, name)
             assert 0.0 <= value <= 1.0, f"network.{name} must be in [0, 1], got {value}"
         assert self.inflight_max >= 1, "network.inflight_max must be >= 1"
+        assert self.refuse_down_ms >= 0, "network.refuse_down_ms must be >= 0"
 
 
 @dataclass(slots=True)
@@ -50,6 +57,7 @@ class NetStats:
     rejected_full: int = 0
     duplicated: int = 0
     dropped_dead: int = 0
+    refused: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in sorted(self.__slots__)}

@@ -1304,13 +1304,24 @@ class KafkaBroker:
                 asked = p["leader_epoch"]
                 current = log.leader_epoch
                 if asked > current:
-                    continue  # an epoch this leader never had: undefined
+                    # The client read records of an epoch this leader has not reached: this node
+                    # is behind (a stale leader the client found through old metadata, e.g. one
+                    # resumed after SIGSTOP). Kafka answers "undefined" here, which librdkafka
+                    # takes for a truncation and resets the position by auto.offset.reset; the
+                    # retriable error sends the client to refresh its metadata instead.
+                    if self._replicated(name, index):
+                        out["error_code"] = E.UNKNOWN_LEADER_EPOCH
+                    continue
                 if asked == current:
                     out["leader_epoch"], out["end_offset"] = current, log.log_end_offset
                     continue
                 epoch, end = log.epoch_end(asked)
                 if epoch >= 0:
                     out["leader_epoch"], out["end_offset"] = epoch, log.kafka_offset(end)
+                elif asked >= 0 and (runs := log.epoch_runs()):
+                    # older than every stored epoch (Kafka: the asked epoch ends where the
+                    # earliest stored one starts), not "undefined", which resets the client
+                    out["leader_epoch"], out["end_offset"] = asked, log.kafka_offset(runs[0][1])
             topics.append({"topic": name, "partitions": parts})
         self._reply(conn, self._slot(conn), h, {"throttle_time_ms": 0, "topics": topics})
 

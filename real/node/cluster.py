@@ -1,10 +1,12 @@
 """`twinmq cluster up|status|down`: a cluster of `twinmq serve` processes on this machine.
 
-    twinmq cluster up --nodes 3 --dir DIR [--storage ENGINE] [-- more serve flags]
+    twinmq cluster up --nodes 3 --dir DIR [--storage ENGINE] [--distinct-hosts]
+                      [-- more serve flags]
     twinmq cluster status --dir DIR [--json]
     twinmq cluster kill|stop|cont|restart --dir DIR NODE
-    twinmq cluster partition --dir DIR 1,2/3 [--oneway]   (heal: twinmq cluster heal --dir DIR)
-    twinmq cluster loss --dir DIR --percent P [--between 1/2,3]
+    twinmq cluster partition --dir DIR 1,2/3 [--oneway] [--kernel]
+    twinmq cluster loss --dir DIR --percent P [--between 1/2,3] [--kernel]
+    twinmq cluster heal --dir DIR
     twinmq cluster delay --dir DIR --ms M [--jitter J] [--between 1/2,3]
     twinmq cluster down --dir DIR
 
@@ -26,6 +28,10 @@ either side restarts; `loss` drops a percentage of the messages and `delay` hold
 plus up to J ms, on every link or only those between the two groups of `--between`; `heal`
 clears every fault. Client traffic is never touched. A frozen (SIGSTOPped) node cannot take
 the command: its peers still enforce their end.
+
+With `--kernel`, `partition` and `loss` drop real TCP segments with nftables rules instead
+(real/node/netfilter.py: root and the nft command; the cluster must have been started with
+`--distinct-hosts`, node N on 127.0.0.N); `heal` removes those rules too.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from real.node import netfilter
 
 ROOT = Path(__file__).resolve().parents[2]
 UP_TIMEOUT_S = 60.0
@@ -65,8 +73,8 @@ def _free_ports(host: str, count: int) -> list[int]:
     return ports
 
 
-def _get(port: int, path: str) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as resp:
+def _get(port: int, path: str, host: str = "127.0.0.1") -> Any:
+    with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=1) as resp:
         return json.loads(resp.read())
 
 
@@ -83,7 +91,7 @@ def _alive(pid: int) -> bool:
 def health(node: dict[str, Any]) -> dict[str, Any] | None:
     """The node's `/health` (None while it does not answer)."""
     try:
-        return _get(node["admin"], "/health")
+        return _get(node["admin"], "/health", node.get("host", "127.0.0.1"))
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError):
         return None
 
@@ -94,7 +102,8 @@ def node_status(node: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"id": node["id"], "pid": node["pid"], "alive": _alive(node["pid"])}
     view = health(node)
     try:
-        nodes = _get(node["admin"], "/meta/nodes") if view is not None else None
+        nodes = (_get(node["admin"], "/meta/nodes", node.get("host", "127.0.0.1"))
+                 if view is not None else None)
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError):
         nodes = None
     if view is None or nodes is None:
@@ -121,21 +130,28 @@ def settled(nodes: list[dict[str, Any]]) -> int:
 
 
 def launch(count: int, work: Path, serve_args: Sequence[str] = (),
-           storage: str | None = None) -> list[dict[str, Any]]:
+           storage: str | None = None, distinct_hosts: bool = False) -> list[dict[str, Any]]:
     """Write the secret, start `count` nodes in the background and DIR/cluster.json; returns
-    the nodes (id, pid, ports, data_dir, log, cmd) without waiting for them."""
+    the nodes (id, pid, host, ports, data_dir, log, cmd) without waiting for them. With
+    `distinct_hosts` node N binds (and dials its peers from) 127.0.0.N, so that kernel network
+    faults can tell the nodes apart."""
     work.mkdir(parents=True, exist_ok=True)
     secret = work / "secret"
     secret.write_text(os.urandom(32).hex() + "\n")
     secret.chmod(0o600)
-    host = "127.0.0.1"
     ids = list(range(1, count + 1))
-    free = _free_ports(host, 4 * count)
-    ports = {i: dict(zip(("admin", "mqtt", "kafka", "raft"), free[4 * (i - 1):4 * i],
-                         strict=True)) for i in ids}
-    peers = ",".join(f"{i}={host}:{ports[i]['raft']}" for i in ids)
+    hosts = {i: f"127.0.0.{i}" if distinct_hosts else "127.0.0.1" for i in ids}
+    if distinct_hosts:
+        ports = {i: dict(zip(("admin", "mqtt", "kafka", "raft"), _free_ports(hosts[i], 4),
+                             strict=True)) for i in ids}
+    else:
+        free = _free_ports("127.0.0.1", 4 * count)
+        ports = {i: dict(zip(("admin", "mqtt", "kafka", "raft"), free[4 * (i - 1):4 * i],
+                             strict=True)) for i in ids}
+    peers = ",".join(f"{i}={hosts[i]}:{ports[i]['raft']}" for i in ids)
     nodes: list[dict[str, Any]] = []
     for i in ids:
+        host = hosts[i]
         cmd = [sys.executable, "-m", "real", "serve", "--node-id", str(i),
                "--data-dir", str(work / f"n{i}"), "--bind", host,
                "--admin-port", str(ports[i]["admin"]), "--mqtt-port", str(ports[i]["mqtt"]),
@@ -153,14 +169,14 @@ def launch(count: int, work: Path, serve_args: Sequence[str] = (),
 
 
 def up(count: int, work: Path, serve_args: Sequence[str], storage: str | None = None,
-       out: Any = sys.stdout) -> int:
+       out: Any = sys.stdout, distinct_hosts: bool = False) -> int:
     if (work / "cluster.json").exists():
         info = json.loads((work / "cluster.json").read_text())
         if any(_alive(n["pid"]) for n in info["nodes"]):
             print(f"twinmq cluster: a cluster runs in {work} already (twinmq cluster down "
                   f"--dir {work})", file=sys.stderr)
             return 2
-    nodes = launch(count, work, serve_args, storage)
+    nodes = launch(count, work, serve_args, storage, distinct_hosts)
     deadline = time.monotonic() + UP_TIMEOUT_S
     while time.monotonic() < deadline:
         dead = [n["id"] for n in nodes if not _alive(n["pid"])]
@@ -239,8 +255,8 @@ def status(work: Path, as_json: bool, out: Any = sys.stdout) -> int:
     return 0
 
 
-def _post(port: int, path: str) -> Any:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="POST", data=b"")
+def _post(port: int, path: str, host: str = "127.0.0.1") -> Any:
+    req = urllib.request.Request(f"http://{host}:{port}{path}", method="POST", data=b"")
     with urllib.request.urlopen(req, timeout=5) as resp:
         return json.loads(resp.read())
 
@@ -280,16 +296,26 @@ def _set_links(work: Path, pairs: list[tuple[int, int]], **fault: Any) -> list[s
         for peer, spec in sorted(per_node[nid].items()):
             query = "&".join([f"peer={peer}"] + [f"{k}={v}" for k, v in sorted(spec.items())])
             try:
-                _post(nodes[nid]["admin"], f"/faults/net?{query}")
+                _post(nodes[nid]["admin"], f"/faults/net?{query}",
+                      nodes[nid].get("host", "127.0.0.1"))
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
                 missed.append(f"node {nid}: {exc}")
                 break
     return missed
 
 
-def partition(work: Path, a: Sequence[int], b: Sequence[int], oneway: bool = False) -> list[str]:
-    """Cut every link between groups `a` and `b` (only a -> b if `oneway`)."""
+def _nodes(work: Path) -> list[dict[str, Any]]:
+    return list(json.loads((work / "cluster.json").read_text())["nodes"])
+
+
+def partition(work: Path, a: Sequence[int], b: Sequence[int], oneway: bool = False,
+              kernel: bool = False) -> list[str]:
+    """Cut every link between groups `a` and `b` (only a -> b if `oneway`): in the nodes'
+    transport, or with `kernel` in the kernel (nftables; KernelFaultError if it cannot)."""
     pairs = [(x, y) for x in a for y in b] + ([] if oneway else [(y, x) for x in a for y in b])
+    if kernel:
+        netfilter.apply(work, netfilter.cut_rules(pairs, netfilter.endpoints(_nodes(work))))
+        return []
     return _set_links(work, pairs, drop=True)
 
 
@@ -301,9 +327,14 @@ def _pairs(work: Path, between: str | None) -> list[tuple[int, int]]:
     return [(x, y) for x in a for y in b] + [(y, x) for x in a for y in b]
 
 
-def loss(work: Path, percent: float, between: str | None = None) -> list[str]:
+def loss(work: Path, percent: float, between: str | None = None,
+         kernel: bool = False) -> list[str]:
     if not 0 <= percent <= 100:
         raise ValueError(f"--percent must be in [0, 100], got {percent}")
+    if kernel:
+        netfilter.apply(work, netfilter.loss_rules(_pairs(work, between),
+                                                   netfilter.endpoints(_nodes(work)), percent))
+        return []
     return _set_links(work, _pairs(work, between), loss=percent / 100)
 
 
@@ -312,11 +343,12 @@ def delay(work: Path, ms: float, jitter: float = 0.0, between: str | None = None
 
 
 def heal(work: Path) -> list[str]:
-    """Clear every link fault on every node that answers."""
+    """Clear every link fault on every node that answers, and the kernel rules if any."""
+    netfilter.heal(work)
     missed = []
     for n in json.loads((work / "cluster.json").read_text())["nodes"]:
         try:
-            _post(n["admin"], "/faults/heal")
+            _post(n["admin"], "/faults/heal", n.get("host", "127.0.0.1"))
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             missed.append(f"node {n['id']}: {exc}")
     return missed
@@ -354,6 +386,8 @@ def main(argv: Sequence[str]) -> int:
     u.add_argument("--nodes", type=int, default=3)
     u.add_argument("--dir", type=Path, required=True)
     u.add_argument("--storage", choices=("memory", "file", "rocksdb", "s3"))
+    u.add_argument("--distinct-hosts", action="store_true",
+                   help="node N on 127.0.0.N (needed by the --kernel network faults)")
     s = sub.add_parser("status", help="each node's view")
     s.add_argument("--dir", type=Path, required=True)
     s.add_argument("--json", action="store_true")
@@ -369,12 +403,16 @@ def main(argv: Sequence[str]) -> int:
     pa.add_argument("--dir", type=Path, required=True)
     pa.add_argument("groups", help="A/B, e.g. 1,2/3 (or one group: against all the others)")
     pa.add_argument("--oneway", action="store_true", help="only A -> B")
+    pa.add_argument("--kernel", action="store_true",
+                    help="drop TCP segments with nftables (root; up --distinct-hosts)")
     he = sub.add_parser("heal", help="clear every network fault")
     he.add_argument("--dir", type=Path, required=True)
     lo = sub.add_parser("loss", help="drop a percentage of the inter-node messages")
     lo.add_argument("--dir", type=Path, required=True)
     lo.add_argument("--percent", type=float, required=True)
     lo.add_argument("--between", help="only between these groups (A/B)")
+    lo.add_argument("--kernel", action="store_true",
+                    help="drop TCP segments with nftables (root; up --distinct-hosts)")
     de = sub.add_parser("delay", help="delay the inter-node messages")
     de.add_argument("--dir", type=Path, required=True)
     de.add_argument("--ms", type=float, required=True)
@@ -388,7 +426,7 @@ def main(argv: Sequence[str]) -> int:
         if not 1 <= ns.nodes <= NODES_MAX:
             print(f"twinmq cluster: --nodes must be 1..{NODES_MAX}", file=sys.stderr)
             return 2
-        return up(ns.nodes, ns.dir, serve_args, ns.storage)
+        return up(ns.nodes, ns.dir, serve_args, ns.storage, distinct_hosts=ns.distinct_hosts)
     if not (ns.dir / "cluster.json").exists():
         print(f"twinmq cluster: no cluster in {ns.dir} (twinmq cluster up)", file=sys.stderr)
         return 2
@@ -401,14 +439,14 @@ def main(argv: Sequence[str]) -> int:
             if ns.action == "partition":
                 ids = [n["id"] for n in json.loads((ns.dir / "cluster.json").read_text())["nodes"]]
                 a, b = parse_groups(ns.groups, ids)
-                missed = partition(ns.dir, a, b, ns.oneway)
+                missed = partition(ns.dir, a, b, ns.oneway, kernel=ns.kernel)
             elif ns.action == "heal":
                 missed = heal(ns.dir)
             elif ns.action == "loss":
-                missed = loss(ns.dir, ns.percent, ns.between)
+                missed = loss(ns.dir, ns.percent, ns.between, kernel=ns.kernel)
             else:
                 missed = delay(ns.dir, ns.ms, ns.jitter, ns.between)
-        except ValueError as exc:
+        except (ValueError, netfilter.KernelFaultError) as exc:
             print(f"twinmq cluster: {exc}", file=sys.stderr)
             return 2
         for line in missed:

@@ -112,6 +112,10 @@ class AsyncHost:
         """A Raft message from a peer (real/node/peers.py)."""
         self._input(functools.partial(self.core.step, msg))
 
+    def peer_gone(self, node_id: int) -> None:
+        """A connection to peer `node_id` was refused (real/node/peers.py)."""
+        self._input(functools.partial(self.core.peer_gone, node_id))
+
     def run(self, step: Callable[[], object]) -> None:
         """Run `step` against the core as one input (settled and flushed after it)."""
         self._input(step)

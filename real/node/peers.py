@@ -5,9 +5,10 @@
 Each node listens on its own peer address and dials every other peer; messages to a peer go out
 on the connection this node dialled, and messages from a peer arrive on the connection that peer
 dialled (one TCP connection per direction, as etcd's stream transport). A dialer reconnects with
-exponential backoff (RECONNECT_MIN_S to RECONNECT_MAX_S); each peer has a bounded queue
-(QUEUE_MAX messages: Raft tolerates lost messages, and a lost fetch or heartbeat is sent again,
-so when it is full the oldest goes, counted).
+exponential backoff (RECONNECT_MIN_S to RECONNECT_MAX_S); a refused dial (nothing listens on the
+peer's port) is reported (`gone`: the controller takes that node for dead at once); each peer
+has a bounded queue (QUEUE_MAX messages: Raft tolerates lost messages, and a lost fetch or
+heartbeat is sent again, so when it is full the oldest goes, counted).
 An inbound connection must finish the handshake within HANDSHAKE_TIMEOUT_S, and at most
 INBOUND_MAX connections are open at once; anything the session refuses is logged and closed.
 With `cluster.tls_*` set, every connection is mutual TLS first (`peer_tls`): a stranger without a
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import random
 import socket
 import ssl
@@ -45,6 +47,10 @@ QUEUE_MAX = 4096
 INBOUND_MAX = 64
 READ_BYTES = 1 << 18
 SOCKET_BUFFER_BYTES = 4 << 20
+USER_TIMEOUT_MS = 3000
+"""A peer connection whose data stays unacknowledged this long (a link cut in the kernel) is
+dropped and dialled again, so that traffic resumes soon after the link heals instead of after
+TCP's doubling retransmission backoff (Linux TCP_USER_TIMEOUT)."""
 
 
 @dataclass
@@ -56,6 +62,7 @@ class PeerStats:
     refused: int = 0
     dropped_fault: int = 0
     delayed: int = 0
+    gone: int = 0
 
 
 @dataclass
@@ -115,6 +122,18 @@ def _socket_buffers(writer: asyncio.StreamWriter) -> None:
     for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER_BYTES)
+    if hasattr(socket, "TCP_USER_TIMEOUT"):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_MS)
+
+
+def _source_address(host: str) -> tuple[str, int] | None:
+    """(host, 0) if `host` is a specific IP address (not a wildcard or a name), else None."""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return None if addr.is_unspecified else (host, 0)
 
 
 class PeerNet:
@@ -122,8 +141,8 @@ class PeerNet:
                  deliver: Callable[[Message | PeerMessage], None], log: Callable[[str], None],
                  rng: random.Random | None = None,
                  tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
-                 deliver_many: Callable[[list[Message | PeerMessage]], None] | None = None
-                 ) -> None:
+                 deliver_many: Callable[[list[Message | PeerMessage]], None] | None = None,
+                 gone: Callable[[int], None] | None = None) -> None:
         assert config.node_id in peers, (config.node_id, peers)
         self.config = config
         self.peers = peers
@@ -131,6 +150,9 @@ class PeerNet:
         self.deliver_many = deliver_many
         """If given, the messages that arrive in one read are handed over together (the node
         settles once for the burst)."""
+        self.gone = gone
+        """If given, called with a peer's id each time a connection to it is refused
+        (ECONNREFUSED: nothing listens on its peer port, its process is gone)."""
         self.log = log
         self.rng = rng or random.SystemRandom()
         self.stats = PeerStats()
@@ -144,6 +166,9 @@ class PeerNet:
         """(server, client) contexts: mutual TLS on the peer port (`peer_tls`), or None."""
         self.faults: dict[int, LinkFault] = {}
         self._release_at: dict[int, float] = {}
+        self._local_addr = _source_address(peers[config.node_id][0])
+        """Dial from this node's own address (so that kernel network faults can tell the
+        nodes apart by source address: `twinmq cluster up --distinct-hosts`)."""
 
     @property
     def port(self) -> int:
@@ -240,9 +265,13 @@ class PeerNet:
             try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(out.host, out.port,
-                                            ssl=self.tls[1] if self.tls else None),
+                                            ssl=self.tls[1] if self.tls else None,
+                                            local_addr=self._local_addr),
                     HANDSHAKE_TIMEOUT_S)
-            except (OSError, TimeoutError):
+            except (OSError, TimeoutError) as exc:
+                if isinstance(exc, ConnectionRefusedError) and self.gone is not None:
+                    self.stats.gone += 1
+                    self.gone(out.peer_id)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, RECONNECT_MAX_S)
                 continue

@@ -277,7 +277,7 @@ def _peer_net(cfg: NodeConfig, host: AsyncHost, log: Callable[[str], None]) -> A
         tls = peer_tls(cfg.cluster_tls_cert_file, cfg.cluster_tls_key_file,
                        cfg.cluster_tls_ca_file)
     return PeerNet(config, peers, host.raft_received, log, tls=tls,
-                   deliver_many=host.raft_received_many)
+                   deliver_many=host.raft_received_many, gone=host.peer_gone)
 
 
 class _LateView:

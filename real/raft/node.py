@@ -189,6 +189,10 @@ class RaftNode:
     def lead_transferee(self) -> NodeId:
         return self._transferee
 
+    @property
+    def election_tick_min(self) -> int:
+        return self._cfg.election_tick_min
+
     # ---------------------------------------------------------------- inputs
 
     def tick(self, n: int = 1) -> None:

@@ -5,7 +5,10 @@
   heartbeat of its current epoch has arrived for `session_timeout_ms`. The last-seen times live
   in memory on the leader only (as in RobustMQ and KRaft); a new meta leader starts everyone
   alive at the moment it took over, so a node is declared dead at most one session timeout
-  after the leader change.
+  after the leader change. A node whose peer port refuses connections (`peer_gone`: nothing
+  listens there, so its process is gone) is dead at once, until a heartbeat of it arrives:
+  a killed node's partitions move within a reconnect interval instead of a session timeout
+  (a stopped or cut-off node refuses nothing and still takes the session timeout).
 - **Leader moves.** A replicated shard whose leader is dead gets the first live in-sync replica
   (in replica order) as leader, the dead one leaving the in-sync set (`shard.elect`, a new leader
   epoch). With no live in-sync replica the shard goes offline (leader 0) and keeps its in-sync
@@ -55,6 +58,7 @@ class ControllerStats:
     isr_removals: int = 0
     rebalances: int = 0
     deaths: int = 0
+    gone: int = 0
 
 
 class Controller:
@@ -77,6 +81,7 @@ class Controller:
         self._alive_since: dict[int, int] = {}
         self._armed_at = 0
         self._dead: set[int] = set()
+        self._gone: set[int] = set()
         self._epochs: dict[int, int] = {}
         self._pending: set[tuple[str, int]] = set()
         self._check_at = 0
@@ -92,6 +97,7 @@ class Controller:
         self._seen.clear()
         self._alive_since.clear()
         self._dead.clear()
+        self._gone.clear()
         self._epochs.clear()
         self._pending.clear()
         self._armed_at = now
@@ -109,9 +115,22 @@ class Controller:
         if node_id not in self._seen or not self._alive(node_id, now):
             self._alive_since[node_id] = now
         self._seen[node_id] = now
+        self._gone.discard(node_id)
         if node_id in self._dead:
             self._dead.discard(node_id)
             self.log(f"controller: node {node_id} is alive again")
+
+    def peer_gone(self, node_id: int) -> None:
+        """Node `node_id`'s peer port refused a connection: its process is gone (a live node
+        always listens), so it is dead now, not one session timeout later. Its next heartbeat
+        (a restarted node heartbeats once it has registered again) makes it alive."""
+        if not self.active or node_id == self.node_id or node_id in self._gone:
+            return
+        if self.machine().node(node_id) is None:
+            return
+        self._gone.add(node_id)
+        self.stats.gone += 1
+        self._check_at = self.clock()  # act at the next tick
 
     def alive(self, node_id: int) -> bool:
         return self._alive(node_id, self.clock())
@@ -119,6 +138,8 @@ class Controller:
     def _alive(self, node_id: int, now: int) -> bool:
         if node_id == self.node_id:
             return True
+        if node_id in self._gone:
+            return False
         seen = self._seen.get(node_id, self._armed_at)
         return now - seen <= self.config.session_timeout_ms
 
@@ -137,8 +158,9 @@ class Controller:
             if not self._alive(info.node_id, now) and info.node_id not in self._dead:
                 self._dead.add(info.node_id)
                 self.stats.deaths += 1
-                self.log(f"controller: node {info.node_id} missed heartbeats for "
-                         f"{self.config.session_timeout_ms} ms: dead")
+                why = ("its peer port refuses connections" if info.node_id in self._gone else
+                       f"missed heartbeats for {self.config.session_timeout_ms} ms")
+                self.log(f"controller: node {info.node_id} {why}: dead")
         for topic in sm.topics():
             unclean = str(dict(topic.config).get(UNCLEAN_KEY, "false")).lower() == "true"
             for i, shard in enumerate(topic.shards):

@@ -207,6 +207,9 @@ class NodeCore:
         """Meta has a replicated shard: heartbeats and the controller run only then."""
         self._meta_seen = -1
         self._heartbeat_at = 0
+        self._gone: set[int] = set()
+        """Peers whose port refused this node's connection and that have sent nothing since
+        (`peer_gone`): handed to the controller when this node becomes the meta leader."""
         self._meta_contact = env.clock()
         """When this node last had evidence of a live meta quorum (it led with check-quorum, or
         heard its leader): past the session timeout without it, it stops leading shards."""
@@ -273,6 +276,11 @@ class NodeCore:
         proto = self._conns.get(conn_id)
         if proto is None:
             return  # closed by the node already; the host has not heard yet
+        if self._replicated:
+            # A node resumed after a stop handles the requests that waited before its first
+            # tick (asyncio runs ready sockets before due timers): fence it first, so it serves
+            # nothing it may no longer lead.
+            self._check_fence()
         try:
             self.brokers[proto].receive(conn_id, data)
         except Exception:  # noqa: BLE001 - a core bug must cost one connection, not the node
@@ -312,6 +320,8 @@ class NodeCore:
     def step(self, msg: Message | PeerMessage) -> None:
         """A message from a peer: Raft (ticks due by now run first, as a tick-by-tick node),
         shard replication, or a broker heartbeat for the controller."""
+        if msg.src in self._gone:
+            self._gone.discard(msg.src)
         if isinstance(msg, Message):
             self._run_ticks()
             raft = self.replica.raft
@@ -323,6 +333,17 @@ class NodeCore:
         else:
             assert isinstance(msg, BrokerHeartbeat), msg
             self.controller.heartbeat(msg.src, msg.broker_epoch)
+        self._settle()
+
+    def peer_gone(self, node_id: int) -> None:
+        """The host's connection to peer `node_id` was refused (nothing listens on its peer
+        port: the process is gone; a stopped process or a cut link refuses nothing). The
+        controller, if it runs here, takes the node for dead at once; otherwise this node
+        remembers it until the peer sends something, for when it becomes the meta leader."""
+        if node_id == self.spec.node_id:
+            return
+        self._gone.add(node_id)
+        self.controller.peer_gone(node_id)
         self._settle()
 
     def read_index(self, done: Callable[[int], None]) -> bytes:
@@ -441,8 +462,13 @@ class NodeCore:
             self.kafka.reconcile()
         if self.registered:  # a restarted node fences its old self (registers) first
             self.replicator.refresh()
-        self.controller.set_active(self._replicated
-                                   and self.replica.raft.role is Role.LEADER)
+        active = self._replicated and self.replica.raft.role is Role.LEADER
+        if active and not self.controller.active:
+            self.controller.set_active(True)
+            for nid in sorted(self._gone):
+                self.controller.peer_gone(nid)
+        else:
+            self.controller.set_active(active)
 
     def _check_fence(self) -> None:
         """A node that has heard no meta quorum for the session timeout fences itself: the

@@ -36,6 +36,12 @@ READS_PENDING_MAX = 1024
 FORWARD_TIMEOUT_TICKS = 100
 """A proposal forwarded to the leader that has not applied within this many ticks is reported
 lost (it may still apply later: callers retry idempotent commands)."""
+FORWARD_GRACE_TICKS_MIN = 10
+"""After the leader a proposal was forwarded to is replaced, the proposal waits at most
+max(this, the election timeout) more ticks: time for the new leader's first commit to reach
+this node, which applies the proposal if the new leader's log has it. A proposal the old leader
+never appended (it was deposed, crashed, or cut off) is reported lost then instead of after the
+full FORWARD_TIMEOUT_TICKS (a leader's ISR change waited ~1 s on a deposed meta leader)."""
 ENVELOPE = b"\x00TMQG"
 """Prefix of a forwarded proposal's entry: origin node (u32), the origin's incarnation (u64),
 sequence (u64), then the command. The incarnation tells a proposal of this process from one
@@ -110,6 +116,7 @@ class MetaReplica:
         self._proposals: dict[int, _Waiter] = {}
         self._forwarded: dict[int, tuple[int, Callable[[MetaResult | Exception], None]]] = {}
         self._forward_seq = 0
+        self._forward_leader = 0  # the leader the waiting forwarded proposals went to
         self.incarnation = incarnation
         self._ticks = 0
         self._reads: dict[bytes, Callable[[int], None]] = {}
@@ -126,6 +133,7 @@ class MetaReplica:
         self.raft.tick(n)
         self._ticks += n
         if self._forwarded:
+            self._check_leader()
             self._expire_forwarded()
 
     def ticks_until_due(self) -> int:
@@ -137,6 +145,19 @@ class MetaReplica:
             first = min(deadline for deadline, _ in self._forwarded.values())
             due = min(due, max(1, first - self._ticks))
         return due
+
+    def _check_leader(self) -> None:
+        """Shorten the wait of forwarded proposals once their leader has been replaced."""
+        leader = self.raft.leader
+        if not leader or leader == self._forward_leader:
+            return
+        self._forward_leader = leader
+        grace = max(FORWARD_GRACE_TICKS_MIN, self.raft.election_tick_min)
+        until = self._ticks + grace
+        for seq in sorted(self._forwarded):
+            deadline, done = self._forwarded[seq]
+            if deadline > until:
+                self._forwarded[seq] = (until, done)
 
     def _expire_forwarded(self) -> None:
         for seq in sorted(self._forwarded):
@@ -173,8 +194,11 @@ class MetaReplica:
         return index
 
     def _forward(self, data: bytes, done: Callable[[MetaResult | Exception], None]) -> int:
+        if self._forwarded:
+            self._check_leader()  # the waiting ones went to an earlier leader
         self._forward_seq += 1
         seq = self._forward_seq
+        self._forward_leader = self.raft.leader
         self.raft.propose(ENVELOPE + _ENVELOPE_HEAD.pack(self.raft.id, self.incarnation, seq)
                           + data)  # or raises
         self._forwarded[seq] = (self._ticks + FORWARD_TIMEOUT_TICKS, done)
@@ -212,6 +236,8 @@ class MetaReplica:
             self.raft.advance(rd)
             handled += 1
             self.readies += 1
+            if self._forwarded:
+                self._check_leader()
             assert self.raft.applied == self.sm.applied_index, (self.raft.applied,
                                                                 self.sm.applied_index)
         if handled:

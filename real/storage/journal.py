@@ -257,7 +257,9 @@ class JournalEngine:
         self._pending_since_ms: int | None = None
         self._unsynced_since_ms: int | None = None  # background_sync: oldest append no job covers
         self._job: SyncJob | None = None
-        self._epoch = 0  # bumped by truncate/close/destroy: a running job's end means nothing then
+        self._epoch = 0  # bumped by truncate/close/destroy (and a delete_before that removes the
+        # running job's segment): a running job's end means nothing then
+        self._job_path = ""
         self._active_since_ms: int | None = None
         self._durable_end = 0
         self._closed = False
@@ -676,6 +678,12 @@ class JournalEngine:
             hidden = self._sum_sizes(first, first.base, offset)
         data = encode_checkpoint(offset, first.base, hidden)
         write_file_atomic(self.fs, self._path(CHECKPOINT_NAME), data)
+        if self._job is not None and any(seg.path == self._job_path
+                                         for seg in self._segments[:drop]):
+            # the running sync job's segment goes: its records are durable already (committed
+            # above, or below `_durable_end`), so the job is moot and its sync of a removed
+            # file must not poison the engine
+            self._epoch += 1
         for seg in self._segments[:drop]:
             self._remove_segment_files(seg.base)
         if drop:
@@ -797,6 +805,7 @@ class JournalEngine:
             raise self._poison("start_sync", exc) from exc
         self._unsynced_since_ms = None
         self._job = SyncJob(self.end_offset(), run, detached, self._epoch)
+        self._job_path = path
         assert self._durable_end <= self._job.end
         return self._job
 

@@ -62,21 +62,23 @@ SETTLE_S = 30.0
 SEND_INTERVAL_S = 0.002
 
 
-def _get(port: int, path: str) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
+def _get(port: int, path: str, host: str = "127.0.0.1") -> Any:
+    with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=2) as resp:
         return json.loads(resp.read())
 
 
 class RealCluster:
-    def __init__(self, work: Path, nodes: int = 3, serve_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, work: Path, nodes: int = 3, serve_args: tuple[str, ...] = (),
+                 distinct_hosts: bool = False) -> None:
         self.work = work
-        self.nodes = {n["id"]: n for n in cluster.launch(nodes, work, serve_args)}
+        self.nodes = {n["id"]: n for n in cluster.launch(nodes, work, serve_args,
+                                                          distinct_hosts=distinct_hosts)}
         self.down: set[int] = set()
         self.wait_settled()
 
     @property
     def bootstrap(self) -> str:
-        return ",".join(f"127.0.0.1:{n['kafka']}" for n in self.nodes.values())
+        return ",".join(f"{n['host']}:{n['kafka']}" for n in self.nodes.values())
 
     def live(self) -> list[dict[str, Any]]:
         return [n for i, n in sorted(self.nodes.items()) if i not in self.down]
@@ -93,7 +95,8 @@ class RealCluster:
     def topics(self) -> dict[str, list[list[Any]]]:
         for node in self.live():
             try:
-                return {t["name"]: t["shards"] for t in _get(node["admin"], "/meta/topics")}
+                return {t["name"]: t["shards"]
+                        for t in _get(node["admin"], "/meta/topics", node["host"])}
             except OSError:
                 continue
         raise AssertionError("no node answers /meta/topics")

@@ -1,5 +1,6 @@
 """Plant-and-find: for every planted Raft bug and every planted shard-replication bug, sweep seeds
-1.. of its bug-hunt scenario until the first non-ok outcome (`--stop-on-first` semantics), then
+1.. of its bug-hunt scenario until the first non-ok outcome (`--stop-on-first` semantics; past a
+liveness outcome on to the first safety one, within the budget, and both are reported), then
 run the same scenarios without bugs to show the correct code passes them. Writes
 reports/bughunt.json and reports/bughunt.md.
 
@@ -126,6 +127,9 @@ class Hunt:
     detail: str
     reproduce: str
     wall_s: float
+    safety_seed: int = 0
+    """First seed whose outcome is safety (the same as `seed` when that one was; 0 if none
+    within the budget)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,24 +142,30 @@ class CleanRun:
 
 
 def hunt(bug: str, max_seeds: int, jobs: int) -> Hunt:
-    """Seeds 1..max_seeds with `bug` planted; stop at the first non-ok outcome."""
+    """Seeds 1..max_seeds with `bug` planted; stop at the first safety outcome (the first
+    non-ok one is what the hunt reports; a liveness outcome before it is kept, and the search
+    goes on for the first safety outcome)."""
     file = HUNTS[bug]
     scenario = with_bugs(load(ROOT / file), [bug])
     started = time.perf_counter()
-    last: SeedResult | None = None
+    first: SeedResult | None = None
     runs = 0
+    safety_seed = 0
     for res in _results(scenario, list(range(1, max_seeds + 1)), jobs):
-        runs += 1
-        last = res
         _progress(f"{bug}: seed {res.seed} {res.outcome}")
-        if res.outcome != "ok":
+        if first is None:
+            runs += 1
+        if res.outcome != "ok" and first is None:
+            first = res
+        if res.outcome == "safety":
+            safety_seed = res.seed
             break
     wall = time.perf_counter() - started
     sys.stderr.write("\n")
-    if last is None or last.outcome == "ok":
+    if first is None:
         return Hunt(bug, file, False, 0, runs, "ok", f"not found in {runs} seeds", "", wall)
-    return Hunt(bug, file, True, last.seed, runs, last.outcome, last.detail,
-                reproduce_line(file, last.seed, [bug]), wall)
+    return Hunt(bug, file, True, first.seed, runs, first.outcome, first.detail,
+                reproduce_line(file, first.seed, [bug]), wall, safety_seed)
 
 
 def clean(file: str, seeds: int, jobs: int) -> CleanRun:
@@ -192,16 +202,19 @@ def render_md(hunts: list[Hunt], cleans: list[CleanRun], args: dict, wall: float
         f"--clean-seeds {args['clean_seeds']}`; wall time {wall:.1f} s.",
         *provenance_md(args),
         "For each bug, seeds 1, 2, ... of its scenario run with the bug planted until the first",
-        "non-ok outcome; 'seeds needed' counts that seed.",
+        "non-ok outcome; 'seeds needed' counts that seed. When that outcome is liveness (the",
+        "bug stalled the cluster), the search goes on to the first safety outcome.",
         "",
-        "| bug | scenario | first failing seed | seeds needed | outcome | detail | reproduce |",
-        "|---|---|---|---|---|---|---|",
+        "| bug | scenario | first failing seed | seeds needed | outcome | first safety seed "
+        "| detail | reproduce |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for h in hunts:
         seed = str(h.seed) if h.found else "-"
         needed = str(h.seeds_run) if h.found else f"> {h.seeds_run}"
         repro = f"`{h.reproduce}`" if h.reproduce else "-"
-        lines.append(f"| {h.bug} | {h.scenario} | {seed} | {needed} | {h.outcome} | "
+        safety = str(h.safety_seed) if h.safety_seed else "-"
+        lines.append(f"| {h.bug} | {h.scenario} | {seed} | {needed} | {h.outcome} | {safety} | "
                      f"{_md_cell(h.detail)} | {repro} |")
     lines += ["", "How each scenario provokes its bug:", ""]
     lines += [f"- **{h.bug}** ({h.scenario}): {HOW[h.bug]}" for h in hunts if h.bug in HOW]
@@ -268,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     (out / "bughunt.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "bughunt.md").write_text(render_md(hunts, cleans, meta, wall))
     for h in hunts:
-        print(f"{h.bug}: " + (f"seed {h.seed} ({h.seeds_run} seeds) {h.outcome}: {h.detail}"
+        print(f"{h.bug}: " + (f"seed {h.seed} ({h.seeds_run} seeds) {h.outcome}"
+                              f"{f' (safety at seed {h.safety_seed})' if h.safety_seed else ''}"
+                              f": {h.detail}"
                               if h.found else f"NOT FOUND in {h.seeds_run} seeds"))
     bad = [c for c in cleans if c.totals["ok"] != c.seeds]
     for c in bad:

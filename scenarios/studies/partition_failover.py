@@ -9,11 +9,14 @@ after it, on that partition.
 **Real**: the `kill-partition-leader` drill of `scenarios/chaos/drills.py` (a 3-node
 `twinmq cluster` with default timings, confluent-kafka with `retry.backoff.ms` 20 and metadata
 refreshed on error; every run's history checked: nothing acknowledged lost, no duplicates).
+The killed node's peer port refuses the others' reconnects, so the controller knows it is dead
+about 50 ms after the kill (docs/cluster.md, failure detection).
 
 **Simulated** (`scenarios/studies/partition_failover.toml`): the same three nodes and timings
 (`NodeCore` on `SimHost`), producers speaking the real protocol and following metadata; a trial
 powers off the leader of a random partition at a random moment after the producers started and
-reads the acknowledgements from the trace. The simulator's clients retry after 20-40 ms.
+reads the acknowledgements from the trace; the down node's port refuses reconnects as on one
+machine (`[network] refuse_down_ms` 50). The simulator's clients retry after 20-40 ms.
 
 Writes reports/partition-failover.json, .md and .png. Targets (issue 11): p50 <= 1 s, p99 <= 3 s.
 """

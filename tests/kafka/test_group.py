@@ -733,8 +733,9 @@ class GroupMachine(RuleBasedStateMachine):
                         Client("c3", "s3")]
         self.ledger = Ledger()
         self.last_gen = 0
+        self.static_ids: dict[str | None, str] = {}  # instance -> its last static member id
 
-    def _observe(self, client: Client, body: dict, kind: str) -> None:
+    def _observe(self, client: Client, body: dict, kind: str, static: bool = False) -> None:
         """Check a reply when the client sees it and update the client's view."""
         error = body["error_code"]
         if kind == "join" and error == E.NONE:
@@ -745,10 +746,15 @@ class GroupMachine(RuleBasedStateMachine):
                 got = self.ledger.got_members.setdefault(gen, body["member_id"])
                 assert got == body["member_id"], (gen, got, body["member_id"])
                 event("leader got members")
-            old = (client.generation, client.member_id)
-            if client.instance is not None and gen == old[0] and old in self.ledger.assigned:
-                # a restarted static member keeps its assignment under its new member id
-                self.ledger.assigned.setdefault((gen, body["member_id"]), self.ledger.assigned[old])
+            if static:
+                # a restarted static member keeps its assignment under its new member id (the
+                # coordinator knows the instance by its last static member id: the same client
+                # may also have joined without its instance id, as another, dynamic member)
+                old = (gen, self.static_ids.get(client.instance, ""))
+                if old in self.ledger.assigned:
+                    self.ledger.assigned.setdefault((gen, body["member_id"]),
+                                                    self.ledger.assigned[old])
+                self.static_ids[client.instance] = body["member_id"]
             client.member_id, client.generation, client.phase = body["member_id"], gen, "sync"
         elif kind == "sync" and error == E.NONE:
             key = (client.generation, client.member_id)
@@ -767,13 +773,13 @@ class GroupMachine(RuleBasedStateMachine):
         elif error in (E.UNKNOWN_MEMBER_ID, E.FENCED_INSTANCE_ID):
             client.member_id, client.generation, client.phase = "", -1, "join"
 
-    def _sink(self, client: Client, kind: str) -> Sink:
+    def _sink(self, client: Client, kind: str, static: bool = False) -> Sink:
         machine = self
 
         class Watch(Sink):
             def __call__(self, body: dict) -> None:
                 super().__call__(body)
-                machine._observe(client, body, kind)
+                machine._observe(client, body, kind, static)
 
         sink = Watch()
         self.ledger.sinks.append((kind, sink))
@@ -785,7 +791,8 @@ class GroupMachine(RuleBasedStateMachine):
                        instance=c.instance if version >= 5 else None, session=5_000,
                        rebalance=8_000)
         c.phase = "wait"
-        self.gc.join(self.now, req, version, c.name, "h", self._sink(c, "join"))
+        static = c.instance is not None and version >= 5
+        self.gc.join(self.now, req, version, c.name, "h", self._sink(c, "join", static))
 
     def _sync(self, c: Client) -> None:
         assignments = []

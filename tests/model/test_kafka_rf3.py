@@ -111,6 +111,28 @@ def test_power_loss_of_node_1_moves_its_partition_and_loses_no_acks_all_record()
                           for rec in strict)
 
 
+def test_a_down_nodes_refused_port_moves_its_partition_before_the_session_timeout() -> None:
+    """On one machine a killed node's port refuses reconnects: the others learn it 50 ms after
+    (`[network] refuse_down_ms`, as real/node/peers.py redials) and the controller moves its
+    partition at once. With 0 (a machine that lost power answers nothing) only the session
+    timeout finds it dead."""
+    moved_after: dict[int, int] = {}
+    for refuse in (50, 0):
+        s = rf3(faults={**QUIET, "crash_at_ms": [900],
+                        "restart": {"dist": "uniform", "low_ms": 600, "high_ms": 600}},
+                network={"refuse_down_ms": refuse})
+        world = World(s, 1, keep_trace=True)
+        assert_clean(world.run())
+        log = kafka_of(world).history.leaders[("events", 0)]
+        assert log[0].leader == 1
+        moved_after[refuse] = next(e.t_us for e in log if e.t_us > 900_000
+                                   and e.leader not in (0, 1)) - 900_000
+        gone = [e for e in events(world) if e["kind"] == "peer_gone"]
+        assert (sorted({e["node"] for e in gone}) == [2, 3]
+                and all(e["peer"] == 1 and e["t"] >= 950_000 for e in gone)) if refuse else not gone
+    assert 50_000 <= moved_after[50] < 150_000 < moved_after[0], moved_after
+
+
 def test_same_seed_same_trace_and_a_different_seed_differs() -> None:
     a = World(rf3(), 5).run()
     b = World(rf3(), 5).run()

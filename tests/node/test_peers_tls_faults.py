@@ -175,3 +175,38 @@ def test_a_burst_is_delivered_together_in_order_and_faults_still_apply() -> None
             await two.close()
 
     asyncio.run(run())
+
+
+def test_a_refused_dial_reports_the_peer_gone() -> None:
+    """Nothing listens on peer 2's port (its process is gone): a refused dial reports it.
+    Once 2 listens the dial succeeds and messages flow."""
+
+    async def run() -> None:
+        gone: list[int] = []
+        reported = asyncio.Event()
+        peers = {1: ("127.0.0.1", _free_port()), 2: ("127.0.0.1", _free_port())}
+
+        def on_gone(peer: int) -> None:
+            gone.append(peer)
+            reported.set()
+
+        one = PeerNet(PeerConfig("c", 1, SECRET, frozenset(peers)), peers, lambda m: None,
+                      lambda line: None, random.Random(1), gone=on_gone)
+        await one.start()
+        try:
+            await asyncio.wait_for(reported.wait(), 10)
+            assert gone[0] == 2 and one.stats.gone >= 1
+            got = asyncio.Event()
+            two = PeerNet(PeerConfig("c", 2, SECRET, frozenset(peers)), peers,
+                          lambda m: got.set(), lambda line: None, random.Random(2))
+            await two.start()
+            try:
+                one.send(BrokerHeartbeat(1, 2, 1))
+                await asyncio.wait_for(got.wait(), 10)
+                assert one.connected() == [2]
+            finally:
+                await two.close()
+        finally:
+            await one.close()
+
+    asyncio.run(run())

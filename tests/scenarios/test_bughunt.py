@@ -12,19 +12,21 @@ from model.scenario import load, with_bugs
 from model.world import World
 from scenarios.studies import bughunt
 
-# bug -> (first failing seed found by the hunt, expected outcome, a word of the checker detail)
+# bug -> (first seed the hunt found failing with a safety outcome, that outcome, a word of the
+# checker detail). A bug may stall the cluster (liveness) on an earlier seed: the hunt reports
+# both (no-epoch-truncate: liveness at seed 5, safety at 16).
 KNOWN: dict[str, tuple[int, str, str]] = {
     "vote-without-log-check": (1, "safety", "leader-completeness"),
-    "commit-old-term-by-count": (15, "safety", "leader-completeness"),
+    "commit-old-term-by-count": (7, "safety", "leader-completeness"),
     "vote-not-persisted": (15, "safety", "election-safety"),
     "accept-stale-term-append": (2, "safety", "state-machine-safety"),
-    "no-truncate-on-conflict": (1, "safety", "log-matching"),
-    "commit-beyond-match": (1, "safety", "state-machine-safety"),
-    "no-epoch-truncate": (1, "safety", "divergent committed prefixes"),
+    "no-truncate-on-conflict": (5, "safety", "log-matching"),
+    "commit-beyond-match": (2, "safety", "state-machine-safety"),
+    "no-epoch-truncate": (16, "safety", "divergent committed prefixes"),
     "hw-before-isr": (1, "safety", "acknowledged records lost"),
     "isr-not-recorded": (8, "safety", "replication"),
-    "unclean-election": (7, "safety", "acknowledged records lost"),
-    "acks-downgrade": (1, "safety", "acknowledged record(s) lost"),
+    "unclean-election": (4, "safety", "acknowledged records lost"),
+    "acks-downgrade": (2, "safety", "acknowledged record(s) lost"),
 }
 
 
@@ -55,4 +57,4 @@ def test_hunt_from_seed_one_finds_the_bug(bug: str) -> None:
     budget = max(300, 2 * KNOWN[bug][0])
     h = bughunt.hunt(bug, budget, jobs=2)
     assert h.found, f"{bug}: not found in {budget} seeds"
-    assert h.outcome == KNOWN[bug][1], h
+    assert h.safety_seed == KNOWN[bug][0], h

@@ -199,9 +199,19 @@ class _Follower:
 
     def __init__(self) -> None:
         self.id, self.applied, self.role, self.proposed = 3, 0, Role.FOLLOWER, []
+        self.leader, self.election_tick_min = 1, 12
 
     def propose(self, data: bytes) -> None:
         self.proposed.append(data)
+
+    def tick(self, n: int) -> None:
+        pass
+
+    def ticks_until_due(self) -> int:
+        return 1_000_000
+
+    def has_ready(self) -> bool:
+        return False
 
 
 def test_an_entry_forwarded_in_an_earlier_life_does_not_answer_this_lifes_proposal(
@@ -235,4 +245,42 @@ def test_an_entry_forwarded_in_an_earlier_life_does_not_answer_this_lifes_propos
     apply(2, new_entry)
     assert len(answers) == 1 and isinstance(answers[0], MetaResult) and answers[0].ok
     assert new.sm.config() == {"a": 1, "b": 2}
+    disk.close()
+
+
+def test_a_forwarded_proposal_waits_only_a_grace_period_once_its_leader_is_replaced(
+        tmp_path: Path) -> None:
+    """A proposal forwarded to a leader that is then deposed is reported lost one election
+    timeout after the new leader is known, not after the full forward timeout (a partition
+    leader's ISR change once waited ~1 s on a deposed meta leader while acks=all produce was
+    refused: node3-rf3 seed 748). One that applies within the grace still gets its result, and
+    one forwarded to the new leader keeps its full timeout."""
+    from types import SimpleNamespace
+
+    from real.raft.types import Entry, EntryKind
+    from real.server.replica import FORWARD_TIMEOUT_TICKS
+
+    disk = RaftDisk(tmp_path / "meta")
+    raft = _Follower()
+    replica = MetaReplica(raft, disk, lambda m: None, compact_entries=100, incarnation=7)
+    answers: dict[str, list[object]] = {"lost": [], "applies": [], "new": []}
+    replica.propose(encode_command("config.put", key="a", value=1), answers["lost"].append)
+    replica.propose(encode_command("config.put", key="b", value=2), answers["applies"].append)
+    replica.tick(5)
+    assert replica.ticks_until_due() == FORWARD_TIMEOUT_TICKS - 5
+    raft.leader = 2  # the old leader was deposed
+    replica.tick(1)
+    assert replica.ticks_until_due() == raft.election_tick_min
+    replica.propose(encode_command("config.put", key="c", value=3), answers["new"].append)
+    replica._apply(SimpleNamespace(snapshot=None, read_states=(), committed_entries=(
+        Entry(2, 1, EntryKind.NORMAL, raft.proposed[1]),)))  # the new leader had this one
+    replica.tick(raft.election_tick_min - 1)
+    assert answers["lost"] == [] and len(answers["applies"]) == 1
+    replica.tick(1)
+    (lost,) = answers["lost"]
+    assert isinstance(lost, ProposalLost) and answers["new"] == []
+    replica.tick(FORWARD_TIMEOUT_TICKS - raft.election_tick_min - 1)
+    assert answers["new"] == []
+    replica.tick(1)
+    assert isinstance(answers["new"][0], ProposalLost)
     disk.close()

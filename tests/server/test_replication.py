@@ -414,7 +414,11 @@ def test_leader_epochs_answer_offset_for_leader_epoch_and_fence_stale_fetches(c:
 
     assert (ask(1)["leader_epoch"], ask(1)["end_offset"]) == (1, 2)  # epoch 1 ended at 2
     assert (ask(2)["leader_epoch"], ask(2)["end_offset"]) == (2, 3)  # current: the log end
-    assert ask(3)["end_offset"] == -1
+    # an epoch this leader has not reached: it is behind the client (a retriable error, not
+    # "undefined", which librdkafka takes for a truncation and resets the position for)
+    assert (ask(3)["error_code"], ask(3)["end_offset"]) == (E.UNKNOWN_LEADER_EPOCH, -1)
+    # older than every stored epoch: it ends where the earliest stored one starts (as Kafka)
+    assert (ask(0)["error_code"], ask(0)["leader_epoch"], ask(0)["end_offset"]) == (0, 0, 0)
     assert ask(1, current=1)["error_code"] == E.FENCED_LEADER_EPOCH
     assert ask(1, current=3)["error_code"] == E.UNKNOWN_LEADER_EPOCH
     corr = c.call(new, api.FETCH, 11, {
@@ -451,3 +455,72 @@ def test_a_deleted_topic_is_dropped_on_every_replica_and_recreated_empty(c: Clus
     c.advance(20)
     leader = c.shard("t", 0).leader
     assert c.fetch(leader, "t", 0)[2] == [], "the new topic starts empty on its leader"
+
+
+def test_a_peer_port_that_refuses_makes_its_node_dead_at_once_until_it_heartbeats(
+        c: Cluster) -> None:
+    """A killed node's port refuses connections (`peer_gone`): the controller moves its
+    partitions within a few ms instead of the session timeout. A stopped node refuses nothing
+    and keeps its partitions for the session timeout. A hint a non-leader got before it became
+    the meta leader still counts there; a node that speaks again is alive."""
+    meta = c.meta_leader()
+    victim = next(c.shard("t", p).leader for p in range(3) if c.shard("t", p).leader != meta)
+    led = [p for p in range(3) if c.shard("t", p).leader == victim]
+    session = c.cores[meta].spec.controller.session_timeout_ms
+    c.crash(victim)
+    c.cores[meta].peer_gone(victim)
+    took = c.run_until(lambda: all(c.shard("t", p).leader not in (0, victim) for p in led)
+                       and all(victim not in c.shard("t", p).isr for p in range(3)), session)
+    assert took < session // 4, took
+    assert c.cores[meta].controller.stats.gone == 1
+    # it comes back: its heartbeats (new broker epoch) make it alive, it rejoins the isr
+    c.start(victim)
+    c.run_until(lambda: all(victim in c.shard("t", p).isr for p in range(3))
+                and c.cores[meta].controller.alive(victim), 5_000)
+    assert victim not in c.cores[meta]._gone
+    c.advance(2 * session)  # and it stays so (no flapping out of the isr)
+    assert all(victim in c.shard("t", p).isr for p in range(3))
+    assert c.cores[meta].controller.stats.deaths == 1
+
+
+def test_a_gone_hint_given_before_a_node_leads_meta_counts_once_it_does(c: Cluster) -> None:
+    meta = c.meta_leader()
+    other, victim = [n for n in IDS if n != meta]
+    led = [p for p in range(3) if c.shard("t", p).leader == victim]
+    assert led, "placement spreads leaders over the three nodes"
+    c.crash(victim)
+    c.cores[other].peer_gone(victim)  # a follower's dial was refused
+    assert victim in c.cores[other]._gone and not c.cores[other].controller.active
+    c.cores[meta].replica.raft.transfer_leadership(other)  # it takes meta over
+    took = c.run_until(lambda: c.meta_leader() == other
+                       and all(c.shard("t", p).leader not in (0, victim) for p in led), 2_000)
+    session = c.cores[other].spec.controller.session_timeout_ms
+    assert took < session // 2, took
+    assert c.cores[other].controller.stats.gone == 1
+
+
+def test_a_resumed_leader_fences_itself_before_it_serves_the_requests_that_waited(
+        c: Cluster) -> None:
+    """A leader stopped (SIGSTOP) past the session timeout is replaced; when it resumes, the
+    client requests that queued meanwhile reach it before its first tick (asyncio runs ready
+    sockets before due timers). It must refuse them (no stale read, no write it cannot
+    replicate), not serve them as the leader it no longer is."""
+    meta = c.meta_leader()
+    leader = next(c.shard("t", p).leader for p in range(3) if c.shard("t", p).leader != meta)
+    p = next(p for p in range(3) if c.shard("t", p).leader == leader)
+    corr = c.produce(leader, "t", p, [b"before"])
+    c.advance(5)
+    ok_base(c.produce_result(leader, corr))
+    frozen = c.cores.pop(leader)
+    c.down.add(leader)
+    session = frozen.spec.controller.session_timeout_ms
+    c.run_until(lambda: c.shard("t", p).leader not in (0, leader), 3 * session)
+    c.advance(session)
+    c.cores[leader] = frozen  # resumed: no tick yet, the queued requests come first
+    c.down.discard(leader)
+    assert frozen.replicator.leads_shard("t", p)  # its own view is stale until it checks
+    code, _hw, values = c.fetch(leader, "t", p)
+    assert code == E.NOT_LEADER_OR_FOLLOWER and values == []
+    corr = c.produce(leader, "t", p, [b"stale"], acks=1)
+    result = c.produce_result(leader, corr)
+    assert result is not None and result["error_code"] == E.NOT_LEADER_OR_FOLLOWER

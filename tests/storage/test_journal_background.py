@@ -206,6 +206,28 @@ def test_a_moot_job_whose_segment_a_truncate_removed_fails_harmlessly() -> None:
     engine.invariants()
 
 
+def test_a_job_whose_segment_retention_removed_fails_harmlessly() -> None:
+    """The job syncs the active segment by path; more appends roll to new segments, then
+    `delete_before` (retention) removes the job's segment. `job.sync()` raises NotFound; the
+    job is moot (its records are durable or deleted), so `finish_sync` must not poison the
+    engine. (Found by TestSimGroupBackgroundCrashLong.)"""
+    sim = SimFileSystem(random.Random(1))
+    engine = engine_over(sim, FakeClock(), segment_bytes=4096)
+    for ts in range(3):
+        engine.append([rec(ts, size=1000)])
+    job = engine.start_sync(5)
+    assert job is not None and not job.detached and job.end == 3
+    for ts in range(3, 12):
+        engine.append([rec(ts, size=1000)])  # rolls past the job's segment
+    engine.delete_before(8)  # removes every segment below 8, the job's one included
+    with pytest.raises(NotFound) as info:
+        job.sync()
+    engine.finish_sync(job, info.value)
+    assert engine.durable_end() >= 8 and engine.start_offset() == 8
+    engine.append([rec(20)])  # not poisoned
+    engine.invariants()
+
+
 def test_poll_and_sync_still_commit_in_place(fs: CountingFs) -> None:
     engine = engine_over(fs, FakeClock())
     syncs = fs.syncs
