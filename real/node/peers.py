@@ -276,11 +276,14 @@ class PeerNet:
                 backoff = min(backoff * 2, RECONNECT_MAX_S)
                 continue
             try:
-                if await self._serve_outbound(out, reader, writer):
-                    backoff = RECONNECT_MIN_S
+                await self._serve_outbound(out, reader, writer)
             except (OSError, TimeoutError, asyncio.IncompleteReadError):
                 pass
             finally:
+                if out.connected:  # it was established: redial soon, however it ended (a
+                    # killed peer often ends it with a reset; the backoff of the dials before
+                    # it, up to RECONNECT_MAX_S, delayed the refusal that reports it gone)
+                    backoff = RECONNECT_MIN_S
                 out.connected = False
                 writer.close()
             await asyncio.sleep(backoff)

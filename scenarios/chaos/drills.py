@@ -37,6 +37,7 @@ each run's history under `--histories DIR` if given. Exit status 1 if any run fo
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -60,6 +61,11 @@ SERVE_ARGS = {"power-loss-fsync-never": ("--fsync", "never", "--hold-unsynced", 
 PARTITIONS = 3
 SETTLE_S = 30.0
 SEND_INTERVAL_S = 0.002
+
+
+CLIENT_DEBUG_ENV = "TWINMQ_CHAOS_CLIENT_DEBUG"
+"""A directory: the producer of each run logs librdkafka's debug output (eos, msg, protocol,
+broker, topic) to DIR/<topic>.rdkafka (for chasing an anomaly; slows the client down)."""
 
 
 def _get(port: int, path: str, host: str = "127.0.0.1") -> Any:
@@ -152,11 +158,21 @@ class Clients:
         self.ck = ck
         self.topic = topic
         self.history = history
+        debug: dict[str, Any] = {}
+        if os.environ.get(CLIENT_DEBUG_ENV):  # librdkafka's own log of the producer, to a file
+            import logging
+
+            logger = logging.getLogger(f"chaos.{topic}")
+            logger.setLevel(logging.DEBUG)
+            handler = logging.FileHandler(Path(os.environ[CLIENT_DEBUG_ENV]) / f"{topic}.rdkafka")
+            handler.setFormatter(logging.Formatter("%(created).3f %(message)s"))
+            logger.addHandler(handler)
+            debug = {"debug": "eos,msg,protocol,broker,topic", "log_level": 7, "logger": logger}
         self.producer = ck.Producer({
             "bootstrap.servers": c.bootstrap, "acks": "all", "enable.idempotence": True,
             "linger.ms": 1, "message.timeout.ms": 15_000, "retry.backoff.ms": 20,
             "reconnect.backoff.ms": 20, "reconnect.backoff.max.ms": 200,
-            "topic.metadata.refresh.interval.ms": 500, "log_level": 0})
+            "topic.metadata.refresh.interval.ms": 500, "log_level": 0, **debug})
         self.consumer = ck.Consumer({
             "bootstrap.servers": c.bootstrap, "group.id": "chaos-unused",
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
@@ -211,6 +227,13 @@ class Clients:
         for t in self._threads:
             t.join(60)
         self.consumer.close()
+        # Destroy the producer now: its delivery callbacks reference this object, so without
+        # this it lives until a garbage collection, refreshing its metadata every 500 ms, and
+        # that Metadata request re-creates the run's topic after the run deleted it (topics
+        # piled up over a drill, and with them the nodes' load and the failover times).
+        self.producer = None
+        self._threads = []
+        gc.collect()
 
 
 def read_all(c: RealCluster, topic: str) -> Read:
@@ -365,8 +388,8 @@ def run_drill(drill: str, runs: int, seed: int = 1, histories: Path | None = Non
             results.append(r)
             log(f"{drill} run {run}: victim {r['victim']}, acked {r['acked']}, lost "
                 f"{r['lost']}, dup {r['duplicates']}, skips {r['skips']}, failover "
-                f"{r['failover_ms'] and round(r['failover_ms'])} ms"
-                + ("" if r["ok"] else f"  ANOMALY {r['examples']}"))
+                f"{r['failover_ms'] and round(r['failover_ms'])} ms, topics left "
+                f"{len(c.topics())}" + ("" if r["ok"] else f"  ANOMALY {r['examples']}"))
     finally:
         c.stop()
         if tmp is not None:
