@@ -207,6 +207,8 @@ class NodeCore:
         """Meta has a replicated shard: heartbeats and the controller run only then."""
         self._meta_seen = -1
         self._heartbeat_at = 0
+        self._unfence_read: tuple[bytes, int] | None = None
+        """A fenced node's read barrier (context, asked at): it unfences once it applies."""
         self._gone: set[int] = set()
         """Peers whose port refused this node's connection and that have sent nothing since
         (`peer_gone`): handed to the controller when this node becomes the meta leader."""
@@ -473,12 +475,44 @@ class NodeCore:
     def _check_fence(self) -> None:
         """A node that has heard no meta quorum for the session timeout fences itself: the
         controller on the other side has moved its shards by then, so it must not serve them
-        (no stale reads, no writes it cannot replicate) until meta tells it what it is."""
+        (no stale reads, no writes it cannot replicate) until meta tells it what it is.
+
+        Hearing the meta leader again is not enough to unfence: the node's applied meta may
+        still lag the moves made meanwhile (it would serve a partition it no longer leads, at
+        its old epoch, for as long as it takes to apply them). It unfences once a read barrier
+        (Raft's read index, confirmed by a quorum) has applied here."""
         now = self.env.clock()
+        session = self.spec.controller.session_timeout_ms
         if self.replica.raft.role is Role.LEADER:
             self._meta_contact = now
-        fenced = now - self._meta_contact > self.spec.controller.session_timeout_ms
-        self.replicator.set_fenced(fenced)
+        if now - self._meta_contact > session:
+            self._drop_unfence_read()
+            self.replicator.set_fenced(True)
+            return
+        if not self.replicator.fenced:
+            return
+        if self._unfence_read is not None and now - self._unfence_read[1] <= session:
+            return  # asked; the answer unfences (a read no leader answers is asked again)
+        self._drop_unfence_read()
+        self._read_seq += 1
+        context = b"unfence-%d" % self._read_seq
+
+        def applied(_index: int) -> None:
+            if self._unfence_read is not None and self._unfence_read[0] == context:
+                self._unfence_read = None
+                if self.env.clock() - self._meta_contact <= session:
+                    self.replicator.set_fenced(False)
+
+        try:
+            self.replica.read_index(context, applied)
+        except ProposalDropped:
+            return  # no leader known yet: asked again at the next check
+        self._unfence_read = (context, now)
+
+    def _drop_unfence_read(self) -> None:
+        if self._unfence_read is not None:
+            self.replica.cancel_read(self._unfence_read[0])
+            self._unfence_read = None
 
     def _heartbeat(self) -> None:
         now = self.env.clock()

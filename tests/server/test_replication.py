@@ -524,3 +524,15 @@ def test_a_resumed_leader_fences_itself_before_it_serves_the_requests_that_waite
     corr = c.produce(leader, "t", p, [b"stale"], acks=1)
     result = c.produce_result(leader, corr)
     assert result is not None and result["error_code"] == E.NOT_LEADER_OR_FOLLOWER
+    # meta reaches it again: it unfences only after a read barrier applied there, so at no
+    # moment does it lead the partition at its old epoch
+    old_epoch = frozen.replicator.epoch("t", p)
+    for _ in range(2 * session):
+        c.advance(1)
+        if frozen.replicator.leads_shard("t", p):
+            assert frozen.replicator.epoch("t", p) != old_epoch
+        if not frozen.replicator.fenced and not frozen.replicator.leads_shard("t", p) \
+                and (("t", p) in frozen.replicator.follows):
+            break
+    assert not frozen.replicator.fenced, "it never unfenced"
+    assert ("t", p) in frozen.replicator.follows  # it follows the new leader
