@@ -41,6 +41,8 @@ class ReplicationChecker:
     def __init__(self) -> None:
         self.committed: dict[Key, list[bytes]] = {}
         """Per shard, the committed records' bytes by shard offset (a prefix from 0)."""
+        self.committed_in: dict[Key, list[int]] = {}
+        """Per shard, the leader epoch in which each committed record was committed."""
         self.hw: dict[tuple[Key, int, int], int] = {}
         self.stats = ReplicationStats()
 
@@ -55,6 +57,7 @@ class ReplicationChecker:
                        f"from {seen} to {new}")
         self.hw[(key, node, epoch)] = new
         done = self.committed.setdefault(key, [])
+        epochs = self.committed_in.setdefault(key, [])
         start = min(old, len(done))
         records = log.read_shard(start, 1 << 30) if start < new else []
         for rec in records:
@@ -68,6 +71,7 @@ class ReplicationChecker:
             else:
                 assert off == len(done), (key, off, len(done))
                 done.append(rec.payload)
+                epochs.append(epoch)
                 self.stats.committed += 1
 
     def on_lead(self, node: int, key: Key, epoch: int, isr: tuple[int, ...], log: Any) -> None:
@@ -75,7 +79,8 @@ class ReplicationChecker:
         if node not in isr:
             self._fail(f"{key}: node {node} leads epoch {epoch} from outside the in-sync set "
                        f"{list(isr)}")
-        self._holds_prefix(node, key, log, f"new leader (epoch {epoch})", whole=True)
+        self._holds_prefix(node, key, log, f"new leader (epoch {epoch})", whole=True,
+                           before_epoch=epoch)
 
     def on_truncate(self, node: int, key: Key, cut: int, log: Any) -> None:
         """`node` is about to truncate `log` to `cut`."""
@@ -90,8 +95,20 @@ class ReplicationChecker:
                 self._fail(f"{key}: node {node} truncates to {cut}, dropping the committed "
                            f"record at {rec.offset}")
 
-    def _holds_prefix(self, node: int, key: Key, log: Any, who: str, whole: bool) -> None:
+    def _holds_prefix(self, node: int, key: Key, log: Any, who: str, whole: bool,
+                      before_epoch: int | None = None) -> None:
+        """`log` holds the committed prefix (`whole`: all of it, else as far as it reaches).
+        With `before_epoch` (a leader of that epoch), only the records committed in earlier
+        epochs count: a leader whose epoch is already superseded (a node that applied its
+        election late, while a newer leader committed more) need not hold what the newer one
+        committed; it cannot commit anything itself, since the newer epoch's replicas do not
+        follow it (Kafka's leader completeness is the same: epoch e's leader holds what epochs
+        before e committed)."""
         done = self.committed.get(key, [])
+        if before_epoch is not None:
+            epochs = self.committed_in.get(key, [])
+            done = done[:next((i for i, e in enumerate(epochs) if e >= before_epoch),
+                              len(epochs))]
         end = log.shard_end
         if whole and end < len(done):
             self._fail(f"{key}: {who} {node} ends at {end}, before the committed end "

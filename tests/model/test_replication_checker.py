@@ -40,6 +40,22 @@ def test_committed_records_must_reach_every_new_leader_unchanged() -> None:
         c.on_lead(3, K, 3, (1, 2), Log(b"a", b"b", b"c"))
 
 
+def test_a_leader_of_a_superseded_epoch_needs_only_what_earlier_epochs_committed() -> None:
+    """node3-rf3 seed 65: node 2 applied its epoch-2 election late, after node 3 had led epoch 3
+    and committed more. Epoch 2's leader must hold what epochs 1 committed, not what epoch 3
+    did (it cannot commit anything: epoch 3's replicas do not follow it); a leader of epoch 4
+    must hold all of it."""
+    c = ReplicationChecker()
+    c.on_hw(1, K, 1, 0, 2, Log(b"a", b"b"))
+    c.on_hw(3, K, 3, 2, 4, Log(b"a", b"b", b"c", b"d"))
+    c.on_lead(2, K, 2, (2, 3), Log(b"a", b"b"))  # late, superseded: holds epoch 1's commits
+    c.on_lead(2, K, 2, (2, 3), Log(b"a", b"b", b"x"))  # a stray tail past them is its own
+    with pytest.raises(SafetyViolation, match="before the committed end 2"):
+        c.on_lead(2, K, 2, (2, 3), Log(b"a"))
+    with pytest.raises(SafetyViolation, match="before the committed end 4"):
+        c.on_lead(1, K, 4, (1,), Log(b"a", b"b", b"c"))
+
+
 def test_a_truncation_may_drop_only_records_that_are_not_the_committed_ones() -> None:
     c = ReplicationChecker()
     c.on_hw(1, K, 1, 0, 2, Log(b"a", b"b"))
