@@ -64,8 +64,9 @@ SEND_INTERVAL_S = 0.002
 
 
 CLIENT_DEBUG_ENV = "TWINMQ_CHAOS_CLIENT_DEBUG"
-"""A directory: the producer of each run logs librdkafka's debug output (eos, msg, protocol,
-broker, topic) to DIR/<topic>.rdkafka (for chasing an anomaly; slows the client down)."""
+"""A directory: the producer and the consumer of each run log librdkafka's debug output (the
+producer's eos, msg, protocol, broker, topic; the consumer's consumer, fetch, topic, protocol)
+to DIR/<topic>.rdkafka (for chasing an anomaly; slows the clients down)."""
 
 
 def _get(port: int, path: str, host: str = "127.0.0.1") -> Any:
@@ -177,7 +178,8 @@ class Clients:
             "bootstrap.servers": c.bootstrap, "group.id": "chaos-unused",
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "reconnect.backoff.ms": 20, "reconnect.backoff.max.ms": 200,
-            "topic.metadata.refresh.interval.ms": 500, "log_level": 0})
+            "topic.metadata.refresh.interval.ms": 500, "log_level": 0,
+            **({**debug, "debug": "consumer,fetch,topic,protocol"} if debug else {})})
         self.consumer.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING)
                               for p in range(PARTITIONS)])
         self.polls: list[tuple[int, int]] = []
