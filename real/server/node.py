@@ -503,11 +503,11 @@ class NodeCore:
                 if self.env.clock() - self._meta_contact <= session:
                     self.replicator.set_fenced(False)
 
+        self._unfence_read = (context, now)  # before asking: the answer may come at once
         try:
             self.replica.read_index(context, applied)
         except ProposalDropped:
-            return  # no leader known yet: asked again at the next check
-        self._unfence_read = (context, now)
+            self._unfence_read = None  # no leader known yet: asked again at the next check
 
     def _drop_unfence_read(self) -> None:
         if self._unfence_read is not None:
