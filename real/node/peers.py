@@ -127,13 +127,14 @@ def _socket_buffers(writer: asyncio.StreamWriter) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_MS)
 
 
-def _source_address(host: str) -> tuple[str, int] | None:
-    """(host, 0) if `host` is a specific IP address (not a wildcard or a name), else None."""
+def _source_address(host: str, peer: str) -> tuple[str, int] | None:
+    """(host, 0) if `host` is a specific IP address (not a wildcard or a name) of the same
+    family as the peer's address `peer`, else None (let the kernel choose)."""
     try:
-        addr = ipaddress.ip_address(host)
+        addr, to = ipaddress.ip_address(host), ipaddress.ip_address(peer)
     except ValueError:
         return None
-    return None if addr.is_unspecified else (host, 0)
+    return None if addr.is_unspecified or addr.version != to.version else (host, 0)
 
 
 class PeerNet:
@@ -166,9 +167,10 @@ class PeerNet:
         """(server, client) contexts: mutual TLS on the peer port (`peer_tls`), or None."""
         self.faults: dict[int, LinkFault] = {}
         self._release_at: dict[int, float] = {}
-        self._local_addr = _source_address(peers[config.node_id][0])
-        """Dial from this node's own address (so that kernel network faults can tell the
-        nodes apart by source address: `twinmq cluster up --distinct-hosts`)."""
+        self._own_host = peers[config.node_id][0]
+        """Dialled from when it is an IP address like the peer's (so that kernel network
+        faults can tell the nodes apart by source address: `twinmq cluster up
+        --distinct-hosts`)."""
 
     @property
     def port(self) -> int:
@@ -266,7 +268,8 @@ class PeerNet:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(out.host, out.port,
                                             ssl=self.tls[1] if self.tls else None,
-                                            local_addr=self._local_addr),
+                                            local_addr=_source_address(self._own_host,
+                                                                       out.host)),
                     HANDSHAKE_TIMEOUT_S)
             except (OSError, TimeoutError) as exc:
                 if isinstance(exc, ConnectionRefusedError) and self.gone is not None:

@@ -210,3 +210,12 @@ def test_a_refused_dial_reports_the_peer_gone() -> None:
             await one.close()
 
     asyncio.run(run())
+
+
+def test_a_node_dials_from_its_own_address_only_when_it_is_one_like_the_peers() -> None:
+    from real.node.peers import _source_address
+
+    assert _source_address("127.0.0.2", "127.0.0.3") == ("127.0.0.2", 0)
+    assert _source_address("0.0.0.0", "127.0.0.3") is None  # a wildcard: the kernel chooses
+    assert _source_address("node1.example", "127.0.0.3") is None  # a name
+    assert _source_address("127.0.0.2", "::1") is None  # another family
