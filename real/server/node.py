@@ -322,7 +322,7 @@ class NodeCore:
     def step(self, msg: Message | PeerMessage) -> None:
         """A message from a peer: Raft (ticks due by now run first, as a tick-by-tick node),
         shard replication, or a broker heartbeat for the controller."""
-        if msg.src in self._gone:
+        if self._gone:  # (empty but for peers that refused a dial and have been silent since)
             self._gone.discard(msg.src)
         if isinstance(msg, Message):
             self._run_ticks()
