@@ -64,6 +64,7 @@ SERVE_FLAGS: dict[str, tuple[str, Callable[[str], object]]] = {
     "--acl-file": ("mqtt_acl_file", str),
     "--peers": ("cluster_peers", str),
     "--cluster-secret-file": ("cluster_secret_file", str),
+    "--join": ("cluster_join", _bool),
     "--replication-factor": ("kafka_default_replication_factor", int),
     "--min-insync-replicas": ("kafka_min_insync_replicas", int),
     "--hold-unsynced": ("storage_hold_unsynced", _bool),

@@ -61,6 +61,8 @@ SCHEMA: dict[str, tuple[_Field, ...]] = {
         _f("admin_addr", "addr", False),
     ),
     "node.unregister": (_f("node_id", "id"),),
+    "member.add": (_f("node_id", "id"), _f("raft_addr", "addr")),
+    "member.remove": (_f("node_id", "id"),),
     "topic.create": (
         _f("name", "name"),
         _f("shards", "shards"),

@@ -94,11 +94,17 @@ class MetaStateMachine:
         self._nodes: dict[int, NodeInfo] = {}
         self._topics: dict[str, TopicInfo] = {}
         self._config: dict[str, Scalar] = {}
+        self._members: dict[int, str] = {}
+        """Meta Raft members added at run time -> their peer (raft) address. The initial
+        members' addresses come from each node's configuration; Raft's configuration (not
+        this table) says who is a member."""
         # Consumer-group committed offsets: group -> {(topic, partition): (offset, metadata)}.
         self._groups: dict[str, dict[tuple[str, int], tuple[int, str]]] = {}
         self._handlers: dict[str, Callable[[dict[str, Any]], MetaResult]] = {
             "node.register": self._node_register,
             "node.unregister": self._node_unregister,
+            "member.add": self._member_add,
+            "member.remove": self._member_remove,
             "topic.create": self._topic_create,
             "topic.delete": self._topic_delete,
             "shard.set_leader": self._shard_set_leader,
@@ -187,6 +193,23 @@ class MetaStateMachine:
                 orphaned += sum(1 for s in topic.shards if s.leader == node_id)
                 self._topics[name] = replace(topic, shards=shards)
         return MetaResult(ok=True, value=orphaned)
+
+    def _member_add(self, args: dict[str, Any]) -> MetaResult:
+        """Record the peer address of a node about to join the meta Raft group (before the
+        configuration change, so every node can dial it by the time it is a member)."""
+        node_id, addr = args["node_id"], args["raft_addr"]
+        if self._members.get(node_id) == addr:
+            return MetaResult(ok=True, value="unchanged")
+        if node_id not in self._members and len(self._members) >= NODES_MAX:
+            return _fail(f"member.add: member limit reached ({NODES_MAX})")
+        self._members[node_id] = addr
+        return MetaResult(ok=True, value="recorded")
+
+    def _member_remove(self, args: dict[str, Any]) -> MetaResult:
+        node_id = args["node_id"]
+        if self._members.pop(node_id, None) is None:
+            return MetaResult(ok=True, value="unknown")
+        return MetaResult(ok=True, value="removed")
 
     def _topic_create(self, args: dict[str, Any]) -> MetaResult:
         name = args["name"]
@@ -402,6 +425,10 @@ class MetaStateMachine:
     def config(self) -> dict[str, Scalar]:
         return {k: self._config[k] for k in sorted(self._config)}
 
+    def members(self) -> dict[int, str]:
+        """Peer addresses of the meta members added at run time (`member.add`), by node id."""
+        return dict(sorted(self._members.items()))
+
     def nodes(self) -> list[NodeInfo]:
         return [self._nodes[n] for n in sorted(self._nodes)]
 
@@ -457,6 +484,8 @@ class MetaStateMachine:
         groups = {g: _offsets_json(self._groups[g]) for g in self.groups()}
         if groups:  # absent when empty, so snapshots from before group offsets stay canonical
             image["groups"] = groups
+        if self._members:  # absent when empty, as "groups"
+            image["members"] = {str(n): a for n, a in sorted(self._members.items())}
         return canonical_json(image)
 
     def digest(self) -> str:
@@ -551,4 +580,8 @@ def _from_image(image: Any) -> MetaStateMachine:
     for group, entries in image.get("groups", {}).items():
         assert type(group) is str and entries, f"group {group!r}"
         sm._groups[group] = {(str(t), int(p)): (int(o), str(m)) for t, p, o, m in entries}
+    members = image.get("members", {})
+    assert type(members) is dict and all(type(a) is str for a in members.values()), "members"
+    sm._members = {int(n): a for n, a in members.items()}
+    assert all(n >= 1 for n in sm._members), "members"
     return sm

@@ -16,6 +16,14 @@
                       200 {"faults": {...}}: this node's link to peer N now drops, loses a
                       fraction P of, or delays what crosses it (real/node/peers.py); GET lists
     POST /faults/heal 200: every link of this node clean again
+    GET /cluster/members  200 {"leader", "term", "voters", "learners", "addresses", "change"}:
+                      the meta Raft configuration as this node knows it
+    POST /cluster/members?id=N&raft_addr=HOST:PORT   add node N (started with `--join`, its
+                      peer port at HOST:PORT) to the meta group: a learner, then a voter once
+                      it caught up; answers when done (real/server/membership.py)
+    POST /cluster/members/N/remove   unregister node N and remove it from the meta group
+                      Both: 200 done, 421 {"leader", "leader_admin"} when this node does not
+                      lead meta (ask there), 409 another change runs, 503 failed: ask again
     Any GET with `?consistency=linearizable` first waits for meta's read index (Raft's
     ReadIndex through the leader), so it sees every meta change acknowledged before it began,
     whichever node answers; 503 when no meta leader answers within 2 s. `local` (the default)
@@ -74,6 +82,7 @@ class Text:
 
 
 _DISCONNECT = re.compile(r"^/mqtt/clients/([^/]+)/disconnect$")
+_REMOVE_MEMBER = re.compile(r"^/cluster/members/(\d{1,9})/remove$")
 _FAULT_KEYS = {"peer": int, "drop_out": int, "drop_in": int, "loss": float, "delay_ms": float,
                "jitter_ms": float}
 _OPTIONAL_GETS = {"/node": "node_info", "/mqtt/clients": "mqtt_clients",
@@ -117,6 +126,9 @@ def route(view: AdminView, method: str, path: str, query: str = "") -> tuple[int
             return 200, {"faults": faults(args)}
         except ValueError as exc:
             return 400, {"error": str(exc)}
+    members = getattr(view, "cluster_members", None)
+    if path == "/cluster/members" and members is not None and method == "GET":
+        return 200, members()
     routes = {"/health": view.health, "/meta/nodes": view.meta_nodes,
               "/meta/config": view.meta_config,
               "/meta/topics": view.meta_topics, "/replication": view.replication,
@@ -240,6 +252,9 @@ class AdminServer:
                 self.log(f"admin: refused an unauthenticated {method} {target} from "
                          f"{writer.get_extra_info('peername')}")
                 status, body = 401, {"error": "this request needs Authorization: Bearer <token>"}
+            elif method == "POST" and (target == "/cluster/members"
+                                       or _REMOVE_MEMBER.match(target)):
+                status, body = await self._member_change(target, query)
             else:
                 status, body = await self._consistent(method, query)
                 if status == 200:
@@ -271,6 +286,33 @@ class AdminServer:
         except Exception as exc:  # noqa: BLE001 - ProposalDropped and friends: retry later
             return 503, {"error": f"no linearizable read: {exc}"}
         return 200, None
+
+    async def _member_change(self, target: str, query: str) -> tuple[int, Any]:
+        change = getattr(self.view, "member_change", None)
+        if change is None:
+            return 404, {"error": f"no such path {target!r}"}
+        removal = _REMOVE_MEMBER.match(target)
+        if removal is not None:
+            node_id = int(removal.group(1))
+            if node_id < 1:
+                return 400, {"error": "a node id is at least 1"}
+            self.log(f"admin: remove meta member {node_id}")
+            return await change("remove", node_id, "")
+        args = dict(p.partition("=")[::2] for p in query.split("&") if p)
+        unknown = sorted(set(args) - {"id", "raft_addr"})
+        if unknown:
+            return 400, {"error": f"unknown parameter(s) {', '.join(unknown)} (known: id, "
+                                  "raft_addr)"}
+        try:
+            node_id = int(args.get("id", ""))
+        except ValueError:
+            return 400, {"error": "adding a member needs id=N (a node id >= 1)"}
+        addr = unquote(args.get("raft_addr", ""))
+        host, _, port = addr.rpartition(":")
+        if node_id < 1 or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            return 400, {"error": "adding a member needs id=N (>= 1) and raft_addr=HOST:PORT"}
+        self.log(f"admin: add meta member {node_id} at {addr}")
+        return await change("add", node_id, addr)
 
     def _authorized(self, request: h11.Request) -> bool:
         if self.token is None:

@@ -8,6 +8,8 @@
     twinmq cluster loss --dir DIR --percent P [--between 1/2,3] [--kernel]
     twinmq cluster heal --dir DIR
     twinmq cluster delay --dir DIR --ms M [--jitter J] [--between 1/2,3]
+    twinmq cluster join --dir DIR
+    twinmq cluster leave --dir DIR NODE
     twinmq cluster down --dir DIR
 
 `up` writes a fresh cluster secret (DIR/secret, mode 0600), picks free loopback ports, starts N
@@ -20,6 +22,13 @@ STOP_TIMEOUT_S). The faults, each also a Python function for scripts: `kill` (SI
 killed node again on its data, with its original command). Exit codes: 0 done, 1 the
 cluster did not come up (its logs are in DIR), 2 a usage error (or a fault that does not
 apply: restarting a node that runs, signalling one that does not).
+
+Membership: `join` starts one more node (the next id, fresh ports, the same serve flags as node
+1, plus `--join true`), asks the meta leader to add it (`POST /cluster/members`: a learner,
+then a voter once it caught up) and waits until it is registered; `leave` asks the leader to
+remove a node (`POST /cluster/members/N/remove`: unregistered, then out of the Raft group),
+then stops it. Both follow the leader (421) and ask again while it changes (503, 409), and
+update DIR/cluster.json (a node that left is listed under "left").
 
 Network faults between nodes act on each node's peer transport through its admin API
 (`POST /faults/net`, real/node/peers.py): `partition A/B` makes every link between a node of A
@@ -255,10 +264,137 @@ def status(work: Path, as_json: bool, out: Any = sys.stdout) -> int:
     return 0
 
 
-def _post(port: int, path: str, host: str = "127.0.0.1") -> Any:
+def _post(port: int, path: str, host: str = "127.0.0.1", timeout: float = 5) -> Any:
     req = urllib.request.Request(f"http://{host}:{port}{path}", method="POST", data=b"")
-    with urllib.request.urlopen(req, timeout=5) as resp:
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
+
+
+def _save(work: Path, info: dict[str, Any]) -> None:
+    info["peers"] = ",".join(f"{n['id']}={n['host']}:{n['raft']}" for n in info["nodes"])
+    tmp = work / "cluster.json.tmp"
+    tmp.write_text(json.dumps(info, indent=1) + "\n")
+    tmp.replace(work / "cluster.json")
+
+
+def member_change(work: Path, path: str, timeout_s: float = UP_TIMEOUT_S) -> dict[str, Any]:
+    """POST a membership change to the meta leader: start at whichever node names a leader,
+    follow 421 answers to the leader, ask again on 409/503 or while no leader answers. Returns
+    the leader's answer; RuntimeError when none came in `timeout_s` (the last error)."""
+    deadline = time.monotonic() + timeout_s
+    last = "no node answered"
+    target: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        nodes = {n["id"]: n for n in _nodes(work)}
+        if target is None:
+            leaders = [v["raft"]["leader"] for v in map(health, nodes.values()) if v]
+            target = nodes.get(max(leaders, key=leaders.count)) if leaders else None
+        if target is None:
+            time.sleep(0.2)
+            continue
+        try:
+            return dict(_post(target["admin"], path, target.get("host", "127.0.0.1"),
+                              timeout=max(1.0, deadline - time.monotonic())))
+        except urllib.error.HTTPError as exc:
+            try:
+                body = json.loads(exc.read())
+            except ValueError:
+                body = {}
+            last = f"{exc.code} {body.get('error', exc.reason)}"
+            if exc.code == 421 and body.get("leader") in nodes:
+                target = nodes[body["leader"]]
+                continue
+            if exc.code not in (409, 421, 503):
+                raise RuntimeError(last) from None
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            last = str(exc)
+        target = None
+        time.sleep(0.2)
+    raise RuntimeError(f"membership change {path} not done in {timeout_s:g} s: {last}")
+
+
+def join(work: Path, out: Any = sys.stdout) -> dict[str, Any]:
+    """Start one more node and add it to the cluster; returns its cluster.json entry.
+    RuntimeError if it cannot be done (the new node is stopped again then)."""
+    info = json.loads((work / "cluster.json").read_text())
+    nodes = info["nodes"]
+    taken = [n["id"] for n in nodes] + [n["id"] for n in info.get("left", [])]
+    node_id = max(taken) + 1
+    if node_id > NODES_MAX:
+        raise RuntimeError(f"node ids go up to {NODES_MAX}")
+    distinct = len({n["host"] for n in nodes}) > 1
+    host = f"127.0.0.{node_id}" if distinct else "127.0.0.1"
+    ports = dict(zip(("admin", "mqtt", "kafka", "raft"), _free_ports(host, 4), strict=True))
+    peers = ",".join([f"{n['id']}={n['host']}:{n['raft']}" for n in nodes]
+                     + [f"{node_id}={host}:{ports['raft']}"])
+    own = {"--node-id": str(node_id), "--data-dir": str(work / f"n{node_id}"), "--bind": host,
+           "--admin-port": str(ports["admin"]), "--mqtt-port": str(ports["mqtt"]),
+           "--kafka-port": str(ports["kafka"]), "--peers": peers}
+    template = nodes[0]["cmd"]
+    cmd = list(template[:template.index("serve") + 1])
+    rest = template[len(cmd):]
+    i = 0
+    while i < len(rest):
+        if rest[i] in own:
+            i += 2
+            continue
+        cmd.append(rest[i])
+        i += 1
+    for flag, value in own.items():
+        cmd += [flag, value]
+    cmd += ["--join", "true"]
+    log = work / f"n{node_id}.log"
+    node = {"id": node_id, "pid": _spawn(cmd, log), "host": host, **ports, "ws": 0,
+            "data_dir": str(work / f"n{node_id}"), "log": str(log), "cmd": cmd}
+    try:
+        deadline = time.monotonic() + UP_TIMEOUT_S
+        while health(node) is None:
+            if not _alive(node["pid"]) or time.monotonic() > deadline:
+                raise RuntimeError(f"node {node_id} did not start; see {log}")
+            time.sleep(0.05)
+        member_change(work, f"/cluster/members?id={node_id}&raft_addr={host}:{ports['raft']}")
+        nodes.append(node)
+        _save(work, info)
+        while not settled(nodes):
+            if time.monotonic() > deadline + UP_TIMEOUT_S:
+                raise RuntimeError(f"node {node_id} joined but the cluster did not settle")
+            time.sleep(0.05)
+    except RuntimeError:
+        if _alive(node["pid"]):
+            os.kill(node["pid"], signal.SIGKILL)
+        raise
+    print(f"twinmq cluster: node {node_id} joined (mqtt {ports['mqtt']}, kafka "
+          f"{ports['kafka']}, admin {ports['admin']}, raft {ports['raft']})", file=out)
+    return node
+
+
+def leave(work: Path, node_id: int, out: Any = sys.stdout) -> None:
+    """Remove node `node_id` from the cluster, then stop it (its data stays)."""
+    info, node = _node(work, node_id)
+    if len(info["nodes"]) == 1:
+        raise RuntimeError("the last node cannot leave (twinmq cluster down)")
+    member_change(work, f"/cluster/members/{node_id}/remove")
+    _stop(node["pid"])
+    info["nodes"] = [n for n in info["nodes"] if n["id"] != node_id]
+    info.setdefault("left", []).append(node)
+    _save(work, info)
+    print(f"twinmq cluster: node {node_id} left and stopped (its data stays in "
+          f"{node['data_dir']})", file=out)
+
+
+def _stop(pid: int) -> None:
+    if not _alive(pid):
+        return
+    os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline and _alive(pid):
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
 
 
 def parse_groups(text: str, ids: Sequence[int]) -> tuple[list[int], list[int]]:
@@ -393,6 +529,11 @@ def main(argv: Sequence[str]) -> int:
     s.add_argument("--json", action="store_true")
     d = sub.add_parser("down", help="stop every node")
     d.add_argument("--dir", type=Path, required=True)
+    j = sub.add_parser("join", help="start one more node and add it to the meta group")
+    j.add_argument("--dir", type=Path, required=True)
+    le = sub.add_parser("leave", help="remove a node from the cluster, then stop it")
+    le.add_argument("--dir", type=Path, required=True)
+    le.add_argument("node", type=int)
     for action, what in (("kill", "SIGKILL a node"), ("stop", "SIGSTOP a node (freeze it)"),
                          ("cont", "SIGCONT a stopped node"),
                          ("restart", "start a killed node again on its data")):
@@ -434,6 +575,16 @@ def main(argv: Sequence[str]) -> int:
         return status(ns.dir, ns.json)
     if ns.action == "down":
         return down(ns.dir)
+    if ns.action in ("join", "leave"):
+        try:
+            if ns.action == "join":
+                join(ns.dir)
+            else:
+                leave(ns.dir, ns.node)
+        except (KeyError, RuntimeError) as exc:
+            print(f"twinmq cluster: {exc.args[0]}", file=sys.stderr)
+            return 1
+        return 0
     if ns.action in ("partition", "heal", "loss", "delay"):
         try:
             if ns.action == "partition":

@@ -60,6 +60,8 @@ files existing and parsing) run after merging, and name the keys involved.
                                # their inter-node addresses (this node's entry is its raft port);
                                # "" = a single node
     secret_file = ""           # the shared cluster secret (>= 16 bytes), required with peers
+    join = false               # start blank and wait to be added to a running cluster
+                               # (POST /cluster/members on its leader: `twinmq cluster join`)
 """
 
 from __future__ import annotations
@@ -159,6 +161,9 @@ class NodeConfig:
     cluster_peers: str = ""
     """Meta voters and their inter-node addresses, "id=host:port,..." ("" = a single node)."""
     cluster_secret_file: str = ""
+    cluster_join: bool = False
+    """Start blank and wait to be added to a running cluster (`peers` then names the
+    members to reach and this node's own address); ignored once the node has meta state."""
     cluster_tls_cert_file: str = ""
     cluster_tls_key_file: str = ""
     cluster_tls_ca_file: str = ""
@@ -307,6 +312,7 @@ KEYS: tuple[Key, ...] = (
     Key("admin.token_file", "admin_token_file", str, _any),
     Key("cluster.peers", "cluster_peers", str, lambda v: _peers_error(v)),
     Key("cluster.secret_file", "cluster_secret_file", str, _any),
+    Key("cluster.join", "cluster_join", bool, _any),
     Key("cluster.tls_cert_file", "cluster_tls_cert_file", str, _any),
     Key("cluster.tls_key_file", "cluster_tls_key_file", str, _any),
     Key("cluster.tls_ca_file", "cluster_tls_ca_file", str, _any),
@@ -475,6 +481,10 @@ def _check_cluster(cfg: NodeConfig, origins: Mapping[str, str]) -> None:
             where = origins.get(field_name, f"key '{_BY_FIELD[field_name].path}'")
             raise ConfigError(f"{where} {value!r}: no such file")
     peers = parse_peers(cfg.cluster_peers)
+    if cfg.cluster_join and len(peers) < 2:
+        where = origins.get("cluster_join", "key 'cluster.join'")
+        raise ConfigError(f"{where}: a joining node needs cluster.peers naming this node's own "
+                          "address and at least one member of the cluster it joins")
     if not peers:
         return
     where = origins.get("cluster_peers", "key 'cluster.peers'")
@@ -657,4 +667,5 @@ def node_spec(cfg: NodeConfig, *, kafka_port: int, register_addr: str) -> NodeSp
                     controller=ControllerConfig(
                         heartbeat_ms=cfg.cluster_heartbeat_ms,
                         session_timeout_ms=cfg.cluster_session_timeout_ms,
-                        rebalance_delay_ms=cfg.cluster_rebalance_delay_ms))
+                        rebalance_delay_ms=cfg.cluster_rebalance_delay_ms),
+                    join=cfg.cluster_join)

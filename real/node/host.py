@@ -71,6 +71,8 @@ class AsyncHost:
         self.clock = clock
         self.log = log
         self.send_raft = send_raft
+        self.set_peers: Callable[[tuple[tuple[int, str], ...]], None] | None = None
+        """The peer transport's `set_peers` (none on a single node): the meta membership."""
         self.handlers = {Proto.MQTT: _ProtoHandler(self, Proto.MQTT, MQTT_WRITE_HIGH_WATER),
                          Proto.KAFKA: _ProtoHandler(self, Proto.KAFKA, KAFKA_WRITE_HIGH_WATER)}
         self.listeners: dict[Proto, list[Listener]] = {Proto.MQTT: [], Proto.KAFKA: []}
@@ -162,6 +164,8 @@ class AsyncHost:
                     conn = self.conns.get(conn_id)
                     if conn is not None:
                         conn.abort()
+                if rd.members is not None and self.set_peers is not None:
+                    self.set_peers(rd.members)
                 for msg in rd.messages:
                     self._send(msg)
                 for request in rd.syncs:

@@ -33,7 +33,7 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from real.cluster.peer import Closed, Established, PeerConfig, PeerSession, Received
 from real.cluster.wire import describe
@@ -159,8 +159,10 @@ class PeerNet:
         self.stats = PeerStats()
         self._out = {nid: _Outbound(nid, host, port) for nid, (host, port) in peers.items()
                      if nid != config.node_id}
+        self._configured = dict(peers)
+        """The addresses from this node's configuration (for members meta has none for)."""
         self._server: asyncio.Server | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[int, asyncio.Task[None]] = {}
         self._inbound: set[asyncio.StreamWriter] = set()
         self._closing = False
         self.tls = tls
@@ -183,8 +185,50 @@ class PeerNet:
             self._accept, host, port, ssl=self.tls[0] if self.tls else None,
             ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if self.tls else None)
         for out in self._out.values():
-            self._tasks.append(asyncio.create_task(self._dial_loop(out),
-                                                   name=f"peer-{out.peer_id}"))
+            self._dial(out)
+
+    def _dial(self, out: _Outbound) -> None:
+        self._tasks[out.peer_id] = asyncio.create_task(self._dial_loop(out),
+                                                       name=f"peer-{out.peer_id}")
+
+    def set_peers(self, members: tuple[tuple[int, str], ...]) -> None:
+        """The meta membership changed (`NodeReady.members`: every peer to reach, with the
+        address meta recorded for it or "" for this node's configured one): dial the new
+        peers, stop dialling the removed ones, and accept connections from the members only."""
+        want: dict[int, tuple[str, int]] = {}
+        for nid, addr in members:
+            if addr:
+                host, _, port = addr.rpartition(":")
+                want[nid] = (host.strip("[]"), int(port))
+            elif nid in self._configured:
+                want[nid] = self._configured[nid]
+            else:
+                self.log(f"cluster: no address for member {nid} (not in cluster.peers and "
+                         "not recorded in meta): not dialled")
+        own = self.config.node_id
+        want.pop(own, None)
+        for nid in sorted(set(self._out) - set(want)):
+            self.log(f"cluster: node {nid} is no longer a member: not dialled any more")
+            self._drop(nid)
+        for nid, (peer_host, peer_port) in sorted(want.items()):
+            out = self._out.get(nid)
+            if out is not None and (out.host, out.port) == (peer_host, peer_port):
+                continue
+            if out is not None:
+                self._drop(nid)
+            self.log(f"cluster: member {nid} at {peer_host}:{peer_port}")
+            self._out[nid] = _Outbound(nid, peer_host, peer_port)
+            if self._server is not None and not self._closing:
+                self._dial(self._out[nid])
+        self.peers = {own: self.peers[own], **want}
+        self.config = replace(self.config, members=frozenset(self.peers))
+
+    def _drop(self, nid: int) -> None:
+        self._out.pop(nid)
+        self.faults.pop(nid, None)
+        task = self._tasks.pop(nid, None)
+        if task is not None:
+            task.cancel()
 
     def set_fault(self, peer: int, fault: LinkFault) -> None:
         """Replace the fault on the link to and from `peer` (a clean one heals it)."""
@@ -248,9 +292,9 @@ class PeerNet:
 
     async def close(self) -> None:
         self._closing = True
-        for task in self._tasks:
+        for task in self._tasks.values():
             task.cancel()
-        for task in self._tasks:
+        for task in self._tasks.values():
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         for writer in list(self._inbound):

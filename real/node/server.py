@@ -151,6 +151,40 @@ class NodeView:
             self.peers.set_fault(int(args["peer"]), LinkFault(**fields))
         return {str(p): dataclasses.asdict(f) for p, f in sorted(self.peers.faults.items())}
 
+    def cluster_members(self) -> dict[str, Any]:
+        return self.core.members_view()
+
+    async def member_change(self, kind: str, node_id: int, addr: str) -> tuple[int, Any]:
+        """Add (`kind` "add", peer address `addr`) or remove a meta member through this node,
+        which must lead meta; waits until the change is done or failed. 200 done; 421 this node
+        does not lead (the body names the leader and its admin address); 409 another change is
+        in progress; 503 it failed on the way (lost leadership, timed out): ask again."""
+        from real.server.membership import CHANGE_DEADLINE_MS, ChangeResult
+
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[ChangeResult] = loop.create_future()
+
+        def done(result: ChangeResult) -> None:
+            if not answered.done():
+                answered.set_result(result)
+
+        if kind == "add":
+            self.host.run(lambda: self.core.add_member(node_id, addr, done))
+        else:
+            self.host.run(lambda: self.core.remove_member(node_id, done))
+        try:
+            result = await asyncio.wait_for(answered, CHANGE_DEADLINE_MS / 1000 + 5)
+        except TimeoutError:
+            return 503, {"error": "the membership change did not finish in time; ask again"}
+        if result.ok:
+            return 200, {"message": result.message, "members": self.core.members_view()}
+        leader = result.leader
+        if leader != self.cfg.node_id:
+            info = self.core.replica.sm.node(leader) if leader else None
+            return 421, {"error": result.message, "leader": leader,
+                         "leader_admin": info.admin_addr if info is not None else ""}
+        return (409 if result.message.startswith("busy") else 503), {"error": result.message}
+
     def mqtt_disconnect(self, client_id: str) -> bool:
         kicked = self.core.disconnect_client(client_id)
         self.host.flush()
@@ -237,9 +271,12 @@ async def _run(cfg: NodeConfig, env: NodeEnv, devices: Devices, stopped: asyncio
     try:
         if peers is not None:
             host.send_raft = peers.send
+            host.set_peers = peers.set_peers
             await peers.start()
-            log(f"cluster: node {cfg.node_id} of {len(peers.peers)} (meta voters "
-                f"{list(spec.voters)}), peers on port {peers.port}")
+            what = ("joining: waits to be added by the leader" if spec.join
+                    else f"meta voters {list(spec.voters)}")
+            log(f"cluster: node {cfg.node_id} of {len(peers.peers)} ({what}), peers on port "
+                f"{peers.port}")
         host.start()
         await _start_mqtt_listeners(cfg, host, log)
         holder.append(NodeView(cfg, devices, host, peers))  # /health answers from now on

@@ -54,6 +54,7 @@ from real.mqtt.broker import Broker, BrokerConfig
 from real.raft import RaftNode
 from real.raft.types import Message, MsgType, ProposalDropped, RaftConfig, Role
 from real.server.controller import Controller, ControllerConfig
+from real.server.membership import ChangeResult, Membership
 from real.server.peermsg import BrokerHeartbeat, PeerMessage, ShardFetch, ShardFetchReply
 from real.server.protocol import ProtocolCore
 from real.server.replica import MetaReplica, RaftObserver, Storage
@@ -99,9 +100,13 @@ class NodeSpec:
     default_engine: str = "file"
     replication: ReplicationConfig = ReplicationConfig()
     controller: ControllerConfig = ControllerConfig()
+    join: bool = False
+    """Start blank and wait to be added to an existing cluster (`add_member` on its leader):
+    no initial configuration of its own, never campaigns before it is a voter. Ignored once
+    the node has Raft state on disk."""
 
     def __post_init__(self) -> None:
-        assert self.node_id in self.voters, (self.node_id, self.voters)
+        assert self.join or self.node_id in self.voters, (self.node_id, self.voters)
         assert self.tick_ms >= 1, self.tick_ms
         assert self.mqtt.node_id == self.node_id == self.kafka.node_id, self
         assert self.allow_anonymous in ("auto", True, False), self.allow_anonymous
@@ -144,9 +149,14 @@ class NodeReady:
     messages: list[Message | PeerMessage] = field(default_factory=list)
     """Raft, replication and heartbeat messages for peers."""
     syncs: list[SyncRequest] = field(default_factory=list)
+    members: tuple[tuple[int, str], ...] | None = None
+    """The peers this node must reach now, when that changed: (node id, peer address) for
+    every meta member but this node and every node meta recorded as joining; the address is ""
+    when meta has none (a member of the initial configuration: the host's own config has it)."""
 
     def __bool__(self) -> bool:
-        return bool(self.writes or self.aborts or self.messages or self.syncs)
+        return bool(self.writes or self.aborts or self.messages or self.syncs
+                    or self.members is not None)
 
 
 @dataclass(slots=True)
@@ -225,6 +235,8 @@ class NodeCore:
         self._topics_missing: list[str] = []
         self._tick_at = env.clock() + spec.tick_ms
         self._role_seen: tuple[Role | None, int, int] = (None, 0, 0)
+        self.membership = Membership(self.replica.raft, self.propose, env.clock, env.log)
+        self._members_seen: tuple[tuple[int, str], ...] | None = None
         if self.replica.raft.conf.voters == (spec.node_id,):
             self.replica.raft.campaign()  # the only voter: no need to wait an election timeout
         self._settle()
@@ -234,7 +246,8 @@ class NodeCore:
     def _open_replica(self, spec: NodeSpec, env: NodeEnv) -> MetaReplica:
         durable = env.raft_storage.durable()
         rng = random.Random(env.rng.getrandbits(64))  # noqa: S311 - seeded by design
-        raft = RaftNode(spec.node_id, spec.raft, rng, durable, peers=spec.voters)
+        raft = RaftNode(spec.node_id, spec.raft, rng, durable,
+                        peers=() if spec.join else spec.voters)
         # the wall clock at start tells this life's forwarded proposals from an earlier life's
         return MetaReplica(raft, env.raft_storage, self._send,
                            compact_entries=spec.snapshot_entries, observer=env.observer,
@@ -379,6 +392,29 @@ class NodeCore:
         except ProposalDropped as exc:
             finished(exc)
         self._settle()
+
+    def add_member(self, node_id: int, raft_addr: str,
+                   done: Callable[[ChangeResult], None]) -> None:
+        """Meta leader: add node `node_id` (started with `join`, its peer port at `raft_addr`)
+        to the meta Raft group, as a learner first and a voter once it caught up (see
+        real/server/membership.py). `done(result)` once it is a voter or the change failed
+        (`result.leader` names the leader to ask when this node is not it)."""
+        self.membership.add(node_id, raft_addr, done)
+        self._settle()
+
+    def remove_member(self, node_id: int, done: Callable[[ChangeResult], None]) -> None:
+        """Meta leader: unregister node `node_id` and remove it from the meta Raft group."""
+        self.membership.remove(node_id, done)
+        self._settle()
+
+    def members_view(self) -> dict[str, Any]:
+        """The meta Raft configuration as this node knows it (for the admin API)."""
+        raft = self.replica.raft
+        table = self.replica.sm.members()
+        return {"leader": raft.leader, "term": raft.term,
+                "voters": list(raft.conf.voters), "learners": list(raft.conf.learners),
+                "addresses": {str(n): a for n, a in table.items()},
+                "change": self.membership.describe()}
 
     def campaign(self) -> None:
         """Start a meta election now instead of waiting for the election timeout (a leadership
@@ -552,6 +588,9 @@ class NodeCore:
         try:
             for _ in range(1000):
                 self.replica.process_ready()  # persist, send, apply: proposal callbacks run
+                if self.membership.busy:
+                    self.membership.poll()
+                    self.replica.process_ready()
                 self._register()
                 self._meta_progress()
                 # An append may have made earlier data durable in place (a batch past
@@ -566,6 +605,20 @@ class NodeCore:
         finally:
             self._settling = False
         self._log_role()
+        self._note_members()
+
+    def _note_members(self) -> None:
+        raft = self.replica.raft
+        conf = raft.conf
+        if not conf.voters:
+            return  # a blank joiner: it learns the configuration from the leader's snapshot
+        table = self.replica.sm.members()
+        ids = set(conf.voters) | set(conf.learners) | set(table)
+        ids.discard(raft.id)
+        view = tuple((nid, table.get(nid, "")) for nid in sorted(ids))
+        if view != self._members_seen:
+            self._members_seen = view
+            self._ready.members = view
 
     def _drain(self) -> None:
         out = self._ready.writes
@@ -651,7 +704,7 @@ class NodeCore:
                    self._mqtt_deadline_ms(), self.replicator.next_deadline_ms(),
                    self._heartbeat_at if self._replicated and self.registered else None,
                    self._fence_at(),
-                   self.controller.next_deadline_ms()):
+                   self.controller.next_deadline_ms(), self.membership.next_deadline_ms()):
             if at is not None and at < due:
                 due = at
         if not self.kafka_ready and not self._registering and self.replica.raft.leader:

@@ -256,3 +256,19 @@ def test_group_offsets_commit_overwrite_delete_and_topic_delete(a: Applier) -> N
             encode_command("group.commit", group="g", offsets=bad)
     with pytest.raises(MetaError):
         encode_command("group.commit", group="", offsets=[["t", 0, 1, ""]])
+
+
+def test_member_addresses_are_recorded_forgotten_and_snapshotted(a: Applier) -> None:
+    assert ok(a("member.add", node_id=4, raft_addr="10.0.0.4:7004")) == "recorded"
+    assert ok(a("member.add", node_id=4, raft_addr="10.0.0.4:7004")) == "unchanged"
+    assert ok(a("member.add", node_id=4, raft_addr="10.0.0.9:7004")) == "recorded"
+    assert ok(a("member.add", node_id=5, raft_addr="h5:1")) == "recorded"
+    assert a.sm.members() == {4: "10.0.0.9:7004", 5: "h5:1"}
+    assert "node_id" in err(a.raw(b'{"args":{"node_id":0,"raft_addr":"h:1"},"op":"member.add"}'))
+    back = MetaStateMachine.restore(a.sm.snapshot())
+    assert back.members() == a.sm.members() and back.digest() == a.sm.digest()
+    assert ok(a("member.remove", node_id=4)) == "removed"
+    assert ok(a("member.remove", node_id=4)) == "unknown"
+    assert a.sm.members() == {5: "h5:1"}
+    assert ok(a("member.remove", node_id=5)) == "removed"
+    assert "members" not in json.loads(a.sm.snapshot()), "an empty table leaves no trace"

@@ -319,3 +319,53 @@ def test_link_fault_routes() -> None:
     assert route(v, "POST", "/faults/heal")[0] == 200 and v.calls[-1] == {}
     assert route(v, "GET", "/faults/net")[0] == 200 and v.calls[-1] is None
     assert route(v, "DELETE", "/faults/net")[0] == 405
+
+
+def test_membership_routes_validate_follow_the_leader_and_need_the_token() -> None:
+    class MemberView(View):
+        def __init__(self) -> None:
+            super().__init__()
+            self.changes: list[tuple[str, int, str]] = []
+
+        def cluster_members(self) -> dict[str, Any]:
+            return {"voters": [1, 2, 3], "learners": []}
+
+        async def member_change(self, kind: str, node_id: int, addr: str) -> tuple[int, Any]:
+            self.changes.append((kind, node_id, addr))
+            if node_id == 7:
+                return 421, {"error": "not the leader", "leader": 2, "leader_admin": "h:1"}
+            return 200, {"message": "done"}
+
+    view = MemberView()
+    token = b"s3cret-token-0123456789"
+
+    async def test(port: int) -> None:
+        async def call(method: str, target: str, auth: bool = True) -> tuple[int, Any]:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            head = f"{method} {target} HTTP/1.1\r\nHost: x\r\n".encode()
+            if auth:
+                head += b"Authorization: Bearer " + token + b"\r\n"
+            w.write(head + b"\r\n")
+            status, _headers, body = await read_json(r)
+            w.close()
+            return status, body
+
+        assert await call("GET", "/cluster/members", auth=False) == (
+            200, {"voters": [1, 2, 3], "learners": []})
+        assert (await call("POST", "/cluster/members?id=4&raft_addr=h:7004", auth=False))[0] \
+            == 401
+        assert (await call("POST", "/cluster/members/4/remove", auth=False))[0] == 401
+        assert view.changes == [], "a refused request acted"
+        for bad in ("id=x&raft_addr=h:1", "id=4", "id=4&raft_addr=h", "id=0&raft_addr=h:1",
+                    "id=4&raft_addr=h:99999", "id=4&raft_addr=h:1&extra=1"):
+            status, body = await call("POST", f"/cluster/members?{bad}")
+            assert status == 400 and body["error"], bad
+        assert view.changes == []
+        assert (await call("POST", "/cluster/members?id=4&raft_addr=10.0.0.4%3A7004"))[0] == 200
+        assert (await call("POST", "/cluster/members/3/remove"))[0] == 200
+        status, body = await call("POST", "/cluster/members/7/remove")
+        assert status == 421 and body["leader"] == 2
+        assert view.changes == [("add", 4, "10.0.0.4:7004"), ("remove", 3, ""),
+                                ("remove", 7, "")]
+
+    asyncio.run(with_server(test, view, token=token))

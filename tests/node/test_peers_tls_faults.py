@@ -5,9 +5,11 @@ end, loss, delay keeping order, heal)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 import ssl
+from typing import Any
 
 import pytest
 
@@ -219,3 +221,64 @@ def test_a_node_dials_from_its_own_address_only_when_it_is_one_like_the_peers() 
     assert _source_address("0.0.0.0", "127.0.0.3") is None  # a wildcard: the kernel chooses
     assert _source_address("node1.example", "127.0.0.3") is None  # a name
     assert _source_address("127.0.0.2", "::1") is None  # another family
+
+
+def test_set_peers_dials_new_members_admits_them_and_drops_removed_ones() -> None:
+    """Node 3 joins at run time: node 1 learns its address (from meta), dials it and admits
+    its connections; once 3 is removed, 1 neither dials it nor admits it."""
+
+    async def run() -> None:
+        ports = {n: ("127.0.0.1", _free_port()) for n in (1, 2, 3)}
+        logs: list[str] = []
+        got3: list[int] = []
+        got1: list[int] = []
+        arrived = asyncio.Event()
+
+        def into(got: list[int]) -> Any:
+            def deliver(msg: Message | PeerMessage) -> None:
+                assert isinstance(msg, BrokerHeartbeat)
+                got.append(msg.broker_epoch)
+                arrived.set()
+            return deliver
+
+        initial = {1: ports[1], 2: ports[2]}
+        one = PeerNet(PeerConfig("c", 1, SECRET, frozenset(initial)), dict(initial),
+                      into(got1), logs.append, random.Random(1))
+        three = PeerNet(PeerConfig("c", 3, SECRET, frozenset(ports)), dict(ports), into(got3),
+                        logs.append, random.Random(3))
+        await one.start()
+        await three.start()
+
+        async def wait_for(got: list[int], value: int) -> None:
+            for _ in range(500):
+                if value in got:
+                    return
+                arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrived.wait(), 0.02)
+            raise AssertionError(f"{value} never arrived: {got}, {logs[-5:]}")
+
+        try:
+            three.send(BrokerHeartbeat(3, 1, 1))  # 1 does not know 3 yet: refused
+            one.send(BrokerHeartbeat(1, 3, 1))  # no such peer: logged
+            await asyncio.sleep(0.2)
+            assert got1 == [] and got3 == []
+            assert any("node id 3 is not a member" in line for line in logs)
+            assert any("no peer 3" in line for line in logs)
+            one.set_peers(((2, ""), (3, f"127.0.0.1:{ports[3][1]}")))
+            assert one.config.members == frozenset({1, 2, 3})
+            one.send(BrokerHeartbeat(1, 3, 2))
+            await wait_for(got3, 2)
+            three.send(BrokerHeartbeat(3, 1, 3))  # 3's redial is admitted now
+            await wait_for(got1, 3)
+            one.set_peers(((2, ""),))
+            assert one.config.members == frozenset({1, 2}) and sorted(one.peers) == [1, 2]
+            assert 3 not in one.connected()
+            logs.clear()
+            one.send(BrokerHeartbeat(1, 3, 4))
+            assert any("no peer 3" in line for line in logs)
+        finally:
+            await one.close()
+            await three.close()
+
+    asyncio.run(run())

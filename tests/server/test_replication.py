@@ -45,9 +45,10 @@ class Cluster:
     """Three nodes; `cut` links drop messages (both ways); a `down` node gets nothing and
     does nothing; `settle()` runs everything to quiescence at the current time."""
 
-    def __init__(self, engine: str = "file", **kafka: Any) -> None:
+    def __init__(self, engine: str = "file", ids: tuple[int, ...] = IDS, **kafka: Any) -> None:
         self.clock = Clock()
-        self.fs = {n: SimFileSystem(random.Random(n)) for n in IDS}
+        self.ids = ids
+        self.fs = {n: SimFileSystem(random.Random(n)) for n in ids}
         self.kafka = KafkaConfig(default_partitions=3, default_replication_factor=3,
                                  min_insync_replicas=2, **kafka)
         self.engine = engine
@@ -57,21 +58,26 @@ class Cluster:
         self.inbox: list[Message | PeerMessage] = []
         self.writes: dict[int, list[bytes]] = {}
         self.sent: list[Message | PeerMessage] = []
-        for n in IDS:
+        self.members: dict[int, tuple[tuple[int, str], ...]] = {}
+        """The last peer set each node asked its host for (`NodeReady.members`)."""
+        for n in ids:
             self.start(n)
         self.cores[1].campaign()
         self.settle()
         self.run_until(lambda: all(c.registered for c in self.cores.values()), 2_000)
 
-    def start(self, n: int) -> None:
+    def start(self, n: int, join: bool = False) -> None:
+        """Start node `n` (again) on its disk; `join`: a node outside the initial
+        configuration, started blank to be added (`NodeCore.add_member`)."""
         storage = StorageSettings(engine=self.engine, sync_thread=True)
-        fs = self.fs[n]
+        fs = self.fs.setdefault(n, SimFileSystem(random.Random(n)))
         env = NodeEnv(raft_storage=RaftLog(fs, "meta"),
                       engines=engine_factories(storage, self.clock, fs=lambda: fs,
                                                kinds=("memory", "file")),
                       clock=self.clock, wall_clock=self.clock, rng=random.Random(10 + n))
-        spec = dataclasses.replace(sim_node_spec(n, voters=IDS, kafka=self.kafka,
-                                                 default_engine=self.engine), tick_ms=1)
+        spec = dataclasses.replace(sim_node_spec(n, voters=self.ids, kafka=self.kafka,
+                                                 default_engine=self.engine,
+                                                 cluster_join=join), tick_ms=1)
         self.cores[n] = NodeCore(spec, env)
         self.down.discard(n)
 
@@ -96,12 +102,15 @@ class Cluster:
                 for conn, data, _close in rd.writes:
                     self.writes.setdefault(conn, []).append(data)
                 self.inbox.extend(rd.messages)
+                if rd.members is not None:
+                    self.members[n] = rd.members
                 busy = busy or bool(rd.messages) or bool(rd.syncs)
             if self.inbox:
                 batch, self.inbox = self.inbox, []
                 for msg in batch:
                     self.sent.append(msg)
-                    if msg.dst in self.down or frozenset((msg.src, msg.dst)) in self.cut:
+                    if (msg.dst in self.down or msg.dst not in self.cores
+                            or frozenset((msg.src, msg.dst)) in self.cut):
                         continue
                     self.cores[msg.dst].step(msg)
                 busy = True
