@@ -236,6 +236,12 @@ class SimHost:
         or failed); refused like a Raft message."""
         return self._bounded("propose", data, done)
 
+    def member_change(self, kind: str, node_id: int, addr: str,
+                      done: Callable[[Any], None]) -> bool:
+        """Ask this node (the meta leader, else `done` gets a refusal naming it) to add
+        (`kind` "add") or remove meta member `node_id`; refused like a Raft message."""
+        return self._bounded("member", (kind, node_id, addr), done)
+
     def campaign(self) -> None:
         """Start a meta election at the node's next turn."""
         if self.up:
@@ -345,6 +351,12 @@ class SimHost:
             core.propose(who, data)
         elif kind == "campaign":
             core.campaign()
+        elif kind == "member":
+            change, node_id, addr = who
+            if change == "add":
+                core.add_member(node_id, addr, data)
+            else:
+                core.remove_member(node_id, data)
         elif kind == "gone":
             core.peer_gone(who)
         elif kind == "open":
@@ -385,6 +397,8 @@ class SimHost:
                 if conn is not None:
                     conn.reset_by_server()
                     core.closed(conn_id)
+            # rd.members is not carried out: the simulated network reaches every node by id
+            # (a real host dials the new peers: real/node/peers.py `set_peers`)
             for msg in rd.messages:
                 if self.send_raft is not None:
                     self.send_raft(msg)

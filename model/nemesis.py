@@ -7,8 +7,9 @@ chosen by `weights`: crash the leader / a random node (restart after `downtime_m
 (`loss`, `loss_ms`), extra delay on one node's outgoing links (`delay_extra_ms`, `delay_ms`), or
 clock skew on one node (`skew_ppm`, `skew_ms`), or cutting the current leader off from every
 other node in both directions (`isolate_leader`, `partition_ms`; a deposed leader that keeps
-its uncommitted tail is what Figure 8 style bugs need). Each fault undoes itself after its
-duration.
+its uncommitted tail is what Figure 8 style bugs need), or a meta membership change
+(`membership`: the next spare node joins, else a member leaves; `World.change_membership`).
+Each fault undoes itself after its duration (a membership change is not undone).
 
 **Scheduled faults** (the client workloads' studies): at listed times (`*_at_ms`) and Poisson
 arrivals (`*_rate_per_s`) within [start_ms, heal_ms): a node crash (power loss of the clients'
@@ -55,6 +56,7 @@ class Nemesis:
             "pause": self._pause, "partition": self._partition,
             "partition_asym": self._partition_asym, "loss": self._loss, "delay": self._delay,
             "skew": self._skew, "isolate_leader": self._isolate_leader,
+            "membership": self._membership,
         }
         assert sorted(self._actions) == sorted(FAULT_KINDS)
 
@@ -303,3 +305,8 @@ class Nemesis:
         net = self.world.net
         net.partition([leader], others)
         self._after(dur, lambda: net.unpartition([leader], others))
+
+    def _membership(self) -> None:
+        change = self.world.change_membership(self.rng)
+        if change is not None:
+            self._emit("membership", change[1], change=change[0])

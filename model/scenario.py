@@ -32,7 +32,7 @@ from real.mqtt.topics import TopicError, validate_topic_filter, validate_topic_n
 from real.raft.types import Bug
 
 FAULT_KINDS = ("crash_leader", "crash_random", "pause", "partition", "partition_asym",
-               "loss", "delay", "skew", "isolate_leader")
+               "loss", "delay", "skew", "isolate_leader", "membership")
 """Fault kinds of the random schedule ([faults] weights)."""
 STATE_LOGS = ("journal", "memory")
 BROKER_BUGS = ("drop-acked-batch", "no-dedupe")
@@ -61,6 +61,9 @@ def _node_default(name: str) -> Any:
 class ClusterConfig:
     nodes: int = 1
     """Whole TwinMQ nodes; meta Raft runs across all of them."""
+    spares: int = 0
+    """More nodes (ids nodes+1 ...), down at first: the `membership` fault starts one blank
+    (`cluster.join`) and has the meta leader add it, or removes a member (then stops it)."""
     clients_node: int = 1
     """The node MQTT clients connect to, and Kafka clients bootstrap on (and find their group
     coordinator on); Kafka clients follow replicated partitions' leaders to the other nodes."""
@@ -525,6 +528,8 @@ def validate(s: Scenario, fname: str = "scenario.toml") -> None:
         need(bug in BROKER_BUGS, f"unknown broker bug {bug!r} in broker_bugs (expected one of "
                                  f"{list(BROKER_BUGS)})")
     need(1 <= c.nodes <= 9, f"[cluster] nodes must be 1..9, got {c.nodes}")
+    need(0 <= c.spares <= 9 - c.nodes, f"[cluster] spares must be 0..{9 - c.nodes}, "
+                                       f"got {c.spares}")
     need(1 <= c.clients_node <= c.nodes, f"[cluster] clients_node must be 1..nodes, "
                                          f"got {c.clients_node}")
     need(c.tick_ms >= 1, "[cluster] tick_ms must be >= 1")

@@ -26,6 +26,13 @@ Client connections: one `Switchboard` per node over one client network (`clients
 clients and the bridge audit stay; Kafka clients follow partition leaders to every node); a
 node's crash resets the connections to that node only.
 
+Membership (`[cluster] spares`, the nemesis's `membership` fault): nodes nodes+1.. are built
+down; `change_membership` starts the next one blank (`cluster.join`) and asks the meta leader
+to add it (`NodeCore.add_member`, through whichever node leads, asking again while it is
+refused), or asks it to remove a member (not the clients' node), which is then stopped for good.
+One change at a time; each answer is traced as `membership`. The simulated network reaches
+every node by id, so `NodeReady.members` (the real host's dial list) has nothing to do here.
+
 Trace node ids: 0 is the world (faults, heal, verdict), 1..N the nodes, 100 and up the MQTT and
 Kafka clients in creation order. Besides the workloads' kinds, the world traces `start`,
 `role`, `apply`, `restore`, `compact`, `commit`, `crash`, `pause`/`resume`, `congested`, `heal`,
@@ -80,9 +87,14 @@ ROOT = Path(__file__).resolve().parent.parent
 CLIENT_TRACE_BASE = 100
 LOG_LINES_MAX = 50
 """Log lines of the clients' node kept for the result."""
-TRACED_LOG_PREFIXES = ("replication:", "controller:")
+TRACED_LOG_PREFIXES = ("replication:", "controller:", "membership:")
 """Node log lines traced as `node-log` (shard roles, in-sync set changes, truncations, leader
-moves): they only occur with replicated partitions."""
+moves, membership steps): they only occur with replicated partitions or membership changes."""
+MEMBER_RETRY_US = 100_000
+"""A membership request refused (no leader, not the leader, busy, failed) is asked again."""
+MEMBER_ATTEMPT_US = 2_000_000
+"""An attempt with no answer by then (its leader crashed with it) is asked again."""
+MEMBER_GIVE_UP_US = 60_000_000
 LOG_REPEAT_US = 100_000
 """A node's `node-log` line repeated within this long is not traced again (a retry loop)."""
 OUTCOME_RANK = {"ok": 0, "liveness": 1, "safety": 2, "crash": 3}
@@ -190,7 +202,14 @@ class World:
         self.checkers = Checkers()
         self.observer = _Observer(self)
         self.replication = ReplicationChecker()
-        self.node_ids = list(range(1, scenario.cluster.nodes + 1))
+        self.node_ids = list(range(1, scenario.cluster.nodes + scenario.cluster.spares + 1))
+        self.out: set[int] = set(range(scenario.cluster.nodes + 1, len(self.node_ids) + 1))
+        """Nodes that are not members: spares not joined yet, and nodes that left (stopped for
+        good; nothing restarts them)."""
+        self.left: set[int] = set()
+        self.member_change: tuple[str, int] | None = None
+        self._member_attempt = 0
+        self.member_stats = {"joined": 0, "left": 0, "attempts": 0, "given_up": 0}
         self.seeds = SeedTree(seed)
         self._build()
         self.heal_us = round(scenario.faults.heal_ms * US_PER_MS) if scenario.faults.enabled else 0
@@ -204,7 +223,7 @@ class World:
         c = s.cluster
         drift_rng = seeds.derive("clock-drift")
         fs_config = s.disk.fs_config()
-        voters = tuple(self.node_ids)
+        voters = tuple(range(1, c.nodes + 1))
         raft = raft_config(s)
         engine = "file" if s.state_log == "journal" else "memory"
         storage = StorageSettings(engine=engine, group_commit_ms=s.disk.group_commit_ms)
@@ -224,7 +243,8 @@ class World:
                               cluster_rebalance_delay_ms=c.rebalance_delay_ms,
                               cluster_replica_lag_ms=c.replica_lag_ms,
                               cluster_replica_fetch_wait_ms=c.replica_fetch_wait_ms,
-                              cluster_replica_tail_bytes=c.replica_tail_bytes),
+                              cluster_replica_tail_bytes=c.replica_tail_bytes,
+                              cluster_join=nid > c.nodes),
                 raft=raft)
             spec = dataclasses.replace(spec, replication=dataclasses.replace(
                 spec.replication, bugs=c.replication_bugs))
@@ -391,8 +411,91 @@ class World:
     # -- node lifecycle (the world, the nemesis and studies call these) ------------------------
 
     def start(self, nid: int) -> None:
-        """(Re)start node `nid` from what its disk holds (recovery takes simulated disk time)."""
-        self.env.process(self.nodes[nid].start())
+        """(Re)start node `nid` from what its disk holds (recovery takes simulated disk time);
+        not a node that is out of the cluster."""
+        if nid not in self.out:
+            self.env.process(self.nodes[nid].start())
+
+    # -- membership ------------------------------------------------------------------------------
+
+    def members(self) -> tuple[int, ...]:
+        """The meta voters as the current leader knows them (() without a leader)."""
+        leader = self.find_leader()
+        raft = self.raft(leader) if leader is not None else None
+        return tuple(raft.conf.voters) if raft is not None else ()
+
+    def change_membership(self, rng: Any) -> tuple[str, int] | None:
+        """Start the next membership change (the nemesis's `membership` fault): join the next
+        spare, else remove a random member (not the clients' node) while there are more than
+        `[cluster] nodes`. None when a change runs already or none applies."""
+        voters = self.members()
+        if self.member_change is not None or not voters:
+            return None
+        spares = [n for n in sorted(self.out) if n not in self.left]
+        if spares:
+            nid = spares[0]
+            self.out.discard(nid)
+            self.start(nid)
+            change = ("add", nid)
+        elif len(voters) > self.scenario.cluster.nodes:
+            nid = rng.choice([v for v in voters if v != self.clients_node])
+            change = ("remove", nid)
+        else:
+            return None
+        self.member_change = change
+        self._member_request(int(self.env.now))
+        return change
+
+    def _member_request(self, started_us: int) -> None:
+        assert self.member_change is not None
+        kind, nid = self.member_change
+        if self.env.now - started_us > MEMBER_GIVE_UP_US:
+            self.member_stats["given_up"] += 1
+            self.trace.emit(now_us(self.env), 0, "membership", change=kind, member=nid,
+                            ok=False, message="given up")
+            self.member_change = None
+            return
+        self._member_attempt += 1
+        attempt = self._member_attempt
+        self.member_stats["attempts"] += 1
+        leader = self.find_leader()
+
+        def again() -> None:
+            if self._member_attempt == attempt and self.member_change == (kind, nid):
+                self._member_attempt += 1  # this attempt's late answer is ignored
+                self._member_request(started_us)
+
+        def done(result: Any) -> None:
+            if self._member_attempt != attempt:
+                return
+            self.trace.emit(now_us(self.env), leader or 0, "membership", change=kind,
+                            member=nid, ok=result.ok, message=result.message)
+            if not result.ok:
+                self.later(MEMBER_RETRY_US, again)
+                return
+            self._member_attempt += 1
+            self.member_change = None
+            if kind == "add":
+                self.member_stats["joined"] += 1
+            else:
+                self.member_stats["left"] += 1
+                self.later(0, lambda: self._retire(nid))
+
+        host = self.nodes[leader] if leader is not None else None
+        if host is None or not host.member_change(kind, nid, f"sim-node-{nid}:7000", done):
+            self.later(MEMBER_RETRY_US, again)
+        else:
+            self.later(MEMBER_ATTEMPT_US, again)
+
+    def _retire(self, nid: int) -> None:
+        """Node `nid` left the cluster: stop it (gracefully) for good."""
+        self.out.add(nid)
+        self.left.add(nid)
+        host = self.nodes[nid]
+        if host.crash(power_loss=False):
+            self.trace.emit(now_us(self.env), nid, "stop")
+            for w in self.workloads:
+                w.on_crash(nid)
 
     def crash(self, nid: int) -> None:
         """Power loss of node `nid`'s machine: unsynced file data is lost (or torn)."""
@@ -483,7 +586,7 @@ class World:
         for nid in self.node_ids:
             host = self.nodes[nid]
             host.set_skew(0.0)
-            if not host.up:
+            if not host.up and nid not in self.out:
                 self.start(nid)
             elif host.paused:
                 self.resume(nid)
@@ -591,6 +694,7 @@ class World:
             "leaders": len(self.checkers.election.leaders),
             **({"faults_by_kind": dict(sorted(self.nemesis.counts.items()))}
                if self.nemesis.counts else {}),
+            **({"membership": dict(self.member_stats)} if self.scenario.cluster.spares else {}),
             **({"clients_net": dict(self.client_net.stats)} if self.client_net else {}),
             **{name: report for name, report in getattr(self, "reports", {}).items()},
         }

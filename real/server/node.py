@@ -237,6 +237,7 @@ class NodeCore:
         self._role_seen: tuple[Role | None, int, int] = (None, 0, 0)
         self.membership = Membership(self.replica.raft, self.propose, env.clock, env.log)
         self._members_seen: tuple[tuple[int, str], ...] | None = None
+        self._members_key: tuple[Any, int] | None = None
         if self.replica.raft.conf.voters == (spec.node_id,):
             self.replica.raft.campaign()  # the only voter: no need to wait an election timeout
         self._settle()
@@ -610,6 +611,10 @@ class NodeCore:
     def _note_members(self) -> None:
         raft = self.replica.raft
         conf = raft.conf
+        key = (conf, self.replica.sm.applied_index)
+        if key == self._members_key:
+            return  # (the common case: cheap)
+        self._members_key = key
         if not conf.voters:
             return  # a blank joiner: it learns the configuration from the leader's snapshot
         table = self.replica.sm.members()

@@ -27,6 +27,8 @@ def test_status_and_down_without_a_cluster_are_usage_errors(tmp_path: Path) -> N
     assert cluster.main(["status", "--dir", str(tmp_path)]) == 2
     assert cluster.main(["down", "--dir", str(tmp_path)]) == 2
     assert cluster.main(["up", "--nodes", "0", "--dir", str(tmp_path)]) == 2
+    assert cluster.main(["join", "--dir", str(tmp_path)]) == 2
+    assert cluster.main(["leave", "--dir", str(tmp_path), "2"]) == 2
 
 
 @pytest.mark.integration

@@ -107,6 +107,11 @@ def test_peers_make_the_meta_voters_and_need_a_secret(tmp_path: Path) -> None:
     assert spec.voters == (1, 2, 3) and spec.node_id == 2
     single = node_spec(load_config(None, {}), kafka_port=9092, register_addr="x")
     assert single.voters == (1,)
+    joiner = node_spec(load_config(None, {"node_id": 4, "cluster_join": True,
+                                           "cluster_peers": peers + ",4=h:7004",
+                                           "cluster_secret_file": str(secret)}),
+                       kafka_port=9092, register_addr="x")
+    assert joiner.join and joiner.node_id == 4
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -117,6 +122,8 @@ def test_peers_make_the_meta_voters_and_need_a_secret(tmp_path: Path) -> None:
     ({"cluster_peers": "1=h:7001,2=h:7002"}, "needs cluster.secret_file"),
     ({"cluster_peers": "1=h:1883,2=h:7002", "cluster_secret_file": "S"},
      "raft port 1883 is also listeners.mqtt_port"),
+    ({"cluster_join": True}, "cluster_join: a joining node needs cluster.peers"),
+    ({"cluster_join": True, "cluster_peers": "1=h:7001"}, "a joining node needs"),
 ])
 def test_bad_cluster_settings_name_the_key(tmp_path: Path, overrides: dict,
                                            message: str) -> None:
