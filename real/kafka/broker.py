@@ -239,6 +239,8 @@ class KafkaBroker:
         self._out: list[tuple[int, bytes, bool]] = []
         self._fetch_waits: list[_FetchWait] = []
         self._produce_waits: list[_ProduceWait] = []
+        self._shared_open: dict[tuple[str, int], int] = {}
+        """Shared (S3) partitions open here -> the leader epoch they were opened under."""
         self._pid_next = 0
         self._pid_limit = 0
         self._pid_waiters: list[Callable[[int], None]] = []
@@ -480,6 +482,8 @@ class KafkaBroker:
                 end, outs = wait.commits[key]
                 if key in states:
                     state = states[key]
+                elif key in self._shared_open:
+                    state = states[key] = self._shared_state(*key)
                 else:
                     state = states[key] = rep.commit_state(*key) if rep is not None else None
                 code = E.NONE
@@ -571,10 +575,58 @@ class KafkaBroker:
 
     def reconcile(self) -> None:
         """Meta applied something: drop (and delete the data of) the open partitions of
-        topics meta no longer has, whichever node proposed the deletion."""
+        topics meta no longer has, whichever node proposed the deletion; stop serving the
+        shared partitions this node no longer leads at the epoch it opened them under."""
         sm = self._machine()
         for topic in sorted({t for t, _p in self.logs if sm.topic(t) is None}):
             self._drop_topic_logs(topic)
+        for key in sorted(k for k in self.logs if k in self._shared_open):
+            if self._shared_epoch(*key) != self._shared_open[key]:
+                self.drop_shared(*key)
+
+    @property
+    def shared_logs_open(self) -> bool:
+        return bool(self._shared_open)
+
+    def shared_epoch(self, topic: str, partition: int) -> int:
+        return self._shared_epoch(topic, partition)
+
+    def _shared_epoch(self, topic: str, partition: int) -> int:
+        """The epoch this node leads shared partition `topic`/`partition` under (0: it does
+        not, or the partition is not shared)."""
+        info = self._machine().topic(topic)
+        if info is None or not 0 <= partition < len(info.shards) or not info.shared(partition):
+            return 0
+        shard = info.shards[partition]
+        return shard.epoch if shard.leader == self.config.node_id else 0
+
+    def shared_logs(self) -> dict[tuple[str, int], int]:
+        """The shared partitions open here -> the epoch they were opened under."""
+        return dict(self._shared_open)
+
+    def drop_shared(self, topic: str, partition: int) -> None:
+        """Stop serving a shared partition (meta moved it, or its store said a newer leader
+        took over): close its engine, keep the data; its held produces fail NOT_LEADER."""
+        key = (topic, partition)
+        self.logs.pop(key, None)
+        epoch = self._shared_open.pop(key, None)
+        name = shard_name(topic, partition)
+        if name in self.shards.list():
+            try:
+                self.shards.detach(name)
+            except Exception as exc:  # noqa: BLE001 - reported; the shard is forgotten anyway
+                self.log(f"kafka: closing shared partition {topic}/{partition}: {exc}")
+        self.log(f"kafka: stopped leading shared partition {topic}/{partition} (epoch {epoch})")
+        self.lost_leadership(topic, partition)
+
+    def _shared_state(self, topic: str, partition: int) -> tuple[int, int] | None:
+        """A held produce's view of a shared partition: (confirmed end, a count that passes
+        any min.insync.replicas: the store is the replica), or None once this node stopped
+        leading it."""
+        key = (topic, partition)
+        if key not in self._shared_open or self._shared_epoch(*key) != self._shared_open[key]:
+            return None
+        return self.shards.ack_end(shard_name(topic, partition)), 1 << 30
 
     def drop_replica_log(self, topic: str, partition: int) -> None:
         """This node no longer holds a replica: forget the open log (the data stays)."""
@@ -598,7 +650,7 @@ class KafkaBroker:
         if info is None or not 0 <= partition < len(info.shards):
             return 0
         shard = info.shards[partition]
-        if shard.replicated:
+        if shard.replicated or info.shared(partition):
             return shard.leader
         return shard.leader or self.config.node_id
 
@@ -620,10 +672,37 @@ class KafkaBroker:
         if self.owner(topic, partition) != self.config.node_id:
             return None
         name = shard_name(topic, partition)
+        if info.shared(partition):
+            return self._open_shared(topic, partition, info.engine, info.shards[partition].epoch)
         if name not in self.shards.list():
             self.shards.attach(name, info.engine)
         log = PartitionLog(self.shards.engine(name))
         self.logs[key] = log
+        return log
+
+    def _is_shared(self, topic: str, partition: int) -> bool:
+        info = self._machine().topic(topic)
+        return info is not None and 0 <= partition < len(info.shards) and info.shared(partition)
+
+    def _open_shared(self, topic: str, partition: int, engine: str,
+                     epoch: int) -> PartitionLog | None:
+        """Take over a shared partition under `epoch` (the store records the takeover and
+        ignores what older leaders write from then on); None if a newer leader took it."""
+        from real.storage.s3engine import EngineFenced
+
+        name = shard_name(topic, partition)
+        if name in self.shards.list():  # left open by an earlier leadership here
+            self.shards.detach(name)
+        try:
+            self.shards.attach(name, engine, epoch=epoch)
+        except EngineFenced as exc:
+            self.log(f"kafka: shared partition {topic}/{partition}: {exc}")
+            return None
+        log = PartitionLog(self.shards.engine(name))
+        self.logs[(topic, partition)] = log
+        self._shared_open[(topic, partition)] = epoch
+        self.log(f"kafka: leading shared partition {topic}/{partition} at epoch {epoch} from "
+                 f"offset {log.log_end_offset}")
         return log
 
     def create_topic(self, name: str, done: Callable[[int, str | None], None]) -> None:
@@ -636,6 +715,7 @@ class KafkaBroker:
     def _drop_topic_logs(self, topic: str) -> None:
         for key in [k for k in self.logs if k[0] == topic]:
             log = self.logs.pop(key)
+            self._shared_open.pop(key, None)
             del log
         for name in [n for n in self.shards.list() if n.startswith(f"kafka:{topic}:")]:
             try:
@@ -732,8 +812,8 @@ class KafkaBroker:
         ListOffsets: NOT_LEADER_OR_FOLLOWER sends clients to refresh their metadata)."""
         owner = self.owner(topic, partition)
         if owner == 0:
-            if self._replicated(topic, partition):
-                return E.LEADER_NOT_AVAILABLE  # offline: no live in-sync replica
+            if self._replicated(topic, partition) or self._is_shared(topic, partition):
+                return E.LEADER_NOT_AVAILABLE  # offline: no live in-sync replica / no leader
             return E.UNKNOWN_TOPIC_OR_PARTITION
         if owner != self.config.node_id:
             return E.NOT_LEADER_OR_FOLLOWER
@@ -857,6 +937,8 @@ class KafkaBroker:
             done(E.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
             return
         try:
+            if (engine or self.config.default_engine) == "s3":
+                replication = 1  # shared storage: the object store is the replica
             placement = ({"replication": replication} if replication > 1
                          else self._leader_arg(here))
             data = encode_command("topic.create", name=name, shards=partitions,
@@ -1129,6 +1211,16 @@ class KafkaBroker:
                     else:
                         shard = shard_name(name, index)
                         needs[shard] = max(needs.get(shard, 0), result.shard_end)
+                elif result.error_code == 0 and (name, index) in self._shared_open:
+                    # shared storage: acknowledged once meta confirmed this epoch still leads
+                    # after the PUT (acks 1 and all alike: the store is the only replica)
+                    if result.duplicate:
+                        self.stats.duplicates += 1
+                    else:
+                        self.stats.produced_batches += len(infos)
+                        self.stats.produced_bytes += len(records)
+                    end, outs = commits.get((name, index), (0, []))
+                    commits[(name, index)] = (max(end, result.shard_end), [*outs, out])
                 elif result.error_code == 0:
                     if result.duplicate:
                         # a retry is acknowledged only once the original batch is durable

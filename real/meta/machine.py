@@ -83,6 +83,13 @@ class TopicInfo:
     config: tuple[tuple[str, Scalar], ...] = ()
     """Sorted by key."""
 
+    def shared(self, shard: int) -> bool:
+        """Whether shard `shard` lives on shared storage: an S3 shard placed on a node (epoch
+        >= 1; the bridge's unplaced shards, epoch 0, are each node's own). Replication factor
+        1, the object store is the replica: any live node can lead it, under a new epoch."""
+        s = self.shards[shard]
+        return self.engine == "s3" and not s.replicated and s.epoch > 0
+
 
 def _fail(error: str) -> MetaResult:
     return MetaResult(ok=False, value=None, error=error)

@@ -35,12 +35,15 @@ if TYPE_CHECKING:  # imported lazily below: each pulls in its device library
 
 def settings_from_config(cfg: NodeConfig) -> StorageSettings:
     """The `[storage]` slice of a `NodeConfig`."""
+    from real.node.config import parse_peers
+
     return StorageSettings(
         engine=cfg.storage_engine, fsync=cfg.storage_fsync,
         group_commit_ms=cfg.storage_group_commit_ms, segment_bytes=cfg.storage_segment_bytes,
         sync_thread=cfg.storage_sync_thread,
         s3_endpoint=cfg.storage_s3_endpoint, s3_bucket=cfg.storage_s3_bucket,
         s3_linger_ms=cfg.storage_s3_linger_ms, hold_unsynced=cfg.storage_hold_unsynced,
+        s3_local_prefix=f"n{cfg.node_id}" if len(parse_peers(cfg.cluster_peers)) > 1 else "",
     )
 
 

@@ -16,6 +16,10 @@
   election (`unclean.leader.election.enable=true`: any live replica, acknowledged records can be
   lost). A dead follower leaves the in-sync set (`shard.set_isr`), so acks=all writes go on
   without it; never the last member.
+- **Shared storage.** A shard on shared storage (an S3 partition: the object store is its only
+  replica) whose leader is dead or gone goes to the live node that leads the fewest shards
+  (`shard.set_leader` under the next epoch; the new leader's takeover fences the old one in the
+  store, real/storage/s3engine.py). It does not move back when the old leader returns.
 - **Preferred leader.** When a shard's first replica is alive, in sync and has been alive for
   `rebalance_delay_ms`, leadership moves back to it (leaders spread as placement laid them out).
 
@@ -161,11 +165,19 @@ class Controller:
                 why = ("its peer port refuses connections" if info.node_id in self._gone else
                        f"missed heartbeats for {self.config.session_timeout_ms} ms")
                 self.log(f"controller: node {info.node_id} {why}: dead")
+        load: dict[int, int] | None = None
         for topic in sm.topics():
             unclean = str(dict(topic.config).get(UNCLEAN_KEY, "false")).lower() == "true"
             for i, shard in enumerate(topic.shards):
-                if shard.replicated and (topic.name, i) not in self._pending:
+                if (topic.name, i) in self._pending:
+                    continue
+                if shard.replicated:
                     self._check(topic.name, i, shard, unclean, now)
+                elif topic.shared(i) and (shard.leader == 0 or not self._alive(shard.leader,
+                                                                                 now)):
+                    if load is None:
+                        load = self._load(sm)
+                    self._move_shared(topic.name, i, shard, load, now)
 
     def next_deadline_ms(self) -> int | None:
         return self._check_at if self.active else None
@@ -206,6 +218,28 @@ class Controller:
                 >= self.config.rebalance_delay_ms):
             self.stats.rebalances += 1
             self._elect(topic, index, s, preferred, list(s.isr), "preferred leader")
+
+    def _load(self, sm: MetaStateMachine) -> dict[int, int]:
+        """Shards led per registered node."""
+        load = {n.node_id: 0 for n in sm.nodes()}
+        for topic in sm.topics():
+            for s in topic.shards:
+                if s.leader in load:
+                    load[s.leader] += 1
+        return load
+
+    def _move_shared(self, topic: str, index: int, s: ShardInfo, load: dict[int, int],
+                     now: int) -> None:
+        live = [n for n in sorted(load) if self._alive(n, now) and n != s.leader]
+        if not live:
+            return
+        target = min(live, key=lambda n: (load[n], n))
+        load[target] += 1
+        self.stats.elections += 1
+        why = "offline" if s.leader == 0 else "leader dead"
+        self._propose(topic, index, "move", encode_command(
+            "shard.set_leader", topic=topic, shard=index, node_id=target, epoch=s.epoch + 1),
+            f"leader {s.leader} -> {target} (shared storage, {why})")
 
     def _elect(self, topic: str, index: int, s: ShardInfo, leader: int, isr: list[int],
                why: str, unclean: bool = False) -> None:

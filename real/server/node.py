@@ -48,7 +48,7 @@ from typing import Any
 
 from real.kafka import errors as kafka_errors
 from real.kafka.bridge import Bridge, BridgeRule
-from real.kafka.broker import KafkaBroker, KafkaConfig
+from real.kafka.broker import KafkaBroker, KafkaConfig, shard_name
 from real.meta import MetaResult, MetaStateMachine, encode_command
 from real.mqtt.broker import Broker, BrokerConfig
 from real.raft import RaftNode
@@ -217,6 +217,9 @@ class NodeCore:
         """Meta has a replicated shard: heartbeats and the controller run only then."""
         self._meta_seen = -1
         self._heartbeat_at = 0
+        self._shared_read: tuple[bytes, int] | None = None
+        """The meta read that confirms shared (S3) partitions' PUTs (context, asked at)."""
+        self._shared_retry_at: int | None = None
         self._unfence_read: tuple[bytes, int] | None = None
         """A fenced node's read barrier (context, asked at): it unfences once it applies."""
         self._gone: set[int] = set()
@@ -497,7 +500,8 @@ class NodeCore:
         sm = self.replica.sm
         if sm.applied_index != self._meta_seen:
             self._meta_seen = sm.applied_index
-            self._replicated = any(s.replicated for t in sm.topics() for s in t.shards)
+            self._replicated = any(s.replicated or t.shared(i) for t in sm.topics()
+                                   for i, s in enumerate(t.shards))
             self.kafka.reconcile()
         if self.registered:  # a restarted node fences its old self (registers) first
             self.replicator.refresh()
@@ -545,6 +549,53 @@ class NodeCore:
             self.replica.read_index(context, applied)
         except ProposalDropped:
             self._unfence_read = None  # no leader known yet: asked again at the next check
+
+    def _confirm_shared(self) -> None:
+        """Shared (S3) partitions led here: what their engines PUT is acknowledged only after
+        a linearizable meta read, started after the PUTs completed, shows this node still leads
+        them at the epoch it opened them under (real/storage/s3engine.py, fenced mode): a
+        leader replaced meanwhile, still running, never acknowledges a write the new leader's
+        takeover did not see. One read at a time, covering every shared partition."""
+        now = self.env.clock()
+        if self._shared_read is not None:
+            if now - self._shared_read[1] <= self.spec.controller.session_timeout_ms:
+                return
+            self.replica.cancel_read(self._shared_read[0])  # no answer (no leader, a cut)
+            self._shared_read = None
+        if self._shared_retry_at is not None and now < self._shared_retry_at:
+            return
+        self._shared_retry_at = None
+        want: dict[tuple[str, int], tuple[int, int]] = {}
+        for (topic, partition), epoch in sorted(self.kafka.shared_logs().items()):
+            engine: Any = self.shards.engine(shard_name(topic, partition))
+            durable = engine.durable_end()
+            if durable > engine.ack_end():
+                want[(topic, partition)] = (epoch, durable)
+        if not want:
+            return
+        self._read_seq += 1
+        context = b"shared-%d" % self._read_seq
+
+        def applied(_index: int) -> None:
+            if self._shared_read is None or self._shared_read[0] != context:
+                return
+            self._shared_read = None
+            for (topic, partition), (epoch, end) in want.items():
+                if self.kafka.shared_logs().get((topic, partition)) != epoch:
+                    continue  # dropped meanwhile
+                if self.kafka.shared_epoch(topic, partition) != epoch:
+                    self.kafka.drop_shared(topic, partition)  # meta moved it: fenced
+                    continue
+                engine = self.shards.engine(shard_name(topic, partition))
+                engine.confirm(end)  # type: ignore[attr-defined]
+            self.kafka.durable_progress()
+
+        self._shared_read = (context, now)  # before asking: the answer may come at once
+        try:
+            self.replica.read_index(context, applied)
+        except ProposalDropped:  # no meta leader known: ask again shortly
+            self._shared_read = None
+            self._shared_retry_at = now + REGISTER_RETRY_MS
 
     def _drop_unfence_read(self) -> None:
         if self._unfence_read is not None:
@@ -598,6 +649,8 @@ class NodeCore:
                 # group_commit_bytes is written and synced at once): what waited for it goes
                 # now, as no group commit is due any more to release it.
                 self._durable_progress()
+                if self.kafka.shared_logs_open:
+                    self._confirm_shared()
                 self._drain()
                 if not self.replica.raft.has_ready():  # only Raft work can set off more
                     break
@@ -709,12 +762,18 @@ class NodeCore:
                    self._mqtt_deadline_ms(), self.replicator.next_deadline_ms(),
                    self._heartbeat_at if self._replicated and self.registered else None,
                    self._fence_at(),
-                   self.controller.next_deadline_ms(), self.membership.next_deadline_ms()):
+                   self.controller.next_deadline_ms(), self.membership.next_deadline_ms(),
+                   self._shared_deadline()):
             if at is not None and at < due:
                 due = at
         if not self.kafka_ready and not self._registering and self.replica.raft.leader:
             due = min(due, self._register_at)
         return due
+
+    def _shared_deadline(self) -> int | None:
+        if self._shared_read is not None:
+            return self._shared_read[1] + self.spec.controller.session_timeout_ms + 1
+        return self._shared_retry_at
 
     def _fence_at(self) -> int | None:
         if not self._replicated or self.replicator.fenced or not self.replicator.leads:

@@ -39,6 +39,10 @@ class StorageSettings:
     s3_endpoint: str = ""  # empty: start an embedded SeaweedFS on loopback
     s3_bucket: str = "twinmq"
     s3_linger_ms: int = 0
+    s3_local_prefix: str = ""
+    """Key prefix of this node's own S3 shards (its MQTT state, unplaced topics): "n<id>" in
+    a cluster, whose nodes share one bucket; "" for a single node. Shared partitions live
+    under "shared/" (`open_engine` with an epoch)."""
     hold_unsynced: bool = False
     """Real node only: file contents stay in the process until synced (real/node/holdfs.py),
     so a SIGKILL is a power cut."""
@@ -68,10 +72,15 @@ def _missing(kind: str) -> Any:
 def open_engine(kind: str, shard: str, settings: StorageSettings, clock: Clock, *,
                 fs: Callable[[], FileSystem] | None = None,
                 kv: Callable[[], KeyValue] | None = None,
-                store: Callable[[], ObjectStore] | None = None) -> DurableEngine:
-    """One engine of `kind` for `shard` over the given devices."""
+                store: Callable[[], ObjectStore] | None = None,
+                epoch: int = 0) -> DurableEngine:
+    """One engine of `kind` for `shard` over the given devices. `epoch` >= 1: an S3 shard on
+    shared storage, led by this node under that leader epoch (real/storage/s3engine.py's
+    fenced mode, under the "shared/" prefix every node uses)."""
     s = settings
     key = shard_key(shard)
+    if epoch and kind != "s3":
+        raise ValueError(f"only S3 shards live on shared storage, not {kind!r}")
     if kind == "memory":
         return MemoryEngine()
     if kind == "file":
@@ -96,7 +105,10 @@ def open_engine(kind: str, shard: str, settings: StorageSettings, clock: Clock, 
         from real.storage.s3engine import S3Engine, S3EngineConfig
 
         s3_config = S3EngineConfig(linger_ms=s.s3_linger_ms, **s.extra.get("s3", {}))
-        return S3Engine(_missing("s3") if store is None else store(), key, clock, s3_config)
+        prefix = (f"shared/{key}" if epoch else
+                  f"{s.s3_local_prefix}/{key}" if s.s3_local_prefix else key)
+        return S3Engine(_missing("s3") if store is None else store(), prefix, clock, s3_config,
+                        epoch=epoch)
     raise ValueError(f"unknown engine kind {kind!r}")
 
 
@@ -107,6 +119,7 @@ def engine_factories(settings: StorageSettings, clock: Clock, *,
                      kinds: tuple[str, ...] = ENGINE_KINDS) -> dict[str, EngineFactory]:
     """A `ShardStore` factory per engine kind in `kinds`, over the given devices."""
     def factory(kind: str) -> EngineFactory:
-        return lambda name: open_engine(kind, name, settings, clock, fs=fs, kv=kv, store=store)
+        return lambda name, **kw: open_engine(kind, name, settings, clock, fs=fs, kv=kv,
+                                              store=store, **kw)
 
     return {kind: factory(kind) for kind in kinds}

@@ -116,6 +116,32 @@ first after the tombstone, so it is gone before the tombstone is; an open that s
 tombstone never reads it. Only keys of the layout above are deleted;
 other keys under the prefix stay, as they are ignored by opening.
 
+Fenced (shared) mode: `epoch >= 1` makes the log one that several nodes may open over time,
+one leader at a time, each under a higher leader epoch that meta hands out (a Kafka partition on
+shared storage: the object store is the replica). Data objects carry the epoch of the leader
+that wrote them, `{prefix}/{base:020d}.e{epoch:010d}.tmqs`, so two leaders never PUT the same
+key, and each leader's takeover is recorded in an epoch marker:
+
+    {prefix}/epoch-{E:010d}:  magic "TMQE" (4) | version u8 | epoch i64 | start i64 |
+                              crc32c u32 over the preceding 21 bytes
+
+`start` is where epoch E's writes begin: the end of the log as E's leader found it. Opening at
+epoch E: LIST, GET every marker (a marker above E raises `EngineFenced`: a newer leader took
+over), then keep only the objects written by the epoch that owns their base offset, the largest
+marker epoch whose `start` is at or below it. A zombie (an old leader still running) can only
+PUT at its own end, which is at or past the `start` of the epoch that replaced it, so what it
+writes after the takeover is ignored by every reader, and it never overwrites a valid object.
+Without a marker of E the open PUTs one (the takeover) with the end of the valid log; with one
+(the same leader reopening) it is reused. No manifest is read or written in this mode.
+
+What the object store cannot say is whether a PUT that completed was still ours: the zombie's
+PUT may complete after the takeover. So in fenced mode `ack_end()` (what a broker may
+acknowledge, and the high watermark readers see) is `confirmed`, which moves only by
+`confirm(end)`: the node calls it after a linearizable meta read, started after the PUT
+completed, showed that this epoch still leads the shard (real/server/shared.py). A PUT that
+completed before that read is listed by any later takeover, which happens only after meta moved
+the shard; a PUT completing later is never confirmed.
+
 Failures: a `TransientDeviceError` is retried up to `retries` times at once (the engine never
 sleeps; the adapter and botocore may back off). Any other failure, or retries exhausted, poisons
 the engine: the error propagates and every later call raises `EnginePoisoned`; reopen to recover.
@@ -170,6 +196,11 @@ MANIFEST_NAME = "manifest"
 MANIFEST_MAGIC = b"TMQM"
 MANIFEST_HEAD = struct.Struct(">4sBqQqI")
 MANIFEST_ENTRY = struct.Struct(">qqQQqI")
+EPOCH_MAGIC = b"TMQE"
+EPOCH_BODY = struct.Struct(">4sBqq")
+EPOCH_PREFIX = "epoch-"
+EPOCH_DIGITS = 10
+NO_MANIFEST = 1 << 62
 BASE_DIGITS = 20
 MiB = 1 << 20
 
@@ -180,6 +211,10 @@ class EnginePoisoned(StorageError):
 
 class S3LogCorrupt(StorageError):
     """The objects under the prefix do not form a valid log; the message names the keys."""
+
+
+class EngineFenced(StorageError):
+    """A fenced-mode open found a newer leader epoch's marker: this leader was replaced."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,8 +330,49 @@ class ManifestUse(enum.Enum):
 # ------------------------------------------------------------------------------ object codec
 
 
-def data_key(prefix: str, base: int) -> str:
+def data_key(prefix: str, base: int, epoch: int = 0) -> str:
+    """The key of the data object starting at `base` (written under leader `epoch`, if any)."""
+    if epoch:
+        return f"{prefix}/{base:0{BASE_DIGITS}d}.e{epoch:0{EPOCH_DIGITS}d}{DATA_SUFFIX}"
     return f"{prefix}/{base:0{BASE_DIGITS}d}{DATA_SUFFIX}"
+
+
+def parse_data_key(prefix: str, key: str) -> tuple[int, int] | None:
+    """(base, epoch) of a data object key under `prefix` (epoch 0: unfenced), else None."""
+    head = prefix + "/"
+    if not key.startswith(head) or not key.endswith(DATA_SUFFIX):
+        return None
+    name = key[len(head) : -len(DATA_SUFFIX)]
+    digits, dot, tag = name.partition(".e")
+    if len(digits) != BASE_DIGITS or not digits.isdigit() or not digits.isascii():
+        return None
+    if not dot:
+        return int(digits), 0
+    if len(tag) != EPOCH_DIGITS or not tag.isdigit() or not tag.isascii() or int(tag) < 1:
+        return None
+    return int(digits), int(tag)
+
+
+def epoch_key(prefix: str, epoch: int) -> str:
+    return f"{prefix}/{EPOCH_PREFIX}{epoch:0{EPOCH_DIGITS}d}"
+
+
+def encode_epoch(epoch: int, start: int) -> bytes:
+    body = EPOCH_BODY.pack(EPOCH_MAGIC, FORMAT_VERSION, epoch, start)
+    return body + struct.pack(">I", crc32c(body))
+
+
+def decode_epoch(key: str, data: bytes) -> tuple[int, int]:
+    """(epoch, start) of an epoch marker; S3LogCorrupt if it fails its checks."""
+    if len(data) != EPOCH_BODY.size + 4:
+        raise S3LogCorrupt(f"{key}: epoch marker of {len(data)} bytes")
+    body, (crc,) = data[:-4], struct.unpack(">I", data[-4:])
+    if crc32c(body) != crc:
+        raise S3LogCorrupt(f"{key}: epoch marker CRC mismatch")
+    magic, version, epoch, start = EPOCH_BODY.unpack(body)
+    if magic != EPOCH_MAGIC or version != FORMAT_VERSION or epoch < 1 or start < 0:
+        raise S3LogCorrupt(f"{key}: bad epoch marker")
+    return epoch, start
 
 
 def encode_object(records: Sequence[Record], index_interval_bytes: int) -> tuple[bytes, Footer]:
@@ -500,8 +576,20 @@ class S3Engine:
         prefix: str,
         clock: Clock = zero_clock,
         config: S3EngineConfig | None = None,
+        epoch: int = 0,
     ) -> None:
         config = S3EngineConfig() if config is None else config
+        if type(epoch) is not int or epoch < 0:
+            raise InvalidArgument(f"epoch must be an int >= 0, got {epoch!r}")
+        self.epoch = epoch
+        """The leader epoch this engine writes under (0: unfenced, the single-writer layout)."""
+        self.epoch_start = 0
+        """Fenced mode: where this epoch's writes began (its marker's start)."""
+        self.epochs: dict[int, int] = {}
+        """Fenced mode: every epoch marker found at open (epoch -> start), ours included."""
+        self.ignored_objects = 0
+        """Fenced mode: data objects the open skipped (a replaced leader's late writes)."""
+        self._confirmed = 0
         if not isinstance(config, S3EngineConfig):
             raise InvalidArgument(f"config must be an S3EngineConfig, got {config!r}")
         if type(prefix) is not str or not prefix or prefix.endswith("/"):
@@ -520,7 +608,8 @@ class S3Engine:
         self._manifest_maybe = False  # a manifest may exist in the store (delete it before
         # any change but an append)
         self._manifest_count: int | None = None  # _objects[:n] are what the stored one lists
-        self._manifest_due = config.manifest_every_objects  # PUT one once len(_objects) >= this
+        self._manifest_due = (NO_MANIFEST if epoch else
+                              config.manifest_every_objects)  # PUT one once len(_objects) >= this
         self.manifest_use = ManifestUse.ABSENT
         self.manifest_detail = ""  # why the last open did not use the manifest
         self.manifest_put_failures = 0
@@ -688,6 +777,17 @@ class S3Engine:
         """End of the last PUT object (or start, if retention passed it)."""
         return max(self._start, self._flushed_end())
 
+    def ack_end(self) -> int:
+        """What may be acknowledged and read: `durable_end()`, or in fenced mode what was
+        `confirm`ed (see the module docstring)."""
+        if not self.epoch:
+            return self.durable_end()
+        return max(self._start, min(self._confirmed, self.durable_end()))
+
+    def confirm(self, end: int) -> None:
+        """Fenced mode: this epoch still led the shard after the PUTs up to `end` completed."""
+        self._confirmed = max(self._confirmed, min(end, self.durable_end()))
+
     def next_flush_ms(self) -> int | None:
         if self._buffer_since_ms is None or self._closed or self._poisoned is not None:
             return None
@@ -702,14 +802,15 @@ class S3Engine:
 
     def reopen(self) -> S3Engine:
         """A new engine over the same store and prefix (call after `close`)."""
-        return S3Engine(self.store, self.prefix, self.clock, self.config)
+        return S3Engine(self.store, self.prefix, self.clock, self.config, self.epoch)
 
     def invariants(self) -> None:
         assert self._bases == [o.base for o in self._objects], self._bases
         for prev, cur in zip(self._objects, self._objects[1:], strict=False):
             assert prev.end == cur.base, (prev.key, cur.key)
         for obj in self._objects:
-            assert obj.key == data_key(self.prefix, obj.base), obj.key
+            parsed = parse_data_key(self.prefix, obj.key)
+            assert parsed is not None and parsed[0] == obj.base, obj.key
             assert obj.base < obj.end, obj
         if self._objects:
             assert self._objects[0].base <= self._start < self._objects[0].end, self._start
@@ -739,6 +840,7 @@ class S3Engine:
         keys = self._list()
         doomed = [k for k in keys if k == self._manifest_key]
         doomed += sorted((k for k in keys if self._base_of(k) is not None), reverse=True)
+        doomed += sorted(k for k in keys if self._epoch_of_marker(k) is not None)
         doomed += [k for k in keys if k == self._start_key]
         if doomed and self._tombstone_key not in keys:
             self._call("put", self.store.put, self._tombstone_key, TOMBSTONE_BODY)
@@ -758,6 +860,9 @@ class S3Engine:
             self._erase()
             keys = self._list()
         data_keys = sorted(k for k in keys if self._base_of(k) is not None)
+        if self.epoch:
+            self._open_fenced(keys, data_keys)
+            return
         self._manifest_maybe = self._manifest_key in keys
         manifest = self._load_manifest() if self._manifest_maybe else None
         clean = False
@@ -776,6 +881,53 @@ class S3Engine:
         if len(self._objects) >= self._manifest_due:
             self._put_manifest()
         self.invariants()
+
+    def _open_fenced(self, keys: list[str], data_keys: list[str]) -> None:
+        markers: dict[int, int] = {}
+        for key in sorted(k for k in keys if self._epoch_of_marker(k) is not None):
+            raw = self._call("get", self.store.get, key)
+            assert isinstance(raw, bytes)
+            epoch, start = decode_epoch(key, raw)
+            if epoch != self._epoch_of_marker(key):
+                raise S3LogCorrupt(f"{key}: holds epoch {epoch}")
+            markers[epoch] = start
+        newer = [e for e in markers if e > self.epoch]
+        if newer:
+            raise EngineFenced(f"{self.prefix}: leader epoch {max(newer)} took over from "
+                               f"epoch {self.epoch}")
+        owners = sorted(markers.items())  # by epoch; starts never decrease along it
+
+        def owner(base: int) -> int:
+            found = 0
+            for epoch, start in owners:
+                if start <= base:
+                    found = epoch
+            return found
+
+        valid = []
+        for key in data_keys:
+            parsed = parse_data_key(self.prefix, key)
+            assert parsed is not None
+            if parsed[1] == owner(parsed[0]):
+                valid.append(key)
+            else:
+                self.ignored_objects += 1
+        self._open_full(keys, valid)
+        if self.epoch not in markers:  # the takeover: this epoch writes from the end found
+            markers[self.epoch] = self._flushed_end()
+            self._call("put", self.store.put, epoch_key(self.prefix, self.epoch),
+                       encode_epoch(self.epoch, markers[self.epoch]))
+        self.epochs = markers
+        self.epoch_start = markers[self.epoch]
+        self._confirmed = self.durable_end()
+        self.invariants()
+
+    def _epoch_of_marker(self, key: str) -> int | None:
+        head = f"{self.prefix}/{EPOCH_PREFIX}"
+        digits = key[len(head):]
+        if not key.startswith(head) or len(digits) != EPOCH_DIGITS or not digits.isdigit():
+            return None
+        return int(digits)
 
     def _load_manifest(self) -> Manifest | None:
         """The listed manifest, or None (with `manifest_use` saying why) if it is unusable."""
@@ -870,13 +1022,12 @@ class S3Engine:
                                f"{obj.base}")
 
     def _base_of(self, key: str) -> int | None:
-        head = self.prefix + "/"
-        digits = key[len(head) : -len(DATA_SUFFIX)]
-        if not key.startswith(head) or not key.endswith(DATA_SUFFIX):
+        """The base of a data object key of this engine's layout (an unfenced engine ignores
+        fenced keys, as any key outside its layout)."""
+        parsed = parse_data_key(self.prefix, key)
+        if parsed is None or (parsed[1] and not self.epoch):
             return None
-        if len(digits) != BASE_DIGITS or not digits.isdigit() or not digits.isascii():
-            return None
-        return int(digits)
+        return parsed[0]
 
     def _fetch_footer(self, key: str, length: int | None = None) -> Footer:
         """One suffix GET (two if `length` is unknown and the footer exceeds the guess)."""
@@ -981,7 +1132,7 @@ class S3Engine:
             count = max(1, bisect_right(self._buffer_cum, limit))
             chunk = self._buffer[:count]
             data, footer = encode_object(chunk, self.config.index_interval_bytes)
-            key = data_key(self.prefix, footer.base)
+            key = data_key(self.prefix, footer.base, self.epoch)
             self._call("put", self.store.put, key, data)
             self._push_object(key, footer)
             self._drop_buffer_before(count)
@@ -1029,8 +1180,11 @@ class S3Engine:
             self._put_manifest()
 
     def _put_manifest(self) -> None:
-        """PUTs the manifest of the current view; a failure is counted, not raised."""
+        """PUTs the manifest of the current view; a failure is counted, not raised. (None in
+        fenced mode: its entries name unfenced keys.)"""
         assert self._poisoned is None
+        if self.epoch:
+            return
         manifest = Manifest(self._start, self._start_skip_bytes, tuple(self._objects))
         data = encode_manifest(manifest)
         self._manifest_maybe = True  # even if the PUT fails: it may have landed

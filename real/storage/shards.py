@@ -23,6 +23,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from real.storage.errors import (
     InvalidArgument,
@@ -42,7 +43,9 @@ from real.storage.port import (
 )
 from real.storage.record import Record
 
-EngineFactory = Callable[[str], DurableEngine]  # shard name -> its engine, opened (recovered)
+EngineFactory = Callable[..., DurableEngine]
+"""Shard name -> its engine, opened (recovered); keyword arguments (`attach`'s) go through,
+e.g. `epoch` for a shard on shared storage."""
 SHARDS_MAX_DEFAULT = 100_000
 SHARD_NAME_BYTES_MAX = 1024
 RETENTION_SCAN_RECORDS = 1024
@@ -111,14 +114,22 @@ class ShardStore:
         assert info.engine == kind
         return info
 
-    def attach(self, name: str, engine: str | None = None) -> ShardInfo:
-        """Re-opens an existing shard (node restart): the factory recovers whatever is there."""
+    def attach(self, name: str, engine: str | None = None, **open_args: Any) -> ShardInfo:
+        """Re-opens an existing shard (node restart): the factory recovers whatever is there.
+        `open_args` go to the factory (`epoch=E`: a shared S3 shard led under epoch E)."""
         kind = self._check_new(name, engine)
-        self._shards[name] = (kind, self._factories[kind](name))
+        self._shards[name] = (kind, self._factories[kind](name, **open_args))
         info = self.describe(name)
         assert info.engine == kind
         assert info.start_offset <= info.end_offset, info
         return info
+
+    def detach(self, name: str) -> None:
+        """Closes the shard's engine and forgets it; the data stays (this node stops serving a
+        shard that lives on shared storage). A failing close is the caller's to report."""
+        _kind, engine = self._lookup(name)
+        del self._shards[name]
+        engine.close()
 
     def delete(self, name: str) -> None:
         """Destroys the shard's data durably, then forgets it (kept listed if destroy fails)."""

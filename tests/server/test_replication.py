@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from model.devices.fs import SimFileSystem
+from model.devices.objstore import SimObjectStore
 from model.host import sim_node_spec
 from real.kafka import api
 from real.kafka import errors as E
@@ -52,6 +53,8 @@ class Cluster:
         self.kafka = KafkaConfig(default_partitions=3, default_replication_factor=3,
                                  min_insync_replicas=2, **kafka)
         self.engine = engine
+        self.store = SimObjectStore(random.Random(99))
+        """The one object store every node shares (S3 shards)."""
         self.cores: dict[int, NodeCore] = {}
         self.down: set[int] = set()
         self.cut: set[frozenset[int]] = set()
@@ -69,11 +72,13 @@ class Cluster:
     def start(self, n: int, join: bool = False) -> None:
         """Start node `n` (again) on its disk; `join`: a node outside the initial
         configuration, started blank to be added (`NodeCore.add_member`)."""
-        storage = StorageSettings(engine=self.engine, sync_thread=True)
+        storage = StorageSettings(engine=self.engine, sync_thread=True,
+                                  s3_local_prefix=f"n{n}")
         fs = self.fs.setdefault(n, SimFileSystem(random.Random(n)))
         env = NodeEnv(raft_storage=RaftLog(fs, "meta"),
                       engines=engine_factories(storage, self.clock, fs=lambda: fs,
-                                               kinds=("memory", "file")),
+                                               store=lambda: self.store,
+                                               kinds=("memory", "file", "s3")),
                       clock=self.clock, wall_clock=self.clock, rng=random.Random(10 + n))
         spec = dataclasses.replace(sim_node_spec(n, voters=self.ids, kafka=self.kafka,
                                                  default_engine=self.engine,
