@@ -20,6 +20,9 @@ object; only its surroundings are simulated:
   `open`/`receive`/`closed` inputs. Output goes back down the connection's pipe; a connection
   whose backlog passes the write high-water mark is reported congested, and writable again once
   its backlog drains to half of it (as asyncio's pause/resume_writing).
+- **Shared object store.** With `store` (a `SimObjectStore` every machine shares, as the nodes
+  of a real cluster share one S3 bucket), S3 shards are opened over it; its request time is
+  charged to the machine that made the request, like the filesystem's.
 - **Peers.** Raft messages go to `send_raft(msg)` (the world's network) and arrive with
   `deliver(msg)`.
 
@@ -105,12 +108,14 @@ class SimHost:
                  replication_observer: Any = None,
                  clock: LocalClock | None = None,
                  inbox_max: int = 0,
-                 tick_skipping: bool = True) -> None:
+                 tick_skipping: bool = True,
+                 store: Any = None) -> None:
         self.env = env
         self.spec = spec
         self.id = spec.node_id
         self.storage = storage
         self.fs = fs
+        self.store = store
         self.rng = rng
         self.send_raft = send_raft
         self.log = log or (lambda _line: None)
@@ -158,13 +163,15 @@ class SimHost:
         node_env = NodeEnv(
             raft_storage=RaftLog(fs, RAFT_DIR),
             engines=engine_factories(self.storage, self.clock_ms, fs=lambda: fs,
-                                     kinds=("memory", "file")),
+                                     store=(lambda: self.store) if self.store else None,
+                                     kinds=("memory", "file", "s3") if self.store
+                                     else ("memory", "file")),
             clock=self.clock_ms, wall_clock=self.clock_ms,
             rng=random.Random(self.rng.getrandbits(64)),  # noqa: S311 - simulation
             log=self.log, observer=self.observer,
             replication_observer=self.replication_observer)
         core = NodeCore(self.spec, node_env)
-        elapsed = fs.take_elapsed_us()
+        elapsed = self._take_elapsed_us()
         if elapsed:
             yield self.env.timeout(elapsed)
         if self.gen != gen:
@@ -312,12 +319,19 @@ class SimHost:
                 else:
                     yield from self._sleep(gen)
                     continue
-            elapsed = self.fs.take_elapsed_us()
+            elapsed = self._take_elapsed_us()
             if elapsed:
                 yield env.timeout(elapsed)
             if self.gen != gen:
                 return
             self._carry_out(gen)
+
+    def _take_elapsed_us(self) -> int:
+        """The device time the last input spent: the filesystem's and the shared store's."""
+        elapsed = self.fs.take_elapsed_us()
+        if self.store is not None:
+            elapsed += self.store.take_elapsed_us()
+        return int(elapsed)
 
     def _due_ms(self, core: NodeCore) -> int:
         """When to tick next: the node's deadline, or (without tick skipping) every Raft tick

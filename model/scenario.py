@@ -373,7 +373,8 @@ _ARRAYS: dict[str, Any] = {
     "groups": GroupSpec(), "readers": ReaderSpec(), "bridges": None,
 }
 _FIXED = ("node_id", "host", "port", "default_engine")
-"""Broker keys the world sets itself ([mqtt] / [kafka] may not)."""
+"""Broker keys the world sets itself ([mqtt] / [kafka] may not; but `[kafka] default_engine =
+"s3"` puts every Kafka partition on one object store the machines share)."""
 
 
 def read_toml(path: str | Path, error: type[Exception] = ScenarioError) -> dict[str, Any]:
@@ -403,7 +404,11 @@ def from_dict(raw: dict[str, Any], source: str = "<memory>") -> Scenario:
             if key in ("mqtt", "kafka"):
                 for fixed in _FIXED:
                     if isinstance(raw[key], dict) and fixed in raw[key]:
-                        raise ScenarioError(f"{fixed!r} in {where}: set by the simulator")
+                        if (key, fixed, raw[key][fixed]) == ("kafka", "default_engine", "s3"):
+                            continue  # Kafka partitions on the shared object store
+                        raise ScenarioError(f"{fixed!r} in {where}: set by the simulator"
+                                            + (" (or \"s3\": partitions on a shared object "
+                                               "store)" if fixed == "default_engine" else ""))
             values[key] = _table(_TABLES[key], raw[key], where)
         elif key in _ARRAYS:
             values[key] = _array(key, raw[key], fname)

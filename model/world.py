@@ -57,6 +57,7 @@ from model.checkers.replication import ReplicationChecker
 from model.devices.conn import NetSpec, SimConn, SimNet, Switchboard
 from model.devices.fs import SimFileSystem
 from model.devices.net import Network
+from model.devices.objstore import SimObjectStore, SimObjectStoreConfig
 from model.host import RAFT_DIR, SimHost, sim_node_spec
 from model.nemesis import Nemesis
 from model.scenario import Scenario
@@ -227,7 +228,12 @@ class World:
         raft = raft_config(s)
         engine = "file" if s.state_log == "journal" else "memory"
         storage = StorageSettings(engine=engine, group_commit_ms=s.disk.group_commit_ms)
-        kafka = dataclasses.replace(s.kafka, default_engine=engine)
+        shared = s.kafka.default_engine == "s3"
+        kafka = s.kafka if shared else dataclasses.replace(s.kafka, default_engine=engine)
+        self.store = (SimObjectStore(seeds.derive("objstore"), SimObjectStoreConfig())
+                      if shared else None)
+        """`[kafka] default_engine = "s3"`: one object store all the machines share, which
+        holds every Kafka partition (shared storage, real/storage/s3engine.py's fenced mode)."""
         self.clients_node = c.clients_node
         self.nodes: dict[int, SimHost] = {}
         for nid in self.node_ids:
@@ -258,7 +264,8 @@ class World:
                 log=self._log_of(nid),
                 write_high_water=s.clients.write_high_water_bytes,
                 filter_input=self._filter_input,
-                on_congested=self._congested)
+                on_congested=self._congested,
+                store=self.store)
         self.net = Network(self.env, self.node_ids, s.network, seeds.derive, self._deliver)
         self._gone_told: set[tuple[int, int]] = set()
         self.client = Client(self, s.meta, seeds.derive("client"), encode_proposal)

@@ -1432,6 +1432,11 @@ class KafkaWorkload(Workload):
                     held = held or nid in shard.replicas
                     if nid not in shard.replicas or name not in attached:
                         continue
+                elif topic.shared(index):  # on the shared store: opened by its leader only
+                    held = held or shard.leader == nid
+                    if shard.leader != nid or core.kafka.partition_log(topic.name,
+                                                                      index) is None:
+                        continue
                 elif not serving:
                     continue
                 else:

@@ -872,6 +872,15 @@ class KafkaBroker:
                                   "leader_epoch": s.epoch, "replica_nodes": list(s.replicas),
                                   "isr_nodes": list(s.isr), "offline_replicas": []})
                     continue
+                if info.shared(i):  # shared storage: its leader (any live node) and epoch
+                    leader = s.leader
+                    parts.append({"error_code": 0 if leader else E.LEADER_NOT_AVAILABLE,
+                                  "partition_index": i, "leader_id": leader or -1,
+                                  "leader_epoch": s.epoch,
+                                  "replica_nodes": [leader] if leader else [],
+                                  "isr_nodes": [leader] if leader else [],
+                                  "offline_replicas": []})
+                    continue
                 owner = s.leader or node
                 parts.append({"error_code": 0, "partition_index": i, "leader_id": owner,
                               "leader_epoch": -1, "replica_nodes": [owner],

@@ -158,6 +158,9 @@ def launch(count: int, work: Path, serve_args: Sequence[str] = (),
         ports = {i: dict(zip(("admin", "mqtt", "kafka", "raft"), free[4 * (i - 1):4 * i],
                              strict=True)) for i in ids}
     peers = ",".join(f"{i}={hosts[i]}:{ports[i]['raft']}" for i in ids)
+    shared: dict[str, Any] = {}
+    if storage == "s3":
+        shared = _start_store(work)
     nodes: list[dict[str, Any]] = []
     for i in ids:
         host = hosts[i]
@@ -168,13 +171,29 @@ def launch(count: int, work: Path, serve_args: Sequence[str] = (),
                "--cluster-secret-file", str(secret),
                "--replication-factor", str(min(3, count)),
                "--min-insync-replicas", str(min(2, count)),
-               *(("--storage", storage) if storage else ()), *serve_args]
+               *(("--storage", storage) if storage else ()),
+               *(("--s3-endpoint", shared["endpoint"]) if shared else ()), *serve_args]
         log = work / f"n{i}.log"
         nodes.append({"id": i, "pid": _spawn(cmd, log), "host": host, **ports[i], "ws": 0,
                       "data_dir": str(work / f"n{i}"), "log": str(log), "cmd": cmd})
-    info = {"nodes": nodes, "peers": peers, "secret_file": str(secret)}
+    info: dict[str, Any] = {"nodes": nodes, "peers": peers, "secret_file": str(secret)}
+    if shared:
+        info["store"] = shared
     (work / "cluster.json").write_text(json.dumps(info, indent=1) + "\n")
     return nodes
+
+
+def _start_store(work: Path) -> dict[str, Any]:
+    """One SeaweedFS every node uses (`--storage s3`): the shared storage of the S3 partitions
+    (any node can lead one) and, under each node's own prefix, the nodes' own S3 shards. It
+    runs in a session of its own until `down`; its data stays in DIR/seaweedfs."""
+    from real.node.seaweed import SeaweedServer
+
+    server = SeaweedServer(data_dir=work / "seaweedfs", new_session=True)
+    server.start()
+    assert server.process is not None
+    return {"pid": server.process.pid, "endpoint": server.endpoint_url,
+            "data_dir": server.data_dir, "log": server.log_path}
 
 
 def up(count: int, work: Path, serve_args: Sequence[str], storage: str | None = None,
@@ -506,7 +525,20 @@ def down(work: Path, out: Any = sys.stdout) -> int:
     for pid in pids:
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
-    print(f"twinmq cluster: stopped {len(pids)} node(s) in {work}", file=out)
+    store = info.get("store")
+    if store and _alive(store["pid"]):  # after the nodes: they flush to it as they stop
+        os.kill(store["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while time.monotonic() < deadline and _alive(store["pid"]):
+            try:  # reap it if this process started it
+                os.waitpid(store["pid"], os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.05)
+        if _alive(store["pid"]):
+            os.kill(store["pid"], signal.SIGKILL)
+    print(f"twinmq cluster: stopped {len(pids)} node(s) in {work}"
+          + (" and its shared store" if store else ""), file=out)
     return 0
 
 

@@ -92,10 +92,14 @@ class SeaweedServer:
         stop_timeout_s: float = 10.0,
         poll_interval_s: float = 0.05,
         weed: str | None = None,
+        new_session: bool = False,
     ) -> None:
         if start_timeout_s <= 0 or stop_timeout_s <= 0 or poll_interval_s <= 0:
             raise ValueError("start_timeout_s, stop_timeout_s and poll_interval_s must be > 0")
         self._given_dir = None if data_dir is None else str(data_dir)
+        self.new_session = new_session
+        """Start the process in a session of its own (it outlives the one that started it:
+        `twinmq cluster up --storage s3`'s shared store)."""
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.poll_interval_s = poll_interval_s
@@ -161,7 +165,8 @@ class SeaweedServer:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         began = time.monotonic()
         self.process = subprocess.Popen(
-            self.command(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            self.command(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=self.new_session,
         )
         try:
             self._wait_ready(began)
