@@ -217,8 +217,9 @@ class NodeCore:
         """Meta has a replicated shard: heartbeats and the controller run only then."""
         self._meta_seen = -1
         self._heartbeat_at = 0
-        self._shared_read: tuple[bytes, int] | None = None
-        """The meta read that confirms shared (S3) partitions' PUTs (context, asked at)."""
+        self._shared_read: tuple[bytes, int, int] | None = None
+        """The meta read that confirms shared (S3) partitions' PUTs (context, asked at, the
+        Raft term then: a leader change may drop it, so it is asked again)."""
         self._shared_retry_at: int | None = None
         self._unfence_read: tuple[bytes, int] | None = None
         """A fenced node's read barrier (context, asked at): it unfences once it applies."""
@@ -558,9 +559,11 @@ class NodeCore:
         takeover did not see. One read at a time, covering every shared partition."""
         now = self.env.clock()
         if self._shared_read is not None:
-            if now - self._shared_read[1] <= self.spec.controller.session_timeout_ms:
+            context, asked, term = self._shared_read
+            if (now - asked <= self.spec.controller.session_timeout_ms
+                    and term == self.replica.raft.term):
                 return
-            self.replica.cancel_read(self._shared_read[0])  # no answer (no leader, a cut)
+            self.replica.cancel_read(context)  # no answer (no leader, a cut, a new term)
             self._shared_read = None
         if self._shared_retry_at is not None and now < self._shared_retry_at:
             return
@@ -590,7 +593,7 @@ class NodeCore:
                 engine.confirm(end)  # type: ignore[attr-defined]
             self.kafka.durable_progress()
 
-        self._shared_read = (context, now)  # before asking: the answer may come at once
+        self._shared_read = (context, now, self.replica.raft.term)  # the answer may come at once
         try:
             self.replica.read_index(context, applied)
         except ProposalDropped:  # no meta leader known: ask again shortly

@@ -39,6 +39,9 @@ class StorageSettings:
     s3_endpoint: str = ""  # empty: start an embedded SeaweedFS on loopback
     s3_bucket: str = "twinmq"
     s3_linger_ms: int = 0
+    s3_tail_cache_bytes: int = 4 << 20
+    """Records of each S3 shard's newest objects kept in memory for reads (consumers that keep
+    up read without a GET)."""
     s3_local_prefix: str = ""
     """Key prefix of this node's own S3 shards (its MQTT state, unplaced topics): "n<id>" in
     a cluster, whose nodes share one bucket; "" for a single node. Shared partitions live
@@ -104,7 +107,9 @@ def open_engine(kind: str, shard: str, settings: StorageSettings, clock: Clock, 
     if kind == "s3":
         from real.storage.s3engine import S3Engine, S3EngineConfig
 
-        s3_config = S3EngineConfig(linger_ms=s.s3_linger_ms, **s.extra.get("s3", {}))
+        s3_config = S3EngineConfig(**{"linger_ms": s.s3_linger_ms,
+                                      "tail_cache_bytes": s.s3_tail_cache_bytes,
+                                      **s.extra.get("s3", {})})
         prefix = (f"shared/{key}" if epoch else
                   f"{s.s3_local_prefix}/{key}" if s.s3_local_prefix else key)
         return S3Engine(_missing("s3") if store is None else store(), prefix, clock, s3_config,

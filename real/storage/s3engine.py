@@ -155,7 +155,7 @@ from __future__ import annotations
 import enum
 import struct
 from bisect import bisect_left, bisect_right
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -200,7 +200,8 @@ EPOCH_MAGIC = b"TMQE"
 EPOCH_BODY = struct.Struct(">4sBqq")
 EPOCH_PREFIX = "epoch-"
 EPOCH_DIGITS = 10
-NO_MANIFEST = 1 << 62
+MANIFEST_ENTRY_FENCED = struct.Struct(">qqQQqIq")
+FENCED_MANIFEST_VERSION = 2
 BASE_DIGITS = 20
 MiB = 1 << 20
 
@@ -229,6 +230,7 @@ class S3EngineConfig:
     footer_cache_max: int = 64
     footer_read_bytes: int = 4 * 1024  # a 4 MiB object of 64 KiB batches has a ~2.1 KiB footer
     manifest_every_objects: int = 256  # data objects PUT between two manifest PUTs
+    tail_cache_bytes: int = 0  # records of the newest PUT objects kept for reads (0: none)
 
     def __post_init__(self) -> None:
         lows = {
@@ -240,6 +242,7 @@ class S3EngineConfig:
             "footer_cache_max": 1,
             "footer_read_bytes": TRAILER.size,
             "manifest_every_objects": 1,
+            "tail_cache_bytes": 0,
         }
         for key, low in lows.items():
             value = getattr(self, key)
@@ -490,15 +493,27 @@ def decode_start(key: str, data: bytes) -> int:
     return start
 
 
-def encode_manifest(manifest: Manifest) -> bytes:
+def encode_manifest(manifest: Manifest, fenced: bool = False) -> bytes:
+    """Version 1, or with `fenced` version 2, whose entries also carry each object's epoch."""
     objects = manifest.objects
-    head = MANIFEST_HEAD.pack(MANIFEST_MAGIC, FORMAT_VERSION, manifest.start,
+    version = FENCED_MANIFEST_VERSION if fenced else FORMAT_VERSION
+    head = MANIFEST_HEAD.pack(MANIFEST_MAGIC, version, manifest.start,
                               manifest.start_skip_bytes, manifest.covers_end, len(objects))
-    body = head + b"".join(
-        MANIFEST_ENTRY.pack(o.base, o.end, o.bytes_total, o.data_length, o.ts_max, o.batch_count)
-        for o in objects
-    )
+    if fenced:
+        entries = (MANIFEST_ENTRY_FENCED.pack(o.base, o.end, o.bytes_total, o.data_length,
+                                              o.ts_max, o.batch_count, _key_epoch(o.key))
+                   for o in objects)
+    else:
+        entries = (MANIFEST_ENTRY.pack(o.base, o.end, o.bytes_total, o.data_length, o.ts_max,
+                                       o.batch_count) for o in objects)
+    body = head + b"".join(entries)
     return body + crc32c(body).to_bytes(4, "big")
+
+
+def _key_epoch(key: str) -> int:
+    name = key.rsplit("/", 1)[-1]
+    _base, dot, tag = name.removesuffix(DATA_SUFFIX).partition(".e")
+    return int(tag) if dot else 0
 
 
 def decode_manifest(prefix: str, key: str, data: bytes) -> Manifest:
@@ -508,19 +523,22 @@ def decode_manifest(prefix: str, key: str, data: bytes) -> Manifest:
     if crc32c(data[:-4]) != int.from_bytes(data[-4:], "big"):
         raise S3LogCorrupt(f"{key}: manifest crc32c mismatch")
     magic, version, start, skip, covers_end, count = MANIFEST_HEAD.unpack_from(data, 0)
-    if magic != MANIFEST_MAGIC or version != FORMAT_VERSION:
+    if magic != MANIFEST_MAGIC or version not in (FORMAT_VERSION, FENCED_MANIFEST_VERSION):
         raise S3LogCorrupt(f"{key}: manifest magic/version {magic!r}/{version}, expected "
-                           f"{MANIFEST_MAGIC!r}/{FORMAT_VERSION}")
-    if len(data) != MANIFEST_HEAD.size + count * MANIFEST_ENTRY.size + 4:
+                           f"{MANIFEST_MAGIC!r}/{FORMAT_VERSION} or {FENCED_MANIFEST_VERSION}")
+    entry = MANIFEST_ENTRY_FENCED if version == FENCED_MANIFEST_VERSION else MANIFEST_ENTRY
+    if len(data) != MANIFEST_HEAD.size + count * entry.size + 4:
         raise S3LogCorrupt(f"{key}: {len(data)} bytes for {count} manifest entries")
     objects = []
     for i in range(count):
-        base, end, total, length, ts_max, batches = MANIFEST_ENTRY.unpack_from(
-            data, MANIFEST_HEAD.size + i * MANIFEST_ENTRY.size)
-        if not (0 <= base < end and 0 < length and 0 < batches and ts_max >= 0):
+        fields = entry.unpack_from(data, MANIFEST_HEAD.size + i * entry.size)
+        base, end, total, length, ts_max, batches = fields[:6]
+        epoch = fields[6] if len(fields) > 6 else 0
+        if not (0 <= base < end and 0 < length and 0 < batches and ts_max >= 0
+                and epoch >= 0):
             raise S3LogCorrupt(f"{key}: manifest entry {i} [{base}, {end}) is malformed")
-        objects.append(ObjectSummary(data_key(prefix, base), base, end, total, ts_max, length,
-                                     batches))
+        objects.append(ObjectSummary(data_key(prefix, base, epoch), base, end, total, ts_max,
+                                     length, batches))
     manifest = Manifest(start, skip, tuple(objects))
     check_manifest(key, manifest, covers_end)
     return manifest
@@ -604,12 +622,12 @@ class S3Engine:
         self.records_max_per_append = config.records_max_per_append
         self._start_key = f"{prefix}/start"
         self._tombstone_key = f"{prefix}/{TOMBSTONE_NAME}"
-        self._manifest_key = f"{prefix}/{MANIFEST_NAME}"
+        self._manifest_key = (f"{prefix}/{MANIFEST_NAME}.e{epoch:0{EPOCH_DIGITS}d}" if epoch
+                              else f"{prefix}/{MANIFEST_NAME}")
         self._manifest_maybe = False  # a manifest may exist in the store (delete it before
         # any change but an append)
         self._manifest_count: int | None = None  # _objects[:n] are what the stored one lists
-        self._manifest_due = (NO_MANIFEST if epoch else
-                              config.manifest_every_objects)  # PUT one once len(_objects) >= this
+        self._manifest_due = config.manifest_every_objects  # PUT one once len(_objects) >= this
         self.manifest_use = ManifestUse.ABSENT
         self.manifest_detail = ""  # why the last open did not use the manifest
         self.manifest_put_failures = 0
@@ -623,6 +641,8 @@ class S3Engine:
         self._buffer_cum: list[int] = []  # running Record.size() totals of _buffer
         self._buffer_ts: list[int] = []  # running max timestamps of _buffer
         self._buffer_since_ms: int | None = None  # clock() at the oldest buffered append
+        self._tail: deque[Record] = deque()  # the newest PUT records, for reads (tail cache)
+        self._tail_bytes = 0
         self._poisoned: BaseException | None = None
         self._closed = False
         self._open()
@@ -664,6 +684,12 @@ class S3Engine:
         budget = [records_max, bytes_max]
         pos = offset
         while pos < self._flushed_end() and budget[0] > 0:
+            if self._tail and pos >= self._tail[0].offset:  # recent records: no GET
+                for i in range(pos - self._tail[0].offset, len(self._tail)):
+                    if not _take(self._tail[i], out, budget):
+                        return out
+                pos = self._flushed_end()
+                break
             obj = self._objects[bisect_right(self._bases, pos) - 1]
             done = self._read_object(obj, pos, out, budget)
             pos = out[-1].offset + 1 if out else pos
@@ -707,6 +733,7 @@ class S3Engine:
             self._drop_buffer_from(offset - base)
             return
         self._drop_buffer_from(0)
+        self._drop_tail()
         had_manifest = self._invalidate_manifest()
         while self._objects and self._objects[-1].end > offset:
             obj = self._objects[-1]
@@ -729,6 +756,7 @@ class S3Engine:
         if offset <= self._start:
             return
         had_manifest = self._invalidate_manifest()
+        self._drop_tail()
         self._call("put", self.store.put, self._start_key, encode_start(offset))
         self._start = offset
         while self._objects and self._objects[0].end <= offset:
@@ -763,6 +791,7 @@ class S3Engine:
         failure propagates (the engine stays closed and poisoned); call `destroy()` again."""
         self._closed = True
         self._drop_buffer_from(0)
+        self._drop_tail()
         self._poisoned = None  # destroy trusts only the listing, never the cached view
         self._erase()
         self._objects, self._bases, self._footers = [], [], OrderedDict()
@@ -826,6 +855,10 @@ class S3Engine:
             assert rec.offset == base + i, (rec.offset, base, i)
             assert self._buffer_cum[i] == total and self._buffer_ts[i] == ts_max, i
         assert (self._buffer_since_ms is None) == (not self._buffer)
+        if self._tail:
+            assert self._tail[-1].offset == self._flushed_end() - 1, self._tail[-1].offset
+            assert self._tail[-1].offset - self._tail[0].offset == len(self._tail) - 1
+            assert self._tail[0].offset >= self._start
         assert self._start <= self.durable_end() <= self.end_offset()
         count = self._manifest_count
         assert count is None or (self._manifest_maybe and 0 <= count <= len(self._objects)), count
@@ -838,7 +871,7 @@ class S3Engine:
         """PUT the tombstone (the commit point; skipped if there is nothing else or it exists),
         DELETE the manifest, the data objects highest first, the start object, the tombstone."""
         keys = self._list()
-        doomed = [k for k in keys if k == self._manifest_key]
+        doomed = [k for k in keys if k == self._manifest_key or self._fenced_manifest(k)]
         doomed += sorted((k for k in keys if self._base_of(k) is not None), reverse=True)
         doomed += sorted(k for k in keys if self._epoch_of_marker(k) is not None)
         doomed += [k for k in keys if k == self._start_key]
@@ -912,7 +945,8 @@ class S3Engine:
                 valid.append(key)
             else:
                 self.ignored_objects += 1
-        self._open_full(keys, valid)
+        fetched = self._open_fenced_view(keys, valid)
+        self._manifest_maybe = self._manifest_key in keys
         if self.epoch not in markers:  # the takeover: this epoch writes from the end found
             markers[self.epoch] = self._flushed_end()
             self._call("put", self.store.put, epoch_key(self.prefix, self.epoch),
@@ -920,7 +954,55 @@ class S3Engine:
         self.epochs = markers
         self.epoch_start = markers[self.epoch]
         self._confirmed = self.durable_end()
+        if self._objects and (fetched or not self._manifest_maybe):
+            self._put_manifest()  # the next takeover reads one manifest, not every footer
         self.invariants()
+
+    def _open_fenced_view(self, keys: list[str], valid: list[str]) -> int:
+        """Builds the view of the `valid` objects, taking their summaries from the newest
+        manifest of an epoch up to ours (written by a leader of that epoch: a cache like the
+        unfenced manifest, trusted only for the keys it names that are listed and valid) and
+        GETting the other footers. Returns how many footers were fetched."""
+        manifests = sorted((e, k) for k in keys if (e := self._fenced_manifest(k)) is not None
+                           and e <= self.epoch)
+        if manifests:
+            key = manifests[-1][1]
+            try:
+                raw = self._call("get", self.store.get, key, missing_ok=True)
+                assert isinstance(raw, bytes)
+                manifest = decode_manifest(self.prefix, key, raw)
+                known = {o.key: o for o in manifest.objects}
+                self._start = 0
+                if self._start_key in keys:
+                    start_raw = self._call("get", self.store.get, self._start_key)
+                    assert isinstance(start_raw, bytes)
+                    self._start = decode_start(self._start_key, start_raw)
+                fetched = 0
+                for data in valid:
+                    obj = known.get(data)
+                    if obj is None:
+                        obj = self._summary_from_footer(data)
+                        fetched += 1
+                    if obj.end <= self._start:
+                        continue  # below a retention cut (the unfenced open deletes these)
+                    self._check_follows(obj)
+                    self._push_summary(obj)
+                self._start_skip_bytes = self._skip_bytes()
+                self.manifest_use = ManifestUse.USED
+                return fetched
+            except (NotFound, S3LogCorrupt) as exc:
+                self.manifest_use, self.manifest_detail = ManifestUse.REJECTED, str(exc)
+                self._reset_view()
+        self._open_full(keys, valid)
+        return len(self._objects)
+
+    def _fenced_manifest(self, key: str) -> int | None:
+        """The epoch of a fenced-mode manifest key (`manifest.e<epoch>`), else None."""
+        head = f"{self.prefix}/{MANIFEST_NAME}.e"
+        digits = key[len(head):]
+        if not key.startswith(head) or len(digits) != EPOCH_DIGITS or not digits.isdigit():
+            return None
+        return int(digits)
 
     def _epoch_of_marker(self, key: str) -> int | None:
         head = f"{self.prefix}/{EPOCH_PREFIX}"
@@ -1135,12 +1217,27 @@ class S3Engine:
             key = data_key(self.prefix, footer.base, self.epoch)
             self._call("put", self.store.put, key, data)
             self._push_object(key, footer)
+            self._keep_tail(chunk)
             self._drop_buffer_before(count)
         self._buffer_since_ms = None
         if len(self._objects) >= self._manifest_due:
             self._put_manifest()
         assert self.durable_end() == self.end_offset()
         assert not self._buffer_cum
+
+    def _keep_tail(self, records: Sequence[Record]) -> None:
+        limit = self.config.tail_cache_bytes
+        if not limit:
+            return
+        for rec in records:
+            self._tail.append(rec)
+            self._tail_bytes += rec.size()
+        while self._tail and self._tail_bytes > limit:
+            self._tail_bytes -= self._tail.popleft().size()
+
+    def _drop_tail(self) -> None:
+        self._tail.clear()
+        self._tail_bytes = 0
 
     def _rewrite_prefix(self, obj: ObjectSummary, offset: int) -> None:
         """Replaces `obj` by an object holding only its records below `offset` (same key)."""
@@ -1180,13 +1277,10 @@ class S3Engine:
             self._put_manifest()
 
     def _put_manifest(self) -> None:
-        """PUTs the manifest of the current view; a failure is counted, not raised. (None in
-        fenced mode: its entries name unfenced keys.)"""
+        """PUTs the manifest of the current view; a failure is counted, not raised."""
         assert self._poisoned is None
-        if self.epoch:
-            return
         manifest = Manifest(self._start, self._start_skip_bytes, tuple(self._objects))
-        data = encode_manifest(manifest)
+        data = encode_manifest(manifest, fenced=bool(self.epoch))
         self._manifest_maybe = True  # even if the PUT fails: it may have landed
         self._manifest_due = len(self._objects) + self.config.manifest_every_objects
         try:
