@@ -14,7 +14,10 @@ when the learner entry committed (a snapshot first if the log was compacted), Ra
 *voter*. Adding a voter that cannot keep up would stall commits for as long as it lags
 (Raft thesis 4.2.1); the learner step is what etcd calls "learner promotion".
 
-**Leave**: (1) meta unregisters the node as a broker (`node.unregister`: the placement
+**Leave** is refused while the node holds data no other node has: a replicated partition whose
+in-sync set is that node alone, or an unreplicated partition on its own disk (shared-storage
+partitions are fine: the object store holds them). The caller asks again once a follower caught
+up. Then (1) meta unregisters the node as a broker (`node.unregister`: the placement
 controller moves the shards it led); (2) Raft removes it (`REMOVE_VOTER`, also for a learner);
 (3) meta forgets its address (`member.remove`). The leader never removes itself: asked to, it
 hands leadership to its most caught-up voter first and answers "not leader" naming it, and the
@@ -33,7 +36,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from real.meta import MetaResult, encode_command
+from real.meta import MetaResult, MetaStateMachine, encode_command
 from real.raft import RaftNode
 from real.raft.types import ConfChange, ConfChangeType, ProposalDropped, Role
 
@@ -82,8 +85,10 @@ class _Change:
 
 class Membership:
     def __init__(self, raft: RaftNode, propose: Callable[[bytes, Callable], None],
-                 clock: Callable[[], int], log: Callable[[str], None]) -> None:
+                 clock: Callable[[], int], log: Callable[[str], None],
+                 machine: Callable[[], MetaStateMachine] | None = None) -> None:
         self._raft = raft
+        self._machine = machine
         self._propose = propose
         self._clock = clock
         self._log = log
@@ -224,7 +229,29 @@ class Membership:
         raft.transfer_leadership(target)
         c.step, c.index = _Step.HAND_OVER, target
 
+    def _sole_copies(self, node_id: int) -> list[str]:
+        """Partitions whose only copy is on node `node_id`."""
+        if self._machine is None:
+            return []
+        out = []
+        for topic in self._machine().topics():
+            for i, s in enumerate(topic.shards):
+                if s.replicated:
+                    if s.isr == (node_id,):
+                        out.append(f"{topic.name}/{i}")
+                elif s.leader == node_id and not topic.shared(i):
+                    out.append(f"{topic.name}/{i}")
+        return out
+
     def _meta_step(self, c: _Change) -> None:
+        if c.step is _Step.UNREGISTER:
+            sole = self._sole_copies(c.node_id)
+            if sole:
+                more = f" and {len(sole) - 3} more" if len(sole) > 3 else ""
+                self._finish(False, f"node {c.node_id} holds the only copy of "
+                                    f"{', '.join(sole[:3])}{more}: it cannot leave before "
+                                    "another replica is in sync")
+                return
         if c.step is _Step.RECORD:
             data = encode_command("member.add", node_id=c.node_id, raft_addr=c.addr)
         elif c.step is _Step.UNREGISTER:

@@ -239,7 +239,8 @@ class NodeCore:
         self._topics_missing: list[str] = []
         self._tick_at = env.clock() + spec.tick_ms
         self._role_seen: tuple[Role | None, int, int] = (None, 0, 0)
-        self.membership = Membership(self.replica.raft, self.propose, env.clock, env.log)
+        self.membership = Membership(self.replica.raft, self.propose, env.clock, env.log,
+                                     machine=lambda: self.replica.sm)
         self._members_seen: tuple[tuple[int, str], ...] | None = None
         self._members_key: tuple[Any, int] | None = None
         if self.replica.raft.conf.voters == (spec.node_id,):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from real.meta import encode_command
 from real.raft.types import Role
 from real.server import membership
 from real.server.membership import ChangeResult
@@ -153,3 +154,23 @@ def test_a_restarted_joiner_keeps_its_membership() -> None:
     assert voters(c, 4) == (1, 2, 3, 4)
     c.advance(200)
     assert c.cores[4].replica.raft.leader == c.meta_leader()
+
+
+def test_a_node_holding_the_only_copy_of_a_partition_cannot_leave() -> None:
+    c = Cluster()
+    c.create(1, "t", partitions=1)  # replication factor 3
+    leader = c.meta_leader()
+    target = c.shard("t", 0).leader
+    # its followers fell out of sync: the in-sync set is the target alone (set through meta,
+    # as the leader's replicator would)
+    s = c.shard("t", 0)
+    got: list = []
+    c.cores[leader].propose(encode_command("shard.set_isr", topic="t", shard=0, leader=target,
+                                           epoch=s.epoch, version=s.version, isr=[target]),
+                            got.append)
+    c.settle()
+    assert got and got[0].ok, got
+    result = change(c, leader, "remove", target)
+    assert not result.ok and "only copy of t/0" in result.message, result
+    assert voters(c, leader) == (1, 2, 3), "nothing changed"
+    assert c.cores[leader].replica.sm.node(target) is not None
