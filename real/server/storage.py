@@ -42,6 +42,12 @@ class StorageSettings:
     s3_tail_cache_bytes: int = 4 << 20
     """Records of each S3 shard's newest objects kept in memory for reads (consumers that keep
     up read without a GET)."""
+    s3_read_objects_max: int = 8
+    """Objects one read of an S3 shard GETs from at most (a consumer gets the rest with its
+    next fetch): S3 requests are synchronous, so this bounds how long one read holds the node."""
+    s3_shared_manifest_every: int = 32
+    """A shared partition's leader writes its manifest every this many objects: the next
+    leader's takeover reads it plus the footers of the objects written since."""
     s3_local_prefix: str = ""
     """Key prefix of this node's own S3 shards (its MQTT state, unplaced topics): "n<id>" in
     a cluster, whose nodes share one bucket; "" for a single node. Shared partitions live
@@ -109,6 +115,9 @@ def open_engine(kind: str, shard: str, settings: StorageSettings, clock: Clock, 
 
         s3_config = S3EngineConfig(**{"linger_ms": s.s3_linger_ms,
                                       "tail_cache_bytes": s.s3_tail_cache_bytes,
+                                      "read_objects_max": s.s3_read_objects_max,
+                                      **({"manifest_every_objects": s.s3_shared_manifest_every}
+                                         if epoch else {}),
                                       **s.extra.get("s3", {})})
         prefix = (f"shared/{key}" if epoch else
                   f"{s.s3_local_prefix}/{key}" if s.s3_local_prefix else key)

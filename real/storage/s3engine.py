@@ -231,6 +231,8 @@ class S3EngineConfig:
     footer_read_bytes: int = 4 * 1024  # a 4 MiB object of 64 KiB batches has a ~2.1 KiB footer
     manifest_every_objects: int = 256  # data objects PUT between two manifest PUTs
     tail_cache_bytes: int = 0  # records of the newest PUT objects kept for reads (0: none)
+    read_objects_max: int = 0  # objects one read GETs from at most (0: no limit); the read
+    # returns what it has then (at least one record), bounding how long a caller waits
 
     def __post_init__(self) -> None:
         lows = {
@@ -243,6 +245,7 @@ class S3EngineConfig:
             "footer_read_bytes": TRAILER.size,
             "manifest_every_objects": 1,
             "tail_cache_bytes": 0,
+            "read_objects_max": 0,
         }
         for key, low in lows.items():
             value = getattr(self, key)
@@ -683,7 +686,12 @@ class S3Engine:
         out: list[Record] = []
         budget = [records_max, bytes_max]
         pos = offset
+        touched = 0
+        limit = self.config.read_objects_max
         while pos < self._flushed_end() and budget[0] > 0:
+            if limit and touched >= limit and out:
+                return out
+            touched += 1
             if self._tail and pos >= self._tail[0].offset:  # recent records: no GET
                 for i in range(pos - self._tail[0].offset, len(self._tail)):
                     if not _take(self._tail[i], out, budget):
@@ -954,8 +962,11 @@ class S3Engine:
         self.epochs = markers
         self.epoch_start = markers[self.epoch]
         self._confirmed = self.durable_end()
-        if self._objects and (fetched or not self._manifest_maybe):
+        due = fetched or not self._manifest_maybe or len(self._objects) >= self._manifest_due
+        if self._objects and due:
             self._put_manifest()  # the next takeover reads one manifest, not every footer
+        else:
+            self._manifest_due = len(self._objects) + self.config.manifest_every_objects
         self.invariants()
 
     def _open_fenced_view(self, keys: list[str], valid: list[str]) -> int:
@@ -1170,6 +1181,9 @@ class S3Engine:
         self, obj: ObjectSummary, pos: int, out: list[Record], budget: list[int]
     ) -> bool:
         """Appends records from `pos` within `obj` to `out`; True once the budget is spent."""
+        size = obj.data_length + obj.footer_length + TRAILER.size
+        if obj.key not in self._footers and size <= self.config.index_interval_bytes:
+            return self._read_small_object(obj, pos, out, budget)
         footer = self._footer(obj)
         bases = [e.base for e in footer.entries]
         i = bisect_right(bases, pos) - 1
@@ -1186,6 +1200,23 @@ class S3Engine:
             if not _take(rec, out, budget):
                 return True
         return budget[0] == 0 or j < len(bases)
+
+    def _read_small_object(
+        self, obj: ObjectSummary, pos: int, out: list[Record], budget: list[int]
+    ) -> bool:
+        """A small object whose footer is not cached: one GET of all of it (footer and
+        batches) instead of one for the footer and one for the batches."""
+        data = self._call("get", self.store.get, obj.key)
+        assert isinstance(data, bytes)
+        footer = decode_footer(obj.key, data)
+        if ObjectSummary.of(obj.key, footer) != obj:
+            raise S3LogCorrupt(f"{obj.key}: changed under us: footer says "
+                               f"{ObjectSummary.of(obj.key, footer)}, expected {obj}")
+        self._cache_footer(obj.key, footer)
+        for rec in decode_range(obj.key, data[: footer.data_length], obj.base):
+            if rec.offset >= pos and not _take(rec, out, budget):
+                return True
+        return budget[0] == 0
 
     def _read_buffer(self, pos: int, out: list[Record], budget: list[int]) -> None:
         for rec in self._buffer[pos - self._buffer_base() :]:

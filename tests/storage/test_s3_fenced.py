@@ -203,3 +203,30 @@ def test_the_tail_cache_serves_recent_reads_without_a_get() -> None:
     engine.truncate(9)
     assert [r.offset for r in engine.read(8, 10, 1 << 20)] == [8]
     engine.invariants()
+
+
+def test_a_read_touches_at_most_read_objects_max_objects() -> None:
+    store = SimObjectStore(random.Random(11))
+    engine = S3Engine(store, "plain/0", config=S3EngineConfig(read_objects_max=3))
+    for i in range(10):
+        engine.append(recs(1, f"r{i}-"))
+    assert [r.offset for r in engine.read(0, 100, 1 << 20)] == [0, 1, 2]
+    assert [r.offset for r in engine.read(3, 100, 1 << 20)] == [3, 4, 5]
+    one = S3Engine(store, "plain/0", config=S3EngineConfig(read_objects_max=1))
+    assert [r.offset for r in one.read(9, 100, 1 << 20)] == [9], "at least one record"
+
+
+def test_reopening_with_its_own_manifest_and_many_objects_keeps_the_cadence() -> None:
+    """Found by the node3-s3 sweep (seed 88): a leader reopening at its own epoch with its own
+    up-to-date manifest fetched no footer, PUT no manifest, and failed its invariants."""
+    store = SimObjectStore(random.Random(12))
+    config = S3EngineConfig(manifest_every_objects=4)
+    engine = S3Engine(store, PREFIX, config=config, epoch=1)
+    for i in range(10):
+        engine.append(recs(1, f"r{i}-"))
+    engine.close()  # the manifest lists all 10
+    again = S3Engine(store, PREFIX, config=config, epoch=1)
+    again.invariants()
+    assert again.manifest_use.value == "used" and again.end_offset() == 10
+    again.append(recs(1, "s"))
+    again.invariants()

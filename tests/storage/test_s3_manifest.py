@@ -138,7 +138,7 @@ def test_open_after_close_is_one_list_one_get_and_no_footer_get() -> None:
     before = requests(store)
     got = reopened.read(123, 2, ALL)
     assert [r.offset for r in got] == [123, 124]
-    assert delta(store, before)["get"] == 4  # per object: one exact footer GET, one data GET
+    assert delta(store, before)["get"] == 2  # per small object: one GET of all of it
 
 
 def test_open_after_retention_inside_an_object_skips_the_start_get_too() -> None:

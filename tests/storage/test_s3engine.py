@@ -339,8 +339,18 @@ def test_footer_cache_is_bounded() -> None:
     engine.invariants()
     assert len(engine._footers) == 2
     store.stats.requests["get"] = 0
-    assert engine.read(0, 1, 1)[0].offset == 0  # footer miss: suffix GET + data GET
-    assert store.stats.requests["get"] == 2
+    assert engine.read(0, 1, 1)[0].offset == 0  # footer miss, a small object: one whole GET
+    assert store.stats.requests["get"] == 1
+    assert len(engine._footers) == 2
+    big, _ = make(S3EngineConfig(footer_cache_max=2, index_interval_bytes=64))
+    large = S3Engine(big, "topic/0", config=S3EngineConfig(footer_cache_max=2,
+                                                           index_interval_bytes=64))
+    for _ in range(4):
+        large.append(recs(3))
+    large._footers.clear()
+    big.stats.requests["get"] = 0
+    assert large.read(0, 1, 1)[0].offset == 0  # footer miss: suffix GET + data GET
+    assert big.stats.requests["get"] == 2
 
 
 def test_prefixes_are_independent() -> None:
