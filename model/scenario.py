@@ -101,6 +101,9 @@ class ClusterConfig:
     """A follower not caught up this long leaves the in-sync set."""
     replica_fetch_wait_ms: int = _node_default("cluster_replica_fetch_wait_ms")
     """How long a leader parks a follower's fetch that finds nothing new."""
+    s3_linger_ms: int = 0
+    """S3 shards (`[kafka] default_engine = "s3"`): appends wait up to this long to share one
+    PUT (the node's `storage.s3_linger_ms`): fewer, larger objects."""
     replica_tail_bytes: int = 0
     """The leader's in-memory tail cache per replica (a real node's default is 4 MiB); off in
     the simulator by default, so the scenarios written before it keep their traces (with it,
@@ -538,6 +541,7 @@ def validate(s: Scenario, fname: str = "scenario.toml") -> None:
     need(1 <= c.clients_node <= c.nodes, f"[cluster] clients_node must be 1..nodes, "
                                          f"got {c.clients_node}")
     need(c.tick_ms >= 1, "[cluster] tick_ms must be >= 1")
+    need(0 <= c.s3_linger_ms <= 60_000, "[cluster] s3_linger_ms must be 0..60000")
     need(1 <= c.heartbeat_tick < c.election_tick_min <= c.election_tick_max,
          "[cluster] need 1 <= heartbeat_tick < election_tick_min <= election_tick_max")
     need(c.max_size_per_msg >= 1 and c.max_inflight_msgs >= 1,

@@ -227,7 +227,8 @@ class World:
         voters = tuple(range(1, c.nodes + 1))
         raft = raft_config(s)
         engine = "file" if s.state_log == "journal" else "memory"
-        storage = StorageSettings(engine=engine, group_commit_ms=s.disk.group_commit_ms)
+        storage = StorageSettings(engine=engine, group_commit_ms=s.disk.group_commit_ms,
+                                  s3_linger_ms=c.s3_linger_ms)
         shared = s.kafka.default_engine == "s3"
         kafka = s.kafka if shared else dataclasses.replace(s.kafka, default_engine=engine)
         self.store = (SimObjectStore(seeds.derive("objstore"), SimObjectStoreConfig())
