@@ -239,6 +239,13 @@ class KafkaBroker:
         self._out: list[tuple[int, bytes, bool]] = []
         self._fetch_waits: list[_FetchWait] = []
         self._produce_waits: list[_ProduceWait] = []
+        self._waits_sig: tuple[Any, ...] | None = None
+        """What the held produces depended on at the last pass over them (`_wait_signature`):
+        while it is the same and no deadline passed, another pass would answer none."""
+        self._wait_keys: tuple[set[str], set[tuple[str, int]]] = (set(), set())
+        """The shards (acks=1, unreplicated) and partitions (acks=all, shared) they wait on."""
+        self._commit_deadline: int | None = None
+        """The earliest deadline of a held produce still waiting on a commit."""
         self._shared_open: dict[tuple[str, int], int] = {}
         """Shared (S3) partitions open here -> the leader epoch they were opened under."""
         self._pid_next = 0
@@ -305,6 +312,7 @@ class KafkaBroker:
         conn.slots.clear()
         self._fetch_waits = [w for w in self._fetch_waits if w.conn is not conn]
         self._produce_waits = [w for w in self._produce_waits if w.conn is not conn]
+        self._index_waits()
 
     def receive(self, conn_id: int, data: bytes) -> None:
         conn = self.conns.get(conn_id)
@@ -422,7 +430,7 @@ class KafkaBroker:
         elif now >= self._next_retention:
             self._next_retention = now + self.config.retention_check_ms
             self.apply_retention(self.wall_clock())
-        if any(w.commits and w.deadline_ms <= now for w in self._produce_waits):
+        if self._commit_deadline is not None and self._commit_deadline <= now:
             self.durable_progress()
         if self._fetch_waits:
             due = [w for w in self._fetch_waits if w.deadline_ms <= now]
@@ -433,7 +441,8 @@ class KafkaBroker:
 
     def next_deadline_ms(self) -> int | None:
         times = [w.deadline_ms for w in self._fetch_waits]
-        times += [w.deadline_ms for w in self._produce_waits if w.commits]
+        if self._commit_deadline is not None:
+            times.append(self._commit_deadline)
         group = self.groups.next_deadline_ms()
         if group is not None:
             times.append(group)
@@ -443,18 +452,64 @@ class KafkaBroker:
         """A shard's durable end moved: release held produce replies, wake long-polls."""
         if self._produce_waits:
             now = self.clock()
-            seen = _Seen({}, {}, {})
-            still = []
-            for wait in self._produce_waits:
-                if self._settled(wait, now, seen):
-                    self._reply(wait.conn, wait.slot, wait.header, wait.body)
-                else:
-                    still.append(wait)
-            self._produce_waits = still
+            sig = self._wait_signature()
+            due = self._commit_deadline is not None and self._commit_deadline <= now
+            if due or sig != self._waits_sig:  # else no held produce can be answered now
+                seen = _Seen({}, {}, {})
+                still = []
+                for wait in self._produce_waits:
+                    if self._settled(wait, now, seen):
+                        self._reply(wait.conn, wait.slot, wait.header, wait.body)
+                    else:
+                        still.append(wait)
+                self._produce_waits = still
+                self._index_waits()
+                self._waits_sig = self._wait_signature()
         if self._fetch_waits:
             self._wake_fetches(None)
         if self._appended:
             self._release_appended()
+
+    def _index_waits(self) -> None:
+        """Recompute what the held produces wait on and their earliest commit deadline."""
+        names: set[str] = set()
+        keys: set[tuple[str, int]] = set()
+        deadline: int | None = None
+        for wait in self._produce_waits:
+            names.update(wait.needs)
+            if wait.commits:
+                keys.update(wait.commits)
+                if deadline is None or wait.deadline_ms < deadline:
+                    deadline = wait.deadline_ms
+        self._wait_keys = (names, keys)
+        self._commit_deadline = deadline
+        if not self._produce_waits:
+            self._waits_sig = None
+
+    def _add_wait(self, wait: _ProduceWait) -> None:
+        self._produce_waits.append(wait)
+        names, keys = self._wait_keys
+        names.update(wait.needs)
+        if wait.commits:
+            keys.update(wait.commits)
+            if self._commit_deadline is None or wait.deadline_ms < self._commit_deadline:
+                self._commit_deadline = wait.deadline_ms
+
+    def _wait_signature(self) -> tuple[Any, ...]:
+        """The state `_settled` reads, over the shards and partitions held produces wait on:
+        shard ack ends, commit states (high watermark and in-sync count, or None once this
+        node stopped leading), and the applied meta index (topic configs)."""
+        names, keys = self._wait_keys
+        acks = []
+        for name in sorted(names):  # (pure reads: sorted only to keep the core order-free)
+            try:
+                acks.append((name, self.shards.ack_end(name)))
+            except Exception:  # noqa: BLE001 - a deleted shard: as `_durable` treats it
+                acks.append((name, -1))
+        rep = self.replicator
+        states = [(key, self._shared_state(*key) if key in self._shared_open else
+                   rep.commit_state(*key) if rep is not None else None) for key in sorted(keys)]
+        return (self._machine().applied_index, tuple(acks), tuple(states))
 
     def _release_appended(self) -> None:
         """Run the `on_append` hooks for stored batches that are durable now, in append order."""
@@ -1260,7 +1315,7 @@ class KafkaBroker:
         if self._settled(wait, now):
             self._reply(conn, slot, h, body)
         else:
-            self._produce_waits.append(wait)
+            self._add_wait(wait)
 
     # ---- fetch ---------------------------------------------------------------------------------
 
