@@ -374,7 +374,7 @@ class NodeCore:
         answer comes (no leader, a partition: Raft drops the request). ProposalDropped if too
         many reads wait."""
         self._read_seq += 1
-        context = b"read-%d" % self._read_seq
+        context = b"read-%d-%d" % (self.spec.node_id, self._read_seq)
         self.replica.read_index(context, done)
         self._settle()
         return context
@@ -538,7 +538,7 @@ class NodeCore:
             return  # asked; the answer unfences (a read no leader answers is asked again)
         self._drop_unfence_read()
         self._read_seq += 1
-        context = b"unfence-%d" % self._read_seq
+        context = b"unfence-%d-%d" % (self.spec.node_id, self._read_seq)
 
         def applied(_index: int) -> None:
             if self._unfence_read is not None and self._unfence_read[0] == context:
@@ -578,7 +578,7 @@ class NodeCore:
         if not want:
             return
         self._read_seq += 1
-        context = b"shared-%d" % self._read_seq
+        context = b"shared-%d-%d" % (self.spec.node_id, self._read_seq)
 
         def applied(_index: int) -> None:
             if self._shared_read is None or self._shared_read[0] != context:

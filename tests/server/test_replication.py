@@ -550,3 +550,18 @@ def test_a_resumed_leader_fences_itself_before_it_serves_the_requests_that_waite
             break
     assert not frozen.replicator.fenced, "it never unfenced"
     assert ("t", p) in frozen.replicator.follows  # it follows the new leader
+
+
+def test_two_followers_reading_at_once_both_get_answers() -> None:
+    """Read contexts name the node: two followers' first reads (`read-1` on each, before)
+    reached the leader as one request, and only one follower was answered (found by the
+    node3-s3 sweep, seed 235: a shared partition's acknowledgements stalled)."""
+    c = Cluster()
+    leader = c.meta_leader()
+    followers = [n for n in IDS if n != leader]
+    got: dict[int, int] = {}
+    for n in followers:
+        c.cores[n].read_index(lambda index, n=n: got.__setitem__(n, index))
+    c.settle()
+    c.run_until(lambda: len(got) == 2, 500)
+    assert sorted(got) == followers
