@@ -373,8 +373,7 @@ class NodeCore:
         its leadership with a quorum first). Returns the read's context, for `cancel_read` if no
         answer comes (no leader, a partition: Raft drops the request). ProposalDropped if too
         many reads wait."""
-        self._read_seq += 1
-        context = b"read-%d-%d" % (self.spec.node_id, self._read_seq)
+        context = self._read_context(b"read")
         self.replica.read_index(context, done)
         self._settle()
         return context
@@ -537,8 +536,7 @@ class NodeCore:
         if self._unfence_read is not None and now - self._unfence_read[1] <= session:
             return  # asked; the answer unfences (a read no leader answers is asked again)
         self._drop_unfence_read()
-        self._read_seq += 1
-        context = b"unfence-%d-%d" % (self.spec.node_id, self._read_seq)
+        context = self._read_context(b"unfence")
 
         def applied(_index: int) -> None:
             if self._unfence_read is not None and self._unfence_read[0] == context:
@@ -577,8 +575,7 @@ class NodeCore:
                 want[(topic, partition)] = (epoch, durable)
         if not want:
             return
-        self._read_seq += 1
-        context = b"shared-%d-%d" % (self.spec.node_id, self._read_seq)
+        context = self._read_context(b"shared")
 
         def applied(_index: int) -> None:
             if self._shared_read is None or self._shared_read[0] != context:
@@ -600,6 +597,14 @@ class NodeCore:
         except ProposalDropped:  # no meta leader known: ask again shortly
             self._shared_read = None
             self._shared_retry_at = now + REGISTER_RETRY_MS
+
+    def _read_context(self, kind: bytes) -> bytes:
+        """A read-index context unique in the cluster: the leader merges requests with one
+        context (Raft answers them together), so it names this node and this life of it (a
+        restarted node's first read must not be answered with its old self's read index)."""
+        self._read_seq += 1
+        return b"%s-%d-%d-%d" % (kind, self.spec.node_id, self.replica.incarnation,
+                                 self._read_seq)
 
     def _drop_unfence_read(self) -> None:
         if self._unfence_read is not None:
