@@ -636,7 +636,7 @@ class KafkaBroker:
         for topic in sorted({t for t, _p in self.logs if sm.topic(t) is None}):
             self._drop_topic_logs(topic)
         for key in sorted(k for k in self.logs if k in self._shared_open):
-            if self._shared_epoch(*key) != self._shared_open[key]:
+            if self.shared_epoch(*key) != self._shared_open[key]:
                 self.drop_shared(*key)
 
     @property
@@ -644,9 +644,6 @@ class KafkaBroker:
         return bool(self._shared_open)
 
     def shared_epoch(self, topic: str, partition: int) -> int:
-        return self._shared_epoch(topic, partition)
-
-    def _shared_epoch(self, topic: str, partition: int) -> int:
         """The epoch this node leads shared partition `topic`/`partition` under (0: it does
         not, or the partition is not shared)."""
         info = self._machine().topic(topic)
@@ -679,7 +676,7 @@ class KafkaBroker:
         any min.insync.replicas: the store is the replica), or None once this node stopped
         leading it."""
         key = (topic, partition)
-        if key not in self._shared_open or self._shared_epoch(*key) != self._shared_open[key]:
+        if key not in self._shared_open or self.shared_epoch(*key) != self._shared_open[key]:
             return None
         return self.shards.ack_end(shard_name(topic, partition)), 1 << 30
 

@@ -1009,14 +1009,14 @@ class S3Engine:
 
     def _fenced_manifest(self, key: str) -> int | None:
         """The epoch of a fenced-mode manifest key (`manifest.e<epoch>`), else None."""
-        head = f"{self.prefix}/{MANIFEST_NAME}.e"
-        digits = key[len(head):]
-        if not key.startswith(head) or len(digits) != EPOCH_DIGITS or not digits.isdigit():
-            return None
-        return int(digits)
+        return self._epoch_after(key, f"{self.prefix}/{MANIFEST_NAME}.e")
 
     def _epoch_of_marker(self, key: str) -> int | None:
-        head = f"{self.prefix}/{EPOCH_PREFIX}"
+        """The epoch of an epoch marker key (`epoch-<epoch>`), else None."""
+        return self._epoch_after(key, f"{self.prefix}/{EPOCH_PREFIX}")
+
+    @staticmethod
+    def _epoch_after(key: str, head: str) -> int | None:
         digits = key[len(head):]
         if not key.startswith(head) or len(digits) != EPOCH_DIGITS or not digits.isdigit():
             return None

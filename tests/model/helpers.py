@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from model.scenario import Scenario, from_dict
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def trace_hash_in_process(scenario: Path, seed: int, hashseed: str) -> str:
+    """`twinmq sim run SCENARIO --seed SEED` in a fresh process under PYTHONHASHSEED=hashseed:
+    its trace-hash (the determinism tests compare it across processes and hash seeds)."""
+    env = {**os.environ, "PYTHONHASHSEED": hashseed}
+    proc = subprocess.run([sys.executable, "-m", "model", "run", str(scenario), "--seed",
+                           str(seed)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("trace-hash: ")]
+    return line.split()[1]
 
 
 def small_scenario(**top: Any) -> Scenario:

@@ -18,6 +18,7 @@ from model.workloads.bridge import BridgeWorkload
 from model.workloads.kafka import KafkaWorkload
 from model.workloads.mqtt import MqttWorkload
 from model.world import World
+from tests.model.helpers import trace_hash_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 BRIDGE = ROOT / "scenarios" / "sim" / "node3-bridge.toml"
@@ -202,18 +203,6 @@ def test_a_kafka_to_mqtt_rule_may_share_its_topic_with_producers() -> None:
 def test_the_three_node_bridge_world_is_deterministic_across_processes_and_hash_seeds() -> None:
     """Same seed, same trace hash: in another process, under two PYTHONHASHSEED values (three
     whole nodes, MQTT, Kafka, the bridge and every fault kind of the scenario)."""
-    import os
-    import subprocess
-    import sys
-
-    def trace_hash(hashseed: str) -> str:
-        env = {**os.environ, "PYTHONHASHSEED": hashseed}
-        proc = subprocess.run([sys.executable, "-m", "model", "run", str(BRIDGE), "--seed", "3"],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-        (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("trace-hash: ")]
-        return line.split()[1]
-
-    first = trace_hash("1")
-    assert first == trace_hash("2")
+    first = trace_hash_in_process(BRIDGE, 3, "1")
+    assert first == trace_hash_in_process(BRIDGE, 3, "2")
     assert World(load(BRIDGE), 3).run().trace_hash == first

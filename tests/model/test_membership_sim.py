@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +15,7 @@ import pytest
 
 from model.scenario import ScenarioError, from_dict, load, read_toml
 from model.world import World
+from tests.model.helpers import trace_hash_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 MEMBERSHIP = ROOT / "scenarios" / "sim" / "node3-membership.toml"
@@ -68,15 +66,6 @@ def test_spares_are_validated() -> None:
 
 
 def test_membership_runs_are_deterministic_across_processes_and_hash_seeds() -> None:
-    def trace_hash(hashseed: str) -> str:
-        env = {**os.environ, "PYTHONHASHSEED": hashseed}
-        proc = subprocess.run([sys.executable, "-m", "model", "run", str(MEMBERSHIP), "--seed",
-                               "1"], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=300)
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-        (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("trace-hash: ")]
-        return line.split()[1]
-
-    first = trace_hash("1")
-    assert first == trace_hash("2")
+    first = trace_hash_in_process(MEMBERSHIP, 1, "1")
+    assert first == trace_hash_in_process(MEMBERSHIP, 1, "2")
     assert World(load(MEMBERSHIP), 1).run().trace_hash == first

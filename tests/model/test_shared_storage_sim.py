@@ -6,15 +6,13 @@ seed, same trace across processes and hash seeds."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from model.scenario import ScenarioError, from_dict, load, read_toml
 from model.world import World
+from tests.model.helpers import trace_hash_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 S3 = ROOT / "scenarios" / "sim" / "node3-s3.toml"
@@ -51,14 +49,6 @@ def test_only_s3_may_be_the_scenarios_kafka_engine() -> None:
 
 
 def test_shared_storage_runs_are_deterministic_across_processes_and_hash_seeds() -> None:
-    def trace_hash(hashseed: str) -> str:
-        env = {**os.environ, "PYTHONHASHSEED": hashseed}
-        proc = subprocess.run([sys.executable, "-m", "model", "run", str(S3), "--seed", "2"],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-        (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("trace-hash: ")]
-        return line.split()[1]
-
-    first = trace_hash("1")
-    assert first == trace_hash("2")
+    first = trace_hash_in_process(S3, 2, "1")
+    assert first == trace_hash_in_process(S3, 2, "2")
     assert World(load(S3), 2).run().trace_hash == first
