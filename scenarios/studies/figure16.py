@@ -1162,12 +1162,13 @@ def _restarted_wins(rng: dict[str, Any]) -> tuple[int, int]:
     return sum(1 for i in range(1, len(k)) if new[i] == k[i - 1]), max(0, len(k) - 1)
 
 
-def _one_term_election(rng: dict[str, Any]) -> float | None:
-    """Median first campaign -> leader over the kills elected in one term (no split vote)."""
+def _one_term_election(rng: dict[str, Any]) -> tuple[float | None, int]:
+    """Median first campaign -> leader over the kills elected in one term (no split vote), and
+    how many kills that was."""
     xs = sorted(d - c for d, c, t in zip(rng["downtime_ms"], rng["campaign_ms"], rng["terms"],
                                          strict=True)
                 if d is not None and c is not None and t == 1)
-    return xs[max(0, math.ceil(len(xs) / 2) - 1)] if xs else None
+    return (xs[max(0, math.ceil(len(xs) / 2) - 1)] if xs else None), len(xs)
 
 
 def _serial_vs_real(wide: list[str], by_label: dict[str, Any], ser: dict[str, Any],
@@ -1240,8 +1241,8 @@ def real_discussion(study: dict[str, Any]) -> list[str]:
         return f"{ph[1]:.0f}" if ph else "-"
 
     def elect1(src: dict[str, Any]) -> str:
-        v = _one_term_election(src)
-        return f"{v:.0f}" if v is not None else "-"
+        v, n = _one_term_election(src)
+        return f"{v:.0f} ({n})" if v is not None else "- (0)"
 
     def wins(src: dict[str, Any]) -> str:
         a, n = _restarted_wins(src)
@@ -1296,10 +1297,11 @@ def real_discussion(study: dict[str, Any]) -> list[str]:
         "candidate's requests arrive: more split votes, each costing another ~150 ms timeout. "
         f"The simulator with {extra:g} ms more one-way latency per message (*serial "
         f"+{extra:g} ms*; fitted to the uncontested elections, not predicted) comes close to "
-        "the real cluster's uncontested elections and, in 150-155, to its split votes (mean "
-        "terms) and median downtime; in the wide ranges the downtime is dominated by the timer "
-        "phase of point 1 instead:", "",
-        f"| range | uncontested election, median: serial | serial +{extra:g} ms | real "
+        "the real cluster's uncontested elections where there are enough of them to compare "
+        "(how many kills were won in one term is in brackets: few in 150-155) and, in 150-155, "
+        "to its split votes (mean terms) and median downtime; in the wide ranges the downtime "
+        "is dominated by the timer phase of point 1 instead:", "",
+        f"| range | uncontested election, median (kills): serial | serial +{extra:g} ms | real "
         f"| mean terms: serial | +{extra:g} ms | real | median downtime: serial "
         f"| +{extra:g} ms | real |", "|---|---|---|---|---|---|---|---|---|---|", *rows2, "",
         "Where the extra milliseconds go was not separated; the likely parts are: five Python "
