@@ -123,6 +123,12 @@ class LogHost(Protocol):
 
 Key = tuple[str, int]
 
+ACK_GRACE_MS = 50
+"""A follower whose last reply was (mostly) full does not supersede the fetch in flight when its
+durable end moves: the leader is answering it with more records, and superseding it would make
+the leader read and send them twice. If that fetch is still unanswered after this long (the
+leader had nothing more after all and parked it), the follower fetches again to report."""
+
 
 @dataclass(slots=True)
 class _Follower:
@@ -164,6 +170,9 @@ class _Follow:
     sent_ms: int = 0
     next_ms: int = 0
     reported: int = -1
+    more: bool = False
+    """The last reply filled most of a fetch: the leader has more, so it answers the fetch in
+    flight at once and the next fetch reports a new durable end (see `durable_progress`)."""
     hw: int = 0
     """The leader's high watermark as last heard (a new leader starts from it)."""
 
@@ -177,6 +186,10 @@ class ReplicationStats:
     reads_engine: int = 0
     """...and from its engine (a follower further behind than the cache reaches)."""
     records_replicated: int = 0
+    replies_stale: int = 0
+    """Fetch replies that came after the follower had sent a newer fetch (dropped unread)."""
+    records_stale: int = 0
+    """The records those replies carried (the leader read and sent them for nothing)."""
     truncations: int = 0
     truncated_records: int = 0
     isr_shrinks: int = 0
@@ -283,6 +296,14 @@ class Replicator:
         follow = self.follows.get(key)
         if info.leader == me:
             if lead is not None and lead.epoch == info.epoch:
+                now = self.clock()
+                for n in info.isr:
+                    fl = lead.followers.get(n)
+                    if n not in lead.isr and fl is not None:
+                        # back in sync: a full lag window from now, or a follower that caught
+                        # up with the high watermark but not the log end (a leader taking
+                        # writes faster than it replicates) drops out again at once (flapping)
+                        fl.caught_up_ms = max(fl.caught_up_ms, now)
                 lead.isr, lead.version = info.isr, info.version
                 if lead.adding and lead.adding in info.isr:
                     lead.adding = 0
@@ -345,6 +366,8 @@ class Replicator:
         key = (msg.topic, msg.partition)
         f = self.follows.get(key)
         if f is None or msg.seq != f.inflight or msg.src != f.leader or msg.epoch != f.epoch:
+            self.stats.replies_stale += 1
+            self.stats.records_stale += len(msg.records)
             return  # stale: an older request, an older role
         f.inflight = 0
         if msg.error != FetchError.NONE:
@@ -367,6 +390,7 @@ class Replicator:
             elif msg.records:
                 log.append_replica(msg.records)
                 self.stats.records_replicated += len(msg.records)
+            f.more = 2 * sum(rec.size() for rec in msg.records) > self.config.fetch_bytes_max
             f.hw = max(f.hw, min(msg.high_watermark, log.shard_end))
         except (CorruptPartition, StorageError, ValueError) as exc:
             self.stats.errors += 1
@@ -549,7 +573,7 @@ class Replicator:
             self._advance(key, self.leads[key])
         for key in sorted(self.follows):
             f = self.follows[key]
-            if f.inflight and self.host.ack_end(*key) > f.reported:
+            if f.inflight and not f.more and self.host.ack_end(*key) > f.reported:
                 self._fetch(key, f)
 
     def tick(self) -> None:
@@ -558,7 +582,9 @@ class Replicator:
         for key in sorted(self.follows):
             f = self.follows[key]
             if f.inflight:
-                if now - f.sent_ms >= cfg.fetch_timeout_ms:
+                if (now - f.sent_ms >= cfg.fetch_timeout_ms
+                        or (f.more and now - f.sent_ms >= ACK_GRACE_MS
+                            and self.host.ack_end(*key) > f.reported)):
                     self._fetch(key, f)
             elif now >= f.next_ms:
                 self._fetch(key, f)
@@ -584,8 +610,13 @@ class Replicator:
             if due is None or t < due:
                 due = t
 
-        for f in self.follows.values():
-            at(f.sent_ms + cfg.fetch_timeout_ms if f.inflight else f.next_ms)
+        for key, f in self.follows.items():
+            if not f.inflight:
+                at(f.next_ms)
+            elif f.more and self.host.ack_end(*key) > f.reported:
+                at(f.sent_ms + ACK_GRACE_MS)
+            else:
+                at(f.sent_ms + cfg.fetch_timeout_ms)
         for lead in self.leads.values():
             for n, fl in lead.followers.items():
                 if fl.parked is not None:

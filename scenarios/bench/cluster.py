@@ -118,7 +118,8 @@ BROKER = "twinmq-file-3n"  # the `broker` of every row (kafka.summarize groups b
 PRODUCE_TARGET = 0.4  # issue 11: RF 3 produce >= 0.4x the same node's RF 1
 CONSUME_TARGET = 0.9  # "consume unaffected": within 10 % (the run-to-run noise of one cell)
 REPLICATION_COUNTERS = ("isr_shrinks", "isr_expands", "fetches_served", "reads_cached",
-                        "reads_engine", "records_replicated", "errors")
+                        "reads_engine", "records_replicated", "replies_stale", "records_stale",
+                        "errors")
 LATENCY_INDEX = 1 << 20  # producer index of the latency probe's record ids
 CREATE_TOPICS_VERSION = 4
 
