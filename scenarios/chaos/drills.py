@@ -31,7 +31,9 @@ cluster). Drills:
 
 Writes reports/chaos.json (per drill: runs, anomalies, failover times) and reports/chaos.md after
 every drill (`--resume` keeps the drills a crashed run finished);
-each run's history under `--histories DIR` if given. Exit status 1 if any run found an anomaly.
+each run's history under `--histories DIR` if given, and with it, after a drill with an anomaly,
+its nodes' logs (`DRILL-nN.log`); `TWINMQ_CHAOS_CLIENT_DEBUG=DIR` adds librdkafka's own log of
+each run's clients. Exit status 1 if any run found an anomaly.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import tempfile
 import threading
@@ -394,6 +397,12 @@ def run_drill(drill: str, runs: int, seed: int = 1, histories: Path | None = Non
                 f"{len(c.topics())}" + ("" if r["ok"] else f"  ANOMALY {r['examples']}"))
     finally:
         c.stop()
+        if histories is not None and any(not r["ok"] for r in results):
+            # the nodes' logs of the whole drill, for the anomalous runs' histories beside them
+            for n in sorted(c.nodes):
+                log_path = Path(c.nodes[n]["log"])
+                if log_path.exists():
+                    shutil.copyfile(log_path, histories / f"{drill}-n{n}.log")
         if tmp is not None:
             tmp.cleanup()
     return results
