@@ -32,8 +32,9 @@ cluster). Drills:
 Writes reports/chaos.json (per drill: runs, anomalies, failover times) and reports/chaos.md after
 every drill (`--resume` keeps the drills a crashed run finished);
 each run's history under `--histories DIR` if given, and with it, after a drill with an anomaly,
-its nodes' logs (`DRILL-nN.log`); `TWINMQ_CHAOS_CLIENT_DEBUG=DIR` adds librdkafka's own log of
-each run's clients. Exit status 1 if any run found an anomaly.
+its nodes' logs (`DRILL-nN.log`) and, per run, librdkafka's log of the idempotent producer's
+state (`TOPIC.eos.log`: PID, epoch bumps, drains); `TWINMQ_CHAOS_CLIENT_DEBUG=DIR` writes a full
+protocol log of both clients there instead. Exit status 1 if any run found an anomaly.
 """
 
 from __future__ import annotations
@@ -156,22 +157,31 @@ class RealCluster:
 class Clients:
     """An idempotent acks=all producer and a polling consumer, both recording to `history`."""
 
-    def __init__(self, c: RealCluster, topic: str, history: History) -> None:
+    def __init__(self, c: RealCluster, topic: str, history: History,
+                 eos_log: Path | None = None) -> None:
         import confluent_kafka as ck
 
         self.ck = ck
         self.topic = topic
         self.history = history
         debug: dict[str, Any] = {}
-        if os.environ.get(CLIENT_DEBUG_ENV):  # librdkafka's own log of the producer, to a file
+        self._log_handler: Any = None
+        where = os.environ.get(CLIENT_DEBUG_ENV)
+        if where or eos_log is not None:  # librdkafka's own log of the clients, to a file
             import logging
 
             logger = logging.getLogger(f"chaos.{topic}")
             logger.setLevel(logging.DEBUG)
-            handler = logging.FileHandler(Path(os.environ[CLIENT_DEBUG_ENV]) / f"{topic}.rdkafka")
+            target = Path(where) / f"{topic}.rdkafka" if where else eos_log
+            assert target is not None
+            handler = logging.FileHandler(target)
             handler.setFormatter(logging.Formatter("%(created).3f %(message)s"))
             logger.addHandler(handler)
-            debug = {"debug": "eos,msg,protocol,broker,topic", "log_level": 7, "logger": logger}
+            self._log_handler = handler
+            # full: the producer's and the consumer's protocol; light (histories kept): only
+            # the idempotent producer's state (PID, epoch bumps, drains), a few kB per run
+            debug = {"debug": "eos,msg,protocol,broker,topic" if where else "eos",
+                     "log_level": 7, "logger": logger}
         self.producer = ck.Producer({
             "bootstrap.servers": c.bootstrap, "acks": "all", "enable.idempotence": True,
             "linger.ms": 1, "message.timeout.ms": 15_000, "retry.backoff.ms": 20,
@@ -182,7 +192,7 @@ class Clients:
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "reconnect.backoff.ms": 20, "reconnect.backoff.max.ms": 200,
             "topic.metadata.refresh.interval.ms": 500, "log_level": 0,
-            **({**debug, "debug": "consumer,fetch,topic,protocol"} if debug else {})})
+            **({**debug, "debug": "consumer,fetch,topic,protocol"} if where else {})})
         self.consumer.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING)
                               for p in range(PARTITIONS)])
         self.polls: list[tuple[int, int]] = []
@@ -239,6 +249,11 @@ class Clients:
         self.producer = None
         self._threads = []
         gc.collect()
+        if self._log_handler is not None:
+            import logging
+
+            logging.getLogger(f"chaos.{self.topic}").removeHandler(self._log_handler)
+            self._log_handler.close()
 
 
 def read_all(c: RealCluster, topic: str) -> Read:
@@ -318,7 +333,8 @@ def run_once(c: RealCluster, drill: str, run: int, rng: Any,
     topic = f"{drill}-{run}"
     create_topic(c, topic)
     history = History()
-    clients = Clients(c, topic, history)
+    clients = Clients(c, topic, history, eos_log=None if histories is None else
+                      histories / f"{topic}.eos.log")
     time.sleep(0.3 + rng.random() * 0.2)
     part = rng.randrange(PARTITIONS)  # the partition whose leader a partition drill hits
     fault_at = time.monotonic()
