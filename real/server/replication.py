@@ -187,7 +187,8 @@ class ReplicationStats:
     """...and from its engine (a follower further behind than the cache reaches)."""
     records_replicated: int = 0
     replies_stale: int = 0
-    """Fetch replies that came after the follower had sent a newer fetch (dropped unread)."""
+    """Fetch replies dropped unread: answers to a fetch the follower had since superseded (or
+    to a role it no longer has)."""
     records_stale: int = 0
     """The records those replies carried (the leader read and sent them for nothing)."""
     truncations: int = 0
