@@ -134,10 +134,16 @@ class Cluster:
 
     def release(self, dst: int | None = None) -> None:
         """Deliver the held messages (to `dst` only, if given) now; the links stay slow."""
-        held = [m for m in self.held if dst is None or m.dst == dst]
-        self.held = [m for m in self.held if m not in held]
+        held: list[Message | PeerMessage] = []
+        keep: list[Message | PeerMessage] = []
+        for msg in self.held:
+            (held if dst is None or msg.dst == dst else keep).append(msg)
+        self.held = keep
         for msg in held:
             self.sent.append(msg)
+            if (msg.dst in self.down or msg.dst not in self.cores
+                    or frozenset((msg.src, msg.dst)) in self.cut):
+                continue
             self.cores[msg.dst].step(msg)
         self.settle()
 
