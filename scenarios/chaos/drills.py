@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import math
 import os
 import random
@@ -165,11 +166,9 @@ class Clients:
         self.topic = topic
         self.history = history
         debug: dict[str, Any] = {}
-        self._log_handler: Any = None
+        self._log: tuple[logging.Logger, logging.Handler] | None = None
         where = os.environ.get(CLIENT_DEBUG_ENV)
         if where or eos_log is not None:  # librdkafka's own log of the clients, to a file
-            import logging
-
             logger = logging.getLogger(f"chaos.{topic}")
             logger.setLevel(logging.DEBUG)
             target = Path(where) / f"{topic}.rdkafka" if where else eos_log
@@ -177,7 +176,7 @@ class Clients:
             handler = logging.FileHandler(target)
             handler.setFormatter(logging.Formatter("%(created).3f %(message)s"))
             logger.addHandler(handler)
-            self._log_handler = handler
+            self._log = (logger, handler)
             # full: the producer's and the consumer's protocol; light (histories kept): only
             # the idempotent producer's state (PID, epoch bumps, drains), a few kB per run
             debug = {"debug": "eos,msg,protocol,broker,topic" if where else "eos",
@@ -249,11 +248,10 @@ class Clients:
         self.producer = None
         self._threads = []
         gc.collect()
-        if self._log_handler is not None:
-            import logging
-
-            logging.getLogger(f"chaos.{self.topic}").removeHandler(self._log_handler)
-            self._log_handler.close()
+        if self._log is not None:
+            logger, handler = self._log
+            logger.removeHandler(handler)
+            handler.close()
 
 
 def read_all(c: RealCluster, topic: str) -> Read:
