@@ -108,6 +108,10 @@ class KafkaConfig:
     """Replication factor of topics created without one (auto-created, or -1 in CreateTopics)."""
     min_insync_replicas: int = 1
     """The broker default of the topic config `min.insync.replicas`."""
+    leader_barrier_ms: int = 500
+    """A Produce for a replicated partition this node holds a replica of but does not lead
+    waits up to this long for a meta read barrier before it is answered NOT_LEADER (0: at
+    once); later Produce requests on its connection wait behind it. See `_wants_barrier`."""
 
 
 class MetaPort(Protocol):
@@ -118,6 +122,12 @@ class MetaPort(Protocol):
     def machine(self) -> MetaStateMachine: ...
 
     def propose(self, data: bytes, done: Callable[[MetaResult | Exception], None]) -> None: ...
+
+    def barrier(self, done: Callable[[], None]) -> Callable[[], None] | None:
+        """A linearizable read barrier: `done()` once this node has applied everything meta had
+        committed when it was asked (Raft's read index). Returns a function that cancels it, or
+        None if no barrier can be had now (no meta leader known): the caller goes on at once."""
+        ...
 
 
 class _Slot:
@@ -169,6 +179,19 @@ class _ProduceWait:
     deadline_ms: int = 0
 
 
+class _Barrier:
+    """Produce requests of one connection held until this node's meta caught up with what the
+    client may have read elsewhere (`KafkaBroker._wants_barrier`)."""
+
+    __slots__ = ("cancel", "deadline_ms", "passed", "queue")
+
+    def __init__(self, deadline_ms: int) -> None:
+        self.cancel: Callable[[], None] = lambda: None
+        self.deadline_ms = deadline_ms
+        self.passed = False
+        self.queue: list[tuple[_Slot | None, RequestHeader, dict]] = []
+
+
 class _Seen(NamedTuple):
     """One pass over the held produces: what the replicator and the shards answered."""
 
@@ -187,6 +210,10 @@ class Stats:
     duplicates: int = 0
     connections: int = 0
     auth_failures: int = 0
+    produce_barriers: int = 0
+    """Produce requests held for a meta read barrier (`KafkaBroker._wants_barrier`)."""
+    produce_barrier_timeouts: int = 0
+    """Of those, barriers no meta leader confirmed within `leader_barrier_ms`."""
 
 
 def shard_name(topic: str, partition: int) -> str:
@@ -248,6 +275,9 @@ class KafkaBroker:
         """The earliest deadline of a held produce still waiting on a commit."""
         self._shared_open: dict[tuple[str, int], int] = {}
         """Shared (S3) partitions open here -> the leader epoch they were opened under."""
+        self._barriers: dict[int, _Barrier] = {}
+        """Connection id -> its Produce requests held behind a meta read barrier."""
+        self._releasing = False
         self._pid_next = 0
         self._pid_limit = 0
         self._pid_waiters: list[Callable[[int], None]] = []
@@ -310,6 +340,9 @@ class KafkaBroker:
             return
         conn.closing = True
         conn.slots.clear()
+        barrier = self._barriers.pop(conn_id, None)
+        if barrier is not None:
+            barrier.cancel()
         self._fetch_waits = [w for w in self._fetch_waits if w.conn is not conn]
         self._produce_waits = [w for w in self._produce_waits if w.conn is not conn]
         self._index_waits()
@@ -430,6 +463,8 @@ class KafkaBroker:
         elif now >= self._next_retention:
             self._next_retention = now + self.config.retention_check_ms
             self.apply_retention(self.wall_clock())
+        if self._barriers:
+            self._release_barriers(now)
         if self._commit_deadline is not None and self._commit_deadline <= now:
             self.durable_progress()
         if self._fetch_waits:
@@ -446,10 +481,15 @@ class KafkaBroker:
         group = self.groups.next_deadline_ms()
         if group is not None:
             times.append(group)
+        times.extend(b.deadline_ms for b in self._barriers.values())
         return min(times) if times else None
 
     def durable_progress(self) -> None:
-        """A shard's durable end moved: release held produce replies, wake long-polls."""
+        """A shard's durable end moved: release held produce replies, wake long-polls (and
+        Produce requests whose meta read barrier passed: the node calls this after meta applied
+        and the replicator took up its roles)."""
+        if self._barriers:
+            self._release_barriers(self.clock())
         if self._produce_waits:
             now = self.clock()
             sig = self._wait_signature()
@@ -1204,6 +1244,78 @@ class KafkaBroker:
     # ---- produce -------------------------------------------------------------------------------
 
     def _produce(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        barrier = self._barriers.get(conn.id)
+        if barrier is not None:  # an earlier Produce on this connection waits: keep the order
+            barrier.queue.append((self._slot(conn) if req.get("acks", -1) != 0 else None, h, req))
+            return
+        if self._wants_barrier(req):
+            barrier = _Barrier(self.clock() + self.config.leader_barrier_ms)
+
+            def passed() -> None:
+                barrier.passed = True
+
+            cancel = self.meta.barrier(passed)
+            if cancel is not None:
+                barrier.cancel = cancel
+                barrier.queue.append((self._slot(conn) if req.get("acks", -1) != 0 else None,
+                                      h, req))
+                self._barriers[conn.id] = barrier
+                self.stats.produce_barriers += 1
+                return
+        self._produce_now(conn, h, req, None)
+
+    def _wants_barrier(self, req: dict) -> bool:
+        """Whether a Produce names a replicated partition this node holds a replica of but does
+        not lead (now). Its client was told this node leads it, maybe by a node whose meta is
+        ahead of this one's: answered NOT_LEADER at once, a pipelined idempotent producer then
+        finds this node leading by its next request, gets OUT_OF_ORDER_SEQUENCE for it (the
+        records before it were refused), and librdkafka bumps its epoch and sends again records
+        the old leader had stored and this node has (duplicates). So the request waits until
+        this node has applied everything meta had committed when it arrived (a read barrier,
+        at most `leader_barrier_ms`), and later Produce requests on its connection wait behind
+        it: then it leads, and takes them in order, or it does not, and refuses them all."""
+        if self.replicator is None or self.config.leader_barrier_ms <= 0:
+            return False
+        node = self.config.node_id
+        sm = self._machine()
+        for t in req.get("topic_data") or []:
+            info = sm.topic(t["name"])
+            if info is None:
+                continue
+            for p in t.get("partition_data") or []:
+                index = p["index"]
+                if not 0 <= index < len(info.shards):
+                    continue
+                shard = info.shards[index]
+                if (shard.replicated and node in shard.replicas
+                        and not self.replicator.leads_shard(t["name"], index)):
+                    return True
+        return False
+
+    def _release_barriers(self, now: int) -> None:
+        """Run the held Produce requests whose barrier passed or timed out, in arrival order."""
+        if self._releasing:
+            return
+        self._releasing = True
+        try:
+            for conn_id in sorted(self._barriers):
+                barrier = self._barriers.get(conn_id)
+                if barrier is None or not (barrier.passed or now >= barrier.deadline_ms):
+                    continue
+                del self._barriers[conn_id]
+                if not barrier.passed:
+                    barrier.cancel()
+                    self.stats.produce_barrier_timeouts += 1
+                conn = self.conns.get(conn_id)
+                if conn is None or conn.closing:
+                    continue
+                for slot, h, req in barrier.queue:
+                    self._produce_now(conn, h, req, slot)
+        finally:
+            self._releasing = False
+
+    def _produce_now(self, conn: _Conn, h: RequestHeader, req: dict,
+                     slot: _Slot | None) -> None:
         acks = req.get("acks", -1)
         now = self.clock()
         needs: dict[str, int] = {}
@@ -1306,7 +1418,8 @@ class KafkaBroker:
         if acks == 0:
             return
         body = {"responses": responses, "throttle_time_ms": 0}
-        slot = self._slot(conn)
+        if slot is None:
+            slot = self._slot(conn)
         wait = _ProduceWait(conn, slot, h, body, needs, commits,
                             now + max(0, req.get("timeout_ms", 30_000)))
         if self._settled(wait, now):

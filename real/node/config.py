@@ -136,6 +136,7 @@ class NodeConfig:
     kafka_sasl: bool = False
     kafka_default_replication_factor: int = 1
     kafka_min_insync_replicas: int = 1
+    kafka_leader_barrier_ms: int = 500
     bridges: tuple[BridgeRule, ...] = ()
     """MQTT <-> Kafka bridge rules (`[[bridge]]` tables; real/kafka/bridge.py)."""
     storage_engine: str = "file"
@@ -291,6 +292,7 @@ KEYS: tuple[Key, ...] = (
     Key("kafka.default_replication_factor", "kafka_default_replication_factor", int,
         _range(1, 16)),
     Key("kafka.min_insync_replicas", "kafka_min_insync_replicas", int, _range(1, 16)),
+    Key("kafka.leader_barrier_ms", "kafka_leader_barrier_ms", int, _range(0, 60_000)),
     Key("bridge", "bridges", tuple, _any),
     Key("storage.engine", "storage_engine", str, _engine),
     Key("storage.fsync", "storage_fsync", str, _fsync),
@@ -650,7 +652,8 @@ def node_spec(cfg: NodeConfig, *, kafka_port: int, register_addr: str) -> NodeSp
         group_max_session_timeout_ms=cfg.kafka_group_max_session_timeout_ms,
         retention_check_ms=cfg.kafka_retention_check_ms, sasl=cfg.kafka_sasl,
         default_replication_factor=cfg.kafka_default_replication_factor,
-        min_insync_replicas=cfg.kafka_min_insync_replicas)
+        min_insync_replicas=cfg.kafka_min_insync_replicas,
+        leader_barrier_ms=cfg.kafka_leader_barrier_ms)
     raft = RaftConfig(election_tick_min=cfg.election_tick_min,
                       election_tick_max=cfg.election_tick_max, heartbeat_tick=cfg.heartbeat_tick)
     voters = tuple(sorted(parse_peers(cfg.cluster_peers))) or (cfg.node_id,)

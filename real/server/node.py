@@ -179,6 +179,19 @@ class _MetaPort:
     def propose(self, data: bytes, done: Callable[[MetaResult | Exception], None]) -> None:
         self._core.propose(data, done)
 
+    def barrier(self, done: Callable[[], None]) -> Callable[[], None] | None:
+        core = self._core
+        context = core._read_context(b"barrier")
+        try:
+            core.replica.read_index(context, lambda _index: done())
+        except ProposalDropped:
+            return None
+
+        def cancel() -> None:
+            core.replica.cancel_read(context)
+
+        return cancel
+
 
 class NodeCore:
     def __init__(self, spec: NodeSpec, env: NodeEnv) -> None:

@@ -64,6 +64,10 @@ class FakeMeta:
     def machine(self) -> MetaStateMachine:
         return self.sm
 
+    def barrier(self, done: Callable[[], None]) -> Callable[[], None] | None:
+        done()  # one node: its applied state is the latest
+        return lambda: None
+
     def propose(self, data: bytes, done: Callable[[MetaResult | Exception], None]) -> None:
         self.proposed += 1
         if self.deferred:

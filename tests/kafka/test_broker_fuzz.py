@@ -53,6 +53,10 @@ class SyncMeta:
     def machine(self) -> MetaStateMachine:
         return self.sm
 
+    def barrier(self, done: Callable[[], None]) -> Callable[[], None] | None:
+        done()  # one node: its applied state is the latest
+        return lambda: None
+
     def propose(self, data: bytes, done: Callable[[MetaResult | Exception], None]) -> None:
         self.index += 1
         done(self.sm.apply(self.index, data))

@@ -65,6 +65,10 @@ class Cluster:
         self.hold: set[tuple[int, int]] = set()
         """(src, dst) links whose fetch replies wait in `held` until `release()`."""
         self.held: list[Message | PeerMessage] = []
+        self.commit_cap: dict[int, int] = {}
+        """Node -> the highest commit index the Raft messages it receives may carry: it stores
+        and acknowledges the meta leader's entries, and applies none past the cap (a follower
+        that has not heard of the commit yet)."""
         self.members: dict[int, tuple[tuple[int, str], ...]] = {}
         """The last peer set each node asked its host for (`NodeReady.members`)."""
         for n in ids:
@@ -120,6 +124,9 @@ class Cluster:
                     if (msg.src, msg.dst) in self.hold and isinstance(msg, ShardFetchReply):
                         self.held.append(msg)
                         continue
+                    cap = self.commit_cap.get(msg.dst)
+                    if cap is not None and isinstance(msg, Message) and msg.commit > cap:
+                        msg = dataclasses.replace(msg, commit=cap)
                     self.sent.append(msg)
                     if (msg.dst in self.down or msg.dst not in self.cores
                             or frozenset((msg.src, msg.dst)) in self.cut):
@@ -425,6 +432,64 @@ def test_an_idempotent_retry_after_failover_is_not_duplicated(c: Cluster) -> Non
     c.advance(5)
     assert ok_base(c.produce_result(new, corr)) == base
     assert c.fetch(new, "t", 2)[2] == [b"once"]
+
+
+def test_a_node_named_leader_before_it_knows_takes_a_pipelined_producer_in_order(
+        c: Cluster) -> None:
+    """The client learns "node N leads" from a node whose meta is ahead of N's and sends its
+    pipelined retries to N before N has applied the election. Answered NOT_LEADER at once, the
+    next request finds N leading and gets OUT_OF_ORDER_SEQUENCE (librdkafka then bumps its
+    epoch and re-sends records N already has: the chaos suite's duplicates). N holds them
+    behind a meta read barrier instead and takes them in order once it leads."""
+    p = 0
+    old, new, meta = c.shard("t", p).isr  # the controller elects the first live in-sync one
+    if c.meta_leader() != meta:  # meta's leader: the node that is neither
+        c.cores[c.meta_leader()].replica.raft.transfer_leadership(meta)
+        c.run_until(lambda: c.meta_leader() == meta and c.meta_ok(), 500)
+    corr = c.produce(old, "t", p, [b"a"], pid=42, seq=0)
+    c.advance(5)
+    assert ok_base(c.produce_result(old, corr)) == 0
+    c.run_until(lambda: c.cores[new].kafka.replica_log("t", p).shard_end > 0, 100)
+    c.commit_cap[new] = c.cores[new].replica.raft.commit
+    c.crash(old)
+    c.cores[meta].peer_gone(old)
+    c.run_until(lambda: c.shard("t", p).leader == new, 100)
+    assert not c.cores[new].replicator.leads_shard("t", p), "the new leader applied it already"
+    conn = 4242
+    first = c.produce(new, "t", p, [b"a"], pid=42, seq=0, conn=conn)  # the retry
+    second = c.produce(new, "t", p, [b"b"], pid=42, seq=1, conn=conn)
+    c.advance(20)
+    assert c.produce_result(new, first, conn=conn) is None, "answered before N caught up"
+    del c.commit_cap[new]  # the commit reaches N
+    c.run_until(lambda: c.cores[new].replicator.leads_shard("t", p), 100)
+    third = c.produce(new, "t", p, [b"c"], pid=42, seq=2, conn=conn)
+    results: dict[int, dict] = {}
+
+    def answered() -> bool:
+        results.update(c.answers(conn, api.PRODUCE, 7))
+        return all(k in results for k in (first, second, third))
+    c.run_until(answered, 500)
+    parts = [results[k]["responses"][0]["partition_responses"][0] for k in (first, second, third)]
+    assert [ok_base(r) for r in parts] == [0, 1, 2], parts  # the retry was a duplicate of 0
+    assert c.fetch(new, "t", p)[2] == [b"a", b"b", b"c"]
+    assert c.cores[new].kafka.stats.produce_barriers == 1
+    assert c.cores[new].kafka.stats.produce_barrier_timeouts == 0
+
+
+def test_a_produce_barrier_no_meta_leader_confirms_answers_not_leader_after_its_timeout(
+        c: Cluster) -> None:
+    """A replica that does not lead gets a Produce: it waits for a read barrier; when none comes
+    (its meta leader is cut off), it answers NOT_LEADER after `leader_barrier_ms`, not later."""
+    meta = c.meta_leader()
+    p = next(p for p in range(3) if c.shard("t", p).leader == meta)
+    other = next(n for n in IDS if n != meta)
+    c.cut = {frozenset((meta, other))}
+    corr = c.produce(other, "t", p, [b"x"])
+    wait = c.cores[other].spec.kafka.leader_barrier_ms
+    took = c.run_until(lambda: c.pending_result(other, corr), wait + 50)
+    assert wait - 1 <= took <= wait + 1, took
+    assert c.produce_result(other, corr)["error_code"] == E.NOT_LEADER_OR_FOLLOWER
+    assert c.cores[other].kafka.stats.produce_barrier_timeouts == 1
 
 
 def test_leader_epochs_answer_offset_for_leader_epoch_and_fence_stale_fetches(c: Cluster) -> None:
