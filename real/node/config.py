@@ -8,6 +8,7 @@ files existing and parsing) run after merging, and name the keys involved.
     node_id = 1
     data_dir = "./data"
     bind = "127.0.0.1"
+    log_timestamps = false     # prefix each log line with the wall time (epoch seconds, ms)
     [listeners]
     mqtt_port = 1883
     kafka_port = 9092
@@ -97,6 +98,7 @@ class NodeConfig:
     node_id: int = 1
     data_dir: Path = Path("./data")
     bind: str = "127.0.0.1"
+    log_timestamps: bool = False
     mqtt_port: int = 1883
     kafka_port: int = 9092
     admin_port: int = 8080
@@ -249,6 +251,7 @@ KEYS: tuple[Key, ...] = (
     Key("node_id", "node_id", int, _range(1, 2**31 - 1)),
     Key("data_dir", "data_dir", str, _nonempty),
     Key("bind", "bind", str, _nonempty),
+    Key("log_timestamps", "log_timestamps", bool, _any),
     Key("listeners.mqtt_port", "mqtt_port", int, _PORT),
     Key("listeners.kafka_port", "kafka_port", int, _PORT),
     Key("listeners.admin_port", "admin_port", int, _PORT),

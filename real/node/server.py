@@ -199,6 +199,8 @@ async def serve(cfg: NodeConfig, out: TextIO | None = None) -> int:
     """Run the node until SIGINT/SIGTERM; return the exit status. Logs to `out` (stdout)."""
 
     def log(line: str) -> None:
+        if cfg.log_timestamps:  # epoch seconds, as librdkafka's debug log prints them
+            line = f"{time.time():.3f} {line}"
         print(line, file=out or sys.stdout, flush=True)
 
     disk = RaftDisk(cfg.data_dir / "meta", hold_unsynced=cfg.storage_hold_unsynced)

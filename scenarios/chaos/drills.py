@@ -31,10 +31,11 @@ cluster). Drills:
 
 Writes reports/chaos.json (per drill: runs, anomalies, failover times) and reports/chaos.md after
 every drill (`--resume` keeps the drills a crashed run finished);
-each run's history under `--histories DIR` if given, and with it, after a drill with an anomaly,
-its nodes' logs (`DRILL-nN.log`) and, per run, librdkafka's log of the idempotent producer's
-state (`TOPIC.eos.log`: PID, epoch bumps, drains); `TWINMQ_CHAOS_CLIENT_DEBUG=DIR` writes a full
-protocol log of both clients there instead. Exit status 1 if any run found an anomaly.
+each run's history under `--histories DIR` if given, and with it, after a drill with an anomaly
+or a failover slower than SLOW_FAILOVER_MS, its nodes' logs (`DRILL-nN.log`, each line stamped
+with the wall time as librdkafka stamps its own) and, per run, librdkafka's log of the idempotent
+producer's state (`TOPIC.eos.log`: PID, epoch bumps, drains); `TWINMQ_CHAOS_CLIENT_DEBUG=DIR`
+writes a full protocol log of both clients there instead. Exit status 1 if any run found an anomaly.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ SERVE_ARGS = {"power-loss-fsync-never": ("--fsync", "never", "--hold-unsynced", 
 """Drills that need the nodes started differently."""
 PARTITIONS = 3
 SETTLE_S = 30.0
+SLOW_FAILOVER_MS = 3_000.0
+"""A failover this slow keeps the drill's node logs beside its histories (as an anomaly does)."""
 SEND_INTERVAL_S = 0.002
 
 
@@ -399,7 +402,8 @@ def run_drill(drill: str, runs: int, seed: int = 1, histories: Path | None = Non
     rng = random.Random(seed)  # noqa: S311 - a seeded schedule, not a secret
     tmp = tempfile.TemporaryDirectory(prefix=f"twinmq-{drill}-") if work is None else None
     c = RealCluster(Path(tmp.name) if tmp is not None else work,  # type: ignore[arg-type]
-                    serve_args=SERVE_ARGS.get(drill, ()))
+                    serve_args=SERVE_ARGS.get(drill, ()) + (
+                        ("--log-timestamps", "true") if histories is not None else ()))
     results = []
     try:
         for run in range(runs):
@@ -411,7 +415,8 @@ def run_drill(drill: str, runs: int, seed: int = 1, histories: Path | None = Non
                 f"{len(c.topics())}" + ("" if r["ok"] else f"  ANOMALY {r['examples']}"))
     finally:
         c.stop()
-        if histories is not None and any(not r["ok"] for r in results):
+        if histories is not None and any(
+                not r["ok"] or (r["failover_ms"] or 0) > SLOW_FAILOVER_MS for r in results):
             # the nodes' logs of the whole drill, for the anomalous runs' histories beside them
             for n in sorted(c.nodes):
                 log_path = Path(c.nodes[n]["log"])
