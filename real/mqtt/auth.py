@@ -49,17 +49,23 @@ A rule *is for* a client when its `user` and `client_id` both accept it; an anon
   a filter starting with `+` or `#` never matches `$SYS/...`; name `$` topics literally) decides;
   none: `default`.
 * `check_subscribe(user, client_id, topic_filter)`: a `$share/{group}/` prefix is stripped first.
-  Let F be the filter. Take the first rule for the client with action subscribe or all whose
-  filter *overlaps* F (some topic name is matched by both). The subscription is allowed iff that
-  rule is `allow` *and* its filter *covers* F (matches every name F matches). No overlapping
-  rule: `default`. So a subscription is granted only if the rule that would decide every one of
-  its deliveries allows all of them: with a fixed ACL and identity, every message an allowed
-  subscription receives passes `check_receive` (tested).
+  Let F be the filter. A subscription is refused only when it is denied *as a whole*, as
+  Mosquitto does: the rules for the client with action subscribe or all are tried in order,
+  skipping those whose filter does not *overlap* F (no topic name is matched by both); the
+  first `allow` rule that overlaps F grants it, a `deny` rule that *covers* F (matches every
+  name F matches) before any such allow rule refuses it, a `deny` rule that covers only part of
+  F is passed over (the rest of F is still to be decided), and with no deciding rule `default`
+  decides. So with `default = "allow"` and one rule denying `test/nosubscribe`, a subscription
+  to `#`, `+/+` or `test/#` is granted and `test/nosubscribe` itself refused.
 * `check_receive(user, client_id, topic_name)`: the publish check, with subscribe rules: whether
-  this client may receive a message on that topic. A broker needs it only when a subscription can
-  outlive the ACL or identity it was granted under (a persistent session resumed after the ACL
-  changed, or by another user); `needs_receive_check` is False when no rule for the client can
-  deny a delivery (no applicable subscribe deny rule and default allow), so the broker can skip it.
+  this client may receive a message on that topic. The broker runs it on every delivery (a
+  granted wildcard subscription receives only the topics the ACL lets through: the denied ones
+  are filtered out there, retained messages included) and picks a shared subscription's member
+  among those that may receive the message. `needs_receive_check` is False when no rule for the
+  client can deny a delivery (no applicable subscribe deny rule and default allow), so the
+  broker can skip it. A subscription granted in full (an allow rule that covers F decides it)
+  receives every message it matches; one granted in part may receive none, if the rules deny
+  every name it matches through several partial deny rules together (no single one covers it).
 
 Placeholders: `%u` and `%c` must each be a whole level (`users/%u/#`, not `users/x%u`). A value
 is *usable* in a topic when it is non-empty, has no `/`, `+`, `#` or U+0000 and does not start
@@ -484,13 +490,20 @@ class ClientAcl:
 
     def check_subscribe(self, topic_filter: str) -> bool:
         """May this client subscribe to `topic_filter` (a `$share/{group}/` prefix is stripped)?
-        The first rule that overlaps the filter decides: allowed iff it is allow and covers it.
-        """
+        Refused only if denied as a whole: the first overlapping allow rule grants it, a deny rule
+        that covers it before that refuses it, partial deny rules are passed over, and the
+        default decides the rest. Deliveries are filtered by `check_receive`."""
         _group, plain = parse_shared(topic_filter)
         levels = validate_topic_filter(plain)
         for rule in self.subscribe_rules:
-            if rule.levels is None or _overlaps(rule.levels, levels):
-                return rule.allow and rule.levels is not None and _covers(rule.levels, levels)
+            if rule.levels is None:
+                return rule.allow  # a fail-closed deny: every topic
+            if not _overlaps(rule.levels, levels):
+                continue
+            if rule.allow:
+                return True
+            if _covers(rule.levels, levels):
+                return False
         return self.default_allow
 
 

@@ -949,7 +949,7 @@ class Broker:
             targets.append((session, Delivery(msg, sub_qos if sub_qos < qos else qos,
                                               retain_flag and rap, sub_ids)))
         for _filter, _group, group in shared:
-            member = self._pick_member(group)
+            member = self._pick_member(group, topic)
             if member is None:
                 continue
             client_id, opts = member
@@ -997,24 +997,33 @@ class Broker:
         acl = self._client_acl(session)
         return acl is None or not acl.needs_receive_check or acl.check_receive(topic)
 
-    def _pick_member(self, group: _SharedGroup) -> tuple[str, SubOpts] | None:
-        """Round robin over the group's members, preferring connected, uncongested ones."""
+    def _pick_member(self, group: _SharedGroup, topic: str) -> tuple[str, SubOpts] | None:
+        """Round robin over the group's members that may receive `topic` (the ACL: a wildcard
+        granted in part), preferring connected, uncongested ones."""
         members = list(group.members.items())
         if not members:
             return None
+        check = self.acl is not None and self.acl.needs_receive_check
         n = len(members)
+        first: int | None = None
         for step in range(n):
-            client_id, opts = members[(group.cursor + step) % n]
+            index = (group.cursor + step) % n
+            client_id, opts = members[index]
             session = self.sessions.get(client_id)
+            if check and (session is None or not self._may_receive(session, topic)):
+                continue
+            if first is None:
+                first = index
             if session is None or session.conn_id is None:
                 continue
             conn = self.conns.get(session.conn_id)
             if conn is not None and not conn.congested:
-                group.cursor = (group.cursor + step + 1) % n
+                group.cursor = (index + 1) % n
                 return client_id, opts
-        client_id, opts = members[group.cursor % n]
-        group.cursor = (group.cursor + 1) % n
-        return client_id, opts
+        if first is None:
+            return None  # no member may receive it
+        group.cursor = (first + 1) % n
+        return members[first]
 
     def _deliver(self, session: Session, d: Delivery) -> None:
         conn = self.conns.get(session.conn_id) if session.conn_id is not None else None

@@ -184,7 +184,12 @@ class AsyncHost:
             if data:
                 conn.write(data)
             if close:
+                # The transport lingers a while (real/node/transport.py, Conn.close) but the
+                # core is done with the connection now: its session detaches, its will runs.
                 conn.close()
+                self.conns.pop(conn_id, None)
+                self._high_water.pop(conn_id, None)
+                self.core.closed(conn_id)
             elif conn.write_buffer_size() > self._high_water[conn_id]:
                 self.core.set_congested(conn_id, True)
 

@@ -16,6 +16,10 @@ Writes never block: `conn.write` queues in the asyncio transport, and a handler 
 slow reader watches `conn.write_buffer_size()` (it grows past `write_high_water` only if the
 handler keeps writing) and waits for `writable`. The low-water mark is a quarter of the high one.
 
+`conn.close()` on TCP or TLS shuts the write side after the queued bytes and keeps reading (and
+dropping) input until the client closes or `CLOSE_LINGER_S` passes: closing a socket with unread
+input sends a reset, which can destroy the last bytes written (a DISCONNECT's reason code).
+
 Built on asyncio Protocols rather than streams: for TCP and TLS, `data_received` is the handler's
 bound method (no copy, no extra frame). TCP_NODELAY is set on every accepted socket.
 
@@ -81,6 +85,9 @@ FRAME_MAX_MIN = 125  # a control frame's payload limit (RFC 6455 5.5)
 SUBPROTOCOLS = ("mqtt", "mqttv3.1")  # in order of preference
 WS_CLOSE_TIMEOUT_S = 5.0  # how long a closing WebSocket waits for the client's close frame
 CLOSE_GRACE_S = 5.0  # Listener.wait_closed aborts connections still open after this long
+CLOSE_LINGER_S = 2.0
+"""How long a TCP or TLS connection the node closed keeps reading (and dropping) its input, until
+the client closes its side: see `Conn.close`."""
 _conn_ids = itertools.count(1)
 _serials = itertools.count(1)
 
@@ -123,10 +130,17 @@ class Conn:
             self._transport.write(data)
 
     def close(self) -> None:
-        """Send what was written, then close. `connection_lost` follows."""
+        """Send what was written, then close. `connection_lost` follows.
+
+        Not at once: a socket closed with unread input answers with a reset, which can destroy
+        the last bytes written (a DISCONNECT and its reason code, say 0x93 while the client is
+        still sending) before the client reads them. So the write side is shut after the
+        queued bytes (a FIN; TLS cannot half-close and sends its close_notify at the end), the
+        input is read and dropped, and the socket closes when the client closes its side, or
+        after CLOSE_LINGER_S."""
         if not self.closed:
             self.closed = True
-            self._transport.close()
+            _Lingering.start(self._transport)
 
     def abort(self) -> None:
         """Close now, dropping unsent bytes. `connection_lost` follows."""
@@ -145,6 +159,37 @@ class Conn:
     def write_buffer_size(self) -> int:
         """Bytes queued in the transport (TLS: before encryption, too), not yet sent."""
         return self._transport.get_write_buffer_size()
+
+
+class _Lingering(asyncio.Protocol):
+    """The protocol of a connection the node closed (`Conn.close`): input is dropped; the
+    client's EOF or the linger timer closes the transport; `connection_lost` reaches the
+    connection's own protocol as before."""
+
+    def __init__(self, transport: asyncio.Transport, inner: asyncio.BaseProtocol) -> None:
+        self.transport = transport
+        self.inner = inner
+        self.timer = asyncio.get_running_loop().call_later(CLOSE_LINGER_S, transport.abort)
+
+    @classmethod
+    def start(cls, transport: asyncio.Transport) -> None:
+        if transport.is_closing():
+            return
+        transport.set_protocol(cls(transport, transport.get_protocol()))
+        if transport.can_write_eof():
+            transport.write_eof()  # after what is queued
+        if not transport.is_reading():
+            transport.resume_reading()  # a paused reader would never see the client's EOF
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes (once what is queued has gone out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.timer.cancel()
+        self.inner.connection_lost(exc)
 
 
 class WsConn(Conn):

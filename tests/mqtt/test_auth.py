@@ -250,14 +250,15 @@ def test_acl_against_brute_force(text: str, user: str | None, data: st.DataObjec
                    acl.default_allow)
         assert client.check_receive(name) is rec
     for sub in data.draw(st.lists(st.sampled_from(FILTERS), min_size=1, max_size=10)):
-        first = next(((allow, f) for allow, f in reference(acl, user, "subscribe")
-                      if matched(f) & matched(sub)), None)
-        want = acl.default_allow if first is None else first[0] and matched(sub) <= matched(
-            first[1])
+        # the first overlapping allow rule grants, a deny rule that covers the filter before it
+        # refuses, partial deny rules are passed over, the default decides the rest
+        want = next((allow for allow, f in reference(acl, user, "subscribe")
+                     if matched(f) & matched(sub) and (allow or matched(sub) <= matched(f))),
+                    acl.default_allow)
         assert client.check_subscribe(sub) is want
         assert acl.check_subscribe(user, "c1", f"$share/g/{sub}") is want
-        if want:  # every delivery an allowed subscription brings passes the receive check
-            assert all(client.check_receive(n) for n in matched(sub))
+        if not want:  # refused only if denied as a whole: no delivery would pass
+            assert not any(client.check_receive(n) for n in matched(sub))
     if not client.needs_receive_check:
         assert all(client.check_receive(n) for n in UNIVERSE)
 
@@ -301,8 +302,13 @@ def test_acl_example_semantics() -> None:
     assert acl.check_publish("alice", "c", "users/alice/x")
     assert not acl.check_publish("alice", "c", "users/bob/x")
     assert acl.check_subscribe("alice", "c", "users/alice/#")
-    assert not acl.check_subscribe("alice", "c", "users/+/#")  # overlaps but not covered
-    assert not acl.check_subscribe("root", "c", "#")  # first overlapping rule is deny secret/#
+    # granted in part: the deliveries are filtered (check_receive)
+    assert acl.check_subscribe("alice", "c", "users/+/#")
+    client = acl.for_client("alice", "c")
+    assert client.check_receive("users/alice/x") and not client.check_receive("users/bob/x")
+    assert acl.check_subscribe("root", "c", "#")  # deny secret/# covers only part of it
+    assert not acl.for_client("root", "c").check_receive("secret/x")
+    assert not acl.check_subscribe("root", "c", "secret/+")  # denied as a whole
     assert acl.check_subscribe("root", "c", "admin/+")
     assert not acl.check_publish("root", "c", "secret/admin")
     assert acl.check_subscribe(None, "dev-7", "devices/dev-7/cmd")
@@ -313,6 +319,26 @@ def test_acl_example_semantics() -> None:
     assert not acl.check_publish("", "x", "never") and not acl.check_publish(None, "x", "never")
     assert not acl.check_publish("root", "x", "$SYS/x")  # default deny
     assert acl.needs_receive_check
+
+
+def test_one_denied_topic_does_not_refuse_the_wildcards_that_overlap_it() -> None:
+    """Mosquitto's rule: hiding one topic must not break every `#` subscriber. A wildcard the
+    rules do not deny as a whole is granted (its deliveries filtered); only a subscription denied
+    as a whole is refused."""
+    acl = Acl.parse('default = "allow"\n[[rule]]\npermission = "deny"\naction = "subscribe"\n'
+                    'topic = "test/nosubscribe"\n', "acl")
+    for granted in ("#", "+/+", "test/#", "test/+", "+/nosubscribe", "other"):
+        assert acl.check_subscribe("u", "c", granted), granted
+        assert acl.check_subscribe("u", "c", f"$share/g/{granted}"), granted
+    assert not acl.check_subscribe("u", "c", "test/nosubscribe")
+    client = acl.for_client("u", "c")
+    assert client.needs_receive_check
+    assert not client.check_receive("test/nosubscribe") and client.check_receive("test/other")
+    strict = Acl.parse('default = "deny"\n[[rule]]\npermission = "deny"\naction = "subscribe"\n'
+                       'topic = "test/nosubscribe"\n[[rule]]\npermission = "allow"\n'
+                       'action = "subscribe"\ntopic = "test/#"\n', "acl")
+    assert strict.check_subscribe("u", "c", "test/#") and strict.check_subscribe("u", "c", "#")
+    assert not strict.check_subscribe("u", "c", "other/#")  # nothing there is allowed
 
 
 def test_placeholder_values_that_cannot_be_a_level() -> None:
@@ -333,7 +359,7 @@ topic = "inbox/%u"
         assert not acl.check_publish("u", bad_client, "$SYS/x")
     assert acl.for_client("u", "a/b").needs_receive_check is False  # deny is publish-only
     assert acl.check_subscribe("bob", "c", "inbox/bob")
-    assert acl.check_subscribe("bob", "c", "inbox/+") is False  # rule 2 overlaps, no cover
+    assert acl.check_subscribe("bob", "c", "inbox/+") is True  # default allow
     assert acl.check_subscribe(None, "c", "inbox/+") is True  # rule 2 is not for anonymous
     long_user = "u" * 65_530  # usable alone, too long once put in the filter
     assert acl.check_subscribe(long_user, "c", "x")

@@ -634,6 +634,27 @@ def test_acl_on_subscribe_publish_and_identity() -> None:
     assert subscribe(anon, Subscription("home/alice/#", 0))[0].reason_codes == (0x80,)
 
 
+def test_wildcards_granted_in_part_filter_denied_topics_at_delivery() -> None:
+    """A subscription the ACL denies only in part is granted; its deliveries skip the denied
+    topics, and a shared group gives such a message to a member that may receive it."""
+    from real.mqtt.auth import Acl
+
+    acl = Acl.parse('default = "allow"\n[[rule]]\npermission = "deny"\naction = "subscribe"\n'
+                    'topic = "hidden/#"\nclient_id = "m0"\n')
+    h = Harness(acl=acl)
+    members = [h.connect(f"m{i}") for i in range(2)]
+    for m in members:
+        assert subscribe(m, Subscription("$share/g/#", 1))[0].reason_codes == (1,)
+    assert subscribe(members[0], Subscription("hidden/+", 1),
+                     pid=2)[0].reason_codes == (0x80,)  # denied as a whole
+    pub = h.connect("pub")
+    for i in range(4):
+        pub.send(Publish("open/x" if i % 2 else "hidden/x", b"%d" % i, qos=1, packet_id=i + 1))
+    got = [[p.payload for p in publishes(m.take())] for m in members]
+    assert sorted(got[0] + got[1]) == [b"0", b"1", b"2", b"3"]  # none lost to m0's ACL
+    assert not any(p in got[0] for p in (b"0", b"2"))
+
+
 def test_qos2_packet_ids_survive_a_restart() -> None:
     """A restart must not reuse a QoS 2 packet id the subscriber still holds (found by the
     simulator, tests/model/test_mqtt_sim.py): PUBREL is owed for a PUBREC'd id, an unanswered

@@ -237,3 +237,129 @@ def test_paho_over_tls_and_secure_websocket(tmp_path: Path, certs: tuple[str, st
         assert node.get("/health")["status"] == "ok"  # type: ignore[index]
     finally:
         node.stop()
+
+
+@pytest.mark.parametrize("version", ["v311", "v5"])
+def test_one_denied_topic_leaves_wildcard_subscribers_working(tmp_path: Path,
+                                                              version: str) -> None:
+    """Issue 12 point 7 (a), with paho: an operator hides one topic (`default = "allow"`, a
+    subscribe deny rule); subscriptions to `#`, `+/+` and `test/#` are still granted, receive
+    every other topic and never the hidden one (filtered at delivery, retained included);
+    only a subscription to the hidden topic itself is refused."""
+    import queue
+
+    import paho.mqtt.client as paho
+
+    acl = tmp_path / "acl.toml"
+    acl.write_text('default = "allow"\n[[rule]]\npermission = "deny"\naction = "subscribe"\n'
+                   'topic = "test/nosubscribe"\n')
+    node = Node(tmp_path, "--acl-file", str(acl))
+    proto = paho.MQTTv5 if version == "v5" else paho.MQTTv311
+    try:
+        pub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="pub", protocol=proto)
+        pub.connect("127.0.0.1", node.mqtt)
+        pub.loop_start()
+        pub.publish("test/nosubscribe", b"hidden-retained", qos=1, retain=True).wait_for_publish(10)
+        got: queue.Queue = queue.Queue()
+        granted: queue.Queue = queue.Queue()
+        sub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="dashboard", protocol=proto)
+        sub.on_message = lambda c, u, msg: got.put((msg.topic, msg.payload))
+        sub.on_subscribe = lambda c, u, mid, codes, p: granted.put(
+            [int(getattr(code, "value", code)) for code in codes])
+        sub.connect("127.0.0.1", node.mqtt)
+        sub.loop_start()
+        try:
+            sub.subscribe([("#", 1), ("+/+", 1), ("test/#", 1), ("test/nosubscribe", 1)])
+            refused = 0x87 if version == "v5" else 0x80
+            assert granted.get(timeout=10) == [1, 1, 1, refused]
+            for topic, payload in (("test/nosubscribe", b"hidden"), ("test/visible", b"shown"),
+                                   ("other/x", b"also")):
+                pub.publish(topic, payload, qos=1).wait_for_publish(10)
+            # in order from one publisher: once the last has arrived, anything before it has
+            seen = []
+            while b"also" not in [p for _t, p in seen]:
+                seen.append(got.get(timeout=10))
+            assert {p for _t, p in seen} == {b"shown", b"also"}, seen
+            # one copy for the three overlapping subscriptions, as MQTT allows
+            assert [t for t, p in seen if p == b"shown"] == ["test/visible"]
+        finally:
+            sub.disconnect()
+            sub.loop_stop()
+            pub.disconnect()
+            pub.loop_stop()
+    finally:
+        node.stop()
+
+
+def test_a_disconnect_reason_reaches_a_client_that_is_still_sending(tmp_path: Path) -> None:
+    """Issue 12 point 7 (b), with paho: a client that ignores the node's Receive Maximum (2)
+    and keeps sending gets DISCONNECT 0x93 and sees it, every time: the node half-closes and
+    drains the input instead of closing a socket with unread bytes (which answers with a reset
+    that can destroy the DISCONNECT before the client reads it)."""
+    import queue
+
+    import paho.mqtt.client as paho
+
+    config = tmp_path / "node.toml"
+    config.write_text("[mqtt]\nreceive_maximum = 2\n")
+    node = Node(tmp_path, "--config", str(config))
+    try:
+        for trial in range(5):
+            ended: queue.Queue = queue.Queue()
+            client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"eager{trial}",
+                                 protocol=paho.MQTTv5)
+            client.on_disconnect = lambda c, u, flags, rc, p, ended=ended: ended.put(
+                (flags.is_disconnect_packet_from_server, int(getattr(rc, "value", rc))))
+            client.connect("127.0.0.1", node.mqtt)
+            client.loop_start()
+            try:
+                for _ in range(20):  # paho keeps 20 in flight, whatever the node allows
+                    client.publish("flood", b"x" * 60_000, qos=2)
+                assert ended.get(timeout=20) == (True, 0x93), trial
+            finally:
+                client.loop_stop()
+        assert node.get("/health")["status"] == "ok"  # type: ignore[index]
+    finally:
+        node.stop()
+
+
+def test_a_disconnect_behind_queued_data_survives_unread_input(tmp_path: Path) -> None:
+    """The case that loses the DISCONNECT without the half-close: the client is behind (the
+    node has queued data it has not read yet) and sends a malformed packet followed by more
+    input than the node reads at once. Closing outright sent a reset that dropped the queued
+    bytes, DISCONNECT included (seen 5 times in 5); now the client reads every message the
+    node accepted for it, the DISCONNECT with 0x81, then a clean end of stream."""
+    from real.mqtt import Disconnect
+    from real.mqtt.codec import MQTT_5
+
+    node = Node(tmp_path)
+    try:
+        sub = socket.create_connection(("127.0.0.1", node.mqtt), timeout=20)
+        sub.sendall(encode(Connect("behind", protocol_version=MQTT_5), MQTT_5)
+                    + encode(Subscribe(1, (Subscription("big", 0),)), MQTT_5))
+        decoder = Decoder(version=MQTT_5)
+        packets: list = []
+        while len(packets) < 2:  # CONNACK, SUBACK
+            packets += decoder.feed(sub.recv(100))
+        pub = Client(node.mqtt, "pub")
+        for _ in range(100):
+            pub.send(Publish("big", b"x" * 60_000))
+        pub.send(Publish("big", b"last", qos=1, packet_id=1))
+        pub.expect(lambda p: isinstance(p, Puback))  # everything before it was routed
+        sub.sendall(b"\x00\x00")  # packet type 0 is reserved: malformed
+        try:
+            sub.sendall(b"\xc0\x00" * 600_000)  # PINGREQs the node will not read
+        except OSError:
+            pass
+        received: list = []
+        while True:
+            data = sub.recv(1 << 16)  # ConnectionResetError here without the half-close
+            if not data:
+                break
+            received += decoder.feed(data)
+        assert isinstance(received[-1], Disconnect) and received[-1].reason_code == 0x81
+        payloads = [p.payload for p in received if isinstance(p, Publish)]
+        assert payloads and set(payloads) <= {b"x" * 60_000, b"last"}
+        assert node.get("/health")["status"] == "ok"  # type: ignore[index]
+    finally:
+        node.stop()
