@@ -504,6 +504,63 @@ def test_server_close_waits_for_client_close_frame() -> None:
     run(test)
 
 
+@pytest.mark.parametrize("kind", ["tcp", "tls"])
+def test_server_close_sends_what_was_written_and_drains_until_the_client_closes(
+        kind: str, certs: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Conn.close` does not close a socket that still has input to read (the kernel would
+    answer with a reset that can destroy the last bytes): TCP shuts its write side (the
+    client sees the bytes, then EOF), input keeps being read and dropped, and the connection
+    is lost when the client closes; TLS, which cannot half-close, waits for the client's close
+    or the linger time."""
+    import real.node.transport as transport
+
+    monkeypatch.setattr(transport, "CLOSE_LINGER_S", 0.5 if kind == "tcp" else 0.3)
+
+    async def test() -> None:
+        rec = Recorder(echo=False)
+        listener = await start_listener(kind, "127.0.0.1", 0, rec,
+                                        ssl_context=server_ssl(kind, certs))
+        reader, writer = await open_raw(listener, client_ssl(certs) if kind == "tls" else None)
+        await rec.until(lambda: len(rec.made) == 1)
+        conn = rec.made[0]
+        conn.write(b"last words")
+        conn.close()
+        conn.write(b"dropped")
+        writer.write(b"x" * (1 << 20))  # still sending: read and dropped, never a reset
+        assert await read_to_eof(reader) == b"last words"
+        if kind == "tcp":
+            assert rec.lost == []  # the FIN went out; the socket waits for the client's
+            writer.close()
+        await rec.until(lambda: len(rec.lost) == 1)
+        assert rec.received[conn.id] == b""
+        writer.close()
+        listener.close()
+        await listener.wait_closed()
+
+    run(test)
+
+
+def test_a_client_that_never_closes_is_dropped_after_the_linger_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import real.node.transport as transport
+
+    monkeypatch.setattr(transport, "CLOSE_LINGER_S", 0.2)
+
+    async def test() -> None:
+        rec = Recorder()
+        listener = await start_listener("tcp", "127.0.0.1", 0, rec)
+        reader, writer = await open_raw(listener)
+        await rec.until(lambda: len(rec.made) == 1)
+        rec.made[0].close()
+        assert await read_to_eof(reader) == b""
+        await rec.until(lambda: len(rec.lost) == 1)  # the client kept its side open
+        writer.close()
+        listener.close()
+        await listener.wait_closed()
+
+    run(test)
+
+
 # ------------------------------------------------------------------------------- the listener
 
 
