@@ -55,7 +55,7 @@ VERSIONS: dict[int, tuple[int, int]] = {
     PRODUCE: (0, 8),
     FETCH: (4, 11),
     LIST_OFFSETS: (1, 5),
-    METADATA: (0, 8),
+    METADATA: (0, 12),
     OFFSET_COMMIT: (2, 7),
     OFFSET_FETCH: (1, 5),
     FIND_COORDINATOR: (0, 2),

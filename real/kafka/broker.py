@@ -919,33 +919,37 @@ class KafkaBroker:
         topics = req.get("topics")
         sm = self._machine()
         if topics is None or (h.api_version == 0 and not topics):
-            names = [t.name for t in sm.topics()]
-            wanted: list[str] = names
+            wanted: list[str | None] = [t.name for t in sm.topics()]
         else:
-            wanted = [t["name"] for t in topics]
+            wanted = [t["name"] for t in topics]  # None: asked by topic id (v10+)
         auto = self.config.auto_create_topics and (h.api_version < 4
                                                    or req.get("allow_auto_topic_creation", True))
         missing = [n for n in dict.fromkeys(wanted)
-                   if sm.topic(n) is None and topic_name_error(n) is None]
+                   if n is not None and sm.topic(n) is None and topic_name_error(n) is None]
         if auto and missing and topics is not None:
             pending = {"n": len(missing)}
 
             def created(_err: int, _msg: str | None) -> None:
                 pending["n"] -= 1
                 if pending["n"] == 0:
-                    self._reply(conn, slot, h, self._metadata_body(wanted))
+                    self._reply(conn, slot, h, self._metadata_body(wanted, h.api_version))
 
             for name in missing:
                 self._create_topic(name, self.config.default_partitions, None, {}, created,
                                    replication=self._default_rf())
             return
-        self._reply(conn, slot, h, self._metadata_body(wanted))
+        self._reply(conn, slot, h, self._metadata_body(wanted, h.api_version))
 
-    def _metadata_body(self, wanted: list[str]) -> dict:
+    def _metadata_body(self, wanted: list[str | None], version: int = 0) -> dict:
         sm = self._machine()
         node = self.config.node_id
-        out = []
+        out: list[dict[str, Any]] = []
         for name in wanted:
+            if name is None:  # by topic id (v10+): TwinMQ's topics have none (all zero)
+                out.append({"error_code": E.UNKNOWN_TOPIC_ID,
+                            "name": None if version >= 12 else "", "is_internal": False,
+                            "partitions": [], "topic_authorized_operations": INT32_MIN})
+                continue
             info = sm.topic(name)
             if info is None:
                 err = E.INVALID_TOPIC_EXCEPTION if topic_name_error(name) else \

@@ -534,7 +534,15 @@ def decode_request(frame: Buffer) -> tuple[RequestHeader, dict]:
     try:
         if plan.flexible:
             pos = _read_tags(buf, pos, {}, {})
+        start = pos
         body, pos = plan.decode(buf, pos)
+        if (pos != len(buf) and api_key == api.METADATA and version >= 9
+                and len(buf) - pos == 3 and bytes(buf[start:start + 4]) == b"\0\0\0\0"):
+            # librdkafka asks for all topics with a 4-byte zero count (an int32 placeholder it
+            # leaves unfinalized) where the 1-byte null compact count belongs; Kafka's parser
+            # ignores what is left, so the 3 bytes shift its fields. Read them where they are.
+            body, end = plan.decode(_as_view(b"\0" + bytes(buf[start + 4:])), 0)
+            pos = start + 3 + end
     except Exception as exc:
         raise _body_error(f"{plan.spec.name}Request v{version}", exc, correlation_id) from exc
     if pos != len(buf):

@@ -108,7 +108,7 @@ def test_api_versions_above_max_gets_a_v0_layout_error_35() -> None:
     assert c.call(api.API_VERSIONS, 3, {})["error_code"] == 0
 
 
-@pytest.mark.parametrize(("key", "version"), [(99, 0), (api.METADATA, 9), (api.PRODUCE, 2),
+@pytest.mark.parametrize(("key", "version"), [(99, 0), (api.METADATA, 13), (api.PRODUCE, 2),
                                               (api.FETCH, 12), (api.SASL_HANDSHAKE, 2)])
 def test_unknown_key_or_unsupported_version_closes_only_that_connection(key: int,
                                                                         version: int) -> None:
@@ -120,6 +120,25 @@ def test_unknown_key_or_unsupported_version_closes_only_that_connection(key: int
     assert h.broker.stats.malformed == 1
     assert not other.closed
     assert other.call(api.API_VERSIONS, 0, {})["error_code"] == 0
+
+
+@pytest.mark.parametrize("version", [10, 12])
+def test_metadata_by_topic_id_answers_unknown_topic_id(version: int) -> None:
+    """Metadata v10+ may name topics by id; TwinMQ's topics have none (all zero), so such a
+    request is answered UNKNOWN_TOPIC_ID (the name is non-nullable before v12), and one by name
+    in the same request as usual."""
+    h = Harness()
+    c = h.open()
+    h.create_topic("named", 1)
+    body = c.call(api.METADATA, version, {
+        "topics": [{"topic_id": b"\x01" * 16, "name": None},
+                   {"topic_id": b"\x00" * 16, "name": "named"}],
+        "allow_auto_topic_creation": False, "include_topic_authorized_operations": False})
+    by_id, named = body["topics"]
+    assert by_id["error_code"] == E.UNKNOWN_TOPIC_ID
+    assert by_id["name"] == (None if version >= 12 else "")
+    assert named["error_code"] == 0 and named["name"] == "named" and named["partitions"]
+    assert not c.closed
 
 
 def test_truncated_frame_is_malformed_and_closes() -> None:

@@ -612,3 +612,23 @@ def test_mutated_frames_only_raise_codec_errors(frame: bytes, flips: list[tuple[
                 codec.decode_response(api_key, version, bytes(data))
             except KafkaCodecError:
                 pass
+
+
+def test_librdkafkas_all_topics_metadata_request_with_a_four_byte_null_count() -> None:
+    """librdkafka (2.16, rd_kafka_MetadataRequest0) asks Metadata v9+ for all topics with its
+    int32 count placeholder left as 4 zero bytes where the 1-byte null compact count belongs;
+    Kafka's parser ignores the leftover bytes. Such a request decodes as all topics with the
+    fields that follow the placeholder; other trailing bytes stay malformed."""
+    head = struct.pack(">hhi", api.METADATA, 12, 9) + b"\x00\x07rdkafka" + b"\x00"
+    quirk = head + b"\x00\x00\x00\x00" + b"\x01\x01\x00"  # allow auto, topic ops, no tags
+    header, body = codec.decode_request(quirk)
+    assert header.correlation_id == 9
+    assert body["topics"] is None
+    assert body["allow_auto_topic_creation"] is True
+    assert body["include_topic_authorized_operations"] is True
+    proper = head + b"\x00\x01\x01\x00"
+    assert codec.decode_request(proper)[1] == body
+    with pytest.raises(KafkaCodecError, match="trailing"):
+        codec.decode_request(head + b"\x00\x01\x01\x00" + b"\x07\x07\x07")
+    with pytest.raises(KafkaCodecError, match="trailing"):  # a count that is not the quirk
+        codec.decode_request(head + b"\x01\x00\x00\x00" + b"\x01\x01\x00")
