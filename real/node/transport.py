@@ -177,7 +177,11 @@ class _Lingering(asyncio.Protocol):
             return
         transport.set_protocol(cls(transport, transport.get_protocol()))
         if transport.can_write_eof():
-            transport.write_eof()  # after what is queued
+            try:
+                transport.write_eof()  # after what is queued
+            except OSError:  # the client reset the connection already (not read yet)
+                transport.abort()
+                return
         if not transport.is_reading():
             transport.resume_reading()  # a paused reader would never see the client's EOF
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import struct
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -534,6 +535,25 @@ def test_server_close_sends_what_was_written_and_drains_until_the_client_closes(
         await rec.until(lambda: len(rec.lost) == 1)
         assert rec.received[conn.id] == b""
         writer.close()
+        listener.close()
+        await listener.wait_closed()
+
+    run(test)
+
+
+def test_closing_a_connection_the_client_has_reset_only_drops_it() -> None:
+    """Found by `make test` on a fresh clone: the client's reset had arrived but not been read
+    when the node closed the connection, and shutting the write side raised ENOTCONN out of
+    the node's flush (the node stopped). Now that connection is aborted, nothing else."""
+    async def test() -> None:
+        rec = Recorder()
+        listener = await start_listener("tcp", "127.0.0.1", 0, rec)
+        sock = socket.create_connection(("127.0.0.1", listener.port))
+        await rec.until(lambda: len(rec.made) == 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # a reset, before the listener's loop reads anything
+        rec.made[0].close()  # must not raise
+        await rec.until(lambda: len(rec.lost) == 1)
         listener.close()
         await listener.wait_closed()
 
