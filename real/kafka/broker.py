@@ -1248,25 +1248,30 @@ class KafkaBroker:
     # ---- produce -------------------------------------------------------------------------------
 
     def _produce(self, conn: _Conn, h: RequestHeader, req: dict) -> None:
+        # an earlier Produce on this connection waits: this one goes behind it, in order
         barrier = self._barriers.get(conn.id)
-        if barrier is not None:  # an earlier Produce on this connection waits: keep the order
-            barrier.queue.append((self._slot(conn) if req.get("acks", -1) != 0 else None, h, req))
+        if barrier is None and self._wants_barrier(req):
+            barrier = self._start_barrier(conn.id)
+        if barrier is None:
+            self._produce_now(conn, h, req, None)
             return
-        if self._wants_barrier(req):
-            barrier = _Barrier(self.clock() + self.config.leader_barrier_ms)
+        barrier.queue.append((self._slot(conn) if req.get("acks", -1) != 0 else None, h, req))
 
-            def passed() -> None:
-                barrier.passed = True
+    def _start_barrier(self, conn_id: int) -> _Barrier | None:
+        """Ask meta for a read barrier for connection `conn_id`'s Produce requests (None: no
+        meta leader known, so none can be had now)."""
+        barrier = _Barrier(self.clock() + self.config.leader_barrier_ms)
 
-            cancel = self.meta.barrier(passed)
-            if cancel is not None:
-                barrier.cancel = cancel
-                barrier.queue.append((self._slot(conn) if req.get("acks", -1) != 0 else None,
-                                      h, req))
-                self._barriers[conn.id] = barrier
-                self.stats.produce_barriers += 1
-                return
-        self._produce_now(conn, h, req, None)
+        def passed() -> None:
+            barrier.passed = True
+
+        cancel = self.meta.barrier(passed)
+        if cancel is None:
+            return None
+        barrier.cancel = cancel
+        self._barriers[conn_id] = barrier
+        self.stats.produce_barriers += 1
+        return barrier
 
     def _wants_barrier(self, req: dict) -> bool:
         """Whether a Produce names a replicated partition this node holds a replica of but does
