@@ -88,13 +88,60 @@ def _get(port: int, path: str, host: str = "127.0.0.1") -> Any:
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` still runs: a zombie (exited, not yet reaped by its parent) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # gone meanwhile; or no /proc (not Linux), then trust the signal
+        return not Path("/proc").is_dir()
+    return stat[stat.rfind(")") + 2:][:1] != "Z"
+
+
+def _reap(pids: Sequence[int]) -> None:
+    """Collect the exit status of those of `pids` that are this process's children."""
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def _wait_gone(pids: Sequence[int], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        _reap(pids)
+        if not any(_alive(p) for p in pids):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:  # exited since we looked
+        pass
+
+
+def _terminate(pids: Sequence[int], sig: signal.Signals) -> None:
+    """Send `sig` to every live one of `pids`, give them STOP_TIMEOUT_S to exit, SIGKILL the
+    rest and wait until they are gone too (reaped if they are our children)."""
+    pids = [p for p in pids if _alive(p)]
+    for pid in pids:
+        _signal(pid, sig)
+    if _wait_gone(pids, STOP_TIMEOUT_S):
+        return
+    for pid in pids:
+        if _alive(pid):
+            _signal(pid, signal.SIGKILL)
+    if not _wait_gone(pids, STOP_TIMEOUT_S):
+        raise RuntimeError(f"processes {[p for p in pids if _alive(p)]} outlived SIGKILL")
 
 
 def health(node: dict[str, Any]) -> dict[str, Any] | None:
@@ -245,13 +292,7 @@ def signal_node(work: Path, node_id: int, sig: signal.Signals) -> int:
         raise ProcessLookupError(f"node {node_id} (pid {node['pid']}) is not running")
     os.kill(node["pid"], sig)
     if sig == signal.SIGKILL:
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while time.monotonic() < deadline and _alive(node["pid"]):
-            try:
-                os.waitpid(node["pid"], os.WNOHANG)
-            except ChildProcessError:
-                pass
-            time.sleep(0.01)
+        _wait_gone([node["pid"]], STOP_TIMEOUT_S)
     return int(node["pid"])
 
 
@@ -379,8 +420,7 @@ def join(work: Path, out: Any = sys.stdout) -> dict[str, Any]:
                 raise RuntimeError(f"node {node_id} joined but the cluster did not settle")
             time.sleep(0.05)
     except RuntimeError:
-        if _alive(node["pid"]):
-            os.kill(node["pid"], signal.SIGKILL)
+        _terminate([node["pid"]], signal.SIGKILL)
         raise
     print(f"twinmq cluster: node {node_id} joined (mqtt {ports['mqtt']}, kafka "
           f"{ports['kafka']}, admin {ports['admin']}, raft {ports['raft']})", file=out)
@@ -402,18 +442,7 @@ def leave(work: Path, node_id: int, out: Any = sys.stdout) -> None:
 
 
 def _stop(pid: int) -> None:
-    if not _alive(pid):
-        return
-    os.kill(pid, signal.SIGINT)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while time.monotonic() < deadline and _alive(pid):
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.05)
-    if _alive(pid):
-        os.kill(pid, signal.SIGKILL)
+    _terminate([pid], signal.SIGINT)
 
 
 def parse_groups(text: str, ids: Sequence[int]) -> tuple[list[int], list[int]]:
@@ -512,31 +541,10 @@ def heal(work: Path) -> list[str]:
 def down(work: Path, out: Any = sys.stdout) -> int:
     info = json.loads((work / "cluster.json").read_text())
     pids = [n["pid"] for n in info["nodes"] if _alive(n["pid"])]
-    for pid in pids:
-        os.kill(pid, signal.SIGINT)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        for pid in pids:  # reap our own children (a cluster started by this process)
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-        time.sleep(0.05)
-    for pid in pids:
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+    _terminate(pids, signal.SIGINT)
     store = info.get("store")
-    if store and _alive(store["pid"]):  # after the nodes: they flush to it as they stop
-        os.kill(store["pid"], signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while time.monotonic() < deadline and _alive(store["pid"]):
-            try:  # reap it if this process started it
-                os.waitpid(store["pid"], os.WNOHANG)
-            except ChildProcessError:
-                pass
-            time.sleep(0.05)
-        if _alive(store["pid"]):
-            os.kill(store["pid"], signal.SIGKILL)
+    if store:  # after the nodes: they flush to it as they stop
+        _terminate([store["pid"]], signal.SIGTERM)
     print(f"twinmq cluster: stopped {len(pids)} node(s) in {work}"
           + (" and its shared store" if store else ""), file=out)
     return 0

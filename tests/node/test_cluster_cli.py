@@ -105,3 +105,42 @@ def _wait(pred: Any, what: str, seconds: float = 20.0) -> Any:
             return got
         time.sleep(0.05)
     raise AssertionError(f"no {what} within {seconds} s")
+
+
+def test_a_zombie_is_not_alive() -> None:
+    """A child that exited but is not reaped yet still answers kill(pid, 0); it runs no more."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{proc.pid}/stat").read_text().split(") ")[1][0] != "Z":
+        assert time.monotonic() < deadline, "the child never exited"
+        time.sleep(0.01)
+    try:
+        os.kill(proc.pid, 0)  # the premise: the signal test alone would call it alive
+        assert not cluster._alive(proc.pid)
+    finally:
+        proc.wait()
+    assert not cluster._alive(proc.pid)
+
+
+def test_down_kills_and_reaps_what_ignores_its_signal(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store that ignores SIGTERM is SIGKILLed after the stop timeout, and `down` returns only
+    once it is gone (it was left a zombie of the caller before, and looked alive)."""
+    monkeypatch.setattr(cluster, "STOP_TIMEOUT_S", 0.3)
+    code = "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
+           "print('ready', flush=True); time.sleep(60)"
+    store = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert store.stdout is not None and store.stdout.readline() == "ready\n"
+        (tmp_path / "cluster.json").write_text(json.dumps({"nodes": [], "store": {
+            "pid": store.pid}}))
+        began = time.monotonic()
+        assert cluster.down(tmp_path, out=io.StringIO()) == 0
+        assert time.monotonic() - began >= 0.3, "it had its stop timeout first"
+        assert not cluster._alive(store.pid)
+        with pytest.raises(ChildProcessError):  # down collected it: no zombie left behind
+            os.waitpid(store.pid, os.WNOHANG)
+    finally:
+        if store.poll() is None:
+            store.kill()
+            store.wait()

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,20 @@ pytestmark = pytest.mark.integration
 
 
 def topic_shards(node: dict[str, Any], name: str) -> list[list[int]]:
+    """[[leader, epoch]] per partition, read linearizably; asks again on 503 (meta is electing:
+    under CI load the meta group may re-elect around a shared partition's first open, which
+    blocks its node's event loop on S3 requests, see docs/cluster.md "Not yet")."""
     url = f"http://127.0.0.1:{node['admin']}/meta/topics?consistency=linearizable"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        topics = json.loads(resp.read())
-    return next(t["shards"] for t in topics if t["name"] == name)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                topics = json.loads(resp.read())
+            return next(t["shards"] for t in topics if t["name"] == name)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
 
 
 def test_a_shared_partition_survives_its_leader_being_killed(tmp_path: Path) -> None:
@@ -42,14 +53,15 @@ def test_a_shared_partition_survives_its_leader_being_killed(tmp_path: Path) -> 
             admin.create_topics([NewTopic("shared", 1, 3)])
         finally:
             admin.close()
-        ((leader, epoch),) = topic_shards(nodes[1], "shared")
-        assert epoch == 1, "an S3 topic: replication factor 1 on shared storage"
+        ((_leader, epoch),) = topic_shards(nodes[1], "shared")
+        assert epoch >= 1, "an S3 topic: replication factor 1 on shared storage"
         producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{nodes[1]['kafka']}",
                                  acks="all", enable_idempotence=True,
                                  request_timeout_ms=5_000, retries=50)
         try:
             for i in range(20):
                 producer.send("shared", f"a{i}".encode()).get(timeout=20)
+            ((leader, epoch),) = topic_shards(nodes[1], "shared")
             cluster.signal_node(tmp_path, leader, signal.SIGKILL)
             began = time.monotonic()
             producer.send("shared", b"b0").get(timeout=30)
@@ -61,7 +73,7 @@ def test_a_shared_partition_survives_its_leader_being_killed(tmp_path: Path) -> 
         assert failover_s < 10, failover_s
         alive = next(n for n in nodes if n != leader)
         ((new, new_epoch),) = topic_shards(nodes[alive], "shared")
-        assert new != leader and new_epoch == 2
+        assert new != leader and new_epoch > epoch
         consumer = KafkaConsumer("shared", bootstrap_servers=f"127.0.0.1:{nodes[alive]['kafka']}",
                                  auto_offset_reset="earliest", consumer_timeout_ms=5_000)
         try:
@@ -71,7 +83,7 @@ def test_a_shared_partition_survives_its_leader_being_killed(tmp_path: Path) -> 
         assert values == [f"a{i}".encode() for i in range(20)] + [
             f"b{i}".encode() for i in range(20)]
         log = Path(nodes[new]["log"]).read_text()
-        assert "leading shared partition shared/0 at epoch 2 from offset 20" in log
+        assert f"leading shared partition shared/0 at epoch {new_epoch} from offset 20" in log
     finally:
         cluster.down(tmp_path, out=quiet)
         quiet.close()
