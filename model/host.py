@@ -75,8 +75,12 @@ def sim_node_spec(node_id: int = 1, *, voters: tuple[int, ...] = (),
     `twinmq serve`) with `config` overrides, then the scenario's broker configs if given."""
     cfg = NodeConfig(node_id=node_id, storage_engine=default_engine, **config)
     spec = node_spec(cfg, kafka_port=9092, register_addr=f"sim-node-{node_id}:0")
+    voters = voters or (node_id,)
+    cluster = spec.mqtt_cluster
+    if cluster is not None:  # every node holds every message: one replica per node
+        cluster = dataclasses.replace(cluster, replication=len(voters))
     return dataclasses.replace(
-        spec, voters=voters or (node_id,), bridges=bridges,
+        spec, voters=voters, bridges=bridges, mqtt_cluster=cluster,
         mqtt=dataclasses.replace(mqtt, node_id=node_id) if mqtt is not None else spec.mqtt,
         kafka=dataclasses.replace(kafka, node_id=node_id) if kafka is not None else spec.kafka)
 

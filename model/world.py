@@ -79,7 +79,14 @@ from real.raft.types import (
     Snapshot,
 )
 from real.server.node import NodeCore, Proto
-from real.server.peermsg import BrokerHeartbeat, PeerMessage, ShardFetch, ShardFetchReply
+from real.server.peermsg import (
+    BrokerHeartbeat,
+    LogAppend,
+    LogAppendReply,
+    PeerMessage,
+    ShardFetch,
+    ShardFetchReply,
+)
 from real.server.replica import unwrap_forwarded
 from real.server.storage import StorageSettings
 
@@ -389,7 +396,8 @@ class World:
             # decode_peer does this for every kind; RAFT goes through this module's own
             # decode_message so a test can count the Raft messages that crossed the codec.
             msg = decode_message(frame.payload) if frame.kind == Kind.RAFT else decode_peer(frame)
-        assert isinstance(msg, Message | ShardFetch | ShardFetchReply | BrokerHeartbeat), msg
+        assert isinstance(msg, Message | ShardFetch | ShardFetchReply | BrokerHeartbeat
+                          | LogAppend | LogAppendReply), msg
         host = self.nodes[dst]
         if not host.deliver(msg) and not host.up and self.scenario.network.refuse_down_ms:
             self._refused(msg.src, dst)

@@ -69,6 +69,7 @@ SERVE_FLAGS: dict[str, tuple[str, Callable[[str], object]]] = {
     "--min-insync-replicas": ("kafka_min_insync_replicas", int),
     "--hold-unsynced": ("storage_hold_unsynced", _bool),
     "--log-timestamps": ("log_timestamps", _bool),
+    "--mqtt-cluster": ("mqtt_cluster", _bool),
     "--peer-tls-cert": ("cluster_tls_cert_file", str),
     "--peer-tls-key": ("cluster_tls_key_file", str),
     "--peer-tls-ca": ("cluster_tls_ca_file", str),

@@ -5,8 +5,9 @@ Sans-I/O and pure, so the asyncio host and the simulator can carry the same byte
 
     frame   = length:u32 (bytes after this field) | version:u8 | kind:u8 | payload
     kinds   = HELLO, CHALLENGE, PROOF, WELCOME, REJECT (the handshake: real/cluster/peer.py),
-              RAFT (payload: one Raft message, below), SHARD_FETCH, SHARD_REPLY and
-              BROKER_HEARTBEAT (one `peermsg` message each, below)
+              RAFT (payload: one Raft message, below), SHARD_FETCH, SHARD_REPLY,
+              BROKER_HEARTBEAT, LOG_APPEND and LOG_APPEND_REPLY (one `peermsg` message each,
+              below)
 
 A Raft message (all integers big-endian):
 
@@ -31,10 +32,14 @@ offsets and epochs i64, at least -1, which stands for "none"):
                        len:u32 | records (len 0: none; else one storage batch,
                        real/storage/record.py, whose offsets are contiguous)
     BROKER_HEARTBEAT = src:u32 | dst:u32 | broker_epoch:i64
+    LOG_APPEND       = src:u32 | dst:u32 | partition:u32 | seq:u64 | len:u32 | batch (one Kafka
+                       record batch, checked by the receiving partition log)
+    LOG_APPEND_REPLY = src:u32 | dst:u32 | partition:u32 | seq:u64 |
+                       error:u8 (an `AppendError` code) | detail:str
 
 Every decode error is a `WireError` naming what was wrong and where (trailing bytes included): a
 peer's bytes can make the connection close, never raise anything else. `peer_frame` and
-`decode_peer` carry any of the four message types.
+`decode_peer` carry any of these message types.
 """
 
 from __future__ import annotations
@@ -52,8 +57,11 @@ from real.raft.types import (
     SnapshotMeta,
 )
 from real.server.peermsg import (
+    APPEND_ERRORS,
     FETCH_ERRORS,
     BrokerHeartbeat,
+    LogAppend,
+    LogAppendReply,
     PeerMessage,
     ShardFetch,
     ShardFetchReply,
@@ -77,13 +85,17 @@ class Kind:
     SHARD_FETCH = 7
     SHARD_REPLY = 8
     BROKER_HEARTBEAT = 9
+    LOG_APPEND = 10
+    LOG_APPEND_REPLY = 11
 
 
-PEER_KINDS = frozenset({Kind.RAFT, Kind.SHARD_FETCH, Kind.SHARD_REPLY, Kind.BROKER_HEARTBEAT})
+PEER_KINDS = frozenset({Kind.RAFT, Kind.SHARD_FETCH, Kind.SHARD_REPLY, Kind.BROKER_HEARTBEAT,
+                        Kind.LOG_APPEND, Kind.LOG_APPEND_REPLY})
 """The frame kinds that carry a node-to-node message (`decode_peer`), after the handshake."""
 KINDS = frozenset({Kind.HELLO, Kind.CHALLENGE, Kind.PROOF, Kind.WELCOME, Kind.REJECT}) | PEER_KINDS
 KIND_NAMES = {Kind.RAFT: "Raft", Kind.SHARD_FETCH: "ShardFetch",
-              Kind.SHARD_REPLY: "ShardFetchReply", Kind.BROKER_HEARTBEAT: "BrokerHeartbeat"}
+              Kind.SHARD_REPLY: "ShardFetchReply", Kind.BROKER_HEARTBEAT: "BrokerHeartbeat",
+              Kind.LOG_APPEND: "LogAppend", Kind.LOG_APPEND_REPLY: "LogAppendReply"}
 """What a peer-message frame kind carries, for log lines and close reasons."""
 
 MSG_CODES: dict[MsgType, int] = {
@@ -108,6 +120,8 @@ _IDS = struct.Struct(">II")
 _FETCH_BODY = struct.Struct(">IqqqqQI")
 _REPLY_BODY = struct.Struct(">IqQBqqqq")
 _HEARTBEAT = struct.Struct(">IIq")
+_APPEND_BODY = struct.Struct(">IQ")
+_APPEND_REPLY_BODY = struct.Struct(">IQB")
 _U32_MAX = (1 << 32) - 1
 _U64_MAX = (1 << 64) - 1
 
@@ -399,9 +413,45 @@ def decode_broker_heartbeat(payload: bytes) -> BrokerHeartbeat:
     return BrokerHeartbeat(src, dst, broker_epoch)
 
 
+def encode_log_append(m: LogAppend) -> bytes:
+    return b"".join((_IDS.pack(m.src, m.dst), _APPEND_BODY.pack(m.partition, m.seq),
+                     _U32.pack(len(m.batch)), m.batch))
+
+
+def decode_log_append(payload: bytes) -> LogAppend:
+    """The `LogAppend` a LOG_APPEND frame carries; `WireError` if malformed (the batch itself
+    is the receiving log's to check)."""
+    what = "LogAppend"
+    r = _Reader(payload)
+    src, dst = _take_ids(r, what)
+    partition, seq = r.take(_APPEND_BODY, f"{what} fields")
+    (length,) = r.take(_U32, f"{what} batch length")
+    batch = r.bytes(length, f"{what} batch")
+    _check_end(r, what)
+    return LogAppend(src, dst, partition, seq, bytes(batch))
+
+
+def encode_log_append_reply(m: LogAppendReply) -> bytes:
+    parts = [_IDS.pack(m.src, m.dst), _APPEND_REPLY_BODY.pack(m.partition, m.seq, m.error)]
+    _put_str(parts, m.detail[:1000])
+    return b"".join(parts)
+
+
+def decode_log_append_reply(payload: bytes) -> LogAppendReply:
+    """The `LogAppendReply` a LOG_APPEND_REPLY frame carries; `WireError` if malformed."""
+    what = "LogAppendReply"
+    r = _Reader(payload)
+    src, dst = _take_ids(r, what)
+    partition, seq, error = r.take(_APPEND_REPLY_BODY, f"{what} fields")
+    if error not in APPEND_ERRORS:
+        raise WireError(f"{what} error code {error} unknown")
+    detail = _take_str(r, f"{what} detail")
+    _check_end(r, what)
+    return LogAppendReply(src, dst, partition, seq, error, detail)
+
+
 def peer_frame(msg: Message | PeerMessage) -> bytes:
-    """One frame carrying any node-to-node message (RAFT, SHARD_FETCH, SHARD_REPLY or
-    BROKER_HEARTBEAT by its type)."""
+    """One frame carrying any node-to-node message (its kind by the message's type)."""
     if isinstance(msg, ShardFetchReply):
         return b"".join(peer_frame_parts(msg))
     if isinstance(msg, Message):
@@ -410,6 +460,10 @@ def peer_frame(msg: Message | PeerMessage) -> bytes:
         return encode_frame(Kind.SHARD_FETCH, encode_shard_fetch(msg))
     if isinstance(msg, BrokerHeartbeat):
         return encode_frame(Kind.BROKER_HEARTBEAT, encode_broker_heartbeat(msg))
+    if isinstance(msg, LogAppend):
+        return encode_frame(Kind.LOG_APPEND, encode_log_append(msg))
+    if isinstance(msg, LogAppendReply):
+        return encode_frame(Kind.LOG_APPEND_REPLY, encode_log_append_reply(msg))
     raise TypeError(f"not a node-to-node message: {type(msg).__name__}")
 
 
@@ -433,6 +487,10 @@ def decode_peer(frame: Frame) -> Message | PeerMessage:
         return decode_shard_reply(frame.payload)
     if frame.kind == Kind.BROKER_HEARTBEAT:
         return decode_broker_heartbeat(frame.payload)
+    if frame.kind == Kind.LOG_APPEND:
+        return decode_log_append(frame.payload)
+    if frame.kind == Kind.LOG_APPEND_REPLY:
+        return decode_log_append_reply(frame.payload)
     raise WireError(f"frame kind {frame.kind} carries no peer message")
 
 

@@ -797,12 +797,15 @@ class KafkaBroker:
                  f"offset {log.log_end_offset}")
         return log
 
-    def create_topic(self, name: str, done: Callable[[int, str | None], None]) -> None:
-        """Create `name` with the default partition count through meta (the node creates the
-        bridge's topics this way); `done(error_code, message)` once meta has answered. Its
-        partitions get no leader: every node bridges into its own copy until shards are
-        replicated."""
-        self._create_topic(name, self.config.default_partitions, None, {}, done, here=False)
+    def create_topic(self, name: str, done: Callable[[int, str | None], None], *,
+                     partitions: int | None = None, replication: int = 1,
+                     engine: str | None = None, config: dict | None = None) -> None:
+        """Create `name` through meta (the node creates the bridge's topics and the MQTT
+        cluster log this way); `done(error_code, message)` once meta has answered. Without
+        `replication` > 1 its partitions get no leader: every node bridges into its own copy."""
+        count = self.config.default_partitions if partitions is None else partitions
+        self._create_topic(name, count, engine, dict(config or {}), done, here=False,
+                           replication=replication)
 
     def _drop_topic_logs(self, topic: str) -> None:
         for key in [k for k in self.logs if k[0] == topic]:
@@ -1638,9 +1641,7 @@ class KafkaBroker:
         if self._pid_proposing:
             return
         self._pid_proposing = True
-        start = self._machine().get_config(PRODUCER_ID_KEY)
-        start = start if type(start) is int and start >= 0 else 0
-        limit = start + self.config.producer_id_block
+        block = self.config.producer_id_block
 
         def applied(result: MetaResult | Exception) -> None:
             self._pid_proposing = False
@@ -1649,11 +1650,14 @@ class KafkaBroker:
                 for w in waiters:
                     w(-1)
                 return
-            self._pid_next, self._pid_limit = start, limit
+            limit = int(result.value)
+            self._pid_next, self._pid_limit = limit - block, limit
             for w in waiters:
                 self._allocate_producer_id(w)
 
-        self.meta.propose(encode_command("config.put", key=PRODUCER_ID_KEY, value=limit), applied)
+        # an atomic add: nodes reserving at once get disjoint blocks (a put of "what I read plus
+        # a block" gave two nodes the same ids, and their producers each other's sequences)
+        self.meta.propose(encode_command("config.add", key=PRODUCER_ID_KEY, delta=block), applied)
 
     # ---- groups --------------------------------------------------------------------------------
 

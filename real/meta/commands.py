@@ -99,6 +99,7 @@ SCHEMA: dict[str, tuple[_Field, ...]] = {
     "group.commit": (_f("group", "group"), _f("offsets", "offsets")),
     "group.delete": (_f("group", "group"),),
     "config.put": (_f("key", "key"), _f("value", "scalar")),
+    "config.add": (_f("key", "key"), _f("delta", "uint")),
     "config.delete": (_f("key", "key"),),
 }
 OPS = tuple(sorted(SCHEMA))

@@ -121,6 +121,7 @@ class MetaStateMachine:
             "group.commit": self._group_commit,
             "group.delete": self._group_delete,
             "config.put": self._config_put,
+            "config.add": self._config_add,
             "config.delete": self._config_delete,
         }
 
@@ -416,6 +417,19 @@ class MetaStateMachine:
             return _fail(f"config.put: config key limit reached ({CONFIG_KEYS_MAX})")
         self._config[key] = args["value"]
         return MetaResult(ok=True, value="created" if created else "updated")
+
+    def _config_add(self, args: dict[str, Any]) -> MetaResult:
+        """Add `delta` to an integer key (absent: 0); the value is the sum. Atomic, so nodes
+        that reserve ranges from one counter at once (Kafka producer ids) get disjoint ones."""
+        key = args["key"]
+        current = self._config.get(key, 0)
+        if type(current) is not int:
+            return _fail(f"config.add: config key {key!r} holds {current!r}, not an integer")
+        if key not in self._config and len(self._config) >= CONFIG_KEYS_MAX:
+            return _fail(f"config.add: config key limit reached ({CONFIG_KEYS_MAX})")
+        total = current + args["delta"]
+        self._config[key] = total
+        return MetaResult(ok=True, value=total)
 
     def _config_delete(self, args: dict[str, Any]) -> MetaResult:
         key = args["key"]

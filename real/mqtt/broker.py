@@ -40,6 +40,7 @@ from typing import Any
 
 from real.mqtt import codec
 from real.mqtt.auth import Acl, ClientAcl, Login
+from real.mqtt.cluster import Ticket
 from real.mqtt.errors import BridgeUnavailable, MqttError
 from real.mqtt.packets import (
     MQTT_5,
@@ -280,6 +281,10 @@ class Broker:
         # The MQTT -> Kafka bridge (real/kafka/bridge.py), if configured: `mqtt_published(msg)`
         # returns a token the ack must wait for (`is_durable(token)`), or None.
         self.bridge: Any = None
+        # MQTT across a cluster (real/mqtt/cluster.py), if configured: every message goes
+        # through the replicated log (`cluster.publish(msg)` gives a `Ticket`, done once it is
+        # committed) and reaches subscribers from there (`route_committed`), on every node.
+        self.cluster: Any = None
         self._await_send: deque[tuple[int, str, int]] = deque()  # (offset, client, packet id)
         self._wills: dict[str, tuple[int, Message]] = {}  # client id -> (due, will)
         self._assigned = 0
@@ -825,7 +830,12 @@ class Broker:
                     if qos:
                         self.stats.drop("bridge_unavailable")
                         reason, refused = RC.UNSPECIFIED_ERROR, True
-            if not refused:
+            if refused:
+                pass
+            elif self.cluster is not None:
+                ticket = self.cluster.publish(msg)
+                token = ticket if token is None else (token, ticket)
+            else:
                 offset, matched = self._route(msg, routes)
                 if qos and not matched and not bridged and v5:
                     reason = RC.NO_MATCHING_SUBSCRIBERS
@@ -841,7 +851,7 @@ class Broker:
             session.inbound_qos2.discard(packet_id)
         if conn.acks_pending or (offset >= 0 and self.log is not None
                                  and offset >= self._durable_end()) or (
-                                     token is not None and not self.bridge.is_durable(token)):
+                                     token is not None and not self._token_done(token)):
             conn.acks_pending += 1  # (an ack behind a held one waits too: acks stay in order)
             self._await_durable.append((max(offset, -1), conn.id, ack, token))
         else:
@@ -879,9 +889,8 @@ class Broker:
         if not pending and not self._await_send:
             return
         durable = self._durable_end() if self.log is not None else 1 << 62
-        bridge = self.bridge
         while pending and pending[0][0] < durable and (
-                pending[0][3] is None or bridge.is_durable(pending[0][3])):
+                pending[0][3] is None or self._token_done(pending[0][3])):
             _, conn_id, ack, _token = pending.popleft()
             conn = self.conns.get(conn_id)
             if conn is not None and conn.state is CONNECTED:
@@ -901,6 +910,28 @@ class Broker:
                     del session.inflight[pid]
                     self._finish_logged(session, inflight.delivery)
                     self._pump(session, conn)
+
+    def _token_done(self, token: Any) -> bool:
+        """Whether what an acknowledgement waits for besides the state log is done: the bridge's
+        Kafka copy (its token), the cluster log's commit (a `Ticket`), or both (a pair)."""
+        if type(token) is Ticket:
+            return token.done
+        if type(token) is tuple:
+            return all(self._token_done(part) for part in token)
+        return bool(self.bridge.is_durable(token))
+
+    def _spread(self, msg: Message) -> None:
+        """Publish a message no client is waiting on an acknowledgement for (a will, a Kafka
+        record): through the cluster log if there is one, else routed here at once."""
+        if self.cluster is not None:
+            self.cluster.publish(msg)
+        else:
+            self._route(msg)
+
+    def route_committed(self, msg: Message) -> None:
+        """The cluster log committed `msg` (published on this node or another): route it to this
+        node's subscribers, retain it if asked."""
+        self._route(msg)
 
     def _on_pubrel(self, conn: Conn, p: Pubrel) -> None:
         session = conn.session
@@ -1421,7 +1452,7 @@ class Broker:
             msg = self._will_message(will, session.client_id, now)
             delay_s = min(conn.will_delay_s, session.expiry_s)
             if delay_s == 0:
-                self._route(msg)
+                self._spread(msg)
             else:
                 self._wills[session.client_id] = (now + delay_s * 1000, msg)
         if not session.persistent:
@@ -1447,7 +1478,7 @@ class Broker:
             self._append(delete_record(session.client_id, self.clock()))
         pending = self._wills.pop(session.client_id, None)
         if pending is not None:
-            self._route(pending[1])  # session end publishes a delayed will (MQTT-3.1.3-9)
+            self._spread(pending[1])  # session end publishes a delayed will (MQTT-3.1.3-9)
         dropped = len(session.queue)
         if dropped:
             self.stats.drop("session_ended", dropped)
@@ -1477,7 +1508,7 @@ class Broker:
         due = [(cid, msg) for cid, (at, msg) in self._wills.items() if now >= at]
         for client_id, msg in due:
             del self._wills[client_id]
-            self._route(msg)
+            self._spread(msg)
             if self.bridge is not None:
                 self.bridge.mqtt_published(msg)
 
@@ -1490,6 +1521,9 @@ class Broker:
         now = self.clock()
         msg = Message(topic, payload, qos, retain, props, EXPIRY_NEVER, "", now)
         self.stats.msgs_in[qos] += 1
+        if self.cluster is not None:
+            self.cluster.publish(msg)
+            return 0
         _offset, matched = self._route(msg)
         return matched
 

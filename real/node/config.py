@@ -37,6 +37,9 @@ files existing and parsing) run after merging, and name the keys involved.
     retain_available = true
     max_topic_levels = 128     # 1..200 (the topic module's limit, mosquitto's too)
     ws_path = "/mqtt"          # the HTTP path of the WebSocket listeners
+    cluster = false            # MQTT across the cluster: every message through the replicated
+                               # `__mqtt` log, acknowledged once committed (docs/cluster.md)
+    cluster_partitions = 3     # partitions of `__mqtt` (fixed when it is created)
     [storage]
     engine = "file"            # memory | file | rocksdb | s3 (the default; topics may choose)
     fsync = "group"            # always | group | never (file and rocksdb engines)
@@ -124,6 +127,8 @@ class NodeConfig:
     mqtt_retain_available: bool = True
     mqtt_max_topic_levels: int = 128
     mqtt_ws_path: str = "/mqtt"
+    mqtt_cluster: bool = False
+    mqtt_cluster_partitions: int = 3
     kafka_advertised_host: str = ""
     kafka_advertised_port: int = 0
     kafka_cluster_id: str = "twinmq"
@@ -277,6 +282,8 @@ KEYS: tuple[Key, ...] = (
     Key("mqtt.retain_available", "mqtt_retain_available", bool, _any),
     Key("mqtt.max_topic_levels", "mqtt_max_topic_levels", int, _range(1, TOPIC_LEVELS_MAX)),
     Key("mqtt.ws_path", "mqtt_ws_path", str, _ws_path),
+    Key("mqtt.cluster", "mqtt_cluster", bool, _any),
+    Key("mqtt.cluster_partitions", "mqtt_cluster_partitions", int, _range(1, 1024)),
     Key("kafka.advertised_host", "kafka_advertised_host", str, _any),
     Key("kafka.advertised_port", "kafka_advertised_port", int, _PORT),
     Key("kafka.cluster_id", "kafka_cluster_id", str, _nonempty),
@@ -486,6 +493,10 @@ def _check_cluster(cfg: NodeConfig, origins: Mapping[str, str]) -> None:
             where = origins.get(field_name, f"key '{_BY_FIELD[field_name].path}'")
             raise ConfigError(f"{where} {value!r}: no such file")
     peers = parse_peers(cfg.cluster_peers)
+    if cfg.mqtt_cluster and len(peers) < 2:
+        where = origins.get("mqtt_cluster", "key 'mqtt.cluster'")
+        raise ConfigError(f"{where}: MQTT across the cluster needs a cluster (cluster.peers "
+                          "naming at least two nodes)")
     if cfg.cluster_join and len(peers) < 2:
         where = origins.get("cluster_join", "key 'cluster.join'")
         raise ConfigError(f"{where}: a joining node needs cluster.peers naming this node's own "
@@ -627,6 +638,7 @@ def node_spec(cfg: NodeConfig, *, kafka_port: int, register_addr: str) -> NodeSp
     maps keys). `kafka_port` is the bound Kafka port (advertised unless configured)."""
     from real.kafka.broker import KafkaConfig
     from real.mqtt.broker import BrokerConfig
+    from real.mqtt.cluster import ClusterConfig
     from real.raft.types import RaftConfig
     from real.server.controller import ControllerConfig
     from real.server.node import NodeSpec
@@ -674,4 +686,7 @@ def node_spec(cfg: NodeConfig, *, kafka_port: int, register_addr: str) -> NodeSp
                         heartbeat_ms=cfg.cluster_heartbeat_ms,
                         session_timeout_ms=cfg.cluster_session_timeout_ms,
                         rebalance_delay_ms=cfg.cluster_rebalance_delay_ms),
+                    mqtt_cluster=ClusterConfig(partitions=cfg.mqtt_cluster_partitions,
+                                               replication=len(voters))
+                    if cfg.mqtt_cluster else None,
                     join=cfg.cluster_join)

@@ -51,11 +51,20 @@ from real.kafka.bridge import Bridge, BridgeRule
 from real.kafka.broker import KafkaBroker, KafkaConfig, shard_name
 from real.meta import MetaResult, MetaStateMachine, encode_command
 from real.mqtt.broker import Broker, BrokerConfig
+from real.mqtt.cluster import TOPIC as MQTT_LOG_TOPIC
+from real.mqtt.cluster import ClusterConfig, ClusterLog
 from real.raft import RaftNode
 from real.raft.types import Message, MsgType, ProposalDropped, RaftConfig, Role
 from real.server.controller import Controller, ControllerConfig
 from real.server.membership import ChangeResult, Membership
-from real.server.peermsg import BrokerHeartbeat, PeerMessage, ShardFetch, ShardFetchReply
+from real.server.peermsg import (
+    BrokerHeartbeat,
+    LogAppend,
+    LogAppendReply,
+    PeerMessage,
+    ShardFetch,
+    ShardFetchReply,
+)
 from real.server.protocol import ProtocolCore
 from real.server.replica import MetaReplica, RaftObserver, Storage
 from real.server.replication import ReplicationConfig, Replicator
@@ -100,6 +109,9 @@ class NodeSpec:
     default_engine: str = "file"
     replication: ReplicationConfig = ReplicationConfig()
     controller: ControllerConfig = ControllerConfig()
+    mqtt_cluster: ClusterConfig | None = None
+    """MQTT across the cluster through the replicated `__mqtt` log (real/mqtt/cluster.py); None:
+    each node's MQTT clients see only each other."""
     join: bool = False
     """Start blank and wait to be added to an existing cluster (`add_member` on its leader):
     no initial configuration of its own, never campaigns before it is a voter. Ignored once
@@ -193,6 +205,45 @@ class _MetaPort:
         return cancel
 
 
+class _ClusterPort:
+    """The MQTT cluster log's view of its node: `__mqtt`'s metadata and partition logs (Kafka
+    broker), leadership and high watermarks (replicator)."""
+
+    def __init__(self, core: NodeCore) -> None:
+        self._core = core
+
+    def partition_count(self) -> int:
+        info = self._core.replica.sm.topic(MQTT_LOG_TOPIC)
+        return len(info.shards) if info is not None else 0
+
+    def leader(self, partition: int) -> int:
+        info = self._core.replica.sm.topic(MQTT_LOG_TOPIC)
+        if info is None or not 0 <= partition < len(info.shards):
+            return 0
+        return info.shards[partition].leader
+
+    def replica_log(self, partition: int) -> Any:
+        return self._core.kafka.replica_log(MQTT_LOG_TOPIC, partition)
+
+    def leads(self, partition: int) -> bool:
+        return self._core.replicator.leads_shard(MQTT_LOG_TOPIC, partition)
+
+    def commit_state(self, partition: int) -> tuple[int, int] | None:
+        return self._core.replicator.commit_state(MQTT_LOG_TOPIC, partition)
+
+    def committed_end(self, partition: int) -> int | None:
+        return self._core.replicator.committed_end(MQTT_LOG_TOPIC, partition)
+
+    def min_insync(self) -> int:
+        return self._core.kafka._min_insync(MQTT_LOG_TOPIC)
+
+    def appended(self, partition: int) -> None:
+        self._core.replicator.appended(MQTT_LOG_TOPIC, partition)
+
+    def allocate_producer_id(self, give: Callable[[int], None]) -> None:
+        self._core.kafka._allocate_producer_id(give)
+
+
 class NodeCore:
     def __init__(self, spec: NodeSpec, env: NodeEnv) -> None:
         self.spec = spec
@@ -223,6 +274,11 @@ class NodeCore:
         self.kafka.controller_id = lambda: self.replica.raft.leader
         self.replicator.on_commit = self.kafka.durable_progress
         self.replicator.on_lost = self.kafka.lost_leadership
+        self.cluster_log: ClusterLog | None = None
+        if spec.mqtt_cluster is not None:
+            self.cluster_log = ClusterLog(spec.node_id, spec.mqtt_cluster, _ClusterPort(self),
+                                          self.mqtt, env.clock, self._send, log=env.log)
+            self.mqtt.cluster = self.cluster_log
         self.controller = Controller(spec.node_id, spec.controller, lambda: self.replica.sm,
                                      env.clock, self.propose, log=env.log,
                                      bugs=frozenset(spec.replication.bugs))
@@ -293,7 +349,7 @@ class NodeCore:
         bridge rules, also only then (a QoS 1/2 PUBLISH on a bridged topic is acknowledged only
         with its Kafka copy, which needs the topic: the 3-node simulation lost the first
         messages of a run to a node that served MQTT before its bridge topic existed)."""
-        if proto is Proto.MQTT and self.bridge is None:
+        if proto is Proto.MQTT and self.bridge is None and self.cluster_log is None:
             return True
         return self.kafka_ready
 
@@ -364,6 +420,9 @@ class NodeCore:
                 self._meta_contact = self.env.clock()
         elif isinstance(msg, (ShardFetch, ShardFetchReply)):
             self.replicator.receive(msg)
+        elif isinstance(msg, (LogAppend, LogAppendReply)):
+            if self.cluster_log is not None:
+                self.cluster_log.receive(msg)
         else:
             assert isinstance(msg, BrokerHeartbeat), msg
             self.controller.heartbeat(msg.src, msg.broker_epoch)
@@ -673,6 +732,8 @@ class NodeCore:
                 self._durable_progress()
                 if self.kafka.shared_logs_open:
                     self._confirm_shared()
+                if self.cluster_log is not None:
+                    self.cluster_log.pump()
                 self._drain()
                 if not self.replica.raft.has_ready():  # only Raft work can set off more
                     break
@@ -742,6 +803,8 @@ class NodeCore:
             self.log(f"meta: node {self.spec.node_id} registered ({result.value}) at index "
                      f"{self.replica.sm.applied_index}")
             self._topics_missing = [] if self.bridge is None else self.bridge.kafka_topics()
+            if self.cluster_log is not None:
+                self._topics_missing.append(MQTT_LOG_TOPIC)
 
         self.propose(data, done)
 
@@ -767,7 +830,15 @@ class NodeCore:
             self._register_at = self.env.clock() + REGISTER_RETRY_MS
             self.log(f"bridge: cannot create Kafka topic {name!r} yet: {message}")
 
-        self.kafka.create_topic(name, created)
+        cluster = self.spec.mqtt_cluster
+        if name == MQTT_LOG_TOPIC and cluster is not None:
+            engine = None if self.spec.default_engine != "s3" else "file"  # replicated, not shared
+            self.kafka.create_topic(name, created, partitions=cluster.partitions,
+                                    replication=cluster.replication, engine=engine,
+                                    config={"min.insync.replicas":
+                                            str(cluster.replication // 2 + 1)})
+        else:
+            self.kafka.create_topic(name, created)
 
     # ---- output --------------------------------------------------------------------------------
 
@@ -785,7 +856,8 @@ class NodeCore:
                    self._heartbeat_at if self._replicated and self.registered else None,
                    self._fence_at(),
                    self.controller.next_deadline_ms(), self.membership.next_deadline_ms(),
-                   self._shared_deadline()):
+                   self._shared_deadline(),
+                   self.cluster_log.next_deadline_ms() if self.cluster_log is not None else None):
             if at is not None and at < due:
                 due = at
         if not self.kafka_ready and not self._registering and self.replica.raft.leader:

@@ -1,4 +1,5 @@
-"""The node-to-node messages besides Raft's: shard replication and broker heartbeats.
+"""The node-to-node messages besides Raft's: shard replication, broker heartbeats and the MQTT
+cluster log's forwarded writes.
 
 Plain frozen values, like `real.raft.types.Message`: each has `src` and `dst` (node ids) and a
 `size()` for the simulated network. `NodeCore.step` takes any of them; `NodeReady.messages`
@@ -94,4 +95,51 @@ class BrokerHeartbeat:
         return 24
 
 
-PeerMessage = ShardFetch | ShardFetchReply | BrokerHeartbeat
+class AppendError:
+    """`LogAppendReply.error` codes (fixed numbers: they travel on the wire)."""
+
+    NONE = 0
+    NOT_LEADER = 1
+    """The receiver does not lead the partition (any more, or yet)."""
+    NOT_ENOUGH_REPLICAS = 2
+    """Fewer in-sync replicas than `min.insync.replicas`: stored nowhere, ask again later."""
+    REFUSED = 3
+    """The leader's log refused the batch (the reply's `detail` says why)."""
+
+
+APPEND_ERRORS = frozenset(range(4))
+
+
+@dataclass(frozen=True, slots=True)
+class LogAppend:
+    """A node asks the leader of partition `partition` of the MQTT cluster log (`__mqtt`,
+    real/mqtt/cluster.py) to store `batch` (one Kafka record batch, an idempotent producer's)
+    and to answer once it is committed."""
+
+    src: int
+    dst: int
+    partition: int
+    seq: int
+    """Per sender request number: the reply names it."""
+    batch: bytes
+
+    def size(self) -> int:
+        return 32 + len(self.batch)
+
+
+@dataclass(frozen=True, slots=True)
+class LogAppendReply:
+    """The leader's answer to the `LogAppend` numbered `seq`: committed, or why not."""
+
+    src: int
+    dst: int
+    partition: int
+    seq: int
+    error: int = AppendError.NONE
+    detail: str = ""
+
+    def size(self) -> int:
+        return 32 + len(self.detail)
+
+
+PeerMessage = ShardFetch | ShardFetchReply | BrokerHeartbeat | LogAppend | LogAppendReply

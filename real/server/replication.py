@@ -247,6 +247,17 @@ class Replicator:
         lead = self.leads.get((topic, partition))
         return lead.hw if lead is not None else 0
 
+    def committed_end(self, topic: str, partition: int) -> int | None:
+        """The committed prefix of a shard this node holds a replica of, as far as it knows: the
+        high watermark it keeps as leader or last heard as follower (fenced or not: committed
+        records stay committed); None if it holds no replica in any role."""
+        key = (topic, partition)
+        lead = self.leads.get(key)
+        if lead is not None:
+            return lead.hw
+        f = self.follows.get(key)
+        return f.hw if f is not None else None
+
     def epoch(self, topic: str, partition: int) -> int | None:
         """The leader epoch this node leads `topic`/`partition` in (None: it does not lead)."""
         lead = self.leads.get((topic, partition))

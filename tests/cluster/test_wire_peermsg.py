@@ -22,6 +22,8 @@ from real.cluster.wire import (
     Kind,
     WireError,
     decode_broker_heartbeat,
+    decode_log_append,
+    decode_log_append_reply,
     decode_peer,
     decode_shard_fetch,
     decode_shard_reply,
@@ -33,9 +35,13 @@ from real.cluster.wire import (
 )
 from real.raft.types import Entry, Message, MsgType
 from real.server.peermsg import (
+    APPEND_ERRORS,
     FETCH_ERRORS,
+    AppendError,
     BrokerHeartbeat,
     FetchError,
+    LogAppend,
+    LogAppendReply,
     PeerMessage,
     ShardFetch,
     ShardFetchReply,
@@ -98,8 +104,21 @@ def heartbeat(rng: random.Random) -> BrokerHeartbeat:
     return BrokerHeartbeat(node_id(rng), node_id(rng), signed(rng))
 
 
+def log_append(rng: random.Random) -> LogAppend:
+    return LogAppend(node_id(rng), node_id(rng), rng.randrange(0, U32_MAX + 1),
+                     rng.choice((0, 1, rng.randrange(0, 1 << 64))),
+                     rng.randbytes(rng.choice((0, 1, 61, 700))))
+
+
+def log_append_reply(rng: random.Random) -> LogAppendReply:
+    return LogAppendReply(node_id(rng), node_id(rng), rng.randrange(0, U32_MAX + 1),
+                          rng.choice((0, 1, rng.randrange(0, 1 << 64))),
+                          rng.choice(sorted(APPEND_ERRORS)), topic(rng))
+
+
 MAKERS = {Kind.SHARD_FETCH: shard_fetch, Kind.SHARD_REPLY: shard_reply,
-          Kind.BROKER_HEARTBEAT: heartbeat}
+          Kind.BROKER_HEARTBEAT: heartbeat, Kind.LOG_APPEND: log_append,
+          Kind.LOG_APPEND_REPLY: log_append_reply}
 
 
 def samples() -> list[PeerMessage]:
@@ -109,7 +128,9 @@ def samples() -> list[PeerMessage]:
     return [ShardFetch(2, 1, "t/é", 3, 4, 10, -1, 9, 17),
             ShardFetchReply(1, 2, "t/é", 3, 4, 17, FetchError.NONE, 10, 0, -1, -1, recs),
             ShardFetchReply(1, 2, "t", 0, 4, 18, FetchError.FENCED, 10, 0, 3, 8),
-            BrokerHeartbeat(3, 1, 12)]
+            BrokerHeartbeat(3, 1, 12),
+            LogAppend(2, 3, 1, 5, b"batch"),
+            LogAppendReply(3, 2, 1, 5, AppendError.REFUSED, "no: é")]
 
 
 # ---- round trips ------------------------------------------------------------------------------
@@ -194,8 +215,10 @@ def test_raft_frames_are_unchanged() -> None:
 
 def test_the_new_kinds_are_fixed_and_known() -> None:
     assert (Kind.SHARD_FETCH, Kind.SHARD_REPLY, Kind.BROKER_HEARTBEAT) == (7, 8, 9)
-    assert PEER_KINDS == {6, 7, 8, 9} and PEER_KINDS <= KINDS
+    assert (Kind.LOG_APPEND, Kind.LOG_APPEND_REPLY) == (10, 11)
+    assert PEER_KINDS == {6, 7, 8, 9, 10, 11} and PEER_KINDS <= KINDS
     assert FETCH_ERRORS == set(range(6))
+    assert APPEND_ERRORS == set(range(4))
 
 
 def test_the_encodings_are_stable() -> None:
@@ -217,6 +240,14 @@ def test_the_encodings_are_stable() -> None:
         "00000000")                                           # no records
     assert peer_frame(BrokerHeartbeat(3, 1, 12)).hex() == (
         "00000012" "01" "09" "00000003" "00000001" "000000000000000c")
+    assert peer_frame(LogAppend(2, 3, 1, 5, b"ab")).hex() == (
+        "0000001c" "01" "0a"                                  # length, version, LOG_APPEND
+        "00000002" "00000003" "00000001" "0000000000000005"   # src, dst, partition, seq
+        "00000002" "6162")                                    # the batch
+    assert peer_frame(LogAppendReply(3, 2, 1, 5, AppendError.NOT_LEADER, "x")).hex() == (
+        "0000001a" "01" "0b"                                  # length, version, LOG_APPEND_REPLY
+        "00000003" "00000002" "00000001" "0000000000000005"   # src, dst, partition, seq
+        "01" "0001" "78")                                     # error, detail
 
 
 # ---- hostile bytes ----------------------------------------------------------------------------
@@ -286,6 +317,16 @@ def reply_payload() -> bytes:
     (decode_broker_heartbeat, peer_frame(BrokerHeartbeat(3, 1, 2))[6:] + b"\x00",
      "1 trailing bytes after the BrokerHeartbeat"),
     (decode_broker_heartbeat, b"\x00" * 16, "node id 0 in a BrokerHeartbeat"),
+    (decode_log_append, peer_frame(LogAppend(2, 3, 1, 5, b"ab"))[6:] + b"\x00",
+     "1 trailing bytes after the LogAppend"),
+    (decode_log_append, b"\x00" * 4 + peer_frame(LogAppend(2, 3, 1, 5, b"ab"))[10:],
+     "node id 0 in a LogAppend"),
+    (decode_log_append, peer_frame(LogAppend(2, 3, 1, 5, b"ab"))[6:-1],
+     "truncated in LogAppend batch"),
+    (decode_log_append_reply, peer_frame(LogAppendReply(3, 2, 1, 5, 4, ""))[6:],
+     "LogAppendReply error code 4 unknown"),
+    (decode_log_append_reply, peer_frame(LogAppendReply(3, 2, 1, 5, 0, "é"))[6:-1],
+     "truncated in LogAppendReply detail"),
 ])
 def test_malformed_messages_name_the_problem(decode: object, payload: bytes,
                                              expected: str) -> None:
@@ -366,7 +407,8 @@ def test_a_malformed_peer_message_closes_the_connection(kind: int) -> None:
     _, a = established()
     (event,) = a.receive(encode_frame(kind, b"\x00\x00\x00\x01\x00"))
     name = {Kind.SHARD_FETCH: "ShardFetch", Kind.SHARD_REPLY: "ShardFetchReply",
-            Kind.BROKER_HEARTBEAT: "BrokerHeartbeat"}[kind]
+            Kind.BROKER_HEARTBEAT: "BrokerHeartbeat", Kind.LOG_APPEND: "LogAppend",
+            Kind.LOG_APPEND_REPLY: "LogAppendReply"}[kind]
     assert isinstance(event, Closed) and event.reason.startswith(f"malformed {name} message: ")
     assert a.closed_reason is not None and a.take_output()[5] == Kind.REJECT
     assert a.receive(peer_frame(BrokerHeartbeat(1, 2, 1))) == []  # closed: ignored

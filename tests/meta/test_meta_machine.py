@@ -107,6 +107,15 @@ def test_config_put_delete(a: Applier) -> None:
     assert "does not exist" in err(a("config.delete", key="k"))
 
 
+def test_config_add_sums_atomically(a: Applier) -> None:
+    assert ok(a("config.add", key="n", delta=1000)) == 1000  # absent counts as 0
+    assert ok(a("config.add", key="n", delta=1000)) == 2000
+    assert ok(a("config.add", key="n", delta=0)) == 2000
+    ok(a("config.put", key="s", value="text"))
+    assert "not an integer" in err(a("config.add", key="s", delta=1))
+    assert "must be" in str(decode_command(b'{"op":"config.add","args":{"key":"n","delta":-1}}'))
+
+
 def test_noop_entry_consumes_index(a: Applier) -> None:
     assert a.raw(b"") == MetaResult(ok=True)
     assert a.sm.applied_index == 1

@@ -112,6 +112,13 @@ def test_peers_make_the_meta_voters_and_need_a_secret(tmp_path: Path) -> None:
                                            "cluster_secret_file": str(secret)}),
                        kafka_port=9092, register_addr="x")
     assert joiner.join and joiner.node_id == 4
+    assert spec.mqtt_cluster is None
+    on = node_spec(load_config(None, {"node_id": 2, "cluster_peers": peers, "mqtt_cluster": True,
+                                      "mqtt_cluster_partitions": 6,
+                                      "cluster_secret_file": str(secret)}),
+                   kafka_port=9092, register_addr="x")
+    assert on.mqtt_cluster is not None
+    assert (on.mqtt_cluster.partitions, on.mqtt_cluster.replication) == (6, 3)
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -124,6 +131,8 @@ def test_peers_make_the_meta_voters_and_need_a_secret(tmp_path: Path) -> None:
      "raft port 1883 is also listeners.mqtt_port"),
     ({"cluster_join": True}, "cluster_join: a joining node needs cluster.peers"),
     ({"cluster_join": True, "cluster_peers": "1=h:7001"}, "a joining node needs"),
+    ({"mqtt_cluster": True}, "mqtt_cluster: MQTT across the cluster needs a cluster"),
+    ({"mqtt_cluster": True, "cluster_peers": "1=h:7001"}, "needs a cluster"),
 ])
 def test_bad_cluster_settings_name_the_key(tmp_path: Path, overrides: dict,
                                            message: str) -> None:

@@ -47,8 +47,11 @@ class Cluster:
     """Three nodes; `cut` links drop messages (both ways); a `down` node gets nothing and
     does nothing; `settle()` runs everything to quiescence at the current time."""
 
-    def __init__(self, engine: str = "file", ids: tuple[int, ...] = IDS, **kafka: Any) -> None:
+    def __init__(self, engine: str = "file", ids: tuple[int, ...] = IDS,
+                 node_config: dict[str, Any] | None = None, **kafka: Any) -> None:
         self.clock = Clock()
+        self.node_config = dict(node_config or {})
+        """`NodeConfig` overrides for every node (e.g. mqtt_cluster=True)."""
         self.ids = ids
         self.fs = {n: SimFileSystem(random.Random(n)) for n in ids}
         self.kafka = KafkaConfig(default_partitions=3, default_replication_factor=3,
@@ -90,7 +93,8 @@ class Cluster:
                       clock=self.clock, wall_clock=self.clock, rng=random.Random(10 + n))
         spec = dataclasses.replace(sim_node_spec(n, voters=self.ids, kafka=self.kafka,
                                                  default_engine=self.engine,
-                                                 cluster_join=join), tick_ms=1)
+                                                 cluster_join=join, **self.node_config),
+                                   tick_ms=1)
         self.cores[n] = NodeCore(spec, env)
         self.down.discard(n)
 
