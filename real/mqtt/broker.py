@@ -67,6 +67,7 @@ from real.mqtt.persist import (
     SND,
     ack_record,
     checkpoint_record,
+    cursor_record,
     delete_record,
     packet_record,
     publish_record,
@@ -285,6 +286,10 @@ class Broker:
         # through the replicated log (`cluster.publish(msg)` gives a `Ticket`, done once it is
         # committed) and reaches subscribers from there (`route_committed`), on every node.
         self.cluster: Any = None
+        self.cluster_positions: dict[int, tuple[int, int]] = {}
+        """Recovered from the state log: cluster log partition -> (shard offset, index in the
+        batch) of the first message this node has not routed (persist.py's `cur` and `cp`)."""
+        self._routing_from: tuple[int, int, int] | None = None
         self._await_send: deque[tuple[int, str, int]] = deque()  # (offset, client, packet id)
         self._wills: dict[str, tuple[int, Message]] = {}  # client id -> (due, will)
         self._assigned = 0
@@ -318,6 +323,7 @@ class Broker:
         state = recover(read_all(log))
         self.recovered_records = state.records
         self._generation = state.generation
+        self.cluster_positions = dict(state.cluster_positions)
         for msg in state.retained.values():
             self.retained.set(msg)
         now = self.clock()
@@ -376,6 +382,11 @@ class Broker:
                 elif d.qos == 2 and d.message.log_id >= 0:
                     tail.append(packet_record(SND, session.client_id, d.message.log_id, pid,
                                               now, gen))
+        # where this node resumes each cluster log partition
+        positions = (self.cluster.positions() if self.cluster is not None
+                     else self.cluster_positions)
+        for partition, place in sorted(positions.items()):
+            tail.append(cursor_record(partition, place, now, gen))
         tail.append(checkpoint_record(gen, now))
         for start in range(0, len(tail), 1024):
             log.append(tail[start:start + 1024])
@@ -928,10 +939,22 @@ class Broker:
         else:
             self._route(msg)
 
-    def route_committed(self, msg: Message) -> None:
-        """The cluster log committed `msg` (published on this node or another): route it to this
-        node's subscribers, retain it if asked."""
-        self._route(msg)
+    def anchor_cluster_position(self, partition: int, offset: int) -> None:
+        """The cluster log starts routing `partition` at `offset` in this life with nothing in
+        the state log about it: say so there (a `cur` record). Every session and `pub` record
+        logged from now on follows it, so a durable one means this place is durable too."""
+        if self.log is not None:
+            self._append(cursor_record(partition, (offset, 0), self.clock()))
+
+    def route_committed(self, msg: Message, partition: int, offset: int, index: int) -> None:
+        """The cluster log committed `msg` as message `index` of the batch at shard `offset` of
+        `partition` (published on this node or another): route it to this node's subscribers,
+        retain it if asked. What it logs names that place, so a restart resumes after it."""
+        self._routing_from = (partition, offset, index)
+        try:
+            self._route(msg)
+        finally:
+            self._routing_from = None
 
     def _on_pubrel(self, conn: Conn, p: Pubrel) -> None:
         session = conn.session
@@ -995,7 +1018,8 @@ class Broker:
             logged = [(s.client_id, d) for s, d in targets
                       if s.persistent and (d.qos or (self.config.queue_qos0 and s.conn_id is None))]
             if logged or retain:
-                offset = self._append(publish_record(msg, logged, msg.created_ms, retain))
+                offset = self._append(publish_record(msg, logged, msg.created_ms, retain,
+                                                     cluster_pos=self._routing_from))
                 msg.log_id = offset
                 self.stats.logged_publishes += 1
         if msg.retain:

@@ -105,7 +105,13 @@ class LogHost(Protocol):
 class Router(Protocol):
     """What the cluster log uses of the MQTT broker."""
 
-    def route_committed(self, msg: Message) -> None: ...
+    cluster_positions: dict[int, tuple[int, int]]
+    """What the state log says this node routed before a restart (partition -> (shard offset,
+    index of the first message not routed in that batch))."""
+
+    def route_committed(self, msg: Message, partition: int, offset: int, index: int) -> None: ...
+
+    def anchor_cluster_position(self, partition: int, offset: int) -> None: ...
 
     def durable_progress(self) -> None: ...
 
@@ -222,8 +228,16 @@ class ClusterLog:
         self._writers: dict[int, _Writer] = {}
         self._seq = 0
         self._held: list[_Held] = []
-        self._read_at: dict[int, int] = {}
-        """Per partition: the shard offset up to which this node has routed committed records."""
+        self._read_at: dict[int, int] = {p: o for p, (o, _i) in router.cluster_positions.items()}
+        """Per partition: the shard offset up to which this node has routed committed records
+        (from the state log after a restart, else the replica's end when first seen)."""
+        self._skip: dict[int, int] = {p: i for p, (_o, i) in router.cluster_positions.items()
+                                      if i}
+        """Per partition: messages of the batch at `_read_at` already routed (after a restart)."""
+        self._anchored: set[int] = set(self._read_at)
+        """Partitions whose position is a routed (so committed) place, never past what the
+        replica will hold: the others start at the replica's end, which may be an uncommitted
+        tail a new leader cuts."""
         self._finished = False
 
     # ---- writing -------------------------------------------------------------------------------
@@ -411,9 +425,11 @@ class ClusterLog:
                 continue
             log = host.replica_log(partition)
             at = self._read_at.get(partition)
-            if at is None:  # first sight in this life: what the replica held is history
-                at = log.shard_end
-            at = min(at, log.shard_end)  # an uncommitted tail it held was cut since
+            if at is None:  # first sight, nothing in the state log: what the replica held
+                at = log.shard_end  # is history
+                self.router.anchor_cluster_position(partition, at)
+            if partition not in self._anchored:
+                at = min(at, log.shard_end)  # an uncommitted tail it held was cut since
             budget = self.config.read_bytes_max
             while at < committed and budget > 0:
                 records = log.read_shard(at, budget)
@@ -423,24 +439,33 @@ class ClusterLog:
                     if rec.offset >= committed:
                         break
                     budget -= len(rec.payload)
-                    self._route_batch(rec.payload)
+                    self._route_batch(partition, rec.offset, rec.payload,
+                                      self._skip.pop(partition, 0))
                     at = rec.offset + 1
+                    self._anchored.add(partition)
             self._read_at[partition] = at
 
-    def _route_batch(self, data: bytes) -> None:
+    def _route_batch(self, partition: int, offset: int, data: bytes, skip: int) -> None:
         try:
             krecs = decode_batch(data)
         except RecordsError:
             self.stats.undecodable += 1
             return
-        for krec in krecs:
+        for index, krec in enumerate(krecs):
+            if index < skip:
+                continue  # routed before a restart (the state log says so)
             try:
                 msg = decode_message(krec)
             except ValueError:
                 self.stats.undecodable += 1
                 continue
             self.stats.delivered += 1
-            self.router.route_committed(msg)
+            self.router.route_committed(msg, partition, offset, index)
+
+    def positions(self) -> dict[int, tuple[int, int]]:
+        """Partition -> (shard offset, index) of the first message not routed yet (what a
+        checkpoint of the state log records)."""
+        return {p: (at, self._skip.get(p, 0)) for p, at in sorted(self._read_at.items())}
 
     def next_deadline_ms(self) -> int | None:
         due: int | None = None

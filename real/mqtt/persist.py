@@ -16,6 +16,14 @@ Kafka view of the log sees them as Kafka headers).
     rel   c=client, m=pub offset (-1: none), p=packet id        PUBREC came: PUBREL owed for p
     cmp   c=client, p=packet id                                 PUBCOMP came: p is free again
     ckp   g=generation                                          a checkpoint is complete
+    cur   p=partition, o=offset, i=index                        cluster log (real/mqtt/cluster.py)
+                                                                routed here up to message i of
+                                                                the batch at offset o of p
+
+In a cluster (`mqtt.cluster`) a `pub` routed from the cluster log also carries
+cp=partition:offset:index, its place in that log (the batch's shard offset, the message's index
+in it): after a crash the node resumes each partition after the highest place a durable `pub`
+or `cur` names, so a message queued to a persistent session is queued once.
 
 A subscription `s` is "filter\\tqos\\tno_local\\trap\\tretain_handling\\tsub_id". A target `d` is
 "client\\tqos\\tretain\\tid,id,...".
@@ -52,7 +60,8 @@ from real.storage.record import Record
 
 SES, DEL, PUB, ACK, CKP = b"ses", b"del", b"pub", b"ack", b"ckp"
 SND, REL, CMP = b"snd", b"rel", b"cmp"
-KINDS = (SES, DEL, PUB, ACK, SND, REL, CMP, CKP)
+CUR = b"cur"
+KINDS = (SES, DEL, PUB, ACK, SND, REL, CMP, CKP, CUR)
 
 
 class CorruptState(Exception):
@@ -101,10 +110,22 @@ def checkpoint_record(generation: int, now: int) -> Record:
 _FORWARDED_TEXT = ((PropertyId.CONTENT_TYPE, "ct"), (PropertyId.RESPONSE_TOPIC, "rt"))
 
 
+def cursor_record(partition: int, place: tuple[int, int], now: int,
+                  generation: int = 0) -> Record:
+    """`cur`: this node has routed the cluster log's `partition` up to `place` (shard offset,
+    index of the first message of that batch not routed yet)."""
+    meta = [("p", str(partition)), ("o", str(place[0])), ("i", str(place[1]))]
+    if generation:
+        meta.append(("g", str(generation)))
+    return Record(-1, now, CUR, b"", meta=tuple(meta))
+
+
 def publish_record(msg: Message, targets: Iterable[tuple[str, Delivery]], now: int,
-                   retained: bool, generation: int = 0) -> Record:
+                   retained: bool, generation: int = 0,
+                   cluster_pos: tuple[int, int, int] | None = None) -> Record:
     """The `pub` record of `msg`: retained (the topic's retained message) and/or queued to
-    `targets` ((client id, delivery) pairs)."""
+    `targets` ((client id, delivery) pairs); `cluster_pos`: (partition, shard offset, index in
+    the batch) of the cluster log message it was routed from."""
     meta: list[tuple[str, str]] = [("t", msg.topic), ("q", str(msg.qos))]
     if retained:
         meta.append(("r", "1"))
@@ -134,6 +155,8 @@ def publish_record(msg: Message, targets: Iterable[tuple[str, Delivery]], now: i
         meta.append(("d", f"{client_id}\t{d.qos}\t{int(d.retain)}\t{ids}"))
     if generation:
         meta.append(("g", str(generation)))
+    if cluster_pos is not None:
+        meta.append(("cp", ":".join(str(n) for n in cluster_pos)))
     return Record(-1, int(msg.created_ms), PUB, msg.payload, headers=tuple(headers),
                   meta=tuple(meta))
 
@@ -151,6 +174,9 @@ class RecoveredState:
     generation: int = 0
     replay_from: int = 0
     records: int = 0
+    cluster_positions: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Cluster log partition -> (shard offset, index in that batch) of the first message this
+    node has not routed yet."""
 
 
 def _meta_get(rec: Record, name: str) -> str | None:
@@ -262,6 +288,12 @@ class _PacketState:
     released: dict[str, dict[int, Delivery | None]] = field(default_factory=dict)  # -> pid
 
 
+def _advance(state: RecoveredState, partition: int, place: tuple[int, int]) -> None:
+    positions = state.cluster_positions
+    if place > positions.get(partition, (-1, 0)):
+        positions[partition] = place
+
+
 def _apply(rec: Record, state: RecoveredState, pending: dict[str, dict[int, Delivery]],
            packets: _PacketState) -> None:
     kind = rec.key
@@ -283,6 +315,13 @@ def _apply(rec: Record, state: RecoveredState, pending: dict[str, dict[int, Deli
         packets.released.pop(client_id, None)
     elif kind == PUB:
         msg = message_from_record(rec)
+        place = _meta_get(rec, "cp")
+        if place is not None:
+            parts = place.split(":")
+            if len(parts) != 3:
+                raise CorruptState(f"state log offset {rec.offset}: bad cp {place!r}")
+            partition, offset, index = (_int(rec, "cp", part) for part in parts)
+            _advance(state, partition, (offset, index + 1))
         if msg.retain:
             if msg.payload:
                 state.retained[msg.topic] = msg
@@ -322,6 +361,9 @@ def _apply(rec: Record, state: RecoveredState, pending: dict[str, dict[int, Deli
             delivery = pending.get(client_id, {}).pop(log_id, None)
             packets.sent.get(client_id, {}).pop(log_id, None)
             packets.released.setdefault(client_id, {})[packet_id] = delivery
+    elif kind == CUR:
+        _advance(state, _int(rec, "p", _required(rec, "p")),
+                 (_int(rec, "o", _required(rec, "o")), _int(rec, "i", _required(rec, "i"))))
     elif kind == CKP:
         pass
     else:

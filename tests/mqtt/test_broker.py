@@ -560,6 +560,33 @@ def test_incomplete_checkpoint_is_ignored() -> None:
     assert state.sessions["s"].expiry_s == 0xFFFFFFFF
 
 
+def test_cluster_log_positions_survive_restarts_and_checkpoints() -> None:
+    """The state log says how far a node routed each cluster log partition: the highest place a
+    routed message's `pub` names (the next message after it) or a `cur` record; a checkpoint
+    keeps the places, index within a batch included."""
+    from real.mqtt.persist import cursor_record, recover
+    from real.mqtt.session import Message
+
+    log = MemoryEngine()
+    h = Harness(log=log)
+    s = h.connect("s", clean=False)
+    subscribe(s, Subscription("c/#", 1))
+    s.drop()
+    log.append([cursor_record(0, (7, 0), 0), cursor_record(1, (3, 0), 0)])
+    broker = h.broker
+    for partition, offset, index in ((0, 9, 0), (0, 9, 1), (1, 2, 5), (2, 4, 0)):
+        msg = Message(f"c/{partition}", b"%d" % index, 1, False, Properties(), -1, "p", 0)
+        broker.route_committed(msg, partition, offset, index)
+    assert recover(log.read(0, 10_000, 1 << 30)).cluster_positions == {
+        0: (9, 2), 1: (3, 0), 2: (4, 1)}
+    h2 = Harness(log=log)  # recovery checkpoints at once: the places move into cur records
+    assert h2.broker.cluster_positions == {0: (9, 2), 1: (3, 0), 2: (4, 1)}
+    assert log.start_offset() > 0
+    h3 = Harness(log=log)
+    assert h3.broker.cluster_positions == {0: (9, 2), 1: (3, 0), 2: (4, 1)}
+    assert len(h3.broker.sessions["s"].queue) == 4
+
+
 def test_same_inputs_same_bytes() -> None:
     def run() -> list[bytes]:
         h = Harness(BrokerConfig(sys_interval_ms=500))

@@ -12,7 +12,16 @@ import pytest
 from real.kafka.records import decode_batch
 from real.mqtt import MQTT_3_1_1, MQTT_5, Connect, Decoder, Properties, encode
 from real.mqtt.cluster import TOPIC, decode_message, encode_message
-from real.mqtt.packets import Packet, Puback, Publish, Suback, Subscribe, Subscription, Will
+from real.mqtt.packets import (
+    Connack,
+    Packet,
+    Puback,
+    Publish,
+    Suback,
+    Subscribe,
+    Subscription,
+    Will,
+)
 from real.mqtt.properties import PropertyId
 from real.mqtt.session import EXPIRY_NEVER, Message
 from real.server.node import Proto
@@ -34,8 +43,9 @@ class Client:
         self.inbox: list[Packet] = []
         c.cores[node].open(self.conn, Proto.MQTT, peer="t", loopback=True)
         self.send(Connect(client_id, protocol_version=version, clean_start=clean))
-        (connack,) = self.take()
-        assert connack.reason_code == 0, connack
+        got = self.take()
+        assert isinstance(got[0], Connack) and got[0].reason_code == 0, got
+        self.inbox = got[1:]  # a resumed session's messages follow the CONNACK
 
     def send(self, *packets: Packet) -> None:
         self.c.cores[self.node].receive(self.conn, b"".join(encode(p, self.version)
@@ -280,3 +290,33 @@ def test_nodes_reserving_producer_ids_at_once_get_disjoint_blocks(c: Cluster) ->
     assert len({v[0] for v in got.values()}) == 3, got
     pids = {c.cores[n].cluster_log.producer_id for n in (1, 2, 3)}
     assert len(pids) == 3, pids
+
+
+def test_a_persistent_session_on_a_crashed_node_gets_every_message_once(c: Cluster) -> None:
+    """Messages queued to an offline persistent session before its node loses power, and those
+    committed while the node is down, all reach it after the restart, each once: the state log
+    says how far each cluster log partition was routed (`cp` on the queued messages)."""
+    sub = Client(c, 3, "keeper", clean=False)
+    sub.subscribe("p/#")
+    c.cores[3].closed(sub.conn)  # offline: its messages queue in the session
+    c.settle()
+    pub = Client(c, 1, "pub")
+    for i in range(5):
+        pub.send(Publish(f"p/{i % 2}", f"{i}".encode(), qos=1, packet_id=i + 1))
+    c.advance(30)
+    assert acks(pub.take()) == [1, 2, 3, 4, 5]
+    assert len(c.cores[3].mqtt.sessions["keeper"].queue) == 5
+    c.crash(3)
+    for i in range(5, 10):
+        pub.send(Publish(f"p/{i % 2}", f"{i}".encode(), qos=1, packet_id=i + 1))
+    c.advance(3_000)  # (the partitions node 3 led fail over first)
+    assert acks(pub.take()) == [6, 7, 8, 9, 10], "a majority is up: committed"
+    c.start(3)
+    c.run_until(lambda: c.cores[3].kafka_ready, 3_000)
+    c.advance(500)
+    back = Client(c, 3, "keeper", clean=False)
+    got = payloads(back.take())
+    assert sorted(got) == [f"{i}".encode() for i in range(10)], got
+    for topic in (0, 1):  # and in order per topic
+        mine = [g for g in got if int(g) % 2 == topic]
+        assert mine == [f"{i}".encode() for i in range(topic, 10, 2)]
