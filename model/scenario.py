@@ -104,6 +104,13 @@ class ClusterConfig:
     s3_linger_ms: int = 0
     """S3 shards (`[kafka] default_engine = "s3"`): appends wait up to this long to share one
     PUT (the node's `storage.s3_linger_ms`): fewer, larger objects."""
+    mqtt_cluster: bool = False
+    """MQTT across the cluster (the nodes' `mqtt.cluster`): every message through the
+    replicated `__mqtt` log (real/mqtt/cluster.py); clients may connect to any node."""
+    mqtt_cluster_partitions: int = 3
+    mqtt_bugs: tuple[str, ...] = ()
+    """Planted MQTT cluster log bugs (`real.mqtt.cluster.MQTT_CLUSTER_BUGS`), for the bug hunt
+    only."""
     replica_tail_bytes: int = 0
     """The leader's in-memory tail cache per replica (a real node's default is 4 MiB); off in
     the simulator by default, so the scenarios written before it keep their traces (with it,
@@ -188,6 +195,8 @@ class PublisherSpec:
     """Unacknowledged QoS >= 1 PUBLISHes in flight (must not exceed broker receive_maximum)."""
     queue_max: int = 10_000
     """Messages waiting for a window slot or a connection; beyond it they are `rejected`."""
+    node: int = 0
+    """The node these publishers connect to (0: `[cluster] clients_node`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +208,8 @@ class SubscriberSpec:
     expiry_s: int = 3600
     """Session expiry (v5 only; a v3.1.1 persistent session never expires)."""
     protocol: int = MQTT_3_1_1
+    node: int = 0
+    """The node these subscribers connect to (0: `[cluster] clients_node`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -549,6 +560,24 @@ def validate(s: Scenario, fname: str = "scenario.toml") -> None:
     need(c.inbox_max >= 1 and c.snapshot_every >= 0,
          "[cluster] inbox_max must be >= 1 and snapshot_every >= 0")
     need(c.replica_tail_bytes >= 0, "[cluster] replica_tail_bytes must be >= 0")
+    need(not c.mqtt_cluster or c.nodes >= 2, "[cluster] mqtt_cluster needs nodes >= 2")
+    from real.mqtt.cluster import MQTT_CLUSTER_BUGS
+
+    for bug in c.mqtt_bugs:
+        need(bug in MQTT_CLUSTER_BUGS, f"unknown bug {bug!r} in [cluster] mqtt_bugs (expected "
+                                       f"one of {list(MQTT_CLUSTER_BUGS)})")
+    need(not c.mqtt_bugs or c.mqtt_cluster, "[cluster] mqtt_bugs need mqtt_cluster")
+    need(1 <= c.mqtt_cluster_partitions <= 1024,
+         "[cluster] mqtt_cluster_partitions must be 1..1024")
+    specs_by_kind: tuple[tuple[str, tuple[PublisherSpec | SubscriberSpec, ...]], ...] = (
+        ("publishers", s.publishers), ("subscribers", s.subscribers))
+    for kind, specs in specs_by_kind:
+        for i, spec in enumerate(specs):
+            need(0 <= spec.node <= c.nodes, f"[[{kind}]] #{i}: node must be 0..{c.nodes} (0: "
+                                            f"[cluster] clients_node), got {spec.node}")
+            need(spec.node in (0, c.clients_node) or c.mqtt_cluster,
+                 f"[[{kind}]] #{i}: clients on node {spec.node} need [cluster] mqtt_cluster "
+                 "(else each node's MQTT is its own)")
     need(min(c.heartbeat_ms, c.session_timeout_ms, c.rebalance_delay_ms, c.replica_lag_ms,
              c.replica_fetch_wait_ms) >= 1,
          "[cluster] heartbeat_ms, session_timeout_ms, rebalance_delay_ms, replica_lag_ms and "
@@ -671,16 +700,21 @@ def _validate_kafka(s: Scenario, need: Callable[[bool, str], None]) -> None:
 
 def with_bugs(s: Scenario, bugs: list[str]) -> Scenario:
     """The scenario with extra planted bugs (`--bug NAME`): Raft bugs go to [cluster] bugs,
-    replication bugs to [cluster] replication_bugs, broker bugs to broker_bugs."""
+    replication bugs to [cluster] replication_bugs, MQTT cluster log bugs to [cluster]
+    mqtt_bugs, broker bugs to broker_bugs."""
+    from real.mqtt.cluster import MQTT_CLUSTER_BUGS
     from real.server.replication import REPLICATION_BUGS
 
-    raft = [b for b in bugs if b not in BROKER_BUGS and b not in REPLICATION_BUGS]
+    raft = [b for b in bugs if b not in BROKER_BUGS and b not in REPLICATION_BUGS
+            and b not in MQTT_CLUSTER_BUGS]
     broker = [b for b in bugs if b in BROKER_BUGS]
     repl = [b for b in bugs if b in REPLICATION_BUGS]
+    mqtt = [b for b in bugs if b in MQTT_CLUSTER_BUGS]
     merged = tuple(dict.fromkeys(list(s.cluster.bugs) + raft))
     cluster = dataclasses.replace(
         s.cluster, bugs=merged,
-        replication_bugs=tuple(dict.fromkeys(list(s.cluster.replication_bugs) + repl)))
+        replication_bugs=tuple(dict.fromkeys(list(s.cluster.replication_bugs) + repl)),
+        mqtt_bugs=tuple(dict.fromkeys(list(s.cluster.mqtt_bugs) + mqtt)))
     out = dataclasses.replace(s, cluster=cluster,
                               broker_bugs=tuple(dict.fromkeys(list(s.broker_bugs) + broker)))
     validate(out, Path(s.source).name)

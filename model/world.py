@@ -258,10 +258,15 @@ class World:
                               cluster_replica_lag_ms=c.replica_lag_ms,
                               cluster_replica_fetch_wait_ms=c.replica_fetch_wait_ms,
                               cluster_replica_tail_bytes=c.replica_tail_bytes,
+                              mqtt_cluster=c.mqtt_cluster,
+                              mqtt_cluster_partitions=c.mqtt_cluster_partitions,
                               cluster_join=nid > c.nodes),
                 raft=raft)
             spec = dataclasses.replace(spec, replication=dataclasses.replace(
                 spec.replication, bugs=c.replication_bugs))
+            if spec.mqtt_cluster is not None and c.mqtt_bugs:
+                spec = dataclasses.replace(spec, mqtt_cluster=dataclasses.replace(
+                    spec.mqtt_cluster, bugs=c.mqtt_bugs))
             self.nodes[nid] = SimHost(
                 self.env, spec, storage, fs, seeds.derive(f"node-{nid}"),
                 send_raft=self._send_raft, observer=self.observer, clock=clock,

@@ -1,8 +1,9 @@
 """The MQTT checker: the history MQTT clients observed (model/workloads/mqtt.py records it)
 and the oracles that judge it at the end of a run.
 
-`MqttChecker` reads only the client-observed history, plus the crash times of the
-clients' node:
+`MqttChecker` reads only the client-observed history, plus the crash times of the nodes
+MQTT clients connect to (the clients' node; in a cluster with `mqtt_cluster`, every node some
+client uses: a crash of any of them counts for every client, which is conservative):
 
 - loss: every QoS >= 1 publish acknowledged (PUBACK, or PUBREC for QoS 2: the point the broker
   took ownership) must reach every persistent subscriber (QoS >= 1) whose subscription was in
@@ -15,10 +16,14 @@ clients' node:
   being routed to it was logged after the session record, so its durability implies the
   session's.)
 - duplicates: QoS 1 duplicates are counted (allowed); QoS 2 duplicates are split into those with a
-  crash between the first send and the repeat (allowed) and those without (a violation).
+  crash between the first send and the repeat (allowed) and those without (a violation). Only a
+  crash of the publisher's or the subscriber's node counts: in a cluster, the loss of the node
+  that leads the message's log partition must not repeat it.
 - order: without crashes, each subscriber sees each publisher's QoS >= 1 messages (first
   receipts) in publish order.
 - liveness: after the drain, no publisher still holds unacknowledged or unsent messages.
+- log amplification (MQTT across a cluster): the committed `__mqtt` log holds no message more
+  often than its publisher sent it (a write re-sent after a leader change is stored once).
 """
 
 from __future__ import annotations
@@ -81,6 +86,7 @@ class History:
         self.receipts: list[Receipt] = []
         self.sub_events: dict[int, list[tuple[int, str, bool]]] = {}  # sub -> (t, kind, present)
         self.crashes: list[int] = []
+        self.crashes_by_node: dict[int, list[int]] = {}
 
     def emit(self, node: int, kind: str, **fields: Any) -> None:
         self.trace.emit(int(self.env.now), node, kind, **fields)
@@ -111,6 +117,7 @@ class MqttChecker:
         firsts, dup1, dup2_crash, dup2_clean = self._receipts()
         lost, required, exempt = self._loss(firsts)
         order = self._order() if not h.crashes else []
+        amplified = self._amplified()
         latencies = sorted(t - h.pubs[(p, seq)].first_sent_us
                            for (_s, p, seq), t in firsts.items())
         unfinished = sum(len(p.outstanding) + len(p.queue) for p in self.world.publishers)
@@ -129,12 +136,60 @@ class MqttChecker:
             "lost": len(lost),
             "lost_ids": [list(key) for key in lost[:LOST_IDS_MAX]],
             "order_violations": len(order),
+            "log_amplified": len(amplified),
             "unfinished_at_end": unfinished,
             "latency_p50_ms": _percentile_ms(latencies, 0.50),
             "latency_p99_ms": _percentile_ms(latencies, 0.99),
         }
         report["outcome"], report["detail"] = self._verdict(lost, dup2_clean, order, unfinished)
+        if amplified and report["outcome"] in ("ok", "liveness"):
+            (p, seq), (copies, sends) = next(iter(sorted(amplified.items())))
+            report["outcome"], report["detail"] = "safety", (
+                f"{len(amplified)} message(s) stored in the cluster log more often than their "
+                f"publisher sent them (first: pub{p} seq {seq}: {copies} copies, {sends} sends)")
         return report
+
+    def _amplified(self) -> dict[tuple[int, int], tuple[int, int]]:
+        """MQTT across a cluster: (publisher, seq) -> (copies, sends) for every message the
+        committed `__mqtt` log holds more often than its publisher sent it (a re-sent write
+        stored twice). Read from each partition's leader, or any live replica, after the drain;
+        empty without a cluster log."""
+        from real.kafka.records import decode_batch
+        from real.mqtt.cluster import TOPIC
+
+        world = self.world.world
+        cores = [world.nodes[n].core for n in sorted(world.nodes)]
+        live = [c for c in cores if c is not None and c.cluster_log is not None]
+        if not live:
+            return {}
+        copies: dict[tuple[int, int], int] = {}
+        partitions = live[0].replica.sm.topic(TOPIC)
+        for partition in range(len(partitions.shards) if partitions is not None else 0):
+            best = max(live, key=lambda c: c.replicator.committed_end(TOPIC, partition) or -1)
+            committed = best.replicator.committed_end(TOPIC, partition)
+            if committed is None:
+                continue
+            log = best.kafka.replica_log(TOPIC, partition)
+            at = log.shard_start
+            while at < committed:
+                records = log.read_shard(at, 1 << 20)
+                for rec in records:
+                    if rec.offset >= committed:
+                        break
+                    for krec in decode_batch(rec.payload):
+                        head = (krec.value or b"").split(b":", 2)
+                        if len(head) == 3 and head[0].isdigit() and head[1].isdigit():
+                            key = (int(head[0]), int(head[1]))
+                            copies[key] = copies.get(key, 0) + 1
+                    at = rec.offset + 1
+                if not records:
+                    break
+        out = {}
+        for key, n in copies.items():
+            pub = self.history.pubs.get(key)
+            if pub is not None and n > pub.sends:
+                out[key] = (n, pub.sends)
+        return out
 
     def _verdict(self, lost: list[tuple[int, int, int]], dup2_clean: int, order: list[str],
                  unfinished: int) -> tuple[str, str]:
@@ -166,11 +221,22 @@ class MqttChecker:
                 dup1 += 1
                 continue
             sent = self.history.pubs[(r.publisher, r.seq)].first_sent_us
-            if any(sent <= c <= r.t_us for c in crashes):
+            if any(sent <= c <= r.t_us for c in self._crashes_of(r.subscriber, r.publisher,
+                                                                 crashes)):
                 dup2_crash += 1
             else:
                 dup2_clean += 1
         return firsts, dup1, dup2_crash, dup2_clean
+
+    def _crashes_of(self, sub: int, pub: int, every: list[int]) -> list[int]:
+        """The crashes that may repeat a QoS 2 delivery from `pub` to `sub`: of the nodes they
+        are connected to (where their packet-id state lives). With all clients on one node,
+        that node's crashes (`every`)."""
+        by_node = self.history.crashes_by_node
+        nodes = {self.world.node_of(self.subs[sub]), self.world.node_of(self.world.publishers[pub])}
+        if len(by_node) <= 1 and len(nodes) == 1:
+            return every
+        return sorted(c for n in nodes for c in by_node.get(n, []))
 
     def _windows(self, sub: Subscriber) -> list[tuple[int, int, bool]]:
         """(start, end, exempt) spans in which `sub`'s subscription was in place.

@@ -75,6 +75,7 @@ class SimClient:
         self.persistent = persistent
         self.expiry_s = expiry_s
         self.rng = rng
+        self.target = 0  # the node it connects to (0: the clients' node)
         self.conn: SimConn | None = None
         self.decoder: Decoder | None = None
         self.online = False  # CONNACK accepted on the current connection
@@ -369,17 +370,19 @@ class MqttWorkload(Workload):
                 index = len(self.subscribers)
                 rng = seeds.derive(f"mqtt-sub{index}")
                 self.subscribers.append(Subscriber(self, world.client_id(), index, spec, rng))
+                self.subscribers[-1].target = spec.node
         for pspec in self.scenario.publishers:
             for _ in range(pspec.count):
                 index = len(self.publishers)
                 rng = seeds.derive(f"mqtt-pub{index}")
                 self.publishers.append(Publisher(self, world.client_id(), index, pspec, rng))
+                self.publishers[-1].target = pspec.node
         self.stop_us = self.scenario.produce_until_us
 
     # ---- what the clients use
 
     def dial(self, client: SimClient) -> SimConn:
-        return self.world.dial(client, Proto.MQTT)
+        return self.world.dial(client, Proto.MQTT, client.target or None)
 
     def reset(self, conn: SimConn, by_client: bool) -> None:
         self.world.reset(conn, by_client)
@@ -395,17 +398,25 @@ class MqttWorkload(Workload):
         for pub in self.publishers:
             self.env.process(pub.run())
 
+    def _client_nodes(self) -> set[int]:
+        home = self.world.clients_node
+        return {c.target or home for c in (*self.subscribers, *self.publishers)} | {home}
+
     def on_up(self, nid: int, core: NodeCore) -> None:
-        if nid != self.world.clients_node:
+        if nid not in self._client_nodes():
             return
         broker = core.mqtt
         self.recovered_records += broker.recovered_records
         self.history.emit(nid, "broker-up", gen=self.world.nodes[nid].gen,
                           records=broker.recovered_records, sessions=len(broker.sessions))
 
+    def node_of(self, client: SimClient) -> int:
+        return client.target or self.world.clients_node
+
     def on_crash(self, nid: int) -> None:
-        if nid == self.world.clients_node:
+        if nid in self._client_nodes():
             self.history.crashes.append(int(self.env.now))
+            self.history.crashes_by_node.setdefault(nid, []).append(int(self.env.now))
 
     def droppable(self, targets: str) -> list[tuple[Any, str]]:
         pool: list[SimClient] = []

@@ -290,6 +290,9 @@ class Broker:
         """Recovered from the state log: cluster log partition -> (shard offset, index in the
         batch) of the first message this node has not routed (persist.py's `cur` and `cp`)."""
         self._routing_from: tuple[int, int, int] | None = None
+        self._qos2_tickets: dict[tuple[str, int], Ticket] = {}
+        """(client id, packet id) -> the cluster log ticket of an accepted QoS 2 PUBLISH not
+        yet committed: a re-send of it is acknowledged only once it is."""
         self._await_send: deque[tuple[int, str, int]] = deque()  # (offset, client, packet id)
         self._wills: dict[str, tuple[int, Message]] = {}  # client id -> (due, will)
         self._assigned = 0
@@ -789,8 +792,10 @@ class Broker:
         else:
             allowed = topic[0] != "$" and self._may_publish(session, topic)
         if qos == 2 and packet_id is not None and packet_id in session.inbound_qos2:
-            # a re-sent QoS 2 PUBLISH we already accepted (MQTT-4.3.3-10): acknowledge only
-            self._ack_resent_qos2(conn, _pub_ack(0x50, packet_id, 0, v5))
+            # a re-sent QoS 2 PUBLISH we already accepted (MQTT-4.3.3-10): acknowledge only,
+            # once the original is committed if it went to the cluster log
+            self._ack_resent_qos2(conn, _pub_ack(0x50, packet_id, 0, v5),
+                                  self._qos2_tickets.get((session.client_id, packet_id)))
             return
         if qos and self._inbound_window_full(conn, session):
             self._close(conn, RC.RECEIVE_MAXIMUM_EXCEEDED, "more unacknowledged QoS 1/2 "
@@ -855,6 +860,9 @@ class Broker:
         assert packet_id is not None, "a QoS 1/2 PUBLISH has a packet id (codec, inline parser)"
         if qos == 2:
             session.inbound_qos2.add(packet_id)
+            ticket = token[1] if type(token) is tuple else token
+            if type(ticket) is Ticket and not ticket.done:
+                self._qos2_tickets[(session.client_id, packet_id)] = ticket
         if not v5:
             reason = 0
         ack = _pub_ack(0x40 if qos == 1 else 0x50, packet_id, reason, v5)
@@ -868,13 +876,18 @@ class Broker:
         else:
             self._send(conn, ack)
 
-    def _ack_resent_qos2(self, conn: Conn, ack: bytes) -> None:
+    def _ack_resent_qos2(self, conn: Conn, ack: bytes, ticket: Ticket | None = None) -> None:
         """PUBREC a re-sent QoS 2 PUBLISH once everything logged so far is durable (the
         original's record may still be waiting for its group commit, and its offset is not
-        kept) and after the acks already held for this connection (acks stay in order)."""
+        kept), once the original's cluster log `ticket` is done (its first PUBREC may have
+        been lost with the connection before the commit), and after the acks already held for
+        this connection (acks stay in order)."""
+        if ticket is not None and ticket.done:
+            ticket = None
         log = self.log
         end = log.end_offset() if log is not None else 0
-        if not conn.acks_pending and (log is None or end <= self._durable_end()):
+        if not conn.acks_pending and (log is None or end <= self._durable_end()) \
+                and ticket is None:
             self._send(conn, ack)
             return
         offset = end - 1
@@ -884,7 +897,7 @@ class Broker:
                     offset = -1  # covered: released right after that ack, in order
                 break
         conn.acks_pending += 1
-        self._await_durable.append((offset, conn.id, ack, None))
+        self._await_durable.append((offset, conn.id, ack, ticket))
 
     def _inbound_window_full(self, conn: Conn, session: Session) -> bool:
         return conn.acks_pending + len(session.inbound_qos2) >= self.config.receive_maximum
@@ -962,6 +975,7 @@ class Broker:
         v5 = conn.version == MQTT_5
         if p.packet_id in session.inbound_qos2:
             session.inbound_qos2.discard(p.packet_id)
+            self._qos2_tickets.pop((session.client_id, p.packet_id), None)
             self._send(conn, _pub_ack(0x70, p.packet_id, 0, v5))
         else:
             self._send(conn, _pub_ack(0x70, p.packet_id, RC.PACKET_IDENTIFIER_NOT_FOUND, v5))
@@ -1500,6 +1514,9 @@ class Broker:
             del self.sessions[session.client_id]
         if session.persistent and self.log is not None:
             self._append(delete_record(session.client_id, self.clock()))
+        if self._qos2_tickets:
+            for key in [k for k in self._qos2_tickets if k[0] == session.client_id]:
+                del self._qos2_tickets[key]
         pending = self._wills.pop(session.client_id, None)
         if pending is not None:
             self._spread(pending[1])  # session end publishes a delayed will (MQTT-3.1.3-9)

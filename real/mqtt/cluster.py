@@ -44,6 +44,14 @@ from real.storage.record import Record
 
 TOPIC = "__mqtt"
 """The internal Kafka topic that carries every MQTT message of a cluster."""
+MQTT_CLUSTER_BUGS = ("mqtt-ack-on-append", "mqtt-forget-position", "mqtt-no-idempotence")
+"""Test-only deviations (grep the name), for the simulator's bug hunt:
+- `mqtt-ack-on-append`: the leader answers a write once it stored it, not once it is committed
+  (a PUBACK before replication: the leader's loss loses it);
+- `mqtt-forget-position`: a restarted node ignores how far its state log says it routed and
+  resumes at its replica's end (what it had stored but not routed is never queued);
+- `mqtt-no-idempotence`: writes carry no producer id, so a batch re-sent after a leader change
+  or a lost reply is stored twice (RobustMQ's plain forwarded write)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +69,14 @@ class ClusterConfig:
     at least)."""
     read_bytes_max: int = 1 << 20
     """Delivery reads at most this much of a partition per step."""
+    bugs: tuple[str, ...] = ()
+    """Planted bugs (`MQTT_CLUSTER_BUGS`), for the simulator's bug hunt only."""
 
     def __post_init__(self) -> None:
+        for bug in self.bugs:
+            if bug not in MQTT_CLUSTER_BUGS:
+                raise ValueError(f"unknown MQTT cluster bug {bug!r} (expected one of "
+                                 f"{', '.join(MQTT_CLUSTER_BUGS)})")
         for name in ("partitions", "replication", "request_timeout_ms", "retry_ms",
                      "batch_bytes_max", "read_bytes_max"):
             value = getattr(self, name)
@@ -228,11 +242,12 @@ class ClusterLog:
         self._writers: dict[int, _Writer] = {}
         self._seq = 0
         self._held: list[_Held] = []
-        self._read_at: dict[int, int] = {p: o for p, (o, _i) in router.cluster_positions.items()}
+        recovered = ({} if "mqtt-forget-position" in config.bugs
+                     else dict(router.cluster_positions))
+        self._read_at: dict[int, int] = {p: o for p, (o, _i) in recovered.items()}
         """Per partition: the shard offset up to which this node has routed committed records
         (from the state log after a restart, else the replica's end when first seen)."""
-        self._skip: dict[int, int] = {p: i for p, (_o, i) in router.cluster_positions.items()
-                                      if i}
+        self._skip: dict[int, int] = {p: i for p, (_o, i) in recovered.items() if i}
         """Per partition: messages of the batch at `_read_at` already routed (after a restart)."""
         self._anchored: set[int] = set(self._read_at)
         """Partitions whose position is a routed (so committed) place, never past what the
@@ -270,8 +285,11 @@ class ClusterLog:
             size += grown
             records.append(record)
             tickets.append(ticket)
-        data = build_batch(records, producer_id=self.producer_id, producer_epoch=0,
-                           base_sequence=writer.next_sequence)
+        if "mqtt-no-idempotence" in self.config.bugs:
+            data = build_batch(records)
+        else:
+            data = build_batch(records, producer_id=self.producer_id, producer_epoch=0,
+                               base_sequence=writer.next_sequence)
         batch = _Batch(0, writer.next_sequence, data, tickets)
         writer.next_sequence = (writer.next_sequence + len(records)) % (1 << 31)
         writer.inflight = batch
@@ -342,6 +360,9 @@ class ClusterLog:
         else:
             self.stats.batches_stored += 1
             host.appended(partition)
+        if "mqtt-ack-on-append" in self.config.bugs:
+            self._reply(src, partition, seq, AppendError.NONE, "")
+            return
         self._held.append(_Held(src, seq, partition, result.shard_end))
 
     def _reply(self, dst: int, partition: int, seq: int, error: int, detail: str) -> None:

@@ -42,6 +42,9 @@ from real.server.peermsg import FetchError, PeerMessage, ShardFetch, ShardFetchR
 from real.storage.errors import StorageError
 
 ISR_RETRY_MS = 100
+SEQ_CLOCK_SHIFT = 20
+"""A follower's fetch numbers start at its clock (ms) shifted by this: 2^20 fetches per ms of
+headroom, 2^44 ms of clock in a u64."""
 """Pause after a failed in-sync set change before the next attempt."""
 REPLICATION_BUGS = ("no-epoch-truncate", "hw-before-isr", "isr-not-recorded", "unclean-election",
                     "acks-downgrade")
@@ -142,6 +145,8 @@ class _Follower:
     parked: ShardFetch | None = None
     parked_until: int = 0
     hw_sent: int = -1
+    seq_seen: int = -1
+    """The newest fetch request number seen from this follower in this epoch."""
     end_at_reply: int = -1
     reply_ms: int = 0
 
@@ -181,6 +186,8 @@ class _Follow:
 class ReplicationStats:
     fetches_sent: int = 0
     fetches_served: int = 0
+    fetches_stale: int = 0
+    """Fetches dropped unread: an older request of a follower that arrived after a newer one."""
     reads_cached: int = 0
     """Fetches answered from the leader's tail cache (`PartitionLog.keep_tail`)..."""
     reads_engine: int = 0
@@ -347,7 +354,10 @@ class Replicator:
         if follow is not None and (follow.leader, follow.epoch) == (info.leader, info.epoch):
             return
         self._open(key)  # open (recover) it now: fetching starts from its end
-        self.follows[key] = _Follow(info.leader, info.epoch,
+        # request numbers start from the clock, so a restarted follower's exceed its earlier
+        # life's and the leader can tell an older fetch from a newer one (`_on_fetch`)
+        seq = max(follow.seq if follow is not None else 0, self.clock() << SEQ_CLOCK_SHIFT)
+        self.follows[key] = _Follow(info.leader, info.epoch, seq=seq,
                                     hw=follow.hw if follow is not None else 0)
         self._fetch(key, self.follows[key])
 
@@ -426,6 +436,14 @@ class Replicator:
             return
         log = self.host.replica_log(*key)
         fl = lead.followers[msg.src]
+        if msg.seq < fl.seq_seen:
+            # overtaken by a newer fetch of the same follower (the simulated network reorders
+            # messages; a real one may across a reconnect): taking it would supersede the
+            # newer one parked here, whose reply the follower waits for, with one whose reply
+            # it ignores, and stall the follower for a fetch timeout
+            self.stats.fetches_stale += 1
+            return
+        fl.seq_seen = msg.seq
         if fl.parked is not None:
             fl.parked = None  # superseded by this one
         if msg.offset > 0 and msg.last_epoch >= 0:

@@ -38,10 +38,14 @@ HUNTS: dict[str, str] = {
     "isr-not-recorded": "scenarios/sim/node3-rf3.toml",
     "unclean-election": "scenarios/sim/node3-rf3.toml",
     "acks-downgrade": "scenarios/sim/node3-rf3.toml",
+    "mqtt-ack-on-append": "scenarios/sim/node3-mqtt.toml",
+    "mqtt-forget-position": "scenarios/sim/node3-mqtt.toml",
+    "mqtt-no-idempotence": "scenarios/sim/node3-mqtt.toml",
 }
 """The scenario each bug is hunted with (repo-relative). The last five are shard replication
 bugs (`real.server.replication.REPLICATION_BUGS`), judged by model/checkers/replication.py and
-the Kafka history checker."""
+the Kafka history checker; the `mqtt-*` ones are MQTT cluster log bugs
+(`real.mqtt.cluster.MQTT_CLUSTER_BUGS`), judged by the MQTT history checker."""
 
 HOW: dict[str, str] = {
     Bug.VOTE_WITHOUT_LOG_CHECK.value: "frequent leader crashes: a node missing committed "
@@ -76,6 +80,16 @@ HOW: dict[str, str] = {
     "any live replica.",
     "acks-downgrade": "acks=all answered on the leader's own write: a leader change loses the "
     "acknowledged tail (the Kafka history checker sees acknowledged records lost).",
+    "mqtt-ack-on-append": "a PUBACK once the log partition's leader stored the message: that "
+    "leader's power loss hands the partition to a follower without it, and persistent "
+    "subscribers never get an acknowledged message.",
+    "mqtt-forget-position": "power loss of a node holding persistent sessions: it resumes "
+    "routing at its replica's end, so what it had stored but not yet queued to them is "
+    "skipped (lost).",
+    "mqtt-no-idempotence": "a write forwarded to a log leader that stores it but dies (or "
+    "whose reply is lost) before answering is sent again to the next leader, which already "
+    "holds it: stored twice (the checker counts committed copies against the publisher's "
+    "sends).",
 }
 """What in each scenario provokes its bug, rendered under the table."""
 

@@ -320,3 +320,34 @@ def test_a_persistent_session_on_a_crashed_node_gets_every_message_once(c: Clust
     for topic in (0, 1):  # and in order per topic
         mine = [g for g in got if int(g) % 2 == topic]
         assert mine == [f"{i}".encode() for i in range(topic, 10, 2)]
+
+
+def test_a_resent_qos2_publish_is_acknowledged_only_once_the_original_is_committed(
+        c: Cluster) -> None:
+    """A QoS 2 PUBLISH whose PUBREC was lost with its connection is re-sent (DUP, same packet
+    id) on a new one: the broker knows the id and does not store it again, but it may answer
+    PUBREC only once the original is committed (it answered at once, and the sim found a
+    message acknowledged that the publisher's node then lost with its crash)."""
+    partition = c.cores[1].cluster_log.partition_of("q2/x")
+    leader = c.shard(TOPIC, partition).leader
+    p_node = next(n for n in (1, 2, 3) if n != leader)
+    sub = Client(c, p_node, "sub")
+    sub.subscribe("q2/#", qos=2)
+    for f in (n for n in (1, 2, 3) if n != leader):
+        c.cut.add(frozenset((leader, f)))
+    pub = Client(c, p_node, "q2pub", clean=False)
+    pub.send(Publish("q2/x", b"once", qos=2, packet_id=1))
+    c.advance(50)
+    assert pub.take() == [], "nothing committed: no PUBREC"
+    c.cores[p_node].closed(pub.conn)  # the connection breaks
+    c.settle()
+    again = Client(c, p_node, "q2pub", clean=False)
+    c.advance(10)  # its session's state durable: only the original's commit may hold it
+    again.send(Publish("q2/x", b"once", qos=2, dup=True, packet_id=1))
+    c.advance(50)
+    assert again.take() == [], "PUBREC for a message not committed yet"
+    c.cut.clear()
+    c.advance(3_000)
+    assert [type(p).__name__ for p in again.take()] == ["Pubrec"]
+    got = [p for p in sub.take() if isinstance(p, Publish)]
+    assert [p.payload for p in got] == [b"once"]
