@@ -73,7 +73,7 @@ notebooks: $(STAMP)
 ## A 3-node cluster of `twinmq serve` processes on loopback (state, logs and cluster.json in
 ## .cluster/; `twinmq cluster status --dir .cluster`, `make cluster-down`).
 cluster: $(STAMP)
-	$(VENV)/bin/twinmq cluster up --nodes 3 --dir .cluster
+	$(VENV)/bin/twinmq cluster up --nodes 3 --dir .cluster -- --mqtt-cluster true
 
 cluster-down: $(STAMP)
 	$(VENV)/bin/twinmq cluster down --dir .cluster

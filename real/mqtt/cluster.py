@@ -36,11 +36,10 @@ from typing import Any, Protocol
 
 from real.kafka import errors as kafka_errors
 from real.kafka.records import KRecord, RecordsError, build_batch, decode_batch, split_batches
-from real.mqtt.persist import message_from_record, publish_record
-from real.mqtt.session import Message
+from real.mqtt.properties import Properties, PropertyId, PropertyValue
+from real.mqtt.session import EXPIRY_NEVER, Message
 from real.server.peermsg import AppendError, LogAppend, LogAppendReply
 from real.storage.crc32c import crc32c
-from real.storage.record import Record
 
 TOPIC = "__mqtt"
 """The internal Kafka topic that carries every MQTT message of a cluster."""
@@ -69,6 +68,10 @@ class ClusterConfig:
     at least)."""
     read_bytes_max: int = 1 << 20
     """Delivery reads at most this much of a partition per step."""
+    queue_bytes_max: int = 16 << 20
+    """Messages waiting to be written, all partitions: past it, new QoS 0 messages are dropped
+    (counted, as a broker drops QoS 0 it cannot forward); QoS 1/2 are bounded by each client's
+    Receive Maximum instead."""
     bugs: tuple[str, ...] = ()
     """Planted bugs (`MQTT_CLUSTER_BUGS`), for the simulator's bug hunt only."""
 
@@ -78,7 +81,7 @@ class ClusterConfig:
                 raise ValueError(f"unknown MQTT cluster bug {bug!r} (expected one of "
                                  f"{', '.join(MQTT_CLUSTER_BUGS)})")
         for name in ("partitions", "replication", "request_timeout_ms", "retry_ms",
-                     "batch_bytes_max", "read_bytes_max"):
+                     "batch_bytes_max", "read_bytes_max", "queue_bytes_max"):
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise ValueError(f"mqtt cluster {name} must be an int >= 1, got {value!r}")
@@ -175,53 +178,90 @@ class ClusterStats:
     refusals: dict[str, int] = field(default_factory=dict)
     delivered: int = 0
     undecodable: int = 0
+    dropped_qos0: int = 0
+    """QoS 0 messages dropped because `queue_bytes_max` was reached."""
 
 
-_META = struct.Struct(">HI")
+_HEAD = struct.Struct(">BBq")
+_LEN = struct.Struct(">H")
+_FORMAT = 1
+_RETAIN, _EXPIRES = 0x04, 0x08
+_TAGS = {PropertyId.CONTENT_TYPE: 1, PropertyId.RESPONSE_TOPIC: 2,
+         PropertyId.CORRELATION_DATA: 3, PropertyId.PAYLOAD_FORMAT_INDICATOR: 4}
+_PROPS = {tag: pid for pid, tag in _TAGS.items()}
 
 
 def encode_message(msg: Message) -> KRecord:
-    """`msg` as a Kafka record: the key holds the state log's `pub` fields (topic, QoS, retain,
-    expiry, origin, content type, ...), the value the payload, the headers the User Properties
-    in order, the timestamp the time the broker took it."""
-    rec = publish_record(msg, (), msg.created_ms, msg.retain)
-    parts = []
-    for name, value in rec.meta:
-        raw_name, raw_value = name.encode(), value.encode()
-        parts.append(_META.pack(len(raw_name), len(raw_value)))
-        parts.append(raw_name)
-        parts.append(raw_value)
+    """`msg` as a Kafka record. The key is binary: format:u8 (1) | flags:u8 (QoS in bits 0-1,
+    retain 0x04, expires 0x08) | expiry_at:i64 (ms, 0 if none) | topic | origin (each
+    len:u16 + UTF-8) | then tag:u8 + len:u16 + bytes for each of content type (1), response
+    topic (2), correlation data (3) and payload format indicator (4) present. The value is the
+    payload, the headers the User Properties in order, the timestamp when the broker took it."""
+    flags = msg.qos | (_RETAIN if msg.retain else 0)
+    expires = msg.expiry_at != EXPIRY_NEVER
+    if expires:
+        flags |= _EXPIRES
+    topic, origin = msg.topic.encode(), msg.origin.encode()
+    parts = [_HEAD.pack(_FORMAT, flags, msg.expiry_at if expires else 0),
+             _LEN.pack(len(topic)), topic, _LEN.pack(len(origin)), origin]
+    headers: list[tuple[str, bytes | None]] = []
+    for pid, value in msg.props.items:
+        if pid == PropertyId.USER_PROPERTY:
+            assert isinstance(value, tuple), value
+            headers.append((value[0], value[1].encode()))
+            continue
+        tag = _TAGS.get(pid)
+        if tag is None:
+            continue
+        if isinstance(value, str):
+            raw = value.encode()
+        elif isinstance(value, bytes):
+            raw = value
+        else:
+            raw = bytes([int(value)])  # type: ignore[arg-type]
+        parts += [bytes([tag]), _LEN.pack(len(raw)), raw]
     return KRecord(-1, max(0, int(msg.created_ms)), b"".join(parts), bytes(msg.payload),
-                   tuple((name, value) for name, value in rec.headers))
+                   tuple(headers))
 
 
 def decode_message(krec: KRecord) -> Message:
     """The message `encode_message` stored; ValueError if the record is not one."""
     key = krec.key or b""
-    meta: list[tuple[str, str]] = []
-    pos = 0
     try:
+        version, flags, expiry_at = _HEAD.unpack_from(key, 0)
+        if version != _FORMAT or flags & 0xF0 or flags & 0x03 == 3:
+            raise ValueError(f"format {version}, flags {flags:#x}")
+        pos = _HEAD.size
+        (n,) = _LEN.unpack_from(key, pos)
+        topic = key[pos + 2:pos + 2 + n].decode()
+        pos += 2 + n
+        (n,) = _LEN.unpack_from(key, pos)
+        origin = key[pos + 2:pos + 2 + n].decode()
+        pos += 2 + n
+        props: list[tuple[PropertyId, PropertyValue]] = []
         while pos < len(key):
-            name_len, value_len = _META.unpack_from(key, pos)
-            pos += _META.size
-            name = key[pos:pos + name_len].decode()
-            pos += name_len
-            value = key[pos:pos + value_len].decode()
-            pos += value_len
-            meta.append((name, value))
-    except (struct.error, UnicodeDecodeError) as exc:
+            tag = key[pos]
+            (n,) = _LEN.unpack_from(key, pos + 1)
+            raw = key[pos + 3:pos + 3 + n]
+            pos += 3 + n
+            pid = _PROPS.get(tag)
+            if pid is None or len(raw) != n:
+                raise ValueError(f"property tag {tag} of {n} bytes")
+            if pid == PropertyId.CORRELATION_DATA:
+                props.append((pid, bytes(raw)))
+            elif pid == PropertyId.PAYLOAD_FORMAT_INDICATOR:
+                props.append((pid, raw[0] if raw else 0))
+            else:
+                props.append((pid, raw.decode()))
+        if pos != len(key) or not topic:
+            raise ValueError("truncated key")
+        for name, value in krec.headers:
+            props.append((PropertyId.USER_PROPERTY, (name, (value or b"").decode())))
+    except (struct.error, UnicodeDecodeError, IndexError, ValueError) as exc:
         raise ValueError(f"not an MQTT message record: {exc}") from None
-    if pos != len(key):
-        raise ValueError("not an MQTT message record: truncated key")
-    headers = tuple((name, value or b"") for name, value in krec.headers)
-    rec = Record(-1, krec.timestamp_ms, b"pub", krec.value or b"", headers=headers,
-                 meta=tuple(meta))
-    try:
-        msg = message_from_record(rec)
-    except Exception as exc:  # noqa: BLE001 - CorruptState and friends: one bad record
-        raise ValueError(f"not an MQTT message record: {exc}") from None
-    msg.log_id = -1
-    return msg
+    return Message(topic, krec.value or b"", flags & 0x03, bool(flags & _RETAIN),
+                   Properties(tuple(props)), expiry_at if flags & _EXPIRES else EXPIRY_NEVER,
+                   origin, krec.timestamp_ms)
 
 
 class ClusterLog:
@@ -240,6 +280,7 @@ class ClusterLog:
         self._asking_pid = False
         self._pid_retry_at = 0
         self._writers: dict[int, _Writer] = {}
+        self._queued_bytes = 0
         self._seq = 0
         self._held: list[_Held] = []
         recovered = ({} if "mqtt-forget-position" in config.bugs
@@ -264,12 +305,18 @@ class ClusterLog:
         """Write `msg` to the cluster; the ticket is done once it is committed (then, and not
         before, every node routes it to its subscribers)."""
         ticket = Ticket()
+        if msg.qos == 0 and self._queued_bytes >= self.config.queue_bytes_max:
+            self.stats.dropped_qos0 += 1
+            ticket.done = True  # (nobody waits on a QoS 0 message)
+            return ticket
         record = encode_message(msg)
         writer = self._writers.get(partition := self.partition_of(msg.topic))
         if writer is None:
             writer = self._writers[partition] = _Writer()
         writer.queue.append((record, ticket))
-        writer.queued_bytes += len(record.value or b"") + len(record.key or b"")
+        size = len(record.value or b"") + len(record.key or b"")
+        writer.queued_bytes += size
+        self._queued_bytes += size
         self.stats.published += 1
         return ticket
 
@@ -282,6 +329,7 @@ class ClusterLog:
             record, ticket = writer.queue.popleft()
             grown = len(record.value or b"") + len(record.key or b"")
             writer.queued_bytes -= grown
+            self._queued_bytes -= grown
             size += grown
             records.append(record)
             tickets.append(ticket)
@@ -514,5 +562,6 @@ class ClusterLog:
                 "batches_resent": s.batches_resent, "batches_stored": s.batches_stored,
                 "batches_duplicate": s.batches_duplicate, "refusals": dict(s.refusals),
                 "delivered": s.delivered, "undecodable": s.undecodable,
+                "dropped_qos0": s.dropped_qos0, "queued_bytes": self._queued_bytes,
                 "read_at": {str(p): at for p, at in sorted(self._read_at.items())}}
 

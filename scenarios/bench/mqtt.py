@@ -57,7 +57,12 @@ from scenarios.provenance import provenance, provenance_md
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
-BROKERS = ("twinmq", "mosquitto", "amqtt")
+BROKERS = ("twinmq", "mosquitto", "amqtt", "twinmq-cluster", "twinmq-cluster-x")
+CLUSTER_BROKERS = ("twinmq-cluster", "twinmq-cluster-x")
+"""A 3-node `twinmq cluster up -- --mqtt-cluster true` (MQTT across the cluster): clients all on
+node 1 (`twinmq-cluster`), or publishers on node 1 and subscribers on node 2
+(`twinmq-cluster-x`, every message crosses nodes). Broker CPU and memory are the three nodes'
+sums."""
 MOSQUITTO = "/usr/sbin/mosquitto"
 AMQTT_VERSION = "0.12.1"
 AMQTT_VENV = ROOT / ".bench" / "amqtt-venv"
@@ -191,6 +196,53 @@ class Broker:
         assert proc.poll() is not None
 
 
+class ClusterBroker(Broker):
+    """Three TwinMQ nodes (real/node/cluster.py) with MQTT across the cluster; `port` is node 1's
+    MQTT port, `sub_port` the subscribers' (node 1's, or node 2's when `cross`)."""
+
+    def __init__(self, name: str, workdir: Path, wait_s: float, cross: bool) -> None:
+        super().__init__(name, [], 0, workdir, wait_s)
+        self.cross = cross
+        self.sub_port = 0
+        self.pids: list[int] = []
+
+    def start(self) -> str:
+        from real.node import cluster
+
+        work = self.cwd / "cluster"
+        with open(self.log_path, "a") as out:
+            code = cluster.up(3, work, ["--mqtt-cluster", "true"], out=out)
+        if code != 0:
+            self.stop()
+            return f"twinmq cluster up exited {code}; log: {self.log_tail()}"
+        nodes = json.loads((work / "cluster.json").read_text())["nodes"]
+        self.pids = [n["pid"] for n in nodes]
+        self.port = nodes[0]["mqtt"]
+        self.sub_port = nodes[1]["mqtt"] if self.cross else self.port
+        for port in {self.port, self.sub_port}:
+            why = mqtt_ready(port, time.monotonic() + self.wait_s)
+            if why:
+                self.stop()
+                return why
+        return ""
+
+    @property
+    def pid(self) -> int:
+        return self.pids[0]
+
+    def alive(self) -> bool:
+        from real.node import cluster
+
+        return bool(self.pids) and all(cluster._alive(p) for p in self.pids)
+
+    def stop(self) -> None:
+        from real.node import cluster
+
+        if (self.cwd / "cluster" / "cluster.json").exists():
+            with open(self.log_path, "a") as out:
+                cluster.down(self.cwd / "cluster", out=out)
+
+
 def mosquitto_broker(work: Path, max_queued: int | None, extra: list[str]) -> Broker:
     port = free_port()
     lines = [f"listener {port} {HOST}", "allow_anonymous true", "persistence false",
@@ -261,9 +313,10 @@ class ScenarioError(Exception):
 class Workers:
     """Worker processes (forked) of one scenario, each with a pipe to this process."""
 
-    def __init__(self, scenario: Scenario, port: int) -> None:
+    def __init__(self, scenario: Scenario, port: int, sub_port: int = 0) -> None:
         self.scenario = scenario
         self.port = port
+        self.sub_port = sub_port
         self.ctx = multiprocessing.get_context("fork")
         self.procs: dict[str, Any] = {}
         self.conns: dict[str, Any] = {}
@@ -271,7 +324,8 @@ class Workers:
     def spawn(self, role: str) -> None:
         mine, theirs = self.ctx.Pipe()
         proc = self.ctx.Process(target=run_worker, name=f"loadgen-{role}",
-                                args=(role, theirs, self.scenario, HOST, self.port), daemon=True)
+                                args=(role, theirs, self.scenario, HOST, self.port,
+                                      self.sub_port), daemon=True)
         proc.start()
         theirs.close()
         self.procs[role], self.conns[role] = proc, mine
@@ -307,22 +361,31 @@ def _sleep_until(t: float) -> None:
 
 
 def _window_probe(broker: Broker, sc: Scenario, t0: float) -> dict[str, Any]:
-    """Broker CPU over the measured window and its memory at the window's end."""
+    """Broker CPU over the measured window and its memory at the window's end (a cluster's:
+    the sum over its nodes)."""
+    pids = broker.pids if isinstance(broker, ClusterBroker) else [broker.pid]
     _sleep_until(t0 + sc.warmup_s)
-    cpu0 = proc_cpu_s(broker.pid)
+    cpu0 = sum(proc_cpu_s(p) for p in pids)
     _sleep_until(t0 + sc.warmup_s + sc.seconds)
-    cpu1 = proc_cpu_s(broker.pid)
-    mem = proc_mem_mb(broker.pid)
+    cpu1 = sum(proc_cpu_s(p) for p in pids)
+    mems = [proc_mem_mb(p) for p in pids]
+    rss = [m.get("VmRSS") for m in mems]
+    peak = [m.get("VmHWM") for m in mems]
     return {"broker_cpu_pct": round(100 * (cpu1 - cpu0) / sc.seconds, 1),
-            "broker_rss_mb": mem.get("VmRSS"), "broker_peak_rss_mb": mem.get("VmHWM")}
+            "broker_rss_mb": round(sum(r for r in rss if r), 1) if any(rss) else None,
+            "broker_peak_rss_mb": round(sum(r for r in peak if r), 1) if any(peak) else None}
 
 
 def _pct(cpu_s: float, seconds: float) -> float:
     return round(100 * cpu_s / seconds, 1)
 
 
+def _sub_port(broker: Broker) -> int:
+    return broker.sub_port if isinstance(broker, ClusterBroker) else 0
+
+
 def run_throughput(broker: Broker, sc: Scenario) -> dict[str, Any]:
-    workers = Workers(sc, broker.port)
+    workers = Workers(sc, broker.port, _sub_port(broker))
     try:
         workers.spawn("subscribers")
         workers.expect("subscribers", "ready", 60)
@@ -356,7 +419,7 @@ def run_throughput(broker: Broker, sc: Scenario) -> dict[str, Any]:
 
 
 def run_latency(broker: Broker, sc: Scenario) -> dict[str, Any]:
-    workers = Workers(sc, broker.port)
+    workers = Workers(sc, broker.port, _sub_port(broker))
     try:
         workers.spawn("latency")
         workers.expect("latency", "ready", 60)
@@ -423,6 +486,13 @@ def prepare_brokers(names: list[str], tmp: Path, args: argparse.Namespace
             status["amqtt"] = {"status": "ok", "version": AMQTT_VERSION, "venv": message}
     if "twinmq" in names:
         status["twinmq"] = _probe_twinmq(tmp, args.twinmq_wait, factories)
+    for name in CLUSTER_BROKERS:
+        if name in names:
+            factories[name] = lambda w, n=name: ClusterBroker(n, w, args.twinmq_wait,
+                                                              cross=n.endswith("-x"))
+            status[name] = {"status": "ok", "nodes": 3,
+                            "clients": ("publishers on node 1, subscribers on node 2"
+                                        if name.endswith("-x") else "all on node 1")}
     for name, info in status.items():
         print(f"broker {name}: {info}", flush=True)
     return factories, status
@@ -461,7 +531,10 @@ def run_one(factory: Any, name: str, sc: Scenario, tmp: Path) -> dict[str, Any]:
     except ScenarioError as exc:
         row["error"] = str(exc)
     finally:
-        alive = broker.proc is not None and broker.proc.poll() is None
+        if isinstance(broker, ClusterBroker):
+            alive = broker.alive()
+        else:
+            alive = broker.proc is not None and broker.proc.poll() is None
         broker.stop()
     if not alive:
         row["error"] = row.get("error", "") + f" broker died: {broker.log_tail()}"
@@ -483,6 +556,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if name not in factories:
                 continue
             for sc in chosen:
+                if name in CLUSTER_BROKERS and sc.kind == "idle":
+                    continue  # the cluster rows are about crossing nodes, not idle memory
                 row = run_one(factories[name], name, sc, tmp)
                 rows.append(row)
                 print(_line(row), flush=True)
@@ -554,10 +629,10 @@ def targets(rows: list[dict[str, Any]], chosen: list[Scenario]) -> list[dict[str
     out: list[dict[str, Any]] = []
 
     def ratio_target(scenario: str, key: str, other: str, goal: float, at_least: bool,
-                     what: str) -> None:
+                     what: str, mine: str = "twinmq") -> None:
         if scenario not in names:
             return
-        ratio = _ratio(_value(rows, "twinmq", scenario, key), _value(rows, other, scenario, key))
+        ratio = _ratio(_value(rows, mine, scenario, key), _value(rows, other, scenario, key))
         met = None if ratio is None else (ratio >= goal if at_least else ratio <= goal)
         out.append({"what": what, "scenario": scenario, "metric": key,
                     "ratio": ratio, "goal": f"{'>=' if at_least else '<='} {goal}x {other}",
@@ -579,6 +654,13 @@ def targets(rows: list[dict[str, Any]], chosen: list[Scenario]) -> list[dict[str
         out.append({"what": f"{idle.connections} idle connections in at most 150 MB RSS",
                     "scenario": idle.name, "metric": "rss_after_mb", "value": rss,
                     "goal": "<= 150 MB", "met": met})
+    if any(r["broker"] == "twinmq-cluster-x" for r in rows):  # issue 12's cluster targets
+        ratio_target("fan-in-qos0", "delivered_per_s", "twinmq-cluster", 0.5, True,
+                     "cluster: cross-node QoS 0 fan-in at least 0.5x same-node",
+                     mine="twinmq-cluster-x")
+        ratio_target("latency-qos1", "p99_ms", "twinmq-cluster", 2.0, False,
+                     "cluster: cross-node QoS 1 p99 at 5,000 msg/s at most 2x same-node",
+                     mine="twinmq-cluster-x")
     return out
 
 
@@ -635,26 +717,28 @@ READING = [
 
 def markdown(result: dict[str, Any]) -> str:
     brokers = list(result["brokers"])
-    ratios = [(o, f"twinmq/{o}") for o in ("mosquitto", "amqtt")]
+    ratios = [("twinmq", o, f"twinmq/{o}") for o in ("mosquitto", "amqtt") if o in brokers]
+    if all(b in brokers for b in CLUSTER_BROKERS):
+        ratios.append(("twinmq-cluster-x", "twinmq-cluster", "cross/same node"))
     out = ["# MQTT broker benchmark", "",
            "Generated by `python -m scenarios.bench.mqtt` (own load generator, loopback, one "
            f"run). Machine: {result['machine']}.", "", *provenance_md(result),
            f"Generator: {result['generator']}", "",
            "## Brokers", ""]
     out += [f"- **{name}**: {info}" for name, info in result["brokers"].items()]
-    out += ["", "## How to read", "", *READING, "", "## Targets (issue 4)", ""]
+    out += ["", "## How to read", "", *READING, "", "## Targets (issues 4 and 12)", ""]
     for t in result["targets"]:
         verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
         shown = t.get("ratio", t.get("value"))
         out.append(f"- {t['what']}: {shown} (goal {t['goal']}): **{verdict}**")
     for sc in result["scenarios"]:
         out += ["", f"## {sc['name']}: {_describe(sc)}", "",
-                "| metric | " + " | ".join(brokers + [r for _, r in ratios]) + " |",
+                "| metric | " + " | ".join(brokers + [r for _, _, r in ratios]) + " |",
                 "|---" * (1 + len(brokers) + len(ratios)) + "|"]
         for key, label in METRICS[sc["kind"]]:
             cells = [_cell(result, b, sc["name"], key) for b in brokers]
-            for other, _ in ratios:
-                ratio = _ratio(_value(result["rows"], "twinmq", sc["name"], key),
+            for mine, other, _ in ratios:
+                ratio = _ratio(_value(result["rows"], mine, sc["name"], key),
                                _value(result["rows"], other, sc["name"], key))
                 cells.append("" if ratio is None else str(ratio))
             out.append(f"| {label} | " + " | ".join(cells) + " |")

@@ -561,11 +561,17 @@ def qos1_ring(scenario: Scenario, index: int) -> tuple[bytes, int]:
 #   bench  -> ("close", None)        idle only: RSS was measured, disconnect
 #   worker -> ("done", Stats) | ("error", text)
 
-def run_worker(role: str, conn: Any, scenario: Scenario, host: str, port: int) -> None:
-    """Process entry point: runs one role of `scenario` against host:port and reports on `conn`."""
-    body = {"subscribers": _subscribers, "publishers": _publishers, "latency": _latency,
-            "idle": _idle}[role]
+def run_worker(role: str, conn: Any, scenario: Scenario, host: str, port: int,
+               sub_port: int = 0) -> None:
+    """Process entry point: runs one role of `scenario` against host:port and reports on `conn`.
+    `sub_port`: subscribers connect there instead (another node of a cluster)."""
+    if role == "subscribers" and sub_port:
+        port = sub_port
     try:
+        if role == "latency":
+            asyncio.run(_latency(conn, scenario, host, port, sub_port or port))
+            return
+        body = {"subscribers": _subscribers, "publishers": _publishers, "idle": _idle}[role]
         asyncio.run(body(conn, scenario, host, port))
     except BaseException as exc:  # report, never hang the bench
         conn.send(("error", f"{role}: {type(exc).__name__}: {exc}"))
@@ -706,9 +712,9 @@ def latency_template(sc: Scenario) -> tuple[bytes, int, int | None]:
     return frame, body_at, id_at
 
 
-async def _latency(conn: Any, sc: Scenario, host: str, port: int) -> None:
+async def _latency(conn: Any, sc: Scenario, host: str, port: int, sub_port: int) -> None:
     window = Window()
-    sub = await open_client(host, port, lambda: Subscriber(
+    sub = await open_client(host, sub_port, lambda: Subscriber(
         f"lat-sub-{sc.name}", "bench/#", sc.qos, window, want_stamps=True), sc.timeout_s)
     template, stamp_at, id_at = latency_template(sc)
     pub = await open_client(host, port, lambda: LatencyPublisher(

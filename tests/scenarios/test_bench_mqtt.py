@@ -219,7 +219,7 @@ def _run_bench(tmp_path: Path, extra: list[str], broker: str = "mosquitto") -> d
     result = json.loads(out.with_suffix(".json").read_text())
     assert result["brokers"][broker]["status"] == "ok", result["brokers"]
     text = out.with_suffix(".md").read_text()
-    assert "## Targets (issue 4)" in text
+    assert "## Targets (issues 4 and 12)" in text
     assert result["provenance"]["commit"][:12] in text
     return result
 
@@ -296,3 +296,28 @@ def test_bench_smoke_tiny_against_twinmq(tmp_path: Path) -> None:
     assert fan_out["acked"] <= fan_out["published"]  # a PUBACK only for what was published
     idle = next(t for t in result["targets"] if t["metric"] == "rss_after_mb")
     assert idle["value"] is not None, idle  # measured on twinmq (met or not is the bench's job)
+
+
+@pytest.mark.bench
+@pytest.mark.smoke
+def test_bench_smoke_tiny_across_a_cluster(tmp_path: Path) -> None:
+    """The cluster rows: three `twinmq serve` nodes with MQTT across the cluster, publishers on
+    node 1 and subscribers on node 2; every message accounted for, the cluster latency target
+    computed against the same-node rows of the same run."""
+    out = tmp_path / "bench-mqtt"
+    assert main(["--brokers", "twinmq-cluster,twinmq-cluster-x", "--tmp", str(tmp_path),
+                 "--out", str(out), "--quick", "--scenarios", "fan-in-qos1,latency-qos1",
+                 "--seconds", "1.0", "--warmup", "0.3"]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    by_name = {sc["name"]: sc for sc in result["scenarios"]}
+    rows = result["rows"]
+    assert sorted((r["broker"], r["scenario"]) for r in rows) == [
+        ("twinmq-cluster", "fan-in-qos1"), ("twinmq-cluster", "latency-qos1"),
+        ("twinmq-cluster-x", "fan-in-qos1"), ("twinmq-cluster-x", "latency-qos1")]
+    for row in rows:
+        _check_flow(row, by_name[row["scenario"]])
+        assert row.get("lost", 0) == 0, row  # QoS 1: every message arrives
+    goals = {t["what"]: t for t in result["targets"] if t["what"].startswith("cluster:")}
+    latency = goals["cluster: cross-node QoS 1 p99 at 5,000 msg/s at most 2x same-node"]
+    assert latency["ratio"] is not None, latency
+    assert "cross/same node" in out.with_suffix(".md").read_text()

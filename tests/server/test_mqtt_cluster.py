@@ -268,7 +268,9 @@ def test_a_message_survives_the_record_encoding() -> None:
     assert decode_message(encode_message(plain)).expiry_at == EXPIRY_NEVER
 
 
-@pytest.mark.parametrize("key", [b"\x00\x05ab", b"\x00\x01\x00\x00\x00\x09tx", b"\xff"])
+@pytest.mark.parametrize("key", [b"\x00\x05ab", b"\x01\x00" + bytes(8) + b"\x00\x09tx", b"\xff",
+                                 b"\x01\x03" + bytes(8) + b"\x00\x01t\x00\x00",
+                                 b"\x01\x00" + bytes(8) + b"\x00\x01t\x00\x00\x09\x00\x00"])
 def test_a_record_that_is_not_a_message_is_refused(key: bytes) -> None:
     from real.kafka.records import KRecord
 
