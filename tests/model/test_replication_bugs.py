@@ -15,8 +15,8 @@ RF3 = ROOT / "scenarios" / "sim" / "node3-rf3.toml"
 
 
 @pytest.mark.parametrize(("bug", "seed", "needle"), [
-    ("hw-before-isr", 1, "replication"),
-    ("acks-downgrade", 2, "acknowledged record(s) lost"),
+    ("hw-before-isr", 4, "replication"),
+    ("acks-downgrade", 4, "acknowledged record(s) lost"),
 ])
 def test_a_planted_replication_bug_is_caught(bug: str, seed: int, needle: str) -> None:
     result = World(with_bugs(load(RF3), [bug]), seed).run()

@@ -14,7 +14,7 @@ from scenarios.studies import bughunt
 
 # bug -> (first seed the hunt found failing with a safety outcome, that outcome, a word of the
 # checker detail). A bug may stall the cluster (liveness) on an earlier seed: the hunt reports
-# both (no-epoch-truncate: liveness at seed 5, safety at 16).
+# both (no-epoch-truncate: liveness at seed 3, safety at 8).
 KNOWN: dict[str, tuple[int, str, str]] = {
     "vote-without-log-check": (1, "safety", "leader-completeness"),
     "commit-old-term-by-count": (7, "safety", "leader-completeness"),
@@ -22,11 +22,14 @@ KNOWN: dict[str, tuple[int, str, str]] = {
     "accept-stale-term-append": (2, "safety", "state-machine-safety"),
     "no-truncate-on-conflict": (5, "safety", "log-matching"),
     "commit-beyond-match": (2, "safety", "state-machine-safety"),
-    "no-epoch-truncate": (16, "safety", "divergent committed prefixes"),
-    "hw-before-isr": (1, "safety", "acknowledged records lost"),
-    "isr-not-recorded": (8, "safety", "replication"),
-    "unclean-election": (4, "safety", "acknowledged records lost"),
-    "acks-downgrade": (2, "safety", "acknowledged record(s) lost"),
+    "no-epoch-truncate": (8, "safety", "divergent committed prefixes"),
+    "hw-before-isr": (4, "safety", "acknowledged records lost"),
+    "isr-not-recorded": (35, "safety", "replication"),
+    "unclean-election": (3, "safety", "acknowledged records lost"),
+    "acks-downgrade": (4, "safety", "acknowledged record(s) lost"),
+    "mqtt-ack-on-append": (1, "safety", "never reached a persistent subscriber"),
+    "mqtt-forget-position": (3, "safety", "never reached a persistent subscriber"),
+    "mqtt-no-idempotence": (9, "safety", "stored in the cluster log more often"),
 }
 
 
