@@ -13,7 +13,6 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pytest
 from real.mqtt.cluster import TOPIC
 from real.node import cluster
 from real.storage.crc32c import crc32c
+from tests.node.test_cluster_shared_storage import topic_shards
 
 pytestmark = pytest.mark.integration
 
@@ -53,20 +53,6 @@ def _mqtt_ready(node: dict[str, Any]) -> bool:
             return s.recv(4)[:2] == bytes([0x20, 2])
     except OSError:
         return False
-
-
-def _shards(node: dict[str, Any]) -> list[list[int]]:
-    url = f"http://127.0.0.1:{node['admin']}/meta/topics?consistency=linearizable"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                topics = json.loads(resp.read())
-            return next(t["shards"] for t in topics if t["name"] == TOPIC)
-        except urllib.error.HTTPError as exc:  # 503 while meta elects: ask again
-            if exc.code != 503 or time.monotonic() > deadline:
-                raise
-        time.sleep(0.1)
 
 
 @pytest.mark.skipif(any(shutil.which(t) is None for t in ("mosquitto_sub", "mosquitto_pub",
@@ -109,7 +95,7 @@ def test_acknowledged_messages_survive_the_partition_leaders_death(tmp_path: Pat
     import paho.mqtt.client as mqtt
 
     topic = "kill/leader"
-    shards = _shards(nodes[1])
+    shards = topic_shards(nodes[1], TOPIC)
     leader = shards[crc32c(topic.encode()) % len(shards)][0]
     pub_node, sub_node = [n for n in (1, 2, 3) if n != leader]
     received: list[bytes] = []
