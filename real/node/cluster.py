@@ -16,6 +16,9 @@
 nodes in the background (each with its data directory DIR/nN and log DIR/nN.log, in a session
 of its own so they outlive this command), waits until the meta Raft group has one leader that
 every node follows and every node is registered, writes DIR/cluster.json and prints a table.
+A node that exits because another process took one of its ports in the meantime makes `up`
+start again on fresh ports (UP_ATTEMPTS tries); any other exit fails `up`, which prints the end
+of that node's log.
 `status` asks every node's admin API; `down` stops them (SIGINT, then SIGKILL after
 STOP_TIMEOUT_S). The faults, each also a Python function for scripts: `kill` (SIGKILL), `stop`
 (SIGSTOP: the process freezes, its sockets stay open), `cont` (SIGCONT), `restart` (start a
@@ -63,6 +66,9 @@ from real.node import netfilter
 
 ROOT = Path(__file__).resolve().parents[2]
 UP_TIMEOUT_S = 60.0
+UP_ATTEMPTS = 3
+"""`up` starts again on fresh ports when a node found one of its ports taken (at most this many
+tries in all)."""
 STOP_TIMEOUT_S = 10.0
 NODES_MAX = 9
 
@@ -197,6 +203,9 @@ def launch(count: int, work: Path, serve_args: Sequence[str] = (),
     secret.chmod(0o600)
     ids = list(range(1, count + 1))
     hosts = {i: f"127.0.0.{i}" if distinct_hosts else "127.0.0.1" for i in ids}
+    # The store first: it picks its own free ports, and picking the nodes' after it has bound
+    # them keeps the two sets apart (the other order could hand a node a port SeaweedFS took).
+    shared: dict[str, Any] = _start_store(work) if storage == "s3" else {}
     if distinct_hosts:
         ports = {i: dict(zip(("admin", "mqtt", "kafka", "raft"), _free_ports(hosts[i], 4),
                              strict=True)) for i in ids}
@@ -205,9 +214,6 @@ def launch(count: int, work: Path, serve_args: Sequence[str] = (),
         ports = {i: dict(zip(("admin", "mqtt", "kafka", "raft"), free[4 * (i - 1):4 * i],
                              strict=True)) for i in ids}
     peers = ",".join(f"{i}={hosts[i]}:{ports[i]['raft']}" for i in ids)
-    shared: dict[str, Any] = {}
-    if storage == "s3":
-        shared = _start_store(work)
     nodes: list[dict[str, Any]] = []
     for i in ids:
         host = hosts[i]
@@ -251,21 +257,47 @@ def up(count: int, work: Path, serve_args: Sequence[str], storage: str | None = 
             print(f"twinmq cluster: a cluster runs in {work} already (twinmq cluster down "
                   f"--dir {work})", file=sys.stderr)
             return 2
-    nodes = launch(count, work, serve_args, storage, distinct_hosts)
-    deadline = time.monotonic() + UP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        dead = [n["id"] for n in nodes if not _alive(n["pid"])]
-        if dead:
-            print(f"twinmq cluster: node(s) {dead} exited; see their logs in {work}",
-                  file=sys.stderr)
-            down(work, out=open(os.devnull, "w"))  # noqa: SIM115 - discarded output
+    for attempt in range(1, UP_ATTEMPTS + 1):
+        nodes = launch(count, work, serve_args, storage, distinct_hosts)
+        deadline = time.monotonic() + UP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            dead = [n for n in nodes if not _alive(n["pid"])]
+            if dead:
+                break
+            if settled(nodes):
+                return status(work, as_json=False, out=out)
+            time.sleep(0.05)
+        else:
+            print(f"twinmq cluster: no settled meta leader within {UP_TIMEOUT_S:g} s; logs in "
+                  f"{work}", file=sys.stderr)
             return 1
-        if settled(nodes):
-            return status(work, as_json=False, out=out)
-        time.sleep(0.05)
-    print(f"twinmq cluster: no settled meta leader within {UP_TIMEOUT_S:g} s; logs in {work}",
-          file=sys.stderr)
+        down(work, out=open(os.devnull, "w"))  # noqa: SIM115 - discarded output
+        # Free ports are picked, released, then bound by the nodes: another process (a test
+        # running beside this one) may bind one in between. Only that failure is worth another
+        # try, with fresh ports; any other exit is the node's own error.
+        collided = all(_port_taken(Path(n["log"])) for n in dead)
+        if collided and attempt < UP_ATTEMPTS:
+            print(f"twinmq cluster: node(s) {[n['id'] for n in dead]} found a port taken; "
+                  "starting again on fresh ports", file=sys.stderr)
+            continue
+        for n in dead:
+            print(f"twinmq cluster: node {n['id']} exited; the end of {n['log']}:\n"
+                  + _tail(Path(n["log"]), 15), file=sys.stderr)
+        return 1
     return 1
+
+
+def _tail(log: Path, lines: int) -> str:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError as exc:
+        return f"  (unreadable: {exc})"
+    return "\n".join("  " + line for line in text.splitlines()[-lines:])
+
+
+def _port_taken(log: Path) -> bool:
+    """Whether the node's log ends in a failed bind (`serve` reports EADDRINUSE and exits 1)."""
+    return "address already in use" in _tail(log, 3)
 
 
 def _spawn(cmd: list[str], log: Path) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -144,3 +145,53 @@ def test_down_kills_and_reaps_what_ignores_its_signal(tmp_path: Path,
         if store.poll() is None:
             store.kill()
             store.wait()
+
+
+@pytest.mark.integration
+def test_up_starts_again_when_a_node_finds_its_port_taken(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Ports are picked free and bound later by the node; another process may take one in
+    between. `up` sees the node's bind error and starts the cluster again on fresh ports."""
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    real_free_ports = cluster._free_ports
+    calls: list[int] = []
+
+    def first_one_taken(host: str, count: int) -> list[int]:
+        ports = real_free_ports(host, count)
+        calls.append(count)
+        if len(calls) == 1:
+            ports[1] = taken  # node 1's MQTT port
+        return ports
+
+    monkeypatch.setattr(cluster, "_free_ports", first_one_taken)
+    work = tmp_path / "c"
+    try:
+        assert cluster.up(1, work, [], out=io.StringIO()) == 0
+        assert len(calls) == 2
+        assert "address already in use" in (work / "n1.log").read_text()
+        assert "found a port taken" in capsys.readouterr().err
+        info = json.loads((work / "cluster.json").read_text())
+        assert info["nodes"][0]["mqtt"] != taken
+    finally:
+        squatter.close()
+        cluster.down(work, out=io.StringIO())
+
+
+@pytest.mark.integration
+def test_up_shows_the_end_of_a_dead_nodes_log(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A node that exits for its own reason (here an ACL file that is not there) is not started
+    again, and `up` prints the end of its log, so that a failure in CI explains itself."""
+    work = tmp_path / "c"
+    try:
+        assert cluster.up(1, work, ["--acl-file", str(tmp_path / "no-acl")], out=io.StringIO()) == 1
+    finally:
+        cluster.down(work, out=io.StringIO())
+    err = capsys.readouterr().err
+    assert "node 1 exited; the end of" in err
+    assert "--acl-file" in err.split("the end of", 1)[1]
+    assert "found a port taken" not in err
