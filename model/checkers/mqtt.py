@@ -11,10 +11,10 @@ client uses: a crash of any of them counts for every client, which is conservati
   acknowledged. A subscription ends when a CONNACK says the session is gone: at the first crash
   after the last proof the session existed (SUBACK, or CONNACK with session present), or at the
   last close if no crash came in between. A session that may have expired (v5, offline longer
-  than its expiry) is exempt. `lost` must be 0. (A SUBACK is not held for durability, so a crash
-  right after one may legitimately lose the subscription; but any publish acknowledged after
-  being routed to it was logged after the session record, so its durability implies the
-  session's.)
+  than its expiry) is exempt. `lost` must be 0. (A persistent session's SUBACK leaves once
+  the session record holding the subscription is durable, so a session a CONNACK says is
+  present has every subscription acknowledged to it: node3-mqtt-bughunt seed 70 found a
+  SUBACK sent before that, and a session that came back without its subscription.)
 - duplicates: QoS 1 duplicates are counted (allowed); QoS 2 duplicates are split into those with a
   crash between the first send and the repeat (allowed) and those without (a violation). Only a
   crash of the publisher's or the subscriber's node counts: in a cluster, the loss of the node

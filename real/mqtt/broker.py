@@ -248,6 +248,9 @@ class _SharedGroup:
 
 Clock = Callable[[], int]
 Authenticate = Callable[[str | None, bytes | None, bool], int | Login]
+HeldAck = bytes | Callable[[Conn | None], None]
+"""What a held acknowledgement sends when released: its bytes, or a function that sends it and
+what follows it (None: the connection is gone by then)."""
 """Wall-clock integer milliseconds: expiry times are written to the state log and must keep
 their meaning across a restart."""
 
@@ -278,7 +281,7 @@ class Broker:
         self._names: dict[bytes, str] = {}  # UTF-8 topic names known valid (inline parser)
         self._dirty: dict[int, Conn] = {}
         # (offset, conn id, ack, bridge token): an ack waits for the state log and the bridge
-        self._await_durable: deque[tuple[int, int, bytes, Any]] = deque()
+        self._await_durable: deque[tuple[int, int, HeldAck, Any]] = deque()
         # The MQTT -> Kafka bridge (real/kafka/bridge.py), if configured: `mqtt_published(msg)`
         # returns a token the ack must wait for (`is_durable(token)`), or None.
         self.bridge: Any = None
@@ -919,7 +922,12 @@ class Broker:
             conn = self.conns.get(conn_id)
             if conn is not None and conn.state is CONNECTED:
                 conn.acks_pending -= 1
-                self._send(conn, ack)
+                if isinstance(ack, bytes):
+                    self._send(conn, ack)
+                else:
+                    ack(conn)
+            elif not isinstance(ack, bytes):
+                ack(None)
         held = self._await_send
         while held and held[0][0] < durable:
             _, client_id, pid = held.popleft()
@@ -1346,17 +1354,40 @@ class Broker:
                                    or (sub.retain_handling == 1 and not existed)):
                 for msg in self.retained.match(inner):
                     retained_out.append((msg, opts))
-        self._send(conn, codec.encode(Suback(p.packet_id, tuple(codes)), conn.version))
+        suback = codec.encode(Suback(p.packet_id, tuple(codes)), conn.version)
+
+        def finish(live: Conn | None) -> None:
+            if live is not None:
+                self._send(live, suback)
+            now = self.clock()
+            for msg, opts in retained_out:
+                if msg.expired(now):
+                    continue
+                if not self._may_receive(session, msg.topic):
+                    continue
+                self._deliver(session, Delivery(msg, min(msg.qos, opts.qos), True,
+                                                (opts.sub_id,) if opts.sub_id else ()))
+
+        self._ack_session_change(conn, session, changed, finish)
+
+    def _ack_session_change(self, conn: Conn, session: Session, changed: bool,
+                            finish: Callable[[Conn | None], None]) -> None:
+        """SUBACK / UNSUBACK (`finish` sends it, then what follows it) once a persistent
+        session's new subscriptions are durable: logged now, held until the record is (a
+        client told its subscription exists must find it after a crash), behind the acks
+        already held for this connection (acks stay in order). `finish` gets None when the
+        connection is gone by then."""
         if changed and session.persistent and self.log is not None:
-            self._append(session_record(session, self.clock()))
-        now = self.clock()
-        for msg, opts in retained_out:
-            if msg.expired(now):
-                continue
-            if not self._may_receive(session, msg.topic):
-                continue
-            self._deliver(session, Delivery(msg, min(msg.qos, opts.qos), True,
-                                            (opts.sub_id,) if opts.sub_id else ()))
+            offset = self._append(session_record(session, self.clock()))
+            if conn.acks_pending or offset >= self._durable_end():
+                conn.acks_pending += 1
+                self._await_durable.append((offset, conn.id, finish, None))
+                return
+        elif conn.acks_pending:
+            conn.acks_pending += 1
+            self._await_durable.append((-1, conn.id, finish, None))
+            return
+        finish(conn)
 
     def _index_subscription(self, client_id: str, topic_filter: str, opts: SubOpts) -> None:
         self._routes.clear()
@@ -1400,10 +1431,13 @@ class Broker:
             codes.append(0)
             changed = True
         v5 = conn.version == MQTT_5
-        self._send(conn, codec.encode(Unsuback(p.packet_id, tuple(codes) if v5 else ()),
-                                      conn.version))
-        if changed and session.persistent and self.log is not None:
-            self._append(session_record(session, self.clock()))
+        unsuback = codec.encode(Unsuback(p.packet_id, tuple(codes) if v5 else ()), conn.version)
+
+        def finish(live: Conn | None) -> None:
+            if live is not None:
+                self._send(live, unsuback)
+
+        self._ack_session_change(conn, session, changed, finish)
 
     # ---------------------------------------------------------------- DISCONNECT and closing
 

@@ -104,6 +104,8 @@ class LogHost(Protocol):
 
     def leader(self, partition: int) -> int: ...
 
+    def leader_epoch(self, partition: int) -> int: ...
+
     def replica_log(self, partition: int) -> Any: ...
 
     def leads(self, partition: int) -> bool: ...
@@ -141,6 +143,8 @@ class _Batch:
     data: bytes
     tickets: list[Ticket]
     dst: int = 0
+    epoch: int = 0
+    """The leader epoch of `dst`'s leadership it was sent in."""
     sent_ms: int = 0
     retry_at: int = 0
     waiting: bool = False
@@ -173,6 +177,8 @@ class ClusterStats:
     batches_sent: int = 0
     batches_forwarded: int = 0
     batches_resent: int = 0
+    batches_lost_with_peer: int = 0
+    """Batches sent to a node that then refused a connection: sent again without waiting."""
     batches_stored: int = 0
     batches_duplicate: int = 0
     refusals: dict[str, int] = field(default_factory=dict)
@@ -350,6 +356,7 @@ class ClusterLog:
             return
         self._seq += 1
         batch.seq, batch.dst, batch.sent_ms, batch.waiting = self._seq, leader, now, True
+        batch.epoch = self.host.leader_epoch(partition)
         self.stats.batches_sent += 1
         if leader == self.node_id:
             self._store(self.node_id, batch.seq, partition, batch.data)
@@ -441,6 +448,26 @@ class ClusterLog:
         else:
             self._answered(msg.partition, msg.seq, msg.error, msg.detail)
 
+    def _leader_replaced(self, partition: int, batch: _Batch) -> bool:
+        """Whether the leadership `batch` was sent to is over: another node leads, or the same
+        one in a later epoch (it lost the partition and won it back: the request may have
+        died with its old process; comparing ids alone waited out the request timeout)."""
+        leader = self.host.leader(partition)
+        return leader != 0 and (leader != batch.dst
+                                or self.host.leader_epoch(partition) != batch.epoch)
+
+    def peer_gone(self, node_id: int) -> None:
+        """Node `node_id` refused a connection (its process is gone): a batch sent to it is lost
+        with it, so send it again after `retry_ms` (to the leader meta names then) instead of
+        waiting out the request timeout. Sending twice is harmless: the leader stores a
+        batch once (producer id and sequence)."""
+        now = self.clock()
+        for writer in self._writers.values():
+            batch = writer.inflight
+            if batch is not None and batch.waiting and batch.dst == node_id:
+                batch.waiting, batch.retry_at = False, now + self.config.retry_ms
+                self.stats.batches_lost_with_peer += 1
+
     def pump(self) -> None:
         """After every input: answer committed batches, send what waits, deliver what is
         committed, release the publishers' acknowledgements."""
@@ -460,7 +487,7 @@ class ClusterLog:
                         self.stats.batches_resent += 1
                         self._send_batch(partition, batch, now)
                 elif (now - batch.sent_ms >= self.config.request_timeout_ms
-                      or self.host.leader(partition) not in (0, batch.dst)):
+                      or self._leader_replaced(partition, batch)):
                     self.stats.batches_resent += 1
                     self._send_batch(partition, batch, now)
             self._release_held()  # what this node just stored as the only in-sync replica
@@ -559,7 +586,9 @@ class ClusterLog:
         return {"producer_id": self.producer_id, "pending": self.pending(),
                 "held": len(self._held), "published": s.published,
                 "batches_sent": s.batches_sent, "batches_forwarded": s.batches_forwarded,
-                "batches_resent": s.batches_resent, "batches_stored": s.batches_stored,
+                "batches_resent": s.batches_resent,
+                "batches_lost_with_peer": s.batches_lost_with_peer,
+                "batches_stored": s.batches_stored,
                 "batches_duplicate": s.batches_duplicate, "refusals": dict(s.refusals),
                 "delivered": s.delivered, "undecodable": s.undecodable,
                 "dropped_qos0": s.dropped_qos0, "queued_bytes": self._queued_bytes,

@@ -296,8 +296,10 @@ def _tail(log: Path, lines: int) -> str:
 
 
 def _port_taken(log: Path) -> bool:
-    """Whether the node's log ends in a failed bind (`serve` reports EADDRINUSE and exits 1)."""
-    return "address already in use" in _tail(log, 3)
+    """Whether the node's log ends in a failed bind (`serve` reports EADDRINUSE and exits 1):
+    asyncio's listeners say "... address already in use", the peer listener "[Errno 98] Address
+    already in use"."""
+    return "address already in use" in _tail(log, 3).lower()
 
 
 def _spawn(cmd: list[str], log: Path) -> int:

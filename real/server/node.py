@@ -222,6 +222,12 @@ class _ClusterPort:
             return 0
         return info.shards[partition].leader
 
+    def leader_epoch(self, partition: int) -> int:
+        info = self._core.replica.sm.topic(MQTT_LOG_TOPIC)
+        if info is None or not 0 <= partition < len(info.shards):
+            return 0
+        return info.shards[partition].epoch
+
     def replica_log(self, partition: int) -> Any:
         return self._core.kafka.replica_log(MQTT_LOG_TOPIC, partition)
 
@@ -437,6 +443,8 @@ class NodeCore:
             return
         self._gone.add(node_id)
         self.controller.peer_gone(node_id)
+        if self.cluster_log is not None:
+            self.cluster_log.peer_gone(node_id)
         self._settle()
 
     def read_index(self, done: Callable[[int], None]) -> bytes:

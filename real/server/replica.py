@@ -116,7 +116,8 @@ class MetaReplica:
         self._proposals: dict[int, _Waiter] = {}
         self._forwarded: dict[int, tuple[int, Callable[[MetaResult | Exception], None]]] = {}
         self._forward_seq = 0
-        self._forward_leader = 0  # the leader the waiting forwarded proposals went to
+        # the leadership (leader, term) the waiting forwarded proposals went to
+        self._forward_leader: tuple[int, int] = (0, 0)
         self.incarnation = incarnation
         self._ticks = 0
         self._reads: dict[bytes, Callable[[int], None]] = {}
@@ -147,11 +148,14 @@ class MetaReplica:
         return due
 
     def _check_leader(self) -> None:
-        """Shorten the wait of forwarded proposals once their leader has been replaced."""
+        """Shorten the wait of forwarded proposals once their leader has been replaced: by
+        another node, or by the same node in a later term (it crashed or was deposed and won
+        again, and what it had not appended then is gone: comparing ids alone left a
+        restarted node's registration waiting the full timeout)."""
         leader = self.raft.leader
-        if not leader or leader == self._forward_leader:
+        if not leader or (leader, self.raft.term) == self._forward_leader:
             return
-        self._forward_leader = leader
+        self._forward_leader = (leader, self.raft.term)
         grace = max(FORWARD_GRACE_TICKS_MIN, self.raft.election_tick_min)
         until = self._ticks + grace
         for seq in sorted(self._forwarded):
@@ -198,7 +202,7 @@ class MetaReplica:
             self._check_leader()  # the waiting ones went to an earlier leader
         self._forward_seq += 1
         seq = self._forward_seq
-        self._forward_leader = self.raft.leader
+        self._forward_leader = (self.raft.leader, self.raft.term)
         self.raft.propose(ENVELOPE + _ENVELOPE_HEAD.pack(self.raft.id, self.incarnation, seq)
                           + data)  # or raises
         self._forwarded[seq] = (self._ticks + FORWARD_TIMEOUT_TICKS, done)

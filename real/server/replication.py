@@ -42,10 +42,10 @@ from real.server.peermsg import FetchError, PeerMessage, ShardFetch, ShardFetchR
 from real.storage.errors import StorageError
 
 ISR_RETRY_MS = 100
+"""Pause after a failed in-sync set change before the next attempt."""
 SEQ_CLOCK_SHIFT = 20
 """A follower's fetch numbers start at its clock (ms) shifted by this: 2^20 fetches per ms of
 headroom, 2^44 ms of clock in a u64."""
-"""Pause after a failed in-sync set change before the next attempt."""
 REPLICATION_BUGS = ("no-epoch-truncate", "hw-before-isr", "isr-not-recorded", "unclean-election",
                     "acks-downgrade")
 """Test-only deviations, each a guarded line or two (grep the bug's name), for the simulator's

@@ -405,7 +405,7 @@ def test_inbound_receive_maximum_exceeded() -> None:
     log.durable_end = lambda: 0  # type: ignore[method-assign]  # nothing ever becomes durable
     h = Harness(BrokerConfig(sys_interval_ms=0, receive_maximum=2), log=log)
     s = h.connect("s", clean=False)
-    subscribe(s, Subscription("t", 1))
+    s.send(Subscribe(1, (Subscription("t", 1),)))  # its SUBACK waits for durability too
     pub = h.connect("pub", MQTT_5)
     pub.take()
     for i in range(3):
@@ -474,11 +474,20 @@ class HeldLog(MemoryEngine):
         return min(self.durable, self.end_offset())
 
 
+def subscribe_durably(h: Harness, log: HeldLog, client, sub: Subscription) -> None:
+    """A persistent session's SUBACK leaves once its session record is durable."""
+    client.send(Subscribe(1, (sub,)))
+    assert not any(isinstance(p, Suback) for p in client.take()), "SUBACK before its record"
+    log.durable = log.end_offset()
+    h.broker.durable_progress()
+    assert [type(p) for p in client.take()] == [Suback]
+
+
 def test_puback_waits_for_durability_of_a_logged_publish() -> None:
     log = HeldLog()
     h = Harness(log=log)
     s = h.connect("s", clean=False)
-    subscribe(s, Subscription("q", 1))
+    subscribe_durably(h, log, s, Subscription("q", 1))
     pub = h.connect("pub")
     pub.take()
     pub.send(Publish("q", b"m", qos=1, packet_id=5))
@@ -716,7 +725,7 @@ def test_acks_leave_in_receive_order() -> None:
     log = HeldLog()
     h = Harness(log=log)
     s = h.connect("s", clean=False)
-    subscribe(s, Subscription("logged", 1))
+    subscribe_durably(h, log, s, Subscription("logged", 1))
     pub = h.connect("pub")
     pub.take()
     pub.send(Publish("logged", b"1", qos=1, packet_id=1), Publish("clean", b"2", qos=1,

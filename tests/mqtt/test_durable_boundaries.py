@@ -25,6 +25,8 @@ from real.mqtt import (
     Suback,
     Subscribe,
     Subscription,
+    Unsuback,
+    Unsubscribe,
 )
 from real.storage.memory import MemoryEngine
 from tests.mqtt.harness import Harness
@@ -70,10 +72,11 @@ def settle(h: Harness, log: HeldLog, durable: int) -> None:
 def persistent_subscriber(h: Harness, log: HeldLog, topic: str, qos: int, online: bool = True):
     s = h.connect("s", clean=False)
     s.send(Subscribe(1, (Subscription(topic, qos),)))
-    assert [type(p) for p in s.take()] == [Connack, Suback]
+    assert [type(p) for p in s.take()] == [Connack], "SUBACK before its session record"
+    settle(h, log, log.end_offset())  # the session records are durable: only the publish waits
+    assert [type(p) for p in s.take()] == [Suback]
     if not online:
         s.send(Disconnect())
-    settle(h, log, log.end_offset())  # the session records are durable: only the publish waits
     return s
 
 
@@ -404,3 +407,57 @@ def test_an_ack_whose_record_is_durable_on_append_leaves_at_once() -> None:
     pub.send(Publish("q", b"m", qos=1, packet_id=6))
     assert [p.packet_id for p in acks(pub)] == [6]
     assert h.broker.gauges()["acks_awaiting_durability"] == 0
+
+
+def test_suback_and_retained_leave_exactly_when_the_session_record_becomes_durable() -> None:
+    """A persistent session's SUBACK says the subscription exists: it leaves once the session
+    record holding it is durable (a crash before then would lose it), and the retained
+    messages the subscription brings follow it, not precede it."""
+    h, log = boundary_harness()
+    keeper = h.connect("keeper")
+    keeper.send(Publish("r/a", b"kept", retain=True))
+    settle(h, log, log.end_offset())
+    s = h.connect("s", clean=False)
+    s.take()
+    s.send(Subscribe(3, (Subscription("r/#", 0),)))
+    at = log.offset_of(b"ses")
+    assert s.take() == []
+    settle(h, log, at)
+    assert s.take() == [], f"SUBACK sent while its session record {at} was not durable"
+    settle(h, log, at + 1)
+    got = s.take()
+    assert [type(p) for p in got] == [Suback, Publish] and got[1].payload == b"kept"
+    s.send(Unsubscribe(4, ("r/#",)))
+    at = log.offset_of(b"ses")
+    assert s.take() == []
+    settle(h, log, at + 1)
+    assert [type(p) for p in s.take()] == [Unsuback]
+
+
+def test_a_clean_sessions_suback_leaves_at_once_unless_acks_are_held_before_it() -> None:
+    h, log = boundary_harness()
+    persistent_subscriber(h, log, "q", 1, online=False)
+    c = h.connect("c")
+    c.take()
+    c.send(Subscribe(1, (Subscription("x", 0),)))
+    assert [type(p) for p in c.take()] == [Suback], "nothing to make durable: no wait"
+    c.send(Publish("q", b"m", qos=1, packet_id=2), Subscribe(3, (Subscription("y", 0),)))
+    assert c.take() == [], "the SUBACK went out before the PUBACK held ahead of it"
+    settle(h, log, log.end_offset())
+    assert [(type(p), p.packet_id) for p in c.take()] == [(Puback, 2), (Suback, 3)]
+
+
+def test_retained_messages_of_a_subscription_whose_client_left_still_reach_its_session() -> None:
+    h, log = boundary_harness()
+    keeper = h.connect("keeper")
+    keeper.send(Publish("r/a", b"kept", qos=1, retain=True, packet_id=1))
+    settle(h, log, log.end_offset())
+    s = h.connect("s", clean=False)
+    s.take()
+    s.send(Subscribe(3, (Subscription("r/#", 1),)))
+    s.drop()  # before the SUBACK could leave
+    settle(h, log, log.end_offset())
+    back = h.connect("s", clean=False)
+    got = back.take()
+    assert got[0] == Connack(True, 0)
+    assert [p.payload for p in got if isinstance(p, Publish)] == [b"kept"]

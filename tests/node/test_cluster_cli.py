@@ -148,11 +148,14 @@ def test_down_kills_and_reaps_what_ignores_its_signal(tmp_path: Path,
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("which", [0, 1, 2, 3], ids=["admin", "mqtt", "kafka", "peer"])
 def test_up_starts_again_when_a_node_finds_its_port_taken(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], which: int) -> None:
     """Ports are picked free and bound later by the node; another process may take one in
-    between. `up` sees the node's bind error and starts the cluster again on fresh ports."""
+    between (a test beside this one did). `up` sees the node's bind error (worded differently
+    by the client listeners and the peer listener) and starts the cluster again on fresh
+    ports."""
     squatter = socket.socket()
     squatter.bind(("127.0.0.1", 0))
     squatter.listen()
@@ -164,18 +167,18 @@ def test_up_starts_again_when_a_node_finds_its_port_taken(
         ports = real_free_ports(host, count)
         calls.append(count)
         if len(calls) == 1:
-            ports[1] = taken  # node 1's MQTT port
+            ports[which] = taken  # node 1's (admin, mqtt, kafka, peer) ports
         return ports
 
     monkeypatch.setattr(cluster, "_free_ports", first_one_taken)
     work = tmp_path / "c"
     try:
-        assert cluster.up(1, work, [], out=io.StringIO()) == 0
+        assert cluster.up(2, work, [], out=io.StringIO()) == 0  # two: a peer listener
         assert len(calls) == 2
-        assert "address already in use" in (work / "n1.log").read_text()
+        assert "address already in use" in (work / "n1.log").read_text().lower()
         assert "found a port taken" in capsys.readouterr().err
         info = json.loads((work / "cluster.json").read_text())
-        assert info["nodes"][0]["mqtt"] != taken
+        assert taken not in (info["nodes"][0][k] for k in ("admin", "mqtt", "kafka", "raft"))
     finally:
         squatter.close()
         cluster.down(work, out=io.StringIO())
@@ -195,3 +198,16 @@ def test_up_shows_the_end_of_a_dead_nodes_log(tmp_path: Path,
     assert "node 1 exited; the end of" in err
     assert "--acl-file" in err.split("the end of", 1)[1]
     assert "found a port taken" not in err
+
+
+@pytest.mark.parametrize("line", [
+    "twinmq: error: [Errno 98] error while attempting to bind on address ('127.0.0.1', 1): "
+    "address already in use",
+    "twinmq: error: [Errno 98] Address already in use",  # a port a connection holds (CI)
+])
+def test_both_wordings_of_a_taken_port_are_recognised(tmp_path: Path, line: str) -> None:
+    log = tmp_path / "n1.log"
+    log.write_text("meta: node 1 registered (created) at index 5\n" + line + "\n")
+    assert cluster._port_taken(log)
+    log.write_text("twinmq: error: command line: --acl-file 'x': cannot read\n")
+    assert not cluster._port_taken(log)
