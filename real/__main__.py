@@ -139,8 +139,11 @@ def _add_ctl_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
 
     ctl = sub.add_parser("ctl", help="query or steer a running node over its admin HTTP API",
                          exit_on_error=False)
-    ctl.add_argument("--admin", default=DEFAULT_ADMIN, metavar="URL",
-                     help=f"the node's admin server (default {DEFAULT_ADMIN})")
+    where = ctl.add_mutually_exclusive_group()
+    where.add_argument("--admin", default=DEFAULT_ADMIN, metavar="URL",
+                       help=f"the node's admin server (default {DEFAULT_ADMIN})")
+    where.add_argument("--cluster", type=Path, metavar="DIR",
+                       help="every node of the cluster `twinmq cluster up` started in DIR")
     ctl.add_argument("--json", action="store_true", help="print JSON compactly")
     ctl.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS")
     ctl.add_argument("ctl_command", choices=CTL_COMMANDS, metavar="COMMAND",
@@ -213,8 +216,12 @@ def _ctl(args: argparse.Namespace) -> int:
     from real.node import ctl
 
     try:
-        ctl.run_ctl(args.admin, args.ctl_command, args.client_id, compact=args.json,
-                    timeout=args.timeout, out=print)
+        if args.cluster is not None:
+            ctl.run_ctl_cluster(args.cluster, args.ctl_command, args.client_id,
+                                compact=args.json, timeout=args.timeout, out=print)
+        else:
+            ctl.run_ctl(args.admin, args.ctl_command, args.client_id, compact=args.json,
+                        timeout=args.timeout, out=print)
     except ctl.CtlError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.status

@@ -19,13 +19,15 @@ Password files (`twinmq user add|delete|list --file PATH`)
     leaves the user without SCRAM (PLAIN still works); rerunning the command repairs it. A user
     added with `mosquitto_passwd` alone has no SCRAM line: SCRAM fails for them, PLAIN works.
 
-Admin client (`twinmq ctl [--admin URL] COMMAND`)
+Admin client (`twinmq ctl [--admin URL | --cluster DIR] COMMAND`)
     One HTTP request to a node's admin server with urllib: GET for the read commands (see
     `CTL_PATHS`), POST `/mqtt/clients/<url-quoted id>/disconnect` for `disconnect`. A JSON answer
     is printed indented (compact with `--json`); `/metrics` (Prometheus text) is printed as it
     arrives. Proxy settings in the environment are ignored. Exit status: 0 on a 2xx answer; 1
     when the node cannot be reached (one line naming the URL) or answers with an HTTP error (the
-    line carries the server's `error` message); 2 for a usage error.
+    line carries the server's `error` message); 2 for a usage error. With `--cluster DIR` (a
+    cluster `twinmq cluster up` started there) the command goes to every node: see
+    `run_ctl_cluster`.
 """
 
 from __future__ import annotations
@@ -232,19 +234,107 @@ def run_ctl(admin: str, command: str, client_id: str | None, *, compact: bool,
     """Do one ctl command and hand the text to print to `out`; raise CtlError on failure."""
     method, path = ctl_request(command, client_id)
     url = admin_base(admin) + path
+    try:
+        body = _fetch(method, url, timeout)
+    except urllib.error.HTTPError as exc:
+        raise CtlError(f"{method} {url}: HTTP {exc.code}: {_server_error(exc)}") from None
+    except CtlError as exc:
+        raise CtlError(str(exc).replace("cannot reach ", "cannot reach the admin server at ",
+                                        1)) from None
+    out(_render(body, raw=command == "metrics", compact=compact))
+
+
+def cluster_admins(work: Path) -> list[tuple[int, str]]:
+    """(node id, admin URL) of every node `twinmq cluster` started in `work` (not those that
+    left), from its cluster.json."""
+    try:
+        info = json.loads((work / "cluster.json").read_text())
+    except OSError as exc:
+        raise CtlError(f"--cluster {work}: no cluster.json there ({exc.strerror or exc})",
+                       2) from None
+    except ValueError as exc:
+        raise CtlError(f"--cluster {work}: cluster.json is not JSON ({exc})", 2) from None
+    return [(int(n["id"]), f"http://{n.get('host', '127.0.0.1')}:{n['admin']}")
+            for n in info.get("nodes", [])]
+
+
+def run_ctl_cluster(work: Path, command: str, client_id: str | None, *, compact: bool,
+                    timeout: float, out: Callable[[str], None]) -> None:
+    """The command on every node of the cluster in `work`, one answer per node.
+
+    Read commands print one JSON object, `{"nodes": {"<id>": answer}, "unreachable": {"<id>":
+    reason}}` (`metrics` prints each node's exposition after a `# node <id>` comment line);
+    CtlError (status 1) after printing if a node did not answer. `disconnect` asks every node
+    and succeeds if one had the client connected (the others answer 404)."""
+    method, path = ctl_request(command, client_id)
+    admins = cluster_admins(work)
+    answers: dict[str, object] = {}
+    texts: list[str] = []
+    failed: dict[str, str] = {}
+    missing = 0
+    for node_id, admin in admins:
+        url = admin_base(admin) + path
+        try:
+            body = _fetch(method, url, timeout)
+        except urllib.error.HTTPError as exc:
+            if command == "disconnect" and exc.code == 404:
+                missing += 1
+                exc.close()
+                continue
+            failed[str(node_id)] = f"HTTP {exc.code}: {_server_error(exc)}"
+            continue
+        except CtlError as exc:
+            failed[str(node_id)] = str(exc)
+            continue
+        if command == "metrics":
+            texts.append(f"# node {node_id} ({admin})\n" + _render(body, raw=True,
+                                                                    compact=compact))
+        else:
+            text = body.decode("utf-8", errors="replace")
+            try:
+                answers[str(node_id)] = json.loads(text) if text.strip() else None
+            except ValueError:
+                answers[str(node_id)] = text
+    if command == "disconnect":
+        if answers:
+            out(_dump({"disconnected_on": sorted(answers, key=int)}, compact))
+        if failed:
+            raise CtlError(f"disconnect {client_id!r}: " + "; ".join(
+                f"node {n}: {why}" for n, why in sorted(failed.items())))
+        if not answers:
+            raise CtlError(f"disconnect {client_id!r}: not connected on any of the "
+                           f"{missing} node(s)")
+        return
+    if command == "metrics":
+        out("\n".join(texts))
+    else:
+        out(_dump({"nodes": answers, "unreachable": failed}, compact))
+    if failed:
+        raise CtlError(f"{len(failed)} of {len(admins)} node(s) did not answer: "
+                       + ", ".join(sorted(failed, key=int)))
+
+
+def _fetch(method: str, url: str, timeout: float) -> bytes:
+    """One request; HTTPError passes through, the rest becomes CtlError."""
     request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None,
                                      headers={"Accept": "application/json, text/plain"})
     try:
         with _OPENER.open(request, timeout=timeout) as response:
-            body = response.read(RESPONSE_BYTES_MAX + 1)
-    except urllib.error.HTTPError as exc:
-        raise CtlError(f"{method} {url}: HTTP {exc.code}: {_server_error(exc)}") from None
+            body = bytes(response.read(RESPONSE_BYTES_MAX + 1))
+    except urllib.error.HTTPError:
+        raise
     except (urllib.error.URLError, OSError) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        raise CtlError(f"cannot reach the admin server at {url}: {reason}") from None
+        raise CtlError(f"cannot reach {url}: {reason}") from None
     if len(body) > RESPONSE_BYTES_MAX:
         raise CtlError(f"{method} {url}: answer larger than {RESPONSE_BYTES_MAX} bytes")
-    out(_render(body, raw=command == "metrics", compact=compact))
+    return body
+
+
+def _dump(doc: object, compact: bool) -> str:
+    if compact:
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(doc, indent=2, ensure_ascii=False)
 
 
 def _server_error(exc: urllib.error.HTTPError) -> str:
@@ -272,6 +362,4 @@ def _render(body: bytes, *, raw: bool, compact: bool) -> str:
         doc = json.loads(text)
     except ValueError:
         return text.removesuffix("\n")  # not JSON: show what the server said
-    if compact:
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
-    return json.dumps(doc, indent=2, ensure_ascii=False)
+    return _dump(doc, compact)

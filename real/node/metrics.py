@@ -7,6 +7,8 @@ Each `NodeMetrics` has its own `CollectorRegistry` (never the library's global o
 
 * `MqttCollector`: `twinmq_mqtt_*` from `Broker.stats` and `Broker.gauges()`,
 * `KafkaCollector`: `twinmq_kafka_*` from `KafkaBroker.stats` and `KafkaBroker.gauges()`,
+* `MqttClusterCollector`: `twinmq_mqtt_cluster_*` from the MQTT cluster log, when there is one,
+* with a node id, `twinmq_node_info` and a `node` and `cluster` label on every `twinmq_*` series,
 * prometheus-client's `ProcessCollector` (`process_*`: CPU seconds, resident memory, open fds,
   start time) and `PlatformCollector` (`python_info`).
 
@@ -138,15 +140,78 @@ class KafkaCollector(Collector):
         yield requests
 
 
-class NodeMetrics:
-    """One node's registry: the brokers it runs plus process and platform metrics."""
+_CLUSTER_COUNTERS = (  # (name without _total, view key, help)
+    ("published", "published", "Messages this node wrote to the cluster log."),
+    ("batches_sent", "batches_sent", "Batches sent to a partition's leader (this node too)."),
+    ("batches_forwarded", "batches_forwarded", "Batches sent to another node's partition."),
+    ("batches_resent", "batches_resent", "Batches sent again (timeout, refusal, new leader)."),
+    ("batches_lost_with_peer", "batches_lost_with_peer",
+     "Batches sent again because their leader's process was gone."),
+    ("batches_stored", "batches_stored", "Batches stored as a partition's leader."),
+    ("batches_duplicate", "batches_duplicate",
+     "Batches a leader found stored already (a re-sent write, stored once)."),
+    ("delivered", "delivered", "Committed messages routed to this node's subscribers."),
+    ("qos0_dropped", "dropped_qos0", "QoS 0 messages dropped: the write queue was full."),
+)
 
-    def __init__(self, *, mqtt: Any = None, kafka: Any = None, process: bool = True) -> None:
+
+class MqttClusterCollector(Collector):
+    """`twinmq_mqtt_cluster_*` families from the MQTT cluster log (`ClusterLog.view()`)."""
+
+    def __init__(self, cluster_log: Any) -> None:
+        self.cluster_log = cluster_log
+
+    def collect(self) -> Iterator[Metric]:
+        view = self.cluster_log.view()
+        for name, key, text in _CLUSTER_COUNTERS:
+            yield CounterMetricFamily(f"twinmq_mqtt_cluster_{name}", text, value=view[key])
+        yield GaugeMetricFamily("twinmq_mqtt_cluster_pending",
+                                "Messages written and not yet committed.", value=view["pending"])
+        yield GaugeMetricFamily("twinmq_mqtt_cluster_queued_bytes",
+                                "Bytes waiting to be written.", value=view["queued_bytes"])
+        refusals = CounterMetricFamily("twinmq_mqtt_cluster_refusals",
+                                       "Batches a leader refused, by reason.", labels=["reason"])
+        for reason, count in sorted(view["refusals"].items()):
+            refusals.add_metric([reason], count)
+        yield refusals
+
+
+class _Labelled(Collector):
+    """Another collector's families with constant labels added to every sample (the node id and
+    the cluster id, so that series scraped from several nodes stay apart and join)."""
+
+    def __init__(self, inner: Collector, labels: dict[str, str]) -> None:
+        self.inner = inner
+        self.labels = labels
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.inner.collect():
+            family.samples = [sample._replace(labels={**self.labels, **sample.labels})
+                              for sample in family.samples]
+            yield family
+
+
+class NodeMetrics:
+    """One node's registry: the brokers it runs plus process and platform metrics. With
+    `node_id`, every `twinmq_*` series carries `node` and `cluster` labels, and
+    `twinmq_node_info` says which node answered."""
+
+    def __init__(self, *, mqtt: Any = None, kafka: Any = None, cluster_log: Any = None,
+                 node_id: int | None = None, cluster: str = "twinmq",
+                 process: bool = True) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
+        labels = {} if node_id is None else {"node": str(node_id), "cluster": cluster}
+        collectors: list[Collector] = []
         if mqtt is not None:
-            self.registry.register(MqttCollector(mqtt))
+            collectors.append(MqttCollector(mqtt))
         if kafka is not None:
-            self.registry.register(KafkaCollector(kafka))
+            collectors.append(KafkaCollector(kafka))
+        if cluster_log is not None:
+            collectors.append(MqttClusterCollector(cluster_log))
+        if labels:
+            collectors.append(_NodeInfo())
+        for collector in collectors:
+            self.registry.register(_Labelled(collector, labels) if labels else collector)
         if process:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
@@ -154,6 +219,12 @@ class NodeMetrics:
     def render(self) -> Text:
         """The exposition for GET /metrics."""
         return Text(generate_latest(self.registry))  # text/plain; version=0.0.4
+
+
+class _NodeInfo(Collector):
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("twinmq_node_info", "Always 1; its labels name the node.",
+                                value=1)
 
 
 def render(broker: Any) -> str:

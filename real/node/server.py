@@ -46,7 +46,9 @@ class NodeView:
         self.peers = peers
         self.core = host.core
         self.started = time.monotonic()
-        self._metrics = NodeMetrics(mqtt=self.core.mqtt, kafka=self.core.kafka)
+        self._metrics = NodeMetrics(mqtt=self.core.mqtt, kafka=self.core.kafka,
+                                    cluster_log=self.core.cluster_log, node_id=cfg.node_id,
+                                    cluster=cfg.kafka_cluster_id)
 
     def health(self) -> dict[str, Any]:
         raft, sm = self.core.replica.raft, self.core.replica.sm

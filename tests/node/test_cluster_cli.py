@@ -211,3 +211,39 @@ def test_both_wordings_of_a_taken_port_are_recognised(tmp_path: Path, line: str)
     assert cluster._port_taken(log)
     log.write_text("twinmq: error: command line: --acl-file 'x': cannot read\n")
     assert not cluster._port_taken(log)
+
+
+@pytest.mark.integration
+def test_ctl_cluster_asks_every_node(tmp_path: Path) -> None:
+    """`twinmq ctl --cluster DIR`: one answer per node; `disconnect` finds the node the client is
+    on; a node that does not answer is named, with the others' answers still printed."""
+    from real.mqtt import MQTT_3_1_1, Connect, encode
+
+    work = tmp_path / "c"
+    assert cluster.up(2, work, [], out=io.StringIO()) == 0
+    try:
+        done = twinmq("ctl", "--cluster", str(work), "--json", "node")
+        assert done.returncode == 0, done.stderr
+        answer = json.loads(done.stdout)
+        assert sorted(answer["nodes"]) == ["1", "2"] and answer["unreachable"] == {}
+        done = twinmq("ctl", "--cluster", str(work), "metrics")
+        assert done.returncode == 0, done.stderr
+        assert "# node 1 " in done.stdout and "# node 2 " in done.stdout
+        assert 'twinmq_node_info{cluster="twinmq",node="2"} 1.0' in done.stdout
+        done = twinmq("ctl", "--cluster", str(work), "disconnect", "nobody")
+        assert done.returncode == 1 and "not connected on any of the 2 node(s)" in done.stderr
+        node2 = json.loads((work / "cluster.json").read_text())["nodes"][1]
+        with socket.create_connection(("127.0.0.1", node2["mqtt"]), timeout=10) as sock:
+            sock.sendall(encode(Connect("sensor-7"), MQTT_3_1_1))
+            assert sock.recv(4)[:1] == b"\x20"  # CONNACK
+            done = twinmq("ctl", "--cluster", str(work), "--json", "disconnect", "sensor-7")
+            assert done.returncode == 0, done.stderr
+            assert json.loads(done.stdout) == {"disconnected_on": ["2"]}
+            assert sock.recv(16) == b""  # the node closed it
+        assert cluster.main(["kill", "--dir", str(work), "2"]) == 0
+        done = twinmq("ctl", "--cluster", str(work), "--json", "--timeout", "2", "clients")
+        assert done.returncode == 1 and "1 of 2 node(s) did not answer: 2" in done.stderr
+        answer = json.loads(done.stdout)
+        assert list(answer["nodes"]) == ["1"] and list(answer["unreachable"]) == ["2"]
+    finally:
+        cluster.down(work, out=io.StringIO())

@@ -122,3 +122,32 @@ def test_text_render_of_one_broker() -> None:
     assert "twinmq_mqtt_connections 2.0" in text
     assert "process_cpu_seconds_total" in text
     assert isinstance(Text(text).body, str)
+
+
+class FakeClusterLog:
+    def view(self) -> dict[str, Any]:
+        return {"published": 10, "batches_sent": 4, "batches_forwarded": 3, "batches_resent": 1,
+                "batches_lost_with_peer": 1, "batches_stored": 2, "batches_duplicate": 1,
+                "delivered": 30, "dropped_qos0": 5, "pending": 2, "queued_bytes": 64,
+                "refusals": {"not_leader": 2}}
+
+
+def test_node_and_cluster_labels_on_every_twinmq_series_and_the_cluster_log() -> None:
+    metrics = NodeMetrics(mqtt=FakeMqtt(), kafka=FakeKafka(), cluster_log=FakeClusterLog(),
+                          node_id=2, cluster="c1")
+    text = metrics.render().body
+    got = samples(text)
+    node = (("cluster", "c1"), ("node", "2"))
+    assert got[("twinmq_node_info", node)] == 1
+    assert got[("twinmq_mqtt_connects_total", node)] == 5
+    assert got[("twinmq_kafka_requests_total", (("api", "Produce"), *node))] == 3
+    assert got[("twinmq_mqtt_cluster_published_total", node)] == 10
+    assert got[("twinmq_mqtt_cluster_batches_lost_with_peer_total", node)] == 1
+    assert got[("twinmq_mqtt_cluster_qos0_dropped_total", node)] == 5
+    assert got[("twinmq_mqtt_cluster_pending", node)] == 2
+    assert got[("twinmq_mqtt_cluster_refusals_total", (*node, ("reason", "not_leader")))] == 2
+    assert all(dict(labels).get("node") == "2" for name, labels in got
+               if name.startswith("twinmq_")), "a twinmq series without its node"
+    assert got[("process_cpu_seconds_total", ())] >= 0  # process metrics stay unlabelled
+    types_ = types(text.decode() if isinstance(text, bytes) else text)
+    assert types_["twinmq_mqtt_cluster_published"] == "counter"
