@@ -358,8 +358,10 @@ async def _kafka_when_ready(host: AsyncHost, kafka: Listener, bind: str,
             for w in waiters:
                 w.cancel()
     for mqtt in host.listeners[Proto.MQTT]:
-        if not mqtt.serving:
-            await mqtt.start_serving()  # held back until the bridge could copy every publish
+        if not mqtt.serving and core.accepting(Proto.MQTT):
+            # held back until the bridge could copy every publish; never started on a node
+            # that holds no replica of the MQTT cluster log (it could deliver nothing)
+            await mqtt.start_serving()
     await kafka.start_serving()
     cfg = core.spec.kafka
     log(f"kafka listening tcp {bind}:{kafka.port} (advertised {cfg.host}:{cfg.port})")

@@ -290,6 +290,7 @@ class NodeCore:
                                      bugs=frozenset(spec.replication.bugs))
         self._replicated = False
         """Meta has a replicated shard: heartbeats and the controller run only then."""
+        self._said_outside = False
         self._meta_seen = -1
         self._heartbeat_at = 0
         self._shared_read: tuple[bytes, int, int] | None = None
@@ -357,7 +358,22 @@ class NodeCore:
         messages of a run to a node that served MQTT before its bridge topic existed)."""
         if proto is Proto.MQTT and self.bridge is None and self.cluster_log is None:
             return True
+        if proto is Proto.MQTT and self.cluster_log is not None and self.kafka_ready:
+            return not self._outside_mqtt_log()
         return self.kafka_ready
+
+    def _outside_mqtt_log(self) -> bool:
+        """Whether `__mqtt` exists and this node holds no replica of some partition of it (it
+        joined after the topic was placed, and replicas are not reassigned yet): it would
+        deliver nothing to its MQTT clients, so it refuses them (said once in the log)."""
+        info = self.replica.sm.topic(MQTT_LOG_TOPIC)
+        me = self.spec.node_id
+        outside = info is not None and any(me not in s.replicas for s in info.shards)
+        if outside and not self._said_outside:
+            self._said_outside = True
+            self.log(f"mqtt cluster: node {me} holds no replica of {MQTT_LOG_TOPIC} (it joined "
+                     "after the topic was placed): not accepting MQTT clients")
+        return outside
 
     def open(self, conn_id: int, proto: Proto, *, peer: str = "", listener: str = "tcp",
              loopback: bool = False) -> None:

@@ -441,3 +441,17 @@ def test_a_batch_sent_to_a_node_that_is_gone_is_sent_again_after_the_retry_pause
     assert [(m.dst, m.seq) for m in sent] == [(2, 1), (2, 2)]
     assert log.view()["batches_lost_with_peer"] == 1
     assert 100 + log.config.retry_ms < log.config.request_timeout_ms
+
+
+def test_a_node_that_joined_after_the_log_was_placed_refuses_mqtt_clients(c: Cluster) -> None:
+    """Replicas are not reassigned yet: a node added later holds no replica of `__mqtt`, so it
+    could deliver nothing to its clients. It accepts none (and says why, once); the others
+    still do."""
+    from tests.server.test_membership import change
+
+    c.start(4, join=True)
+    assert change(c, c.meta_leader(), "add", 4, "10.0.0.4:7004").ok
+    c.run_until(lambda: c.cores[4].kafka_ready, 3_000)
+    assert not c.cores[4].accepting(Proto.MQTT)
+    assert c.cores[4].accepting(Proto.KAFKA), "Kafka clients are served as before"
+    assert all(c.cores[n].accepting(Proto.MQTT) for n in (1, 2, 3))
