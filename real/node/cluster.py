@@ -257,34 +257,47 @@ def up(count: int, work: Path, serve_args: Sequence[str], storage: str | None = 
             print(f"twinmq cluster: a cluster runs in {work} already (twinmq cluster down "
                   f"--dir {work})", file=sys.stderr)
             return 2
+    try:
+        start(count, work, serve_args, storage, distinct_hosts)
+    except UpError as exc:
+        print(f"twinmq cluster: {exc}", file=sys.stderr)
+        return 1
+    return status(work, as_json=False, out=out)
+
+
+class UpError(RuntimeError):
+    """The cluster did not come up; the message says why (a dead node's log tail)."""
+
+
+def start(count: int, work: Path, serve_args: Sequence[str] = (), storage: str | None = None,
+          distinct_hosts: bool = False, timeout_s: float = UP_TIMEOUT_S) -> list[dict[str, Any]]:
+    """`launch` and wait until the nodes settle on one meta leader; returns the nodes. Free ports
+    are picked, released, then bound by the nodes, so another process (a test running beside
+    this one) may bind one in between: a node that died of that makes it start again on fresh
+    ports (UP_ATTEMPTS tries). Any other death, or no settled leader within `timeout_s`, stops
+    what runs and raises UpError (with the end of each dead node's log)."""
     for attempt in range(1, UP_ATTEMPTS + 1):
         nodes = launch(count, work, serve_args, storage, distinct_hosts)
-        deadline = time.monotonic() + UP_TIMEOUT_S
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             dead = [n for n in nodes if not _alive(n["pid"])]
             if dead:
                 break
             if settled(nodes):
-                return status(work, as_json=False, out=out)
+                return nodes
             time.sleep(0.05)
         else:
-            print(f"twinmq cluster: no settled meta leader within {UP_TIMEOUT_S:g} s; logs in "
-                  f"{work}", file=sys.stderr)
-            return 1
+            down(work, out=open(os.devnull, "w"))  # noqa: SIM115 - discarded output
+            raise UpError(f"no settled meta leader within {timeout_s:g} s; logs in {work}")
         down(work, out=open(os.devnull, "w"))  # noqa: SIM115 - discarded output
-        # Free ports are picked, released, then bound by the nodes: another process (a test
-        # running beside this one) may bind one in between. Only that failure is worth another
-        # try, with fresh ports; any other exit is the node's own error.
         collided = all(_port_taken(Path(n["log"])) for n in dead)
         if collided and attempt < UP_ATTEMPTS:
             print(f"twinmq cluster: node(s) {[n['id'] for n in dead]} found a port taken; "
                   "starting again on fresh ports", file=sys.stderr)
             continue
-        for n in dead:
-            print(f"twinmq cluster: node {n['id']} exited; the end of {n['log']}:\n"
-                  + _tail(Path(n["log"]), 15), file=sys.stderr)
-        return 1
-    return 1
+        raise UpError("\n".join(f"node {n['id']} exited; the end of {n['log']}:\n"
+                                + _tail(Path(n["log"]), 15) for n in dead))
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _tail(log: Path, lines: int) -> str:

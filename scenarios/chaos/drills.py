@@ -86,8 +86,8 @@ class RealCluster:
     def __init__(self, work: Path, nodes: int = 3, serve_args: tuple[str, ...] = (),
                  distinct_hosts: bool = False) -> None:
         self.work = work
-        self.nodes = {n["id"]: n for n in cluster.launch(nodes, work, serve_args,
-                                                          distinct_hosts=distinct_hosts)}
+        self.nodes = {n["id"]: n for n in cluster.start(nodes, work, serve_args,
+                                                         distinct_hosts=distinct_hosts)}
         self.down: set[int] = set()
         self.wait_settled()
 

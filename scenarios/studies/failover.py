@@ -124,7 +124,7 @@ def real_trials(count: int, seed: int) -> list[float]:
     out: list[float] = []
     with tempfile.TemporaryDirectory(prefix="twinmq-failover-") as tmp:
         work = Path(tmp)
-        nodes = cluster.launch(3, work)
+        nodes = cluster.start(3, work)
         try:
             for _ in range(count):
                 _wait_agreed(nodes, work)

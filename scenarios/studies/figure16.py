@@ -649,7 +649,7 @@ def real_range(lo: int, hi: int, trials: int, rng: random.Random, delay_ms: floa
     out: list[RealTrial] = []
     ok = False
     try:
-        nodes = cluster.launch(REAL_NODES, work / "cluster", ["--config", str(config)])
+        nodes = cluster.start(REAL_NODES, work / "cluster", ["--config", str(config)])
         work_c = work / "cluster"
         _wait_real_settled(nodes, work)
         _set_delay(work_c, delay_ms, jitter_ms)

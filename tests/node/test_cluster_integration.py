@@ -27,7 +27,7 @@ class Cluster:
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.nodes = {n["id"]: n for n in cluster.launch(len(IDS), tmp)}
+        self.nodes = {n["id"]: n for n in cluster.start(len(IDS), tmp)}
         self.kafka = {i: n["kafka"] for i, n in self.nodes.items()}
         self.raft = {i: n["raft"] for i, n in self.nodes.items()}
 
