@@ -130,7 +130,8 @@ def test_stalled_subscriber_costs_bounded_memory(tmp_path: Path) -> None:
         stalled_state = sessions["stalled"]
         assert stalled_state["queued"] + stalled_state["inflight"] <= 1000 + 64
         metrics = node.get("/metrics")
-        assert 'twinmq_mqtt_messages_dropped_total{reason="qos0_congested"}' in metrics
+        assert ('twinmq_mqtt_messages_dropped_total{cluster="twinmq",node="1",'
+                'reason="qos0_congested"}') in metrics
         # 40 MiB offered to a reader that stopped; the broker holds at most the transport's
         # high-water mark plus the bounded queue (1,000 x 1 KiB), not the flood
         # (without the congestion rule the 20 MiB of QoS 0 would sit in the transport buffer)
@@ -160,8 +161,9 @@ def test_admin_endpoints_and_metrics(tmp_path: Path) -> None:
         info = node.get("/node")
         assert info["mqtt_listeners"][0] == {"kind": "tcp", "port": node.mqtt}  # type: ignore[index]
         metrics = node.get("/metrics")
-        assert 'twinmq_mqtt_messages_received_total{qos="1"} 1.0' in metrics
-        assert "twinmq_mqtt_connections 2.0" in metrics
+        assert 'twinmq_mqtt_messages_received_total{cluster="twinmq",node="1",qos="1"} 1.0' \
+            in metrics
+        assert 'twinmq_mqtt_connections{cluster="twinmq",node="1"} 2.0' in metrics
         assert "twinmq_mqtt_deliver_latency_ms_count" in metrics
         request = urllib.request.Request(
             f"http://127.0.0.1:{node.admin}/mqtt/clients/watcher/disconnect", method="POST")
@@ -193,7 +195,8 @@ def test_password_file_and_anonymous_off(tmp_path: Path) -> None:
         sock = socket.create_connection(("127.0.0.1", node.mqtt), timeout=5)
         sock.sendall(encode(Connect("bad", username="alice", password=b"wrong"), MQTT_3_1_1))
         assert sock.recv(16) == bytes([0x20, 2, 0, 4])  # bad user name or password
-        assert "twinmq_mqtt_auth_failures_total 2.0" in node.get("/metrics")  # type: ignore[operator]
+        metrics = node.get("/metrics")
+        assert 'twinmq_mqtt_auth_failures_total{cluster="twinmq",node="1"} 2.0' in metrics  # type: ignore[operator]
     finally:
         node.stop()
 
