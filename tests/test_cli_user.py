@@ -176,9 +176,9 @@ def test_mosquitto_passwd_files_verify_and_edit(capsys: pytest.CaptureFixture[st
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    from real.node.ports import free_port as pick
+
+    return pick()
 
 
 @pytest.mark.integration

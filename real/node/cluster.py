@@ -52,7 +52,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -74,18 +73,10 @@ NODES_MAX = 9
 
 
 def _free_ports(host: str, count: int) -> list[int]:
-    """`count` distinct free ports, bound together before any is released (one at a time, the
-    kernel may hand the same port out twice: a node of a test cluster once failed to bind)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind((host, 0))
-        ports = [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-    assert len(set(ports)) == count, ports
-    return ports
+    """`count` distinct free ports outside the ephemeral range (real/node/ports.py)."""
+    from real.node.ports import free_ports
+
+    return free_ports(host, count)
 
 
 def _get(port: int, path: str, host: str = "127.0.0.1") -> Any:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -71,17 +70,10 @@ def find_weed() -> str:
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` distinct free loopback TCP ports (held open together so they differ)."""
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
+    """`count` distinct free loopback TCP ports outside the ephemeral range (real/node/ports.py)."""
+    from real.node.ports import free_ports as pick
+
+    return pick("127.0.0.1", count)
 
 
 class SeaweedServer:

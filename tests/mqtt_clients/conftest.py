@@ -70,16 +70,11 @@ TRANSPORTS = ["tcp", "ws"]
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` distinct free TCP ports on 127.0.0.1 (bound to port 0 together, then released)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind((HOST, 0))
-        ports = [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-    assert len(set(ports)) == count, ports
+    """`count` distinct free TCP ports on 127.0.0.1, outside the ephemeral range (a broker
+    restarted on its ports met one taken by a client's connection: real/node/ports.py)."""
+    from real.node.ports import free_ports as pick
+
+    ports = pick(HOST, count)
     return ports
 
 

@@ -30,9 +30,9 @@ pytestmark = pytest.mark.integration
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    from real.node.ports import free_port as pick
+
+    return pick()
 
 
 class Node:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,9 +23,9 @@ READY_SECONDS_MAX = 20.0
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from real.node.ports import free_port as pick
+
+    return pick()
 
 
 def get(port: int, path: str) -> Any:
