@@ -247,12 +247,12 @@ class _SharedGroup:
 
 
 Clock = Callable[[], int]
+"""Wall-clock integer milliseconds: expiry times are written to the state log and must keep
+their meaning across a restart."""
 Authenticate = Callable[[str | None, bytes | None, bool], int | Login]
 HeldAck = bytes | Callable[[Conn | None], None]
 """What a held acknowledgement sends when released: its bytes, or a function that sends it and
 what follows it (None: the connection is gone by then)."""
-"""Wall-clock integer milliseconds: expiry times are written to the state log and must keep
-their meaning across a restart."""
 
 
 class Broker:
@@ -1359,6 +1359,8 @@ class Broker:
         def finish(live: Conn | None) -> None:
             if live is not None:
                 self._send(live, suback)
+            elif self.sessions.get(session.client_id) is not session:
+                return  # the session ended meanwhile: nothing to deliver the retained to
             now = self.clock()
             for msg, opts in retained_out:
                 if msg.expired(now):
