@@ -102,9 +102,9 @@ class LogHost(Protocol):
 
     def partition_count(self) -> int: ...
 
-    def leader(self, partition: int) -> int: ...
-
-    def leader_epoch(self, partition: int) -> int: ...
+    def leadership(self, partition: int) -> tuple[int, int]:
+        """(leader, leader epoch) of `partition` as meta has it; leader 0: none."""
+        ...
 
     def replica_log(self, partition: int) -> Any: ...
 
@@ -350,13 +350,13 @@ class ClusterLog:
         self._send_batch(partition, batch, now)
 
     def _send_batch(self, partition: int, batch: _Batch, now: int) -> None:
-        leader = self.host.leader(partition)
+        leader, epoch = self.host.leadership(partition)
         if leader == 0:
             batch.waiting, batch.retry_at = False, now + self.config.retry_ms
             return
         self._seq += 1
         batch.seq, batch.dst, batch.sent_ms, batch.waiting = self._seq, leader, now, True
-        batch.epoch = self.host.leader_epoch(partition)
+        batch.epoch = epoch
         self.stats.batches_sent += 1
         if leader == self.node_id:
             self._store(self.node_id, batch.seq, partition, batch.data)
@@ -452,9 +452,8 @@ class ClusterLog:
         """Whether the leadership `batch` was sent to is over: another node leads, or the same
         one in a later epoch (it lost the partition and won it back: the request may have
         died with its old process; comparing ids alone waited out the request timeout)."""
-        leader = self.host.leader(partition)
-        return leader != 0 and (leader != batch.dst
-                                or self.host.leader_epoch(partition) != batch.epoch)
+        leader, epoch = self.host.leadership(partition)
+        return leader != 0 and (leader, epoch) != (batch.dst, batch.epoch)
 
     def peer_gone(self, node_id: int) -> None:
         """Node `node_id` refused a connection (its process is gone): a batch sent to it is lost

@@ -238,9 +238,6 @@ def run_ctl(admin: str, command: str, client_id: str | None, *, compact: bool,
         body = _fetch(method, url, timeout)
     except urllib.error.HTTPError as exc:
         raise CtlError(f"{method} {url}: HTTP {exc.code}: {_server_error(exc)}") from None
-    except CtlError as exc:
-        raise CtlError(str(exc).replace("cannot reach ", "cannot reach the admin server at ",
-                                        1)) from None
     out(_render(body, raw=command == "metrics", compact=compact))
 
 
@@ -325,7 +322,7 @@ def _fetch(method: str, url: str, timeout: float) -> bytes:
         raise
     except (urllib.error.URLError, OSError) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        raise CtlError(f"cannot reach {url}: {reason}") from None
+        raise CtlError(f"cannot reach the admin server at {url}: {reason}") from None
     if len(body) > RESPONSE_BYTES_MAX:
         raise CtlError(f"{method} {url}: answer larger than {RESPONSE_BYTES_MAX} bytes")
     return body

@@ -216,17 +216,12 @@ class _ClusterPort:
         info = self._core.replica.sm.topic(MQTT_LOG_TOPIC)
         return len(info.shards) if info is not None else 0
 
-    def leader(self, partition: int) -> int:
+    def leadership(self, partition: int) -> tuple[int, int]:
         info = self._core.replica.sm.topic(MQTT_LOG_TOPIC)
         if info is None or not 0 <= partition < len(info.shards):
-            return 0
-        return info.shards[partition].leader
-
-    def leader_epoch(self, partition: int) -> int:
-        info = self._core.replica.sm.topic(MQTT_LOG_TOPIC)
-        if info is None or not 0 <= partition < len(info.shards):
-            return 0
-        return info.shards[partition].epoch
+            return 0, 0
+        shard = info.shards[partition]
+        return shard.leader, shard.epoch
 
     def replica_log(self, partition: int) -> Any:
         return self._core.kafka.replica_log(MQTT_LOG_TOPIC, partition)

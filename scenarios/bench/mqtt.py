@@ -90,9 +90,10 @@ def scenarios(quick: bool) -> list[Scenario]:
 # ---------------------------------------------------------------------------------- processes
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+    """A free port outside the ephemeral range (real/node/ports.py)."""
+    from real.node.ports import free_port as pick
+
+    return pick(HOST)
 
 
 def raise_nofile() -> tuple[int, int]:

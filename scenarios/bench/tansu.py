@@ -43,9 +43,10 @@ def ensure_tansu(venv: Path = TANSU_VENV) -> tuple[Path | None, str]:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port outside the ephemeral range (real/node/ports.py)."""
+    from real.node.ports import free_port as pick
+
+    return pick()
 
 
 def kafka_port_ready(port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None,

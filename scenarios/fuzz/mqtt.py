@@ -101,9 +101,10 @@ def make_input(rng: random.Random) -> list[bytes]:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port outside the ephemeral range (real/node/ports.py)."""
+    from real.node.ports import free_port as pick
+
+    return pick()
 
 
 async def send_one(port: int, chunks: list[bytes]) -> str:

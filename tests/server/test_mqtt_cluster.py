@@ -372,11 +372,8 @@ class _OneLeader:
     def partition_count(self) -> int:
         return 1
 
-    def leader(self, partition: int) -> int:
-        return self.leader_id
-
-    def leader_epoch(self, partition: int) -> int:
-        return self.epoch
+    def leadership(self, partition: int) -> tuple[int, int]:
+        return self.leader_id, self.epoch
 
     def leads(self, partition: int) -> bool:
         return False
