@@ -210,6 +210,13 @@ class SubscriberSpec:
     protocol: int = MQTT_3_1_1
     node: int = 0
     """The node these subscribers connect to (0: `[cluster] clients_node`)."""
+    roam: bool = False
+    """Cluster only: each reconnect goes to another node, chosen at random, so the session
+    moves with its client id (real/mqtt/claims.py)."""
+    twin: bool = False
+    """Cluster only: each subscriber is two clients with one client id, on `node` and on the
+    next node, that take the id from each other on every reconnect (a duplicated device). The
+    checker judges them by the client id served by two connections at once, not by loss."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import simpy
 
 from model.sim.trace import Trace
-from real.mqtt import MQTT_5
+from real.mqtt import MQTT_5, Connack
 from real.mqtt.topics import matches
 
 if TYPE_CHECKING:
@@ -73,6 +73,8 @@ class Receipt:
     qos: int
     dup: bool
     t_us: int
+    twin: int = 0
+    """Which of two twin subscribers (one client id) received it."""
 
 
 class History:
@@ -87,12 +89,23 @@ class History:
         self.sub_events: dict[int, list[tuple[int, str, bool]]] = {}  # sub -> (t, kind, present)
         self.crashes: list[int] = []
         self.crashes_by_node: dict[int, list[int]] = {}
+        self.serving: dict[str, list[tuple[int, int, bool, tuple[int, int]]]] = {}
+        """Client id -> (sent µs at the server, arrival number, CONNACK?, (node, connection))
+        for the twin subscribers: the connections that served the client id, in server time
+        (a CONNACK and the deliveries behind it leave in one step, in arrival order)."""
 
     def emit(self, node: int, kind: str, **fields: Any) -> None:
         self.trace.emit(int(self.env.now), node, kind, **fields)
 
     def sub_event(self, sub: int, node: int, kind: str, present: bool = False) -> None:
         self.sub_events.setdefault(sub, []).append((int(self.env.now), kind, present))
+
+    def served(self, client_id: str, sent_us: int, conn: tuple[int, int], packet: Any) -> None:
+        connack = isinstance(packet, Connack)
+        if connack and packet.reason_code:
+            return
+        events = self.serving.setdefault(client_id, [])
+        events.append((sent_us, len(events), connack, conn))
 
     def receipt(self, node: int, r: Receipt) -> None:
         self.receipts.append(r)
@@ -117,6 +130,8 @@ class MqttChecker:
         firsts, dup1, dup2_crash, dup2_clean = self._receipts()
         lost, required, exempt = self._loss(firsts)
         order = self._order() if not h.crashes else []
+        twice = self._served_twice()
+        gone = self._sessions_gone()
         amplified = self._amplified()
         latencies = sorted(t - h.pubs[(p, seq)].first_sent_us
                            for (_s, p, seq), t in firsts.items())
@@ -136,12 +151,16 @@ class MqttChecker:
             "lost": len(lost),
             "lost_ids": [list(key) for key in lost[:LOST_IDS_MAX]],
             "order_violations": len(order),
+            "served_twice": len(twice),
+            "sessions_gone_without_crash": len(gone),
             "log_amplified": len(amplified),
             "unfinished_at_end": unfinished,
             "latency_p50_ms": _percentile_ms(latencies, 0.50),
             "latency_p99_ms": _percentile_ms(latencies, 0.99),
         }
         report["outcome"], report["detail"] = self._verdict(lost, dup2_clean, order, unfinished)
+        if report["outcome"] in ("ok", "liveness") and (twice or gone):
+            report["outcome"], report["detail"] = "safety", (twice or gone)[0]
         if amplified and report["outcome"] in ("ok", "liveness"):
             (p, seq), (copies, sends) = next(iter(sorted(amplified.items())))
             report["outcome"], report["detail"] = "safety", (
@@ -207,12 +226,58 @@ class MqttChecker:
                                 "end of the drain period")
         return "ok", ""
 
+    def _served_twice(self) -> list[str]:
+        """A client id served by two connections at once: in server time, a PUBLISH sent on a
+        connection after another connection of the client id got its CONNACK (the twin
+        subscribers: two clients with one client id, on two nodes)."""
+        problems: list[str] = []
+        for client_id, events in sorted(self.history.serving.items()):
+            current = None
+            for sent_us, _n, connack, conn in sorted(events):
+                if connack:
+                    current = conn
+                elif current is not None and conn != current:
+                    problems.append(f"{client_id}: a PUBLISH sent at {sent_us / 1000:.3f} ms "
+                                    f"on connection {conn} after connection {current} took "
+                                    "the client id over")
+        return problems
+
+    def _sessions_gone(self) -> list[str]:
+        """A persistent session that a CONNACK says is gone although no node crashed since it
+        was last known to exist and it cannot have expired (the cluster moves sessions with
+        their client ids: a move must not lose one)."""
+        problems: list[str] = []
+        crashes = self.history.crashes
+        seen: set[int] = set()
+        for sub in self.subs:
+            if not sub.persistent or sub.index in seen:
+                continue
+            seen.add(sub.index)
+            limit_us = sub.spec.expiry_s * 1_000_000 if sub.protocol == MQTT_5 else None
+            last_alive = last_closed = -1
+            for t, kind, present in self.history.sub_events.get(sub.index, []):
+                if kind == "closed":
+                    last_closed = t
+                elif kind in ("subscribed",) or (kind == "connack" and present):
+                    last_alive = t
+                elif kind == "connack" and last_alive >= 0:
+                    crashed = any(last_alive <= c <= t for c in crashes)
+                    expired = limit_us is not None and t - last_closed > limit_us
+                    if not crashed and not expired:
+                        problems.append(f"sub{sub.index}: session gone at {t / 1000:.3f} ms "
+                                        f"(alive at {last_alive / 1000:.3f} ms, no crash)")
+                    last_alive = -1
+        return problems
+
     def _receipts(self) -> tuple[dict[tuple[int, int, int], int], int, int, int]:
         """First receipt time per (sub, pub, seq), and the duplicate counts."""
         firsts: dict[tuple[int, int, int], int] = {}
         dup1 = dup2_crash = dup2_clean = 0
         crashes = self.history.crashes
+        twins = {s.index for s in self.subs if s.twin}
         for r in self.history.receipts:
+            if r.subscriber in twins:
+                continue  # (judged by `_served_twice` only)
             key = (r.subscriber, r.publisher, r.seq)
             if key not in firsts:
                 firsts[key] = r.t_us
@@ -233,6 +298,8 @@ class MqttChecker:
         are connected to (where their packet-id state lives). With all clients on one node,
         that node's crashes (`every`)."""
         by_node = self.history.crashes_by_node
+        if any(s.roam or s.twin for s in self.subs if s.index == sub):
+            return every  # its session moves between nodes
         nodes = {self.world.node_of(self.subs[sub]), self.world.node_of(self.world.publishers[pub])}
         if len(by_node) <= 1 and len(nodes) == 1:
             return every
@@ -274,7 +341,7 @@ class MqttChecker:
         required = exempt = 0
         acked = [r for r in self.history.pubs.values() if r.qos >= 1 and r.acked_us >= 0]
         for sub in self.subs:
-            if not sub.persistent or sub.spec.qos == 0:
+            if not sub.persistent or sub.spec.qos == 0 or sub.twin:
                 continue
             windows = self._windows(sub)
             for rec in acked:
@@ -297,7 +364,10 @@ class MqttChecker:
         last: dict[tuple[int, int], int] = {}
         seen: set[tuple[int, int, int]] = set()
         problems: list[str] = []
+        twins = {s.index for s in self.subs if s.twin}
         for r in self.history.receipts:
+            if r.subscriber in twins:
+                continue
             key = (r.subscriber, r.publisher, r.seq)
             if r.qos == 0 or key in seen:
                 continue

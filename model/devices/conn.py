@@ -67,10 +67,11 @@ class _Pipe:
         if net.spec.bandwidth_mb_s > 0:
             stats["backlog_max"] = max(stats["backlog_max"], self.backlog_bytes())
         event = net.env.timeout(at - now)
-        event.callbacks.append(lambda _e: self._arrive(item))
+        event.callbacks.append(lambda _e: self._arrive(item, now))
 
-    def _arrive(self, item: bytes | None) -> None:
+    def _arrive(self, item: bytes | None, sent_us: int) -> None:
         if not self.conn.reset:
+            self.conn.sent_us = sent_us
             self.deliver(self.conn, item)
 
     def backlog_bytes(self) -> int:
@@ -84,7 +85,7 @@ class SimConn:
     it (0 until its open arrives)."""
 
     __slots__ = ("id", "client", "world", "proto", "reset", "server_gen", "up", "down",
-                 "congested")
+                 "congested", "sent_us")
 
     def __init__(self, net: SimNet, conn_id: int, client: Any, world: Any,
                  to_server: Callable[[SimConn, bytes | None], None],
@@ -96,6 +97,7 @@ class SimConn:
         self.reset = False
         self.server_gen = 0
         self.congested = False  # the server was told its write buffer is over high water
+        self.sent_us = 0  # when the item arriving now was sent (for checkers of server order)
         self.up = _Pipe(net, self, to_server)
         self.down = _Pipe(net, self, client.arrive)
 

@@ -80,10 +80,17 @@ class SimClient:
         self.decoder: Decoder | None = None
         self.online = False  # CONNACK accepted on the current connection
         self.connects = 0
+        self.roam = False  # reconnect to another node each time (cluster)
+        self.twin = False  # one of two clients sharing a client id (cluster)
+        self.twin_no = 0  # which of the two
 
     def dial(self) -> None:
         assert self.conn is None
         self.connects += 1
+        if self.roam and self.connects > 1:  # another node each time
+            others = [n for n in self.world.world.node_ids if n != self.target]
+            if others:
+                self.target = others[self.rng.randrange(len(others))]
         self.decoder = Decoder(version=self.protocol, max_packet_size=CLIENT_PACKET_MAX)
         self.conn = self.world.dial(self)
         props = Properties()
@@ -107,6 +114,9 @@ class SimClient:
         for packet in self.decoder.feed(item):
             if self.conn is not conn:
                 return
+            if self.twin and type(packet) in (Connack, Publish):
+                self.world.history.served(self.name, conn.sent_us, (self.target, conn.id),
+                                          packet)
             self.on_packet(packet)
 
     def closed(self, conn: SimConn) -> None:
@@ -335,7 +345,7 @@ class Subscriber(SimClient):
         parts = p.payload.split(b":", 2)
         assert len(parts) == 3, p.payload[:40]
         receipt = Receipt(self.index, int(parts[0]), int(parts[1]), qos, p.dup,
-                          int(self.env.now))
+                          int(self.env.now), self.twin_no)
         self.world.history.receipt(self.node, receipt)
         if qos == 1:
             self.send(Puback(p.packet_id))  # type: ignore[arg-type]
@@ -365,12 +375,23 @@ class MqttWorkload(Workload):
         self.subscribers: list[Subscriber] = []
         self.publishers: list[Publisher] = []
         seeds = world.seeds
+        nodes = list(world.node_ids)
         for spec in self.scenario.subscribers:
             for _ in range(spec.count):
-                index = len(self.subscribers)
-                rng = seeds.derive(f"mqtt-sub{index}")
-                self.subscribers.append(Subscriber(self, world.client_id(), index, spec, rng))
-                self.subscribers[-1].target = spec.node
+                for twin in range(2 if spec.twin else 1):
+                    index = len(self.subscribers)
+                    rng = seeds.derive(f"mqtt-sub{index}")
+                    sub = Subscriber(self, world.client_id(), index, spec, rng)
+                    sub.roam = spec.roam
+                    sub.target = spec.node
+                    if spec.twin:
+                        sub.twin = True
+                        if twin:  # the same client id, on the next node
+                            first = self.subscribers[-1]
+                            sub.name, sub.index, sub.twin_no = first.name, first.index, 1
+                            home = nodes.index(spec.node or world.clients_node)
+                            sub.target = nodes[(home + 1) % len(nodes)]
+                    self.subscribers.append(sub)
         for pspec in self.scenario.publishers:
             for _ in range(pspec.count):
                 index = len(self.publishers)

@@ -23,6 +23,7 @@ REPLICAS_MAX = 16
 GROUP_CHARS_MAX = 255
 OFFSETS_MAX = 1024
 METADATA_CHARS_MAX = 4096
+CLIENT_CHARS_MAX = 65535
 ENGINES = ("file", "memory", "rocksdb", "s3")
 
 Scalar = str | int | float | bool
@@ -44,7 +45,8 @@ class _Field:
     kind: str
     """One of: "id" (int >= 1), "uint" (int >= 0), "shards", "name", "addr", "key", "scalar",
     "engine", "config" (dict of str -> scalar), "group" (a consumer group id), "offsets" (a list
-    of [topic, partition, offset, metadata] committed for a group)."""
+    of [topic, partition, offset, metadata] committed for a group), "client" (an MQTT client
+    identifier: any string of 1 to `CLIENT_CHARS_MAX` characters)."""
     required: bool = True
 
 
@@ -101,6 +103,12 @@ SCHEMA: dict[str, tuple[_Field, ...]] = {
     "config.put": (_f("key", "key"), _f("value", "scalar")),
     "config.add": (_f("key", "key"), _f("delta", "uint")),
     "config.delete": (_f("key", "key"),),
+    "mqtt.claim": (
+        _f("client", "client"),
+        _f("node", "id"),
+        _f("life", "uint"),
+        _f("conn", "uint"),
+    ),
 }
 OPS = tuple(sorted(SCHEMA))
 
@@ -169,6 +177,12 @@ def _check_value(kind: str, value: Any) -> str | None:
         return None
     if kind in ("name", "addr", "key"):
         return _check_string(kind, value)
+    if kind == "client":
+        if type(value) is not str:
+            return f"must be a string, got {_type_name(value)}"
+        if not 1 <= len(value) <= CLIENT_CHARS_MAX:
+            return f"must have 1 to {CLIENT_CHARS_MAX} characters, got {len(value)}"
+        return None
     if kind == "engine":
         if type(value) is not str or value not in ENGINES:
             return f"must be one of {', '.join(ENGINES)}, got {value!r}"

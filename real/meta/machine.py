@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -27,6 +28,8 @@ NODES_MAX = 4096
 TOPICS_MAX = 100_000
 GROUP_OFFSETS_MAX = 100_000
 CONFIG_KEYS_MAX = 10_000
+OWNERS_MAX = 10_000_000
+CLAIMS_KEPT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,29 @@ class TopicInfo:
         return self.engine == "s3" and not s.replicated and s.epoch > 0
 
 
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The node connection that holds an MQTT client id: node id, the node's process life (a
+    random number drawn at start), the connection's number in that life."""
+
+    node: int
+    life: int
+    conn: int
+
+    def __str__(self) -> str:
+        return f"{self.node}:{self.life}:{self.conn}"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """An applied `mqtt.claim`: at meta index `index`, `owner` took `client` from `prev`."""
+
+    index: int
+    client: str
+    owner: Owner
+    prev: Owner | None
+
+
 def _fail(error: str) -> MetaResult:
     return MetaResult(ok=False, value=None, error=error)
 
@@ -107,6 +133,15 @@ class MetaStateMachine:
         this table) says who is a member."""
         # Consumer-group committed offsets: group -> {(topic, partition): (offset, metadata)}.
         self._groups: dict[str, dict[tuple[str, int], tuple[int, str]]] = {}
+        self._owners: dict[str, Owner] = {}
+        """MQTT client id -> the node connection that holds it (`mqtt.claim`; see
+        real/mqtt/claims.py)."""
+        self.claims: deque[Claim] = deque()
+        """The latest applied claims, oldest first (at most `CLAIMS_KEPT`): each node reads
+        the ones it has not seen. Not in snapshots: a node whose machine starts from one (or
+        that fell more than `CLAIMS_KEPT` behind) compares its sessions with `owner()` instead;
+        `claims_from` is the first index whose claims are all here."""
+        self.claims_from = 0
         self._handlers: dict[str, Callable[[dict[str, Any]], MetaResult]] = {
             "node.register": self._node_register,
             "node.unregister": self._node_unregister,
@@ -123,6 +158,7 @@ class MetaStateMachine:
             "config.put": self._config_put,
             "config.add": self._config_add,
             "config.delete": self._config_delete,
+            "mqtt.claim": self._mqtt_claim,
         }
 
     # ---- apply ---------------------------------------------------------------------------------
@@ -438,7 +474,27 @@ class MetaStateMachine:
         del self._config[key]
         return MetaResult(ok=True)
 
+    def _mqtt_claim(self, args: dict[str, Any]) -> MetaResult:
+        """Node `node` takes MQTT client id `client` for its connection `conn` (in its process
+        life `life`). The value is the previous owner as "node:life:conn" ("" if none): the
+        claimant waits for that node to hand the session over (real/mqtt/claims.py)."""
+        owner = Owner(args["node"], args["life"], args["conn"])
+        client = args["client"]
+        prev = self._owners.get(client)
+        if prev is None and len(self._owners) >= OWNERS_MAX:
+            return _fail(f"mqtt.claim: client id limit reached ({OWNERS_MAX})")
+        self._owners[client] = owner
+        self.claims.append(Claim(self.applied_index, client, owner, prev))
+        if len(self.claims) > CLAIMS_KEPT:
+            self.claims.popleft()
+            self.claims_from = self.claims[0].index
+        return MetaResult(ok=True, value=str(prev) if prev is not None else "")
+
     # ---- queries -------------------------------------------------------------------------------
+
+    def owner(self, client: str) -> Owner | None:
+        """The node connection that last claimed MQTT client id `client`."""
+        return self._owners.get(client)
 
     def get_config(self, key: str) -> Scalar | None:
         return self._config.get(key)
@@ -507,6 +563,9 @@ class MetaStateMachine:
             image["groups"] = groups
         if self._members:  # absent when empty, as "groups"
             image["members"] = {str(n): a for n, a in sorted(self._members.items())}
+        if self._owners:  # absent when empty, as "groups"
+            image["mqtt_owners"] = [[c, o.node, o.life, o.conn]
+                                    for c, o in sorted(self._owners.items())]
         return canonical_json(image)
 
     def digest(self) -> str:
@@ -604,5 +663,10 @@ def _from_image(image: Any) -> MetaStateMachine:
     members = image.get("members", {})
     assert type(members) is dict and all(type(a) is str for a in members.values()), "members"
     sm._members = {int(n): a for n, a in members.items()}
+    for client, node, life, conn in image.get("mqtt_owners", []):
+        assert type(client) is str and client and all(type(v) is int and v >= 0
+                                                      for v in (node, life, conn)), "owners"
+        sm._owners[client] = Owner(node, life, conn)
+    sm.claims_from = sm.applied_index + 1
     assert all(n >= 1 for n in sm._members), "members"
     return sm

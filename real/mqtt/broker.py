@@ -40,6 +40,7 @@ from typing import Any
 
 from real.mqtt import codec
 from real.mqtt.auth import Acl, ClientAcl, Login
+from real.mqtt.claims import ClaimKey, Place, Release, snapshot_records
 from real.mqtt.cluster import Ticket
 from real.mqtt.errors import BridgeUnavailable, MqttError
 from real.mqtt.packets import (
@@ -67,6 +68,7 @@ from real.mqtt.persist import (
     SND,
     ack_record,
     checkpoint_record,
+    claims_record,
     cursor_record,
     delete_record,
     packet_record,
@@ -96,6 +98,7 @@ from real.mqtt.session import (
 from real.mqtt.topics import (
     SubscriptionTrie,
     TopicError,
+    matches,
     parse_shared,
     validate_topic_filter,
     validate_topic_name,
@@ -165,6 +168,15 @@ class Stats:
     latency_sum_ms: float = 0.0
     logged_publishes: int = 0
     checkpoints: int = 0
+    # client ids across a cluster (real/mqtt/claims.py)
+    claims: int = 0
+    claims_waited: int = 0  # claims that waited for another node's hand-over
+    claims_forced: int = 0  # granted without it (it did not come within claim_wait_ms)
+    handovers_out: int = 0
+    handovers_in: int = 0
+    late_releases: int = 0  # a hand-over for a claim no longer waiting
+    handover_read_again: int = 0  # messages routed past the old node's place, read again
+    handover_floors: int = 0  # partitions the old node had routed further than this one
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
@@ -178,6 +190,7 @@ class ConnState(Enum):
     """Where a connection is in its life. The only changes are `_NEXT`'s, made by `Conn.to`."""
 
     AWAITING_CONNECT = auto()  # transport open, no CONNECT yet (only CONNECT is accepted)
+    CLAIMING = auto()  # CONNECT accepted, the client id's cluster claim not settled (no input)
     CONNECTED = auto()  # CONNECT accepted: attached to a session
     CLOSING = auto()  # the broker asked the shell to close, or the transport is gone: no input
 
@@ -185,10 +198,12 @@ class ConnState(Enum):
 # h11-style module names for the states: cheap to compare with `is` on the hot path
 AWAITING_CONNECT = ConnState.AWAITING_CONNECT
 CONNECTED = ConnState.CONNECTED
+CLAIMING = ConnState.CLAIMING
 CLOSING = ConnState.CLOSING
 
 _NEXT: dict[ConnState, frozenset[ConnState]] = {
-    AWAITING_CONNECT: frozenset({CONNECTED, CLOSING}),
+    AWAITING_CONNECT: frozenset({CONNECTED, CLAIMING, CLOSING}),
+    CLAIMING: frozenset({CONNECTED, CLOSING}),
     CONNECTED: frozenset({CLOSING}),
     CLOSING: frozenset({CLOSING}),  # closing twice (a close, then the transport's end) is fine
 }
@@ -201,7 +216,7 @@ class Conn:
                  "session", "username", "keep_alive_ms", "last_rx", "will", "will_delay_s",
                  "max_packet_out", "recv_max_out", "alias_in", "alias_out", "alias_out_max",
                  "out", "close_after", "congested", "acks_pending", "connected_ms",
-                 "problem_info", "disconnect_sent", "pending")
+                 "problem_info", "disconnect_sent", "pending", "backlog")
 
     def __init__(self, conn_id: int, peer: str, listener: str, anonymous_ok: bool,
                  max_packet_size: int, now: int) -> None:
@@ -228,6 +243,7 @@ class Conn:
         self.congested = False
         self.acks_pending = 0  # inbound QoS 1 acks held for durability
         self.pending = b""  # bytes of an incomplete packet (see Broker.receive)
+        self.backlog: list[object] = []  # packets decoded while CLAIMING, handled after
         self.connected_ms = now
         self.problem_info = True
         self.disconnect_sent = False
@@ -236,6 +252,55 @@ class Conn:
         """Move to `state`; a change `_NEXT` does not list is a broker bug."""
         assert state in _NEXT[self.state], (self.id, self.state, state)
         self.state = state
+
+
+@dataclass(slots=True)
+class _Claiming:
+    """A connection of this node waiting for its claim of a client id (real/mqtt/claims.py)."""
+
+    conn_id: int
+    key: ClaimKey
+    attach: Callable[[], None]
+    applied: bool = False
+    retry_at: int | None = None
+    """When to propose again (meta dropped the proposal: no leader, or it could not be
+    reached); None while one is out."""
+
+
+@dataclass(slots=True)
+class _Awaiting:
+    """A claim of this node applied in meta whose previous owner is another node: the session
+    comes with that node's release."""
+
+    key: ClaimKey
+    index: int
+    """The claim's meta index."""
+    prev_node: int
+    since: int
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    """A hand-over to write once the client's accepted QoS 2 PUBLISHes are committed (the
+    claimant acknowledges a re-send of one at once: it must be in the log by then)."""
+
+    client: str
+    to: ClaimKey
+    index: int
+    """The meta index of the claim it answers."""
+    positions: dict[int, Place]
+    inbound_qos2: tuple[int, ...]
+    records: Any
+    tickets: list[Ticket]
+    written: Ticket | None = None
+    """The release's own ticket, once written: done when committed."""
+
+
+CLAIM_TIMEOUT_MS = 30_000
+"""A CONNECT whose claim has not settled in this long is refused (Server unavailable)."""
+CLAIM_RETRY_MS = 50
+"""Pause before proposing a claim again that meta dropped."""
+"""A CONNECT whose claim has not settled in this long is refused (Server unavailable)."""
 
 
 class _SharedGroup:
@@ -297,6 +362,32 @@ class Broker:
         """(client id, packet id) -> the cluster log ticket of an accepted QoS 2 PUBLISH not
         yet committed: a re-send of it is acknowledged only once it is."""
         self._await_send: deque[tuple[int, str, int]] = deque()  # (offset, client, packet id)
+        # Client ids across the cluster (real/mqtt/claims.py), when the node wires
+        # `propose_claim(client id, conn id, done(prev owner "" | error))`:
+        self.propose_claim: Callable[[str, int, Callable[[Any], None]], None] | None = None
+        self.life = 0
+        """This process's life (a random number the node draws): part of every claim key."""
+        self.claim_wait_ms = 5_000
+        """How long a claim waits for the previous owner's hand-over before it goes on without
+        it (that node is gone, or restarted without its state). Longer than the controller's
+        session timeout, after which a node cut off from meta has fenced itself."""
+        self.fenced = False
+        """The node heard no meta quorum for its session timeout: no MQTT client is served."""
+        self.log_line: Callable[[str], None] = lambda _line: None
+        """Where operator-facing lines go (the node's log)."""
+        self.claims_seen = 0
+        """The meta index of the last claim this process looked at."""
+        self._settled: dict[str, int] = {}
+        """Client id -> the meta index up to which its claims are settled here (in the state
+        log: a restart skips them)."""
+        self._claiming: dict[str, _Claiming] = {}  # client id -> this node's newest claim
+        self._awaiting: dict[str, _Awaiting] = {}  # client id -> a claim awaiting a hand-over
+        self._forward: dict[str, tuple[ClaimKey, int]] = {}  # client id -> the claim (and its
+        # meta index) to pass the session on to once it arrives
+        self._floors: dict[str, dict[int, Place]] = {}
+        """Client id -> per `__mqtt` partition, the place before which a handed-over session
+        takes nothing from this node's routing (the old node routed it there)."""
+        self._releases: list[_Outgoing] = []  # hand-overs waiting for QoS 2 commits
         self._wills: dict[str, tuple[int, Message]] = {}  # client id -> (due, will)
         self._assigned = 0
         self._next_keepalive_check = 0
@@ -330,6 +421,7 @@ class Broker:
         self.recovered_records = state.records
         self._generation = state.generation
         self.cluster_positions = dict(state.cluster_positions)
+        self._settled = dict(state.claims_settled)
         for msg in state.retained.values():
             self.retained.set(msg)
         now = self.clock()
@@ -393,6 +485,8 @@ class Broker:
                      else self.cluster_positions)
         for partition, place in sorted(positions.items()):
             tail.append(cursor_record(partition, place, now, gen))
+        for client_id, index in sorted(self._settled.items()):
+            tail.append(claims_record(client_id, index, now, gen))
         tail.append(checkpoint_record(gen, now))
         for start in range(0, len(tail), 1024):
             log.append(tail[start:start + 1024])
@@ -439,6 +533,11 @@ class Broker:
             return
         conn.last_rx = self.clock()
         self.stats.bytes_in += len(data)
+        if conn.state is CLAIMING:  # nothing is handled before the CONNACK
+            conn.pending += data
+            if len(conn.pending) > self.config.max_packet_size:
+                self._refuse(conn, RC.SERVER_BUSY, "too much input before the CONNACK")
+            return
         if conn.decoder.buffered():
             self._decode(conn, data)  # after an irregular frame: the decoder owns the stream
             return
@@ -447,7 +546,7 @@ class Broker:
         pos = 0
         names = self._names
         limit = self.config.max_packet_size
-        while pos < n and conn.state is not CLOSING:
+        while pos < n and conn.state is not CLOSING and conn.state is not CLAIMING:
             # fixed header: type/flags byte, remaining length (1..4 byte varint)
             index = pos + 1
             length = 0
@@ -514,7 +613,9 @@ class Broker:
                 if conn.state is CLOSING:
                     return
                 self._handle(conn, packet)
-            if conn.state is not CLOSING:
+            if conn.state is CLAIMING:
+                conn.backlog.append(exc)  # the error, once the CONNACK is out
+            elif conn.state is not CLOSING:
                 self._protocol_error(conn, exc.reason_code, exc.detail)
             return
         for packet in packets:
@@ -566,6 +667,10 @@ class Broker:
             self._expire_sessions(now)
         if self._wills:
             self._fire_wills(now)
+        if self._awaiting or self._claiming:
+            self._check_claims(now)
+        if self._releases:
+            self._send_releases()
         if self.config.sys_interval_ms and now >= self._next_sys:
             self._next_sys = now + self.config.sys_interval_ms
             self._publish_sys(now)
@@ -592,16 +697,26 @@ class Broker:
             due = min(due, self._next_sys)
         for at, _ in self._wills.values():
             due = min(due, at)
+        for waiting in self._awaiting.values():
+            due = min(due, waiting.since + self.claim_wait_ms)
+        for pending in self._claiming.values():
+            if pending.retry_at is not None:
+                due = min(due, pending.retry_at)
         return max(due, now)
 
     def durable_progress(self) -> None:
         """The state log's durable_end may have advanced (the shell polled it): release acks."""
         self._release_durable()
+        if self._releases:
+            self._send_releases()
 
     # ================================================================== packets
 
     def _handle(self, conn: Conn, packet: object) -> None:
         """One decoded packet: CONNECT first, then the handler `_handlers` names for its type."""
+        if conn.state is CLAIMING:
+            conn.backlog.append(packet)
+            return
         if conn.state is AWAITING_CONNECT:
             if not isinstance(packet, Connect):
                 self._close(conn, RC.PROTOCOL_ERROR, "the first packet must be CONNECT")
@@ -684,6 +799,25 @@ class Broker:
         if p.will is not None:
             conn.will = p.will
             conn.will_delay_s = p.will.properties.get_int(PropertyId.WILL_DELAY_INTERVAL, 0)
+        if self.propose_claim is not None:
+            if self.fenced:
+                self._refuse(conn, RC.SERVER_UNAVAILABLE, "this node is cut off from the "
+                                                          "cluster's meta quorum")
+                return
+            if not assigned:  # (an assigned id names this node: no other node has it)
+                self._claim(conn, client_id, lambda: self._attach(
+                    conn, p, client_id, assigned, expiry, server_keep_alive))
+                return
+        self._attach(conn, p, client_id, assigned, expiry, server_keep_alive)
+
+    def _attach(self, conn: Conn, p: Connect, client_id: str, assigned: bool, expiry: int,
+                server_keep_alive: int | None) -> None:
+        """The CONNECT is accepted (and the client id is this node's, in a cluster): take over
+        a local connection of the same client id, attach the session, send the CONNACK."""
+        cfg = self.config
+        v5 = conn.version == MQTT_5
+        props = p.properties
+        user = conn.username
         # takeover
         old = self.sessions.get(client_id)
         if old is not None and old.conn_id is not None:
@@ -749,6 +883,354 @@ class Broker:
             self._send(conn, codec.encode(Connack(False, V3_CONNACK.get(reason, 5)), conn.version))
         conn.will = None
         self._finish(conn)
+
+    # ---------------------------------------------------------------- client ids in a cluster
+
+    def _claim(self, conn: Conn, client_id: str, attach: Callable[[], None]) -> None:
+        """Hold the CONNECT of `conn` until meta applied its claim of `client_id` and any other
+        node holding the client id handed its session over (real/mqtt/claims.py)."""
+        assert self.propose_claim is not None
+        older = self._claiming.get(client_id)
+        if older is not None:  # a newer connection of the same client id on this node
+            other = self.conns.get(older.conn_id)
+            if other is not None:
+                self._finish(other)
+        key = ClaimKey(self.config.node_id, self.life, conn.id)
+        self._claiming[client_id] = _Claiming(conn.id, key, attach)
+        conn.to(CLAIMING)
+        self.stats.claims += 1
+        self._propose_claim(client_id, key)
+
+    def _propose_claim(self, client_id: str, key: ClaimKey) -> None:
+        assert self.propose_claim is not None
+
+        def done(result: Any) -> None:
+            if isinstance(result, str):
+                return  # applied: `claim_applied` does the rest, in meta order
+            pending = self._claiming.get(client_id)
+            if pending is None or pending.key != key or pending.applied:
+                return
+            if isinstance(result, Exception) and not isinstance(result, ValueError):
+                # dropped on the way (maybe applied after all: then it counts once applied)
+                pending.retry_at = self.clock() + CLAIM_RETRY_MS
+                return
+            del self._claiming[client_id]
+            live = self.conns.get(key.conn)
+            if live is not None and live.state is CLAIMING:
+                self._refuse(live, RC.SERVER_UNAVAILABLE, f"client id claim failed: {result}")
+
+        self.propose_claim(client_id, key.conn, done)
+
+    def claims_applied(self, claims: Any, claims_from: int,
+                       owner: Callable[[str], Any]) -> None:
+        """Meta applied claims (`MetaStateMachine.claims`, oldest first): act on those after
+        `claims_seen`. If some were not kept (`claims_from` past the next one this node needs:
+        it started from a snapshot, or fell far behind), compare this node's sessions with
+        the owners meta has (`owner(client)`) first."""
+        if claims_from > self.claims_seen + 1:
+            self._reconcile_owners(owner, claims_from - 1)
+        new = []
+        for claim in reversed(claims):
+            if claim.index <= self.claims_seen:
+                break
+            new.append(claim)
+        for claim in reversed(new):
+            self.claims_seen = claim.index
+            self._claim_applied(claim.client, claim.owner, claim.prev, claim.index)
+
+    def _reconcile_owners(self, owner: Callable[[str], Any], index: int) -> None:
+        """Claims up to meta `index` are not known one by one: hand each session another node
+        owns now to that owner (a claimant no longer waiting drops it as late)."""
+        me = self.config.node_id
+        for client_id in sorted(self.sessions):
+            now_owner = owner(client_id)
+            if now_owner is not None and now_owner.node != me:
+                key = ClaimKey(now_owner.node, now_owner.life, now_owner.conn)
+                self._hand_over(client_id, key, index, self.cluster.positions())
+        self.claims_seen = index
+
+    def _claim_applied(self, client_id: str, owner: Any, prev: Any, index: int) -> None:
+        me = self.config.node_id
+        if index <= self._settled.get(client_id, 0):
+            return  # settled before a restart
+        key = ClaimKey(owner.node, owner.life, owner.conn)
+        if owner.node == me:
+            if owner.life != self.life:
+                # An earlier life's claim, not settled in the state log: if it waited for a
+                # hand-over, the session it brought was not durable when that life ended; its
+                # release is in `__mqtt` after this node's durable place, so wait for it
+                # again.
+                if prev is not None and prev.node != me:
+                    self._awaiting[client_id] = _Awaiting(key, index, prev.node, self.clock())
+                return
+            if (prev is not None and prev.node != me
+                    and "mqtt-claim-no-wait" not in self.cluster.config.bugs):
+                self._awaiting[client_id] = _Awaiting(key, index, prev.node, self.clock())
+                self.stats.claims_waited += 1
+            pending = self._claiming.get(client_id)
+            if pending is not None and pending.key == key:
+                pending.applied = True
+            self._try_grant(client_id)
+            return
+        if prev is None or prev.node != me:
+            return  # (a claim this node was not part of)
+        pending = self._claiming.get(client_id)
+        if pending is not None and pending.applied:  # its claim came first: taken over too
+            del self._claiming[client_id]
+            live = self.conns.get(pending.conn_id)
+            if live is not None and live.state is CLAIMING:
+                self._refuse(live, RC.SERVER_UNAVAILABLE, "the client id was claimed on "
+                                                          "another node meanwhile")
+        if client_id in self._awaiting:  # what this node is still waiting for goes on there
+            self._forward[client_id] = (key, index)
+            return
+        self._hand_over(client_id, key, index, self.cluster.positions())
+
+    def _settle(self, client_id: str, index: int) -> None:
+        """The claims of `client_id` up to meta `index` are settled here: say so in the state
+        log (after what settled them), so a restart does not act on them again."""
+        if index > self._settled.get(client_id, 0):
+            self._settled[client_id] = index
+            if self.log is not None:
+                self._append(claims_record(client_id, index, self.clock()))
+
+    def _hand_over(self, client_id: str, to: ClaimKey, index: int,
+                   positions: dict[int, Place]) -> None:
+        """Another node claimed `client_id`: close its connection here (0x8E), take its session
+        out of this broker and write the release for claim `to`."""
+        session = self.sessions.get(client_id)
+        if session is not None and session.conn_id is not None:
+            conn = self.conns.get(session.conn_id)
+            if conn is not None:
+                self._close(conn, RC.SESSION_TAKEN_OVER, "the client connected to another node")
+                self._detach(conn, abnormal=True)
+            session = self.sessions.get(client_id)  # (a clean session ended with it)
+        records = None
+        inbound: tuple[int, ...] = ()
+        tickets: list[Ticket] = []
+        if session is not None:
+            self._wills.pop(client_id, None)  # a delayed will: the session goes on elsewhere
+            floors = self._floors.get(client_id, {})
+            positions = {p: max(place, floors.get(p, place)) for p, place in positions.items()}
+            records = snapshot_records(session, self.clock())
+            inbound = tuple(sorted(session.inbound_qos2))
+            tickets = [t for (cid, _pid), t in self._qos2_tickets.items() if cid == client_id]
+            self._drop_session(session, logged=False)  # (`del` once the release is committed)
+        self.stats.handovers_out += 1
+        self._releases.append(_Outgoing(client_id, to, index, positions, inbound, records,
+                                        tickets))
+        self._send_releases()
+
+    def _send_releases(self) -> None:
+        """Write each release once the client's QoS 2 PUBLISHes are committed; once it is
+        committed itself, the session leaves the state log (till then a restart still has it,
+        and hands it over again)."""
+        if not self._releases:
+            return
+        waiting = []
+        for out in self._releases:
+            if out.written is None and all(t.done for t in out.tickets):
+                out.written = self.cluster.release(out.client, out.to, out.positions,
+                                                   out.inbound_qos2, out.records)
+            if out.written is not None and out.written.done:
+                if out.records is not None and self.log is not None \
+                        and out.client not in self.sessions:
+                    self._append(delete_record(out.client, self.clock()))
+                self._settle(out.client, out.index)
+            else:
+                waiting.append(out)
+        self._releases = waiting
+
+    def _drop_session(self, session: Session, logged: bool = True) -> None:
+        """The session leaves this node (handed over): no will, nothing counted as dropped.
+        `logged`: write its end to the state log now."""
+        client_id = session.client_id
+        for topic_filter, opts in session.subscriptions.items():
+            self._unindex_subscription(client_id, topic_filter, opts)
+        if self.sessions.get(client_id) is session:
+            del self.sessions[client_id]
+        if logged and session.persistent and self.log is not None:
+            self._append(delete_record(client_id, self.clock()))
+        for key in [k for k in self._qos2_tickets if k[0] == client_id]:
+            del self._qos2_tickets[key]
+        self._floors.pop(client_id, None)
+        session.queue.clear()
+        session.inflight.clear()
+
+    def release_committed(self, release: Release, partition: int, offset: int,
+                          index: int) -> None:
+        """A hand-over is committed in `__mqtt` (at message `index` of the batch at `offset` of
+        `partition`): if it is for this node's waiting claim, the session moves in."""
+        key = release.claim
+        if key.node != self.config.node_id:
+            return
+        client_id = release.client
+        waiting = self._awaiting.get(client_id)
+        if waiting is None or waiting.key != key:
+            self.stats.late_releases += 1
+            return
+        del self._awaiting[client_id]
+        here = self.cluster.positions()
+        here[partition] = (offset, index + 1)
+        session = release.session()
+        if session is not None:
+            self._install(session, release.positions, here)
+        self._settle(client_id, waiting.index)  # (after the session's records)
+        forward = self._forward.pop(client_id, None)
+        if forward is not None:
+            self._hand_over(client_id, forward[0], forward[1], here)
+            return
+        self._try_grant(client_id)
+
+    def _install(self, session: Session, theirs: dict[int, Place],
+                 here: dict[int, Place]) -> None:
+        """A handed-over session joins this broker. `theirs`: how far its old node had routed
+        each partition; `here`: how far this node has. What this node routed past their place
+        is read again for it; before their place (where this node is behind) it takes
+        nothing (the hand-over holds it)."""
+        client_id = session.client_id
+        old = self.sessions.get(client_id)
+        if old is not None:
+            self._drop_session(old)
+        now = self.clock()
+        session.conn_id = None
+        session.disconnected_ms = now
+        self.sessions[client_id] = session
+        for topic_filter, opts in session.subscriptions.items():
+            self._index_subscription(client_id, topic_filter, opts)
+        self.stats.handovers_in += 1
+        if self.log is not None and session.persistent:
+            self._log_session(session)
+        floors: dict[int, Place] = {}
+        if "mqtt-handover-no-gap" in self.cluster.config.bugs:
+            theirs = here
+        for partition in sorted(theirs):
+            their, mine = theirs[partition], here.get(partition)
+            if mine is None or their > mine:
+                floors[partition] = their
+                self.stats.handover_floors += 1
+            elif their < mine:
+                for msg, offset, index in self.cluster.read_messages(partition, their, mine):
+                    self.stats.handover_read_again += 1
+                    self._catch_up(session, msg, (partition, offset, index))
+        if floors:
+            self._floors[client_id] = floors
+
+    def _log_session(self, session: Session) -> None:
+        """Write a session that arrived whole to the state log (as a checkpoint would)."""
+        now = self.clock()
+        self._append(session_record(session, now))
+        for d in self._pending_deliveries(session):
+            d.message.log_id = self._append(publish_record(d.message, [(session.client_id, d)],
+                                                           now, retained=False))
+        for pid, inflight in session.inflight.items():
+            d = inflight.delivery
+            if inflight.released:
+                self._append(packet_record(REL, session.client_id, -1, pid, now))
+            elif d.qos == 2:
+                self._append(packet_record(SND, session.client_id, d.message.log_id, pid, now))
+
+    def _catch_up(self, session: Session, msg: Message, place: tuple[int, int, int]) -> None:
+        """Route a message this node had routed before `session` arrived, to it alone."""
+        client_id = session.client_id
+        subs = [opts for topic_filter, opts in session.subscriptions.items()
+                if not opts.share_group and matches(topic_filter, msg.topic)
+                and not (opts.no_local and msg.origin == client_id)]
+        if not subs or msg.expired(self.clock()) or not self._may_receive(session, msg.topic):
+            return
+        qos, rap, ids = _combine(subs)
+        d = Delivery(msg, min(qos, msg.qos), msg.retain and rap, ids)
+        if self.log is not None and session.persistent and d.qos:
+            msg.log_id = self._append(publish_record(msg, [(client_id, d)], msg.created_ms,
+                                                     False, cluster_pos=place))
+        self._deliver(session, d)
+
+    def _below_floor(self, client_id: str) -> bool:
+        """Whether the message being routed precedes the place where `client_id`'s handed-over
+        session starts taking from this node (see `_install`)."""
+        floors = self._floors.get(client_id)
+        if floors is None or self._routing_from is None:
+            return False
+        partition, offset, index = self._routing_from
+        floor = floors.get(partition)
+        if floor is None:
+            return False
+        if (offset, index) < floor:
+            return True
+        del floors[partition]
+        if not floors:
+            del self._floors[client_id]
+        return False
+
+    def _try_grant(self, client_id: str) -> None:
+        if client_id in self._awaiting:
+            return
+        pending = self._claiming.get(client_id)
+        if pending is None or not pending.applied:
+            return
+        del self._claiming[client_id]
+        conn = self.conns.get(pending.conn_id)
+        if conn is None or conn.state is not CLAIMING:
+            return
+        pending.attach()
+        backlog, conn.backlog = conn.backlog, []
+        for item in backlog:
+            if conn.state is not CONNECTED:
+                break
+            if isinstance(item, MqttError):
+                self._protocol_error(conn, item.reason_code, item.detail)
+            else:
+                self._handle(conn, item)
+        if conn.pending and conn.state is CONNECTED:
+            self.receive(conn.id, b"")
+
+    def _check_claims(self, now: int) -> None:
+        """A claim waits for the previous owner's hand-over: a node that died hands it over
+        once restarted (it recovers the session from its state log and replays the claim);
+        one that does not come back within `claim_wait_ms`, or comes back without its state,
+        never will, and the claim goes on without it. A CONNECT whose claim does not settle
+        within CLAIM_TIMEOUT_MS is refused."""
+        for client_id, waiting in list(self._awaiting.items()):
+            if now - waiting.since < self.claim_wait_ms:
+                continue
+            self.log_line(f"mqtt: client id {client_id!r}: node {waiting.prev_node} did not "
+                          f"hand its session over within {self.claim_wait_ms} ms; going on "
+                          "without it")
+            del self._awaiting[client_id]
+            self.stats.claims_forced += 1
+            forward = self._forward.pop(client_id, None)
+            if forward is not None:
+                self._hand_over(client_id, forward[0], forward[1], self.cluster.positions())
+            else:
+                self._try_grant(client_id)
+            self._settle(client_id, waiting.index)
+        for client_id, pending in list(self._claiming.items()):
+            conn = self.conns.get(pending.conn_id)
+            if conn is None:
+                if pending.applied:
+                    del self._claiming[client_id]
+                continue
+            if now - conn.connected_ms > CLAIM_TIMEOUT_MS and conn.state is CLAIMING:
+                del self._claiming[client_id]
+                self._refuse(conn, RC.SERVER_UNAVAILABLE, "the client id claim did not settle")
+            elif pending.retry_at is not None and now >= pending.retry_at:
+                pending.retry_at = None
+                self._propose_claim(client_id, pending.key)
+
+    def fence(self, fenced: bool) -> None:
+        """The node lost (True) or regained its meta quorum: a fenced node serves no MQTT
+        client (another node may have claimed any of them), so it closes every connection
+        (MQTT 5: DISCONNECT 0x9C, Use another server) and refuses new ones."""
+        if fenced == self.fenced:
+            return
+        self.fenced = fenced
+        if fenced:
+            for conn in list(self.conns.values()):
+                if conn.state is CONNECTED:
+                    self._close(conn, RC.USE_ANOTHER_SERVER, "this node is cut off from the "
+                                                             "cluster")
+                elif conn.state is CLAIMING:
+                    self._refuse(conn, RC.SERVER_UNAVAILABLE, "this node is cut off")
 
     # ---------------------------------------------------------------- PUBLISH (inbound)
 
@@ -1034,6 +1516,8 @@ class Broker:
             targets.append((member_session,
                             Delivery(msg, min(msg.qos, opts.qos), False,
                                      (opts.sub_id,) if opts.sub_id else ())))
+        if self._floors:
+            targets = [t for t in targets if not self._below_floor(t[0].client_id)]
         offset = -1
         retain = retain_flag and not topic.startswith("$SYS/")
         if self.log is not None and (retain or persistent):

@@ -36,6 +36,14 @@ from typing import Any, Protocol
 
 from real.kafka import errors as kafka_errors
 from real.kafka.records import KRecord, RecordsError, build_batch, decode_batch, split_batches
+from real.mqtt.claims import (
+    ClaimKey,
+    Place,
+    Release,
+    decode_release,
+    is_control,
+    release_record,
+)
 from real.mqtt.properties import Properties, PropertyId, PropertyValue
 from real.mqtt.session import EXPIRY_NEVER, Message
 from real.server.peermsg import AppendError, LogAppend, LogAppendReply
@@ -43,14 +51,22 @@ from real.storage.crc32c import crc32c
 
 TOPIC = "__mqtt"
 """The internal Kafka topic that carries every MQTT message of a cluster."""
-MQTT_CLUSTER_BUGS = ("mqtt-ack-on-append", "mqtt-forget-position", "mqtt-no-idempotence")
+MQTT_CLUSTER_BUGS = ("mqtt-ack-on-append", "mqtt-forget-position", "mqtt-no-idempotence",
+                     "mqtt-claim-no-wait", "mqtt-handover-no-gap")
 """Test-only deviations (grep the name), for the simulator's bug hunt:
 - `mqtt-ack-on-append`: the leader answers a write once it stored it, not once it is committed
   (a PUBACK before replication: the leader's loss loses it);
 - `mqtt-forget-position`: a restarted node ignores how far its state log says it routed and
   resumes at its replica's end (what it had stored but not routed is never queued);
 - `mqtt-no-idempotence`: writes carry no producer id, so a batch re-sent after a leader change
-  or a lost reply is stored twice (RobustMQ's plain forwarded write)."""
+  or a lost reply is stored twice (RobustMQ's plain forwarded write);
+- `mqtt-claim-no-wait`: a claimant answers CONNACK once meta applied its claim, without
+  waiting for the previous owner's release (a take-over that does not fence the old node: both
+  serve the client id until the old node applies the claim, and the session it hands over
+  comes too late);
+- `mqtt-handover-no-gap`: a claimant installs a handed-over session without the old node's
+  positions (it neither reads again what it routed past them nor skips what lies before
+  them: messages published during the move are lost or repeated)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +84,10 @@ class ClusterConfig:
     at least)."""
     read_bytes_max: int = 1 << 20
     """Delivery reads at most this much of a partition per step."""
+    claim_wait_ms: int = 5_000
+    """How long a CONNECT waits for another node to hand over the client id's session before
+    it goes on without it (real/mqtt/claims.py); at least twice the controller's session
+    timeout."""
     queue_bytes_max: int = 16 << 20
     """Messages waiting to be written, all partitions: past it, new QoS 0 messages are dropped
     (counted, as a broker drops QoS 0 it cannot forward); QoS 1/2 are bounded by each client's
@@ -80,7 +100,7 @@ class ClusterConfig:
             if bug not in MQTT_CLUSTER_BUGS:
                 raise ValueError(f"unknown MQTT cluster bug {bug!r} (expected one of "
                                  f"{', '.join(MQTT_CLUSTER_BUGS)})")
-        for name in ("partitions", "replication", "request_timeout_ms", "retry_ms",
+        for name in ("partitions", "replication", "request_timeout_ms", "retry_ms", "claim_wait_ms",
                      "batch_bytes_max", "read_bytes_max", "queue_bytes_max"):
             value = getattr(self, name)
             if type(value) is not int or value < 1:
@@ -116,6 +136,7 @@ class LogHost(Protocol):
 
     def min_insync(self) -> int: ...
 
+
     def appended(self, partition: int) -> None: ...
 
     def allocate_producer_id(self, give: Callable[[int], None]) -> None: ...
@@ -133,6 +154,12 @@ class Router(Protocol):
     def anchor_cluster_position(self, partition: int, offset: int) -> None: ...
 
     def durable_progress(self) -> None: ...
+
+    def release_committed(self, release: Release, partition: int, offset: int,
+                          index: int) -> None:
+        """A session hand-over (real/mqtt/claims.py) is committed at message `index` of the
+        batch at shard `offset` of `partition`."""
+        ...
 
 
 @dataclass(slots=True)
@@ -184,6 +211,8 @@ class ClusterStats:
     refusals: dict[str, int] = field(default_factory=dict)
     delivered: int = 0
     undecodable: int = 0
+    releases: int = 0
+    """Session hand-overs written (real/mqtt/claims.py)."""
     dropped_qos0: int = 0
     """QoS 0 messages dropped because `queue_bytes_max` was reached."""
 
@@ -310,20 +339,32 @@ class ClusterLog:
     def publish(self, msg: Message) -> Ticket:
         """Write `msg` to the cluster; the ticket is done once it is committed (then, and not
         before, every node routes it to its subscribers)."""
-        ticket = Ticket()
         if msg.qos == 0 and self._queued_bytes >= self.config.queue_bytes_max:
             self.stats.dropped_qos0 += 1
+            ticket = Ticket()
             ticket.done = True  # (nobody waits on a QoS 0 message)
             return ticket
-        record = encode_message(msg)
-        writer = self._writers.get(partition := self.partition_of(msg.topic))
+        self.stats.published += 1
+        return self._write(self.partition_of(msg.topic), encode_message(msg))
+
+    def release(self, client: str, claim: ClaimKey, positions: dict[int, Place],
+                inbound_qos2: tuple[int, ...], records: Any) -> Ticket:
+        """Write the hand-over of `client`'s session to `claim` (real/mqtt/claims.py) to the
+        partition of the client id; the ticket is done once it is committed."""
+        self.stats.releases += 1
+        return self._write(self.partition_of(client),
+                           release_record(client, claim, positions, inbound_qos2, records,
+                                          self.clock()))
+
+    def _write(self, partition: int, record: KRecord) -> Ticket:
+        ticket = Ticket()
+        writer = self._writers.get(partition)
         if writer is None:
             writer = self._writers[partition] = _Writer()
         writer.queue.append((record, ticket))
         size = len(record.value or b"") + len(record.key or b"")
         writer.queued_bytes += size
         self._queued_bytes += size
-        self.stats.published += 1
         return ticket
 
     def _start(self, partition: int, writer: _Writer, now: int) -> None:
@@ -549,6 +590,14 @@ class ClusterLog:
         for index, krec in enumerate(krecs):
             if index < skip:
                 continue  # routed before a restart (the state log says so)
+            if is_control(krec):
+                try:
+                    release = decode_release(krec)
+                except ValueError:
+                    self.stats.undecodable += 1
+                    continue
+                self.router.release_committed(release, partition, offset, index)
+                continue
             try:
                 msg = decode_message(krec)
             except ValueError:
@@ -556,6 +605,35 @@ class ClusterLog:
                 continue
             self.stats.delivered += 1
             self.router.route_committed(msg, partition, offset, index)
+
+    def read_messages(self, partition: int, start: Place, end: Place
+                      ) -> list[tuple[Message, int, int]]:
+        """The messages of `partition` from place `start` up to place `end` (not included), as
+        (message, batch offset, index), read from this node's replica (committed places)."""
+        log = self.host.replica_log(partition)
+        out: list[tuple[Message, int, int]] = []
+        at = start[0]
+        while at <= end[0]:
+            records = log.read_shard(at, self.config.read_bytes_max)
+            if not records:
+                break
+            for rec in records:
+                if rec.offset > end[0]:
+                    return out
+                try:
+                    krecs = decode_batch(rec.payload)
+                except RecordsError:
+                    continue
+                for index, krec in enumerate(krecs):
+                    place = (rec.offset, index)
+                    if place < start or place >= end or is_control(krec):
+                        continue
+                    try:
+                        out.append((decode_message(krec), rec.offset, index))
+                    except ValueError:
+                        continue
+                at = rec.offset + 1
+        return out
 
     def positions(self) -> dict[int, tuple[int, int]]:
         """Partition -> (shard offset, index) of the first message not routed yet (what a
@@ -590,6 +668,7 @@ class ClusterLog:
                 "batches_stored": s.batches_stored,
                 "batches_duplicate": s.batches_duplicate, "refusals": dict(s.refusals),
                 "delivered": s.delivered, "undecodable": s.undecodable,
-                "dropped_qos0": s.dropped_qos0, "queued_bytes": self._queued_bytes,
+                "dropped_qos0": s.dropped_qos0, "releases": s.releases,
+                "queued_bytes": self._queued_bytes,
                 "read_at": {str(p): at for p, at in sorted(self._read_at.items())}}
 

@@ -19,6 +19,9 @@ Kafka view of the log sees them as Kafka headers).
     cur   p=partition, o=offset, i=index                        cluster log (real/mqtt/cluster.py)
                                                                 routed here up to message i of
                                                                 the batch at offset o of p
+    clm   c=client, i=meta index                                the claims of client id c
+                                                                (claims.py) are settled here
+                                                                up to meta index i
 
 In a cluster (`mqtt.cluster`) a `pub` routed from the cluster log also carries
 cp=partition:offset:index, its place in that log (the batch's shard offset, the message's index
@@ -61,7 +64,8 @@ from real.storage.record import Record
 SES, DEL, PUB, ACK, CKP = b"ses", b"del", b"pub", b"ack", b"ckp"
 SND, REL, CMP = b"snd", b"rel", b"cmp"
 CUR = b"cur"
-KINDS = (SES, DEL, PUB, ACK, SND, REL, CMP, CKP, CUR)
+CLM = b"clm"
+KINDS = (SES, DEL, PUB, ACK, SND, REL, CMP, CKP, CUR, CLM)
 
 
 class CorruptState(Exception):
@@ -101,6 +105,16 @@ def packet_record(kind: bytes, client_id: str, log_id: int, packet_id: int, now:
     if generation:
         meta.append(("g", str(generation)))
     return Record(-1, int(now), kind, b"", meta=tuple(meta))
+
+
+def claims_record(client_id: str, index: int, now: int, generation: int = 0) -> Record:
+    """`clm`: this node has settled the meta claims (real/mqtt/claims.py) of `client_id` up to
+    `index` (the session a claim brought is logged, or the one it took is handed over); a
+    restart does not act on them again."""
+    meta = [("c", client_id), ("i", str(index))]
+    if generation:
+        meta.append(("g", str(generation)))
+    return Record(-1, now, CLM, b"", meta=tuple(meta))
 
 
 def checkpoint_record(generation: int, now: int) -> Record:
@@ -177,6 +191,8 @@ class RecoveredState:
     cluster_positions: dict[int, tuple[int, int]] = field(default_factory=dict)
     """Cluster log partition -> (shard offset, index in that batch) of the first message this
     node has not routed yet."""
+    claims_settled: dict[str, int] = field(default_factory=dict)
+    """Client id -> the meta index up to which this node settled its claims."""
 
 
 def _meta_get(rec: Record, name: str) -> str | None:
@@ -364,6 +380,10 @@ def _apply(rec: Record, state: RecoveredState, pending: dict[str, dict[int, Deli
     elif kind == CUR:
         _advance(state, _int(rec, "p", _required(rec, "p")),
                  (_int(rec, "o", _required(rec, "o")), _int(rec, "i", _required(rec, "i"))))
+    elif kind == CLM:
+        client_id = _required(rec, "c")
+        index = _int(rec, "i", _required(rec, "i"))
+        state.claims_settled[client_id] = max(state.claims_settled.get(client_id, 0), index)
     elif kind == CKP:
         pass
     else:

@@ -57,6 +57,13 @@ _MQTT_COUNTERS = (  # (name without _total, Stats field, help)
     ("state_log_publishes", "logged_publishes",
      "Messages written to the state log (persistent targets or retained)."),
     ("checkpoints", "checkpoints", "State log checkpoints."),
+    ("client_id_claims", "claims", "CONNECTs that claimed their client id in meta (cluster)."),
+    ("client_id_claims_waited", "claims_waited",
+     "Claims that waited for another node to hand the session over."),
+    ("client_id_claims_given_up", "claims_forced",
+     "Claims that went on without the previous node's hand-over (it did not come back)."),
+    ("sessions_handed_over", "handovers_out", "Sessions this node handed to another node."),
+    ("sessions_taken_over", "handovers_in", "Sessions another node handed to this node."),
 )
 _KAFKA_GAUGES = (
     ("connections", "connections", "Open Kafka client connections."),

@@ -49,7 +49,7 @@ from typing import Any
 from real.kafka import errors as kafka_errors
 from real.kafka.bridge import Bridge, BridgeRule
 from real.kafka.broker import KafkaBroker, KafkaConfig, shard_name
-from real.meta import MetaResult, MetaStateMachine, encode_command
+from real.meta import MetaError, MetaResult, MetaStateMachine, encode_command
 from real.mqtt.broker import Broker, BrokerConfig
 from real.mqtt.cluster import TOPIC as MQTT_LOG_TOPIC
 from real.mqtt.cluster import ClusterConfig, ClusterLog
@@ -238,6 +238,7 @@ class _ClusterPort:
     def min_insync(self) -> int:
         return self._core.kafka._min_insync(MQTT_LOG_TOPIC)
 
+
     def appended(self, partition: int) -> None:
         self._core.replicator.appended(MQTT_LOG_TOPIC, partition)
 
@@ -280,6 +281,7 @@ class NodeCore:
             self.cluster_log = ClusterLog(spec.node_id, spec.mqtt_cluster, _ClusterPort(self),
                                           self.mqtt, env.clock, self._send, log=env.log)
             self.mqtt.cluster = self.cluster_log
+            self._wire_claims(env, spec.mqtt_cluster)
         self.controller = Controller(spec.node_id, spec.controller, lambda: self.replica.sm,
                                      env.clock, self.propose, log=env.log,
                                      bugs=frozenset(spec.replication.bugs))
@@ -586,6 +588,34 @@ class NodeCore:
         for broker in self.brokers.values():
             broker.durable_progress()
 
+    def _wire_claims(self, env: NodeEnv, cluster: ClusterConfig) -> None:
+        """Client ids across the cluster (real/mqtt/claims.py): the MQTT broker claims them in
+        meta, in this process's life (a random number: a restarted node is a new claimant)."""
+        mqtt = self.mqtt
+        mqtt.life = env.rng.getrandbits(62)
+        mqtt.claim_wait_ms = max(cluster.claim_wait_ms,
+                                 2 * self.spec.controller.session_timeout_ms)
+        mqtt.log_line = env.log
+        node_id = self.spec.node_id
+
+        def propose(client: str, conn: int, done: Callable[[Any], None]) -> None:
+            try:
+                data = encode_command("mqtt.claim", client=client, node=node_id,
+                                      life=mqtt.life, conn=conn)
+            except MetaError as exc:
+                done(ValueError(str(exc)))
+                return
+
+            def finished(result: MetaResult | Exception) -> None:
+                if isinstance(result, MetaResult) and result.ok:
+                    done(str(result.value))
+                else:
+                    done(result if isinstance(result, Exception) else ValueError(result.error))
+
+            self.propose(data, finished)
+
+        mqtt.propose_claim = propose
+
     def _meta_progress(self) -> None:
         """Meta applied entries or changed leader: shard roles follow, the controller runs on
         the meta leader."""
@@ -595,6 +625,8 @@ class NodeCore:
             self._replicated = any(s.replicated or t.shared(i) for t in sm.topics()
                                    for i, s in enumerate(t.shards))
             self.kafka.reconcile()
+            if self.cluster_log is not None:
+                self.mqtt.claims_applied(sm.claims, sm.claims_from, sm.owner)
         if self.registered:  # a restarted node fences its old self (registers) first
             self.replicator.refresh()
         active = self._replicated and self.replica.raft.role is Role.LEADER
@@ -621,6 +653,8 @@ class NodeCore:
         if now - self._meta_contact > session:
             self._drop_unfence_read()
             self.replicator.set_fenced(True)
+            if self.cluster_log is not None:
+                self.mqtt.fence(True)
             return
         if not self.replicator.fenced:
             return
@@ -634,6 +668,8 @@ class NodeCore:
                 self._unfence_read = None
                 if self.env.clock() - self._meta_contact <= session:
                     self.replicator.set_fenced(False)
+                    if self.cluster_log is not None:
+                        self.mqtt.fence(False)
 
         self._unfence_read = (context, now)  # before asking: the answer may come at once
         try:

@@ -41,6 +41,8 @@ HUNTS: dict[str, str] = {
     "mqtt-ack-on-append": "scenarios/sim/node3-mqtt-bughunt.toml",
     "mqtt-forget-position": "scenarios/sim/node3-mqtt.toml",
     "mqtt-no-idempotence": "scenarios/sim/node3-mqtt.toml",
+    "mqtt-claim-no-wait": "scenarios/sim/node3-mqtt-sessions.toml",
+    "mqtt-handover-no-gap": "scenarios/sim/node3-mqtt-sessions.toml",
 }
 """The scenario each bug is hunted with (repo-relative). The last five are shard replication
 bugs (`real.server.replication.REPLICATION_BUGS`), judged by model/checkers/replication.py and
@@ -92,6 +94,13 @@ HOW: dict[str, str] = {
     "whose reply is lost) before answering is sent again to the next leader, which already "
     "holds it: stored twice (the checker counts committed copies against the publisher's "
     "sends).",
+    "mqtt-claim-no-wait": "two clients share a client id on two nodes and take it from each "
+    "other on every reconnect: a claimant that answers CONNACK without the old node's release "
+    "serves the client id while the old node still delivers (served by two connections at "
+    "once, in server time).",
+    "mqtt-handover-no-gap": "subscribers reconnect to another node after every drop while "
+    "messages flow: a claimant that ignores how far the old node had routed loses what it "
+    "routed before the session arrived (or repeats what the old node had queued).",
 }
 """What in each scenario provokes its bug, rendered under the table."""
 

@@ -139,3 +139,129 @@ def test_acknowledged_messages_survive_the_partition_leaders_death(tmp_path: Pat
     assert sorted(set(values)) == list(range(400)), "an acknowledged message was lost"
     assert values == list(range(400)), "duplicated or out of order"
     assert failover_s < 30
+
+
+def _paho(client_id: str, version: int, clean: bool) -> Any:
+    import paho.mqtt.client as mqtt
+
+    if version == 5:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                             protocol=mqtt.MQTTv5)
+    else:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                             clean_session=clean)
+    client.reconnect_delay_set(min_delay=120, max_delay=120)  # no reconnect in a test
+    return client
+
+
+def _connect(client: Any, port: int, clean: bool = False) -> dict[str, Any]:
+    """Connect and wait for the CONNACK: its flags and reason code."""
+    import paho.mqtt.client as mqtt
+
+    got: dict[str, Any] = {}
+    done = threading.Event()
+
+    def on_connect(_c: Any, _u: Any, flags: Any, reason: Any, _p: Any = None) -> None:
+        got["present"], got["reason"] = flags.session_present, reason.value
+        done.set()
+
+    client.on_connect = on_connect
+    if client._protocol == mqtt.MQTTv5:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        client.connect("127.0.0.1", port, clean_start=clean, properties=props)
+    else:
+        client.connect("127.0.0.1", port)
+    client.loop_start()
+    assert done.wait(20), "no CONNACK"
+    return got
+
+
+def _publish_all(port: int, topic: str, count: int, start: int = 0) -> None:
+    pub = _paho(f"pub-{topic}-{start}", 4, True)
+    _connect(pub, port, clean=True)
+    try:
+        infos = [pub.publish(f"{topic}/{i % 3}", str(i).encode(), qos=1)
+                 for i in range(start, start + count)]
+        for info in infos:
+            info.wait_for_publish(timeout=20)
+            assert info.is_published()
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+
+
+def test_a_duplicate_client_id_on_another_node_takes_the_connection_over(nodes: Any) -> None:
+    first = _paho("dev", 5, False)
+    gone = threading.Event()
+    reasons: list[int] = []
+
+    def on_disconnect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
+        reasons.append(reason.value)
+        gone.set()
+
+    first.on_disconnect = on_disconnect
+    assert _connect(first, nodes[1]["mqtt"])["reason"] == 0
+    subscribed = threading.Event()
+    first.on_subscribe = lambda *_a: subscribed.set()
+    first.subscribe("dup/#", qos=1)
+    assert subscribed.wait(10)
+    second = _paho("dev", 5, False)
+    received: list[bytes] = []
+    second.on_message = lambda _c, _u, m: received.append(m.payload)
+    try:
+        got = _connect(second, nodes[2]["mqtt"])
+        assert got == {"present": True, "reason": 0}, "the session came along"
+        assert gone.wait(10) and reasons == [0x8E], reasons  # Session taken over
+        _publish_all(nodes[3]["mqtt"], "dup", 20)
+        deadline = time.monotonic() + 20
+        while len(received) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sorted(int(p) for p in received) == list(range(20))
+    finally:
+        for client in (first, second):
+            client.loop_stop()
+            client.disconnect()
+
+
+def test_a_persistent_session_moves_off_a_killed_node_with_every_acknowledged_message(
+        tmp_path: Path, nodes: Any) -> None:
+    """paho on node 2 with a persistent session; node 2 is SIGKILLed with 30 acknowledged
+    messages queued for it and 30 more are acknowledged while it is down; the client connects
+    to node 3, which waits for node 2's hand-over (node 2 restarts: it recovers the session
+    from its state log and hands it over) and delivers all 60."""
+    keeper = _paho("keeper", 4, False)
+    assert _connect(keeper, nodes[2]["mqtt"])["reason"] == 0
+    subscribed = threading.Event()
+    keeper.on_subscribe = lambda *_a: subscribed.set()
+    keeper.subscribe("keep/#", qos=1)
+    assert subscribed.wait(10)
+    keeper.loop_stop()
+    keeper.disconnect()
+    _publish_all(nodes[1]["mqtt"], "keep", 30)
+    time.sleep(0.3)  # node 2's state log syncs what it queued (its group commit)
+    cluster.signal_node(tmp_path, 2, signal.SIGKILL)
+    _publish_all(nodes[1]["mqtt"], "keep", 30, start=30)
+    back = _paho("keeper", 4, False)
+    received: list[bytes] = []
+    back.on_message = lambda _c, _u, m: received.append(m.payload)
+    restarter = threading.Timer(1.0, cluster.restart, (tmp_path, 2))
+    restarter.start()
+    try:
+        got = _connect(back, nodes[3]["mqtt"])
+        assert got == {"present": True, "reason": 0}, got
+        deadline = time.monotonic() + 30
+        while len(received) < 60 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        restarter.join()
+        back.loop_stop()
+        back.disconnect()
+    values = [int(p) for p in received]
+    assert sorted(set(values)) == list(range(60)), "an acknowledged message was lost"
+    for topic in range(3):  # in order per topic
+        mine = [v for v in values if v % 3 == topic]
+        assert mine == sorted(mine)

@@ -28,8 +28,10 @@ KNOWN: dict[str, tuple[int, str, str]] = {
     "unclean-election": (3, "safety", "acknowledged records lost"),
     "acks-downgrade": (4, "safety", "acknowledged record(s) lost"),
     "mqtt-ack-on-append": (1, "safety", "never reached a persistent subscriber"),
-    "mqtt-forget-position": (5, "safety", "never reached a persistent subscriber"),
+    "mqtt-forget-position": (3, "safety", "never reached a persistent subscriber"),
     "mqtt-no-idempotence": (9, "safety", "stored in the cluster log more often"),
+    "mqtt-claim-no-wait": (1, "safety", "never reached a persistent subscriber"),
+    "mqtt-handover-no-gap": (1, "safety", "never reached a persistent subscriber"),
 }
 
 

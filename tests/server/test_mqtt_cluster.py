@@ -25,7 +25,7 @@ from real.mqtt.packets import (
     Will,
 )
 from real.mqtt.properties import PropertyId
-from real.mqtt.session import EXPIRY_NEVER, Message
+from real.mqtt.session import EXPIRY_NEVER, NO_PROPS, Message
 from real.server.node import Proto
 from real.server.peermsg import LogAppend
 from tests.server.test_replication import Cluster
@@ -37,16 +37,24 @@ class Client:
     seq = 0
 
     def __init__(self, c: Cluster, node: int, client_id: str, version: int = MQTT_3_1_1,
-                 clean: bool = True) -> None:
+                 clean: bool = True, properties: Properties = NO_PROPS,
+                 wait_ms: int = 200) -> None:
         Client.seq += 1
         self.c, self.node, self.version = c, node, version
         self.conn = 10_000 * node + Client.seq
         self.decoder = Decoder(version=version, max_packet_size=1 << 24)
         self.inbox: list[Packet] = []
         c.cores[node].open(self.conn, Proto.MQTT, peer="t", loopback=True)
-        self.send(Connect(client_id, protocol_version=version, clean_start=clean))
+        self.send(Connect(client_id, protocol_version=version, clean_start=clean,
+                          properties=properties))
         got = self.take()
-        assert isinstance(got[0], Connack) and got[0].reason_code == 0, got
+        for _ in range(wait_ms):  # the CONNACK waits for the client id's claim in meta
+            if got:
+                break
+            self.c.advance(1)
+            got = self.take()
+        assert got and isinstance(got[0], Connack) and got[0].reason_code == 0, got
+        self.connack = got[0]
         self.inbox = got[1:]  # a resumed session's messages follow the CONNACK
 
     def send(self, *packets: Packet) -> None:
