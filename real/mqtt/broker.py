@@ -38,9 +38,10 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 from typing import Any
 
+from real.kafka.records import KRecord
 from real.mqtt import codec
 from real.mqtt.auth import Acl, ClientAcl, Login
-from real.mqtt.claims import ClaimKey, Place, Release, snapshot_records
+from real.mqtt.claims import ClaimKey, Place, Release, release_record, snapshot_records
 from real.mqtt.cluster import Ticket
 from real.mqtt.errors import BridgeUnavailable, MqttError
 from real.mqtt.packets import (
@@ -64,6 +65,8 @@ from real.mqtt.packets import (
 )
 from real.mqtt.persist import (
     CMP,
+    QI,
+    QR,
     REL,
     SND,
     ack_record,
@@ -71,10 +74,12 @@ from real.mqtt.persist import (
     claims_record,
     cursor_record,
     delete_record,
+    inbound_record,
     packet_record,
     publish_record,
     read_all,
     recover,
+    release_state_record,
     session_record,
 )
 from real.mqtt.properties import (
@@ -174,7 +179,7 @@ class Stats:
     claims_forced: int = 0  # granted without it (it did not come within claim_wait_ms)
     handovers_out: int = 0
     handovers_in: int = 0
-    late_releases: int = 0  # a hand-over for a claim no longer waiting
+    late_releases: int = 0  # a hand-over for a claim not waiting (yet: kept; or no longer)
     handover_read_again: int = 0  # messages routed past the old node's place, read again
     handover_floors: int = 0  # partitions the old node had routed further than this one
 
@@ -268,10 +273,12 @@ class _Claiming:
 
 
 @dataclass(slots=True)
-class _Awaiting:
-    """A claim of this node applied in meta whose previous owner is another node: the session
-    comes with that node's release."""
+class _Step:
+    """What a client id's session does next on this node, in meta order: `take` (a claim of
+    this node whose previous owner is another node: wait for that node's release of it) or
+    `give` (another node claimed it from this node: hand the session over)."""
 
+    take: bool
     key: ClaimKey
     index: int
     """The claim's meta index."""
@@ -285,12 +292,10 @@ class _Outgoing:
     claimant acknowledges a re-send of one at once: it must be in the log by then)."""
 
     client: str
-    to: ClaimKey
     index: int
     """The meta index of the claim it answers."""
-    positions: dict[int, Place]
-    inbound_qos2: tuple[int, ...]
-    records: Any
+    record: KRecord
+    """The release (`claims.release_record`)."""
     tickets: list[Ticket]
     written: Ticket | None = None
     """The release's own ticket, once written: done when committed."""
@@ -298,6 +303,8 @@ class _Outgoing:
 
 CLAIM_TIMEOUT_MS = 30_000
 """A CONNECT whose claim has not settled in this long is refused (Server unavailable)."""
+EARLY_RELEASES_MAX = 10_000
+"""Releases kept for claim steps not reached yet (`Broker._early`)."""
 CLAIM_RETRY_MS = 50
 """Pause before proposing a claim again that meta dropped."""
 """A CONNECT whose claim has not settled in this long is refused (Server unavailable)."""
@@ -381,9 +388,13 @@ class Broker:
         """Client id -> the meta index up to which its claims are settled here (in the state
         log: a restart skips them)."""
         self._claiming: dict[str, _Claiming] = {}  # client id -> this node's newest claim
-        self._awaiting: dict[str, _Awaiting] = {}  # client id -> a claim awaiting a hand-over
-        self._forward: dict[str, tuple[ClaimKey, int]] = {}  # client id -> the claim (and its
-        # meta index) to pass the session on to once it arrives
+        self._steps: dict[str, deque[_Step]] = {}
+        """Client id -> the session's moves still to make here, in meta order (a claim waits
+        until they are done)."""
+        self._early: dict[tuple[str, ClaimKey], Release] = {}
+        """Releases for claims of this node that are not the next step yet (this node's meta
+        lags its `__mqtt` routing, a restart replays meta after `__mqtt`, or the session has
+        to come and go first): used when their step comes."""
         self._floors: dict[str, dict[int, Place]] = {}
         """Client id -> per `__mqtt` partition, the place before which a handed-over session
         takes nothing from this node's routing (the old node routed it there)."""
@@ -422,6 +433,10 @@ class Broker:
         self._generation = state.generation
         self.cluster_positions = dict(state.cluster_positions)
         self._settled = dict(state.claims_settled)
+        for client_id, index, key, value in state.releases:  # hand-overs not committed yet:
+            record = KRecord(-1, max(0, self.clock()), key, value, ())  # sent again
+            self._releases.append(_Outgoing(client_id, index, record, []))
+            self._settled[client_id] = max(self._settled.get(client_id, 0), index)
         for msg in state.retained.values():
             self.retained.set(msg)
         now = self.clock()
@@ -480,6 +495,8 @@ class Broker:
                 elif d.qos == 2 and d.message.log_id >= 0:
                     tail.append(packet_record(SND, session.client_id, d.message.log_id, pid,
                                               now, gen))
+            for pid in sorted(session.inbound_qos2):
+                tail.append(inbound_record(QI, session.client_id, pid, now, gen))
         # where this node resumes each cluster log partition
         positions = (self.cluster.positions() if self.cluster is not None
                      else self.cluster_positions)
@@ -487,6 +504,9 @@ class Broker:
             tail.append(cursor_record(partition, place, now, gen))
         for client_id, index in sorted(self._settled.items()):
             tail.append(claims_record(client_id, index, now, gen))
+        for out in self._releases:  # (after the `clm` of their client: they are not settled)
+            tail.append(release_state_record(out.client, out.index, out.record.key or b"",
+                                             out.record.value or b"", now, gen))
         tail.append(checkpoint_record(gen, now))
         for start in range(0, len(tail), 1024):
             log.append(tail[start:start + 1024])
@@ -667,7 +687,7 @@ class Broker:
             self._expire_sessions(now)
         if self._wills:
             self._fire_wills(now)
-        if self._awaiting or self._claiming:
+        if self._steps or self._claiming:
             self._check_claims(now)
         if self._releases:
             self._send_releases()
@@ -697,8 +717,8 @@ class Broker:
             due = min(due, self._next_sys)
         for at, _ in self._wills.values():
             due = min(due, at)
-        for waiting in self._awaiting.values():
-            due = min(due, waiting.since + self.claim_wait_ms)
+        for steps in self._steps.values():
+            due = min(due, steps[0].since + self.claim_wait_ms)
         for pending in self._claiming.values():
             if pending.retry_at is not None:
                 due = min(due, pending.retry_at)
@@ -940,9 +960,12 @@ class Broker:
 
     def _reconcile_owners(self, owner: Callable[[str], Any], index: int) -> None:
         """Claims up to meta `index` are not known one by one: hand each session another node
-        owns now to that owner (a claimant no longer waiting drops it as late)."""
+        owns now to that owner (a claimant no longer waiting drops it as late). A session whose
+        claims the state log settled at or past `index` is newer than what meta says here."""
         me = self.config.node_id
         for client_id in sorted(self.sessions):
+            if self._settled.get(client_id, 0) >= index:
+                continue
             now_owner = owner(client_id)
             if now_owner is not None and now_owner.node != me:
                 key = ClaimKey(now_owner.node, now_owner.life, now_owner.conn)
@@ -961,15 +984,15 @@ class Broker:
                 # release is in `__mqtt` after this node's durable place, so wait for it
                 # again.
                 if prev is not None and prev.node != me:
-                    self._awaiting[client_id] = _Awaiting(key, index, prev.node, self.clock())
+                    self._step(client_id, _Step(True, key, index, prev.node, self.clock()))
                 return
-            if (prev is not None and prev.node != me
-                    and "mqtt-claim-no-wait" not in self.cluster.config.bugs):
-                self._awaiting[client_id] = _Awaiting(key, index, prev.node, self.clock())
-                self.stats.claims_waited += 1
             pending = self._claiming.get(client_id)
             if pending is not None and pending.key == key:
                 pending.applied = True
+            if (prev is not None and prev.node != me
+                    and "mqtt-claim-no-wait" not in self.cluster.config.bugs):
+                self.stats.claims_waited += 1
+                self._step(client_id, _Step(True, key, index, prev.node, self.clock()))
             self._try_grant(client_id)
             return
         if prev is None or prev.node != me:
@@ -981,15 +1004,39 @@ class Broker:
             if live is not None and live.state is CLAIMING:
                 self._refuse(live, RC.SERVER_UNAVAILABLE, "the client id was claimed on "
                                                           "another node meanwhile")
-        if client_id in self._awaiting:  # what this node is still waiting for goes on there
-            self._forward[client_id] = (key, index)
-            return
-        self._hand_over(client_id, key, index, self.cluster.positions())
+        self._step(client_id, _Step(False, key, index, me, self.clock()))
 
-    def _settle(self, client_id: str, index: int) -> None:
+    def _step(self, client_id: str, step: _Step) -> None:
+        self._steps.setdefault(client_id, deque()).append(step)
+        self._advance(client_id, self.cluster.positions())
+
+    def _advance(self, client_id: str, here: dict[int, Place]) -> None:
+        """Make the client id's next moves: hand the session over, or take a release that has
+        come; stop at a release still to come. `here`: how far this node has routed each
+        partition. With nothing left to do, a waiting CONNECT may go on."""
+        steps = self._steps.get(client_id)
+        while steps:
+            step = steps[0]
+            if not step.take:
+                steps.popleft()
+                self._hand_over(client_id, step.key, step.index, here)
+                continue
+            release = self._early.pop((client_id, step.key), None)
+            if release is None:
+                return
+            steps.popleft()
+            session = release.session()
+            if session is not None:
+                self._install(session, release.positions, here)
+            self._settle(client_id, step.index)  # (after the session's records)
+        self._steps.pop(client_id, None)
+        self._try_grant(client_id)
+
+    def _settle(self, client_id: str, index: int, force: bool = False) -> None:
         """The claims of `client_id` up to meta `index` are settled here: say so in the state
-        log (after what settled them), so a restart does not act on them again."""
-        if index > self._settled.get(client_id, 0):
+        log (after what settled them), so a restart does not act on them again. `force`: log
+        it even if `_settled` says so already (a release recovered unsettled is in it)."""
+        if index > self._settled.get(client_id, 0) or force:
             self._settled[client_id] = index
             if self.log is not None:
                 self._append(claims_record(client_id, index, self.clock()))
@@ -1008,48 +1055,46 @@ class Broker:
         records = None
         inbound: tuple[int, ...] = ()
         tickets: list[Ticket] = []
+        now = self.clock()
         if session is not None:
             self._wills.pop(client_id, None)  # a delayed will: the session goes on elsewhere
             floors = self._floors.get(client_id, {})
             positions = {p: max(place, floors.get(p, place)) for p, place in positions.items()}
-            records = snapshot_records(session, self.clock())
+            records = snapshot_records(session, now)
             inbound = tuple(sorted(session.inbound_qos2))
             tickets = [t for (cid, _pid), t in self._qos2_tickets.items() if cid == client_id]
-            self._drop_session(session, logged=False)  # (`del` once the release is committed)
+            self._drop_session(session)
+        record = release_record(client_id, to, positions, inbound, records, now)
+        if self.log is not None:  # (after the `del`: a restart sends this again until settled)
+            self._append(release_state_record(client_id, index, record.key or b"",
+                                              record.value or b"", now))
         self.stats.handovers_out += 1
-        self._releases.append(_Outgoing(client_id, to, index, positions, inbound, records,
-                                        tickets))
+        self._releases.append(_Outgoing(client_id, index, record, tickets))
         self._send_releases()
 
     def _send_releases(self) -> None:
         """Write each release once the client's QoS 2 PUBLISHes are committed; once it is
-        committed itself, the session leaves the state log (till then a restart still has it,
-        and hands it over again)."""
+        committed itself, its claim is settled here."""
         if not self._releases:
             return
         waiting = []
         for out in self._releases:
             if out.written is None and all(t.done for t in out.tickets):
-                out.written = self.cluster.release(out.client, out.to, out.positions,
-                                                   out.inbound_qos2, out.records)
+                out.written = self.cluster.release(out.client, out.record)
             if out.written is not None and out.written.done:
-                if out.records is not None and self.log is not None \
-                        and out.client not in self.sessions:
-                    self._append(delete_record(out.client, self.clock()))
-                self._settle(out.client, out.index)
+                self._settle(out.client, out.index, force=True)
             else:
                 waiting.append(out)
         self._releases = waiting
 
-    def _drop_session(self, session: Session, logged: bool = True) -> None:
-        """The session leaves this node (handed over): no will, nothing counted as dropped.
-        `logged`: write its end to the state log now."""
+    def _drop_session(self, session: Session) -> None:
+        """The session leaves this node (handed over): no will, nothing counted as dropped."""
         client_id = session.client_id
         for topic_filter, opts in session.subscriptions.items():
             self._unindex_subscription(client_id, topic_filter, opts)
         if self.sessions.get(client_id) is session:
             del self.sessions[client_id]
-        if logged and session.persistent and self.log is not None:
+        if session.persistent and self.log is not None:
             self._append(delete_record(client_id, self.clock()))
         for key in [k for k in self._qos2_tickets if k[0] == client_id]:
             del self._qos2_tickets[key]
@@ -1061,26 +1106,18 @@ class Broker:
                           index: int) -> None:
         """A hand-over is committed in `__mqtt` (at message `index` of the batch at `offset` of
         `partition`): if it is for this node's waiting claim, the session moves in."""
-        key = release.claim
-        if key.node != self.config.node_id:
+        if release.claim.node != self.config.node_id:
             return
         client_id = release.client
-        waiting = self._awaiting.get(client_id)
-        if waiting is None or waiting.key != key:
-            self.stats.late_releases += 1
-            return
-        del self._awaiting[client_id]
+        steps = self._steps.get(client_id)
+        if not steps or not any(s.take and s.key == release.claim for s in steps):
+            self.stats.late_releases += 1  # (kept: its claim may be replayed after a restart)
+        self._early[(client_id, release.claim)] = release
+        if len(self._early) > EARLY_RELEASES_MAX:  # (late ones are never used: forget the
+            del self._early[next(iter(self._early))]  # oldest)
         here = self.cluster.positions()
         here[partition] = (offset, index + 1)
-        session = release.session()
-        if session is not None:
-            self._install(session, release.positions, here)
-        self._settle(client_id, waiting.index)  # (after the session's records)
-        forward = self._forward.pop(client_id, None)
-        if forward is not None:
-            self._hand_over(client_id, forward[0], forward[1], here)
-            return
-        self._try_grant(client_id)
+        self._advance(client_id, here)
 
     def _install(self, session: Session, theirs: dict[int, Place],
                  here: dict[int, Place]) -> None:
@@ -1129,6 +1166,8 @@ class Broker:
                 self._append(packet_record(REL, session.client_id, -1, pid, now))
             elif d.qos == 2:
                 self._append(packet_record(SND, session.client_id, d.message.log_id, pid, now))
+        for pid in sorted(session.inbound_qos2):
+            self._append(inbound_record(QI, session.client_id, pid, now))
 
     def _catch_up(self, session: Session, msg: Message, place: tuple[int, int, int]) -> None:
         """Route a message this node had routed before `session` arrived, to it alone."""
@@ -1163,7 +1202,7 @@ class Broker:
         return False
 
     def _try_grant(self, client_id: str) -> None:
-        if client_id in self._awaiting:
+        if client_id in self._steps:
             return
         pending = self._claiming.get(client_id)
         if pending is None or not pending.applied:
@@ -1190,20 +1229,19 @@ class Broker:
         one that does not come back within `claim_wait_ms`, or comes back without its state,
         never will, and the claim goes on without it. A CONNECT whose claim does not settle
         within CLAIM_TIMEOUT_MS is refused."""
-        for client_id, waiting in list(self._awaiting.items()):
+        for client_id, steps in list(self._steps.items()):
+            waiting = steps[0]
             if now - waiting.since < self.claim_wait_ms:
                 continue
             self.log_line(f"mqtt: client id {client_id!r}: node {waiting.prev_node} did not "
                           f"hand its session over within {self.claim_wait_ms} ms; going on "
                           "without it")
-            del self._awaiting[client_id]
+            steps.popleft()
             self.stats.claims_forced += 1
-            forward = self._forward.pop(client_id, None)
-            if forward is not None:
-                self._hand_over(client_id, forward[0], forward[1], self.cluster.positions())
-            else:
-                self._try_grant(client_id)
             self._settle(client_id, waiting.index)
+            if steps:
+                steps[0].since = max(steps[0].since, now)
+            self._advance(client_id, self.cluster.positions())
         for client_id, pending in list(self._claiming.items()):
             conn = self.conns.get(pending.conn_id)
             if conn is None:
@@ -1343,23 +1381,42 @@ class Broker:
         if qos == 0:
             return
         assert packet_id is not None, "a QoS 1/2 PUBLISH has a packet id (codec, inline parser)"
-        if qos == 2:
+        if not v5:
+            reason = 0
+        pub_ack = _pub_ack(0x40 if qos == 1 else 0x50, packet_id, reason, v5)
+        ack: bytes | Callable[[Conn | None], None] = pub_ack
+        if qos == 2 and reason < 0x80:
             session.inbound_qos2.add(packet_id)
             ticket = token[1] if type(token) is tuple else token
             if type(ticket) is Ticket and not ticket.done:
                 self._qos2_tickets[(session.client_id, packet_id)] = ticket
-        if not v5:
-            reason = 0
-        ack = _pub_ack(0x40 if qos == 1 else 0x50, packet_id, reason, v5)
-        if qos == 2 and reason >= 0x80:
-            session.inbound_qos2.discard(packet_id)
+            if session.persistent and self.log is not None:  # the PUBREC waits for `qi`:
+                if type(ticket) is Ticket:  # written once the message is committed (a crash
+                    # before must not leave the id known for a message never stored)
+                    ack = self._pubrec_after_qi(session.client_id, packet_id, pub_ack)
+                else:
+                    offset = max(offset, self._append(inbound_record(
+                        QI, session.client_id, packet_id, self.clock())))
         if conn.acks_pending or (offset >= 0 and self.log is not None
                                  and offset >= self._durable_end()) or (
                                      token is not None and not self._token_done(token)):
             conn.acks_pending += 1  # (an ack behind a held one waits too: acks stay in order)
             self._await_durable.append((max(offset, -1), conn.id, ack, token))
-        else:
+        elif isinstance(ack, bytes):
             self._send(conn, ack)
+        else:
+            ack(conn)
+
+    def _pubrec_after_qi(self, client_id: str, packet_id: int, pubrec: bytes
+                         ) -> Callable[[Conn | None], None]:
+        """A held PUBREC's release in a cluster: its message is committed now, so write `qi`
+        and send the PUBREC once that is durable (first in line: acks stay in order)."""
+        def release(live: Conn | None) -> None:
+            offset = self._append(inbound_record(QI, client_id, packet_id, self.clock()))
+            if live is not None:
+                live.acks_pending += 1
+                self._await_durable.appendleft((offset, live.id, pubrec, None))
+        return release
 
     def _ack_resent_qos2(self, conn: Conn, ack: bytes, ticket: Ticket | None = None) -> None:
         """PUBREC a re-sent QoS 2 PUBLISH once everything logged so far is durable (the
@@ -1466,7 +1523,15 @@ class Broker:
         if p.packet_id in session.inbound_qos2:
             session.inbound_qos2.discard(p.packet_id)
             self._qos2_tickets.pop((session.client_id, p.packet_id), None)
-            self._send(conn, _pub_ack(0x70, p.packet_id, 0, v5))
+            comp = _pub_ack(0x70, p.packet_id, 0, v5)
+            if session.persistent and self.log is not None:  # PUBCOMP once `qr` is durable:
+                offset = self._append(inbound_record(  # else a crash brings the id back and
+                    QR, session.client_id, p.packet_id, self.clock()))  # a new PUBLISH under
+                if conn.acks_pending or offset >= self._durable_end():  # it would be taken
+                    conn.acks_pending += 1  # for a re-send
+                    self._await_durable.append((offset, conn.id, comp, None))
+                    return
+            self._send(conn, comp)
         else:
             self._send(conn, _pub_ack(0x70, p.packet_id, RC.PACKET_IDENTIFIER_NOT_FOUND, v5))
 
@@ -2187,11 +2252,13 @@ class Broker:
 
     def _held_invariants(self) -> None:
         """Acks held for durability go out in order: the logged ones wait at increasing
-        offsets, and no connection counts more held acks than are queued."""
+        offsets (but the first: a cluster's PUBREC re-queued behind its `qi` record, see
+        `_pubrec_after_qi`), and no connection counts more held acks than are queued."""
         last = -1
-        for offset, _conn_id, _ack, _token in self._await_durable:
-            assert offset < 0 or offset > last, (offset, last)
-            last = max(last, offset)
+        for i, (offset, _conn_id, _ack, _token) in enumerate(self._await_durable):
+            if i:
+                assert offset < 0 or offset > last, (offset, last)
+                last = max(last, offset)
         held = sum(c.acks_pending for c in self.conns.values() if c.state is CONNECTED)
         assert held <= len(self._await_durable), (held, len(self._await_durable))
         last = -1

@@ -36,14 +36,7 @@ from typing import Any, Protocol
 
 from real.kafka import errors as kafka_errors
 from real.kafka.records import KRecord, RecordsError, build_batch, decode_batch, split_batches
-from real.mqtt.claims import (
-    ClaimKey,
-    Place,
-    Release,
-    decode_release,
-    is_control,
-    release_record,
-)
+from real.mqtt.claims import Place, Release, decode_release, is_control
 from real.mqtt.properties import Properties, PropertyId, PropertyValue
 from real.mqtt.session import EXPIRY_NEVER, Message
 from real.server.peermsg import AppendError, LogAppend, LogAppendReply
@@ -347,14 +340,11 @@ class ClusterLog:
         self.stats.published += 1
         return self._write(self.partition_of(msg.topic), encode_message(msg))
 
-    def release(self, client: str, claim: ClaimKey, positions: dict[int, Place],
-                inbound_qos2: tuple[int, ...], records: Any) -> Ticket:
-        """Write the hand-over of `client`'s session to `claim` (real/mqtt/claims.py) to the
-        partition of the client id; the ticket is done once it is committed."""
+    def release(self, client: str, record: KRecord) -> Ticket:
+        """Write a hand-over of `client`'s session (`claims.release_record`) to the partition
+        of the client id; the ticket is done once it is committed."""
         self.stats.releases += 1
-        return self._write(self.partition_of(client),
-                           release_record(client, claim, positions, inbound_qos2, records,
-                                          self.clock()))
+        return self._write(self.partition_of(client), record)
 
     def _write(self, partition: int, record: KRecord) -> Ticket:
         ticket = Ticket()

@@ -19,6 +19,13 @@ Kafka view of the log sees them as Kafka headers).
     cur   p=partition, o=offset, i=index                        cluster log (real/mqtt/cluster.py)
                                                                 routed here up to message i of
                                                                 the batch at offset o of p
+    qi    c=client, p=packet id                                 an inbound QoS 2 PUBLISH
+                                                                accepted under p (PUBREL due)
+    qr    c=client, p=packet id                                 its PUBREL came: p is free
+    rls   c=client, i=meta index, k=key (hex); payload: value   a session hand-over written for
+                                                                the claim at meta index i
+                                                                (claims.py), sent again after
+                                                                a restart until committed
     clm   c=client, i=meta index                                the claims of client id c
                                                                 (claims.py) are settled here
                                                                 up to meta index i
@@ -44,6 +51,11 @@ writes `cmp`. Recovery puts `snd`-without-`rel` deliveries back in the inflight 
 packet id (re-sent with DUP) and `rel`-without-`cmp` ids as owed PUBRELs, so no id the client may
 hold is reused.
 
+Inbound QoS 2 keeps its packet ids too: a persistent session's accepted QoS 2 PUBLISH writes `qi`
+and its PUBREC waits until that is durable; PUBREL writes `qr` and its PUBCOMP waits likewise. A
+client that re-sends the PUBLISH (DUP) after a crash, or to another node of a cluster (the id
+moves with the session), is acknowledged without a second copy.
+
 Checkpoints bound the log: the broker re-writes its whole live state (sessions, retained messages,
 queued messages) as records tagged `g=<generation>`, then a `ckp g=<generation>` record, and, once
 that is durable, deletes everything before the first tagged record. Recovery reads the log once to
@@ -65,7 +77,9 @@ SES, DEL, PUB, ACK, CKP = b"ses", b"del", b"pub", b"ack", b"ckp"
 SND, REL, CMP = b"snd", b"rel", b"cmp"
 CUR = b"cur"
 CLM = b"clm"
-KINDS = (SES, DEL, PUB, ACK, SND, REL, CMP, CKP, CUR, CLM)
+QI, QR = b"qi", b"qr"
+RLS = b"rls"
+KINDS = (SES, DEL, PUB, ACK, SND, REL, CMP, CKP, CUR, CLM, QI, QR, RLS)
 
 
 class CorruptState(Exception):
@@ -115,6 +129,28 @@ def claims_record(client_id: str, index: int, now: int, generation: int = 0) -> 
     if generation:
         meta.append(("g", str(generation)))
     return Record(-1, now, CLM, b"", meta=tuple(meta))
+
+
+def inbound_record(kind: bytes, client_id: str, packet_id: int, now: int,
+                   generation: int = 0) -> Record:
+    """`qi` (an inbound QoS 2 PUBLISH accepted under `packet_id`: a re-send of it after a
+    crash is acknowledged, not delivered again) or `qr` (its PUBREL came)."""
+    meta = [("c", client_id), ("p", str(packet_id))]
+    if generation:
+        meta.append(("g", str(generation)))
+    return Record(-1, now, kind, b"", meta=tuple(meta))
+
+
+def release_state_record(client_id: str, index: int, key: bytes, value: bytes, now: int,
+                         generation: int = 0) -> Record:
+    """`rls`: the `__mqtt` record (`key`, `value`) of a hand-over of `client_id`'s session for
+    the claim at meta `index`, written when the session left (its `del` before it): a restart
+    before it is committed sends it again, as it was (the session's state and the places it
+    names are those of that moment)."""
+    meta = [("c", client_id), ("i", str(index)), ("k", key.hex())]
+    if generation:
+        meta.append(("g", str(generation)))
+    return Record(-1, now, RLS, value, meta=tuple(meta))
 
 
 def checkpoint_record(generation: int, now: int) -> Record:
@@ -193,6 +229,8 @@ class RecoveredState:
     node has not routed yet."""
     claims_settled: dict[str, int] = field(default_factory=dict)
     """Client id -> the meta index up to which this node settled its claims."""
+    releases: list[tuple[str, int, bytes, bytes]] = field(default_factory=list)
+    """Hand-overs written and not settled: (client id, claim's meta index, key, value)."""
 
 
 def _meta_get(rec: Record, name: str) -> str | None:
@@ -380,10 +418,26 @@ def _apply(rec: Record, state: RecoveredState, pending: dict[str, dict[int, Deli
     elif kind == CUR:
         _advance(state, _int(rec, "p", _required(rec, "p")),
                  (_int(rec, "o", _required(rec, "o")), _int(rec, "i", _required(rec, "i"))))
+    elif kind in (QI, QR):
+        holder = state.sessions.get(_required(rec, "c"))
+        if holder is not None:
+            packet_id = _int(rec, "p", _required(rec, "p"))
+            if kind == QI:
+                holder.inbound_qos2.add(packet_id)
+            else:
+                holder.inbound_qos2.discard(packet_id)
     elif kind == CLM:
         client_id = _required(rec, "c")
         index = _int(rec, "i", _required(rec, "i"))
         state.claims_settled[client_id] = max(state.claims_settled.get(client_id, 0), index)
+        state.releases = [r for r in state.releases if r[0] != client_id or r[1] > index]
+    elif kind == RLS:
+        try:
+            raw_key = bytes.fromhex(_required(rec, "k"))
+        except ValueError:
+            raise CorruptState(f"state log offset {rec.offset}: bad rls key") from None
+        state.releases.append((_required(rec, "c"), _int(rec, "i", _required(rec, "i")),
+                               raw_key, bytes(rec.payload)))
     elif kind == CKP:
         pass
     else:

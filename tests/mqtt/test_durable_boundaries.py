@@ -20,8 +20,10 @@ from real.mqtt import (
     Connack,
     Disconnect,
     Puback,
+    Pubcomp,
     Publish,
     Pubrec,
+    Pubrel,
     Suback,
     Subscribe,
     Subscription,
@@ -461,3 +463,51 @@ def test_retained_messages_of_a_subscription_whose_client_left_still_reach_its_s
     got = back.take()
     assert got[0] == Connack(True, 0)
     assert [p.payload for p in got if isinstance(p, Publish)] == [b"kept"]
+
+
+def test_a_qos2_publish_resent_after_a_crash_is_acknowledged_not_delivered_again() -> None:
+    """The accepted QoS 2 packet id is in the state log (`qi`) before its PUBREC leaves: a
+    publisher that re-sends it (DUP) after a crash, its PUBREL not sent yet, gets PUBREC and the
+    subscriber gets the message once."""
+    h, log = boundary_harness()
+    persistent_subscriber(h, log, "q", 2, online=False)
+    pub = h.connect("pub", MQTT_5, clean=False, expiry=600)
+    pub.take()
+    pub.send(Publish("q", b"once", qos=2, packet_id=9))
+    at = log.offset_of(b"qi")
+    settle(h, log, at)
+    assert acks(pub) == [], "PUBREC before the packet id is durable"
+    settle(h, log, at + 1)
+    assert [p.packet_id for p in acks(pub)] == [9]
+    h2 = crash_and_restart(log)
+    pub = h2.connect("pub", MQTT_5, clean=False, expiry=600)
+    pub.take()
+    pub.send(Publish("q", b"once", qos=2, packet_id=9, dup=True))
+    assert [p.packet_id for p in acks(pub)] == [9]
+    s = h2.connect("s", clean=False)
+    assert [p.payload for p in s.take() if isinstance(p, Publish)] == [b"once"]
+
+
+def test_pubcomp_leaves_exactly_when_the_released_packet_id_is_durable() -> None:
+    """PUBREL frees the packet id (`qr`); PUBCOMP waits for that record: else a crash would
+    bring the id back and the publisher's next QoS 2 PUBLISH under it would be taken for a
+    re-send and dropped."""
+    h, log = boundary_harness()
+    persistent_subscriber(h, log, "q", 2, online=False)
+    pub = h.connect("pub", MQTT_5, clean=False, expiry=600)
+    pub.take()
+    pub.send(Publish("q", b"first", qos=2, packet_id=3))
+    settle(h, log, log.end_offset())
+    assert [p.packet_id for p in acks(pub)] == [3]
+    pub.send(Pubrel(3))
+    at = log.offset_of(b"qr")
+    assert [type(p) for p in pub.take()] == [], "PUBCOMP before its record is durable"
+    settle(h, log, at + 1)
+    assert [(type(p), p.packet_id) for p in pub.take()] == [(Pubcomp, 3)]
+    h2 = crash_and_restart(log)
+    pub = h2.connect("pub", MQTT_5, clean=False, expiry=600)
+    pub.take()
+    pub.send(Publish("q", b"second", qos=2, packet_id=3))  # the id, free again, reused
+    assert [p.packet_id for p in acks(pub)] == [3]
+    s = h2.connect("s", clean=False)
+    assert [p.payload for p in s.take() if isinstance(p, Publish)] == [b"first", b"second"]

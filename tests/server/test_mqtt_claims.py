@@ -163,8 +163,8 @@ class _Log:
                       ) -> list[tuple[Message, int, int]]:
         raise AssertionError("nothing to read again: this node is behind")
 
-    def release(self, client: str, to: ClaimKey, *_rest: object) -> None:
-        self.released.append((client, to))
+    def release(self, client: str, record: object) -> None:
+        self.released.append((client, decode_release(record).claim))  # type: ignore[arg-type]
 
 
 def test_a_claimant_behind_the_old_node_skips_up_to_its_place() -> None:
