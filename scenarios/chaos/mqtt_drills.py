@@ -67,7 +67,15 @@ class Roamer:
         self.client.on_disconnect = self._on_disconnect
         self.connected = threading.Event()
         self.connects = 0
-        self.client.connect("127.0.0.1", c.nodes[node]["mqtt"], keepalive=10)
+        deadline = time.monotonic() + 30
+        while True:  # a node starts its MQTT listeners once it serves the cluster log
+            try:
+                self.client.connect("127.0.0.1", c.nodes[node]["mqtt"], keepalive=10)
+                break
+            except ConnectionRefusedError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
         self.client.loop_start()
 
     def _on_connect(self, _c: Any, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
