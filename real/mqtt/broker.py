@@ -1105,7 +1105,8 @@ class Broker:
     def release_committed(self, release: Release, partition: int, offset: int,
                           index: int) -> None:
         """A hand-over is committed in `__mqtt` (at message `index` of the batch at `offset` of
-        `partition`): if it is for this node's waiting claim, the session moves in."""
+        `partition`): if it is for a claim of this node, it is kept for that claim's step, and
+        taken at once if that step is next (the session moves in)."""
         if release.claim.node != self.config.node_id:
             return
         client_id = release.client

@@ -19,11 +19,13 @@ With `mqtt.cluster`, a client id belongs to one node connection at a time, clust
    CONNACK goes out. No moment exists in which both nodes deliver to the client: the old node
    stopped before it wrote the release, the new one starts after it read it.
 
-When the previous owner cannot answer (its process is gone, or a partition keeps it away), the
-claimant proceeds without a hand-over once meta no longer counts that node in the in-sync
-replicas of the client id's `__mqtt` partition (the controller removes a dead node within its
-session timeout; a node that hears no meta quorum for that long fences itself and closes its
-MQTT connections). The session then starts from what the claimant itself holds for it.
+When the previous owner is down, the claim waits for it: restarted, it recovers the session from
+its state log, replays the claim and hands the session over (a release it wrote before dying
+but that was not committed is in its state log, `rls`, and is sent again). One that does not
+come back within `ClusterConfig.claim_wait_ms` never will: the claim goes on without it and
+the client gets a new session. A node that hears no meta quorum for the controller's session
+timeout fences itself and closes its MQTT connections, so it no longer serves a client whose
+claim gave up waiting for it.
 
 This module holds the wire forms (sans-I/O): the release record's key and value, and the
 session snapshot as `real/mqtt/persist.py` records.
