@@ -968,15 +968,14 @@ class Broker:
                 continue
             now_owner = owner(client_id)
             if now_owner is not None and now_owner.node != me:
-                key = ClaimKey(now_owner.node, now_owner.life, now_owner.conn)
-                self._hand_over(client_id, key, index, self.cluster.positions())
+                self._hand_over(client_id, now_owner, index, self.cluster.positions())
         self.claims_seen = index
 
     def _claim_applied(self, client_id: str, owner: Any, prev: Any, index: int) -> None:
         me = self.config.node_id
         if index <= self._settled.get(client_id, 0):
             return  # settled before a restart
-        key = ClaimKey(owner.node, owner.life, owner.conn)
+        key = owner  # (meta's Owner is the claim key)
         if owner.node == me:
             if owner.life != self.life:
                 # An earlier life's claim, not settled in the state log: if it waited for a

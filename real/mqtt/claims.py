@@ -37,6 +37,7 @@ import struct
 from dataclasses import dataclass
 
 from real.kafka.records import KRecord
+from real.meta.machine import Owner as ClaimKey
 from real.mqtt.persist import (
     REL,
     SND,
@@ -60,15 +61,6 @@ _U16 = struct.Struct(">H")
 
 Place = tuple[int, int]
 """(shard offset of a batch in a `__mqtt` partition, index of a message in it)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimKey:
-    """A claim: the node, its process life and the connection that claimed the client id."""
-
-    node: int
-    life: int
-    conn: int
 
 
 @dataclass(slots=True)
